@@ -1,0 +1,62 @@
+"""`smarthub` command line: argparse subcommands, each a few lines calling one core function.
+
+Every module in this package (except those starting with '_') defines `ORDER` and
+`register(subparsers)`; handlers return an exit code. A SmartHubError becomes one
+line on stderr and exit code 2; Ctrl-C exits 130.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+import traceback
+from collections.abc import Sequence
+
+from smarthub import __version__
+from smarthub.errors import SmartHubError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full `smarthub` parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="smarthub",
+        description="Bootstrap, train, clean and pre-annotate image datasets.",
+    )
+    parser.add_argument("--version", action="version", version=f"smarthub {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks for unexpected errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = []
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            modules.append(importlib.import_module(f"{__name__}.{info.name}"))
+    for module in sorted(modules, key=lambda m: getattr(m, "ORDER", 100)):
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 1
+    debug = args.debug or bool(os.environ.get("SMARTHUB_DEBUG"))
+    try:
+        return int(args.func(args) or 0)
+    except SmartHubError as e:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing half-written was kept", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not bad input: say so in one line unless --debug
+        if debug:
+            raise
+        print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback and report it)",
+              file=sys.stderr)
+        return 3

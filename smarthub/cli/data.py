@@ -1,0 +1,104 @@
+"""Dataset and file commands: verify, relabel, delete, undo, history."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from smarthub.cli._common import add_workspace_args, print_table, progress_printer, workspace_from
+
+ORDER = 10
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("verify", help="decode every image and report broken ones")
+    add_workspace_args(p, models=False)
+    p.add_argument("--quarantine", action="store_true", help="move bad images to the trash (undoable)")
+    p.set_defaults(func=run_verify)
+
+    p = sub.add_parser("relabel", help="move images to another class folder (undoable)")
+    add_workspace_args(p, models=False)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("label", help="the new class (folder name); created if new")
+    p.set_defaults(func=run_relabel)
+
+    p = sub.add_parser("delete", help="move images to the trash (undoable)")
+    add_workspace_args(p, models=False)
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.set_defaults(func=run_delete)
+
+    p = sub.add_parser("undo", help="undo the last file operation, or the one named")
+    add_workspace_args(p, models=False)
+    p.add_argument("op_id", nargs="?", metavar="OP_ID")
+    p.set_defaults(func=run_undo)
+
+    p = sub.add_parser("history", help="list journaled file operations")
+    add_workspace_args(p, models=False)
+    p.add_argument("--limit", type=int, default=20, help="show the last N operations (default 20)")
+    p.set_defaults(func=run_history)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+    from smarthub.dataset import verify_dataset
+
+    ws = workspace_from(args)
+    report = verify_dataset(ws.data_dir, progress=progress_printer("verifying"))
+    for path, reason in report.problems:
+        print(f"bad  {path.relative_to(ws.data_dir)}: {reason}")
+    print(f"{report.checked} images checked, {report.ok} ok, {len(report.problems)} bad")
+    if report.problems and args.quarantine:
+        op = fileops.trash(ws, report.bad_paths)
+        print(f"moved {len(op.moves)} bad images to the trash (operation {op.op_id}; `smarthub undo {op.op_id}`)")
+        return 0
+    return 1 if report.problems else 0
+
+
+def run_relabel(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
+    ws = workspace_from(args)
+    op = fileops.relabel(ws, args.paths, args.label)
+    for m in op.moves:
+        print(f"moved {m.src} → {m.dst}")
+    print(f"operation {op.op_id} ({len(op.moves)} files); undo with `smarthub undo {op.op_id}`")
+    return 0
+
+
+def run_delete(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
+    ws = workspace_from(args)
+    op = fileops.trash(ws, args.paths)
+    for m in op.moves:
+        print(f"trashed {m.src}")
+    print(f"operation {op.op_id} ({len(op.moves)} files in {ws.trash_dir / op.op_id}); "
+          f"undo with `smarthub undo {op.op_id}`")
+    return 0
+
+
+def run_undo(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
+    ws = workspace_from(args)
+    op = fileops.undo(ws, args.op_id)
+    for m in op.moves:
+        print(f"restored {m.dst} (from {m.src})")
+    print(f"undid operation {op.undoes} (as operation {op.op_id})")
+    return 0
+
+
+def run_history(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
+    ws = workspace_from(args)
+    ops = fileops.history(ws)[-args.limit:]
+    if not ops:
+        print("no file operations yet")
+        return 0
+    rows = []
+    for op in ops:
+        state = f"undone by {op.undone_by}" if op.undone_by else op.state
+        what = op.label or op.undoes or ""
+        rows.append((op.op_id, op.at, op.kind, what, len(op.moves), state))
+    print_table(rows, ("op id", "at", "kind", "label/undoes", "files", "state"))
+    return 0

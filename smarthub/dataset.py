@@ -1,0 +1,226 @@
+"""Scan class folders into ImageItem records, enforce the label rules, verify images."""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from smarthub.errors import DatasetError, ImageError, LabelError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
+MAX_LABEL_CHARS = 100
+# Above this many pixels an image is refused as a likely decompression bomb (Pillow warns at ~89M).
+MAX_IMAGE_PIXELS = 80_000_000
+SPLIT_NAMES = ("train", "valid")
+SUPPORTED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F", "La"})
+
+
+@dataclass(frozen=True)
+class ImageItem:
+    """One image of the dataset: its path, its label (folder name) and its split ('' when none)."""
+
+    path: Path
+    label: str
+    split: str = ""
+
+
+@dataclass
+class VerifyReport:
+    """Outcome of verifying a set of images: counts and each problem with its reason."""
+
+    checked: int = 0
+    ok: int = 0
+    problems: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def bad_paths(self) -> list[Path]:
+        return [p for p, _ in self.problems]
+
+
+def validate_label(label: str) -> str:
+    """Return `label` (NFC-normalised) if it is a valid class/folder name, else raise LabelError.
+
+    Rules: non-empty, at most 100 characters, no path separators, not '.' or '..',
+    no leading dot, no control characters, no leading/trailing whitespace. Unicode is fine.
+    """
+    if not isinstance(label, str) or label == "":
+        raise LabelError("label is empty: give a class name such as 'tilapia'")
+    label = unicodedata.normalize("NFC", label)
+    shown = repr(label) if len(label) <= 60 else repr(label[:60] + "…")
+    if label.strip() != label or not label.strip():
+        raise LabelError(f"label {shown} starts or ends with whitespace")
+    if len(label) > MAX_LABEL_CHARS:
+        raise LabelError(f"label {shown} is {len(label)} characters long; the limit is {MAX_LABEL_CHARS}")
+    if "/" in label or "\\" in label or "\x00" in label:
+        raise LabelError(f"label {shown} contains a path separator; labels are single folder names")
+    if label in (".", "..") or label.startswith("."):
+        raise LabelError(f"label {shown} starts with a dot; such folders are reserved for bookkeeping")
+    if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in label):
+        raise LabelError(f"label {shown} contains control characters")
+    return label
+
+
+def is_image_file(path: Path) -> bool:
+    """True for a regular, non-hidden file with an image suffix."""
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def has_split_layout(data_dir: Path) -> bool:
+    """True when `data_dir` holds `train/` and `valid/`, each with class folders inside."""
+    return all((data_dir / s).is_dir() for s in SPLIT_NAMES) and any(
+        p.is_dir() and not p.name.startswith(".") for p in (data_dir / "train").iterdir()
+    )
+
+
+def scan_dataset(data_dir: Path, *, require_images: bool = False) -> list[ImageItem]:
+    """List the images under `data_dir`, one class per sub-folder (or train/ and valid/ splits).
+
+    Folders starting with a dot and folders whose names break the label rules are skipped.
+    Items come sorted by (split, label, file name) so the order is reproducible.
+
+    Raises:
+        DatasetError: the folder does not exist, or `require_images` and it holds no image.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetError(f"data folder {data_dir} does not exist; create it with one sub-folder per class")
+    roots: list[tuple[Path, str]] = (
+        [(data_dir / s, s) for s in SPLIT_NAMES] if has_split_layout(data_dir) else [(data_dir, "")]
+    )
+    items: list[ImageItem] = []
+    for root, split in roots:
+        for class_dir in sorted(root.iterdir()):
+            if not class_dir.is_dir() or class_dir.name.startswith("."):
+                continue
+            try:
+                label = validate_label(class_dir.name)
+            except LabelError:
+                continue
+            for path in sorted(class_dir.rglob("*")):
+                if any(part.startswith(".") for part in path.relative_to(class_dir).parts):
+                    continue
+                if is_image_file(path):
+                    items.append(ImageItem(path=path, label=label, split=split))
+    if require_images and not items:
+        raise DatasetError(
+            f"no images found in {data_dir}: put images in one sub-folder per class, e.g. {data_dir}/cat/1.jpg"
+        )
+    return items
+
+
+def class_counts(items: Iterable[ImageItem]) -> dict[str, int]:
+    """Number of images per label, labels sorted."""
+    counts = Counter(item.label for item in items)
+    return dict(sorted(counts.items()))
+
+
+def check_trainable(items: list[ImageItem], *, min_per_class: int = 2) -> None:
+    """Raise DatasetError unless there are at least two classes with `min_per_class` images each."""
+    if not items:
+        raise DatasetError("no images to train on: add class folders with images (or run `smarthub bootstrap`)")
+    counts = class_counts(items)
+    if len(counts) < 2:
+        only = next(iter(counts))
+        raise DatasetError(f"only one class ({only!r}) found: a classifier needs at least two class folders")
+    small = [f"{label!r} ({n})" for label, n in counts.items() if n < min_per_class]
+    if small:
+        raise DatasetError(
+            f"classes with fewer than {min_per_class} images: {', '.join(small)}; add images or remove the folder"
+        )
+
+
+def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_bytes):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_fingerprint(items: Iterable[ImageItem], data_dir: Path) -> str:
+    """A short hash of (relative path, label, size, mtime) of every item: changes when the data changes."""
+    h = hashlib.sha256()
+    for item in sorted(items, key=lambda i: str(i.path)):
+        try:
+            st = item.path.stat()
+            size, mtime = st.st_size, int(st.st_mtime)
+        except OSError:
+            size, mtime = -1, -1
+        rel = item.path.relative_to(data_dir) if item.path.is_relative_to(data_dir) else item.path
+        h.update(f"{rel.as_posix()}\t{item.label}\t{item.split}\t{size}\t{mtime}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def check_image(path: Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
+    """Fully decode the image at `path` and return its (width, height).
+
+    Raises:
+        ImageError: with the reason: zero bytes, not an image, truncated, decompression bomb,
+            unsupported mode, unreadable file.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as e:
+        raise ImageError(f"{path}: unreadable file ({e.strerror or e})") from e
+    if size == 0:
+        raise ImageError(f"{path}: zero bytes")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                width, height = img.size
+                if width * height > max_pixels:
+                    raise ImageError(
+                        f"{path}: decompression bomb ({width}x{height} = {width * height:,} pixels, "
+                        f"limit {max_pixels:,})"
+                    )
+                if img.mode not in SUPPORTED_MODES:
+                    raise ImageError(f"{path}: unsupported mode {img.mode}")
+                img.load()
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path}: decompression bomb ({e})") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{path}: not an image (the file's bytes are not a known image format)") from e
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
+        msg = str(e)
+        reason = "truncated" if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError) else "unreadable"
+        raise ImageError(f"{path}: {reason} ({msg})") from e
+    return width, height
+
+
+def verify_images(
+    paths: Iterable[Path],
+    *,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+    progress: Callable[[int, int], None] | None = None,
+) -> VerifyReport:
+    """Decode every image in `paths`; collect each failure with its reason (never raises per image)."""
+    paths = list(paths)
+    report = VerifyReport()
+    for i, path in enumerate(paths, 1):
+        report.checked += 1
+        try:
+            check_image(path, max_pixels=max_pixels)
+            report.ok += 1
+        except ImageError as e:
+            reason = str(e)
+            prefix = f"{path}: "
+            report.problems.append((path, reason[len(prefix):] if reason.startswith(prefix) else reason))
+        if progress is not None:
+            progress(i, len(paths))
+    return report
+
+
+def verify_dataset(data_dir: Path, *, progress: Callable[[int, int], None] | None = None) -> VerifyReport:
+    """Verify every image file under `data_dir` (all classes and splits)."""
+    return verify_images((item.path for item in scan_dataset(data_dir)), progress=progress)

@@ -1,0 +1,34 @@
+"""The smarthub error family: every expected failure is a SmartHubError with a readable message."""
+from __future__ import annotations
+
+
+class SmartHubError(Exception):
+    """Base class: the message names the file or field and what to do next."""
+
+
+class LabelError(SmartHubError):
+    """A class label (folder name) breaks the label rules."""
+
+
+class DatasetError(SmartHubError):
+    """The data folder is missing, empty or unusable for the job asked."""
+
+
+class ImageError(SmartHubError):
+    """An image cannot be read, decoded or is outside the accepted limits."""
+
+
+class FileOpError(SmartHubError):
+    """A move, trash or undo of a user's file was refused or could not be completed."""
+
+
+class ModelError(SmartHubError):
+    """A model or weights file is missing, corrupt, or does not fit the data."""
+
+
+class NetworkError(SmartHubError):
+    """A remote service (image search, download host) could not be reached."""
+
+
+class AnnotationError(SmartHubError):
+    """A Labelme file is malformed or cannot be written."""

@@ -1,0 +1,380 @@
+"""THE ONLY module that moves or removes a user's image files: relabel, trash, undo.
+
+Every operation is journaled to `data/.smarthub/journal.jsonl` before any file moves
+(a "begin" line listing the planned moves) and closed by a "commit" or "abort" line.
+Moves never overwrite (hard link + unlink, or a unique new name on collision), are
+verified afterwards (source gone, destination present, same sha256), and an operation
+either completes or is rolled back. A crash between "begin" and "commit" is repaired by
+`recover()`, which every mutating call runs first: no image is ever lost.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from smarthub.atomicio import append_jsonl, read_jsonl
+from smarthub.dataset import SPLIT_NAMES, has_split_layout, sha256_file, validate_label
+from smarthub.errors import FileOpError
+from smarthub.workspace import META_DIRNAME, Workspace
+
+_OP_LOCK = threading.RLock()  # one file operation at a time per process (app handlers run in threads)
+
+
+@dataclass(frozen=True)
+class Move:
+    """One file move, paths relative to the data folder (POSIX form)."""
+
+    src: str
+    dst: str
+    sha256: str
+
+
+@dataclass
+class Operation:
+    """A journaled file operation: relabel, trash or undo (of another operation)."""
+
+    op_id: str
+    kind: str
+    moves: list[Move]
+    at: str
+    label: str | None = None
+    undoes: str | None = None
+    state: str = "begun"  # begun → committed | aborted
+    undone_by: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def to_record(self) -> dict:
+        return {
+            "event": "begin",
+            "op_id": self.op_id,
+            "kind": self.kind,
+            "label": self.label,
+            "undoes": self.undoes,
+            "at": self.at,
+            "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256} for m in self.moves],
+        }
+
+
+def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operation:
+    """Move images into the class folder `label` (created if new), never overwriting.
+
+    Raises:
+        LabelError: `label` breaks the label rules.
+        FileOpError: a path is missing, outside the data folder, or already has that label.
+    """
+    label = validate_label(label)
+    with _OP_LOCK:
+        recover(ws)
+        plans: list[tuple[Path, Path]] = []
+        for src in _as_list(paths):
+            src = _checked_source(ws, src)
+            root, class_name = _class_root(ws, src)
+            if class_name == label:
+                raise FileOpError(f"{_rel(ws, src)} is already labelled {label!r}")
+            plans.append((src, root / label / src.name))
+        return _run(ws, "relabel", plans, label=label)
+
+
+def trash(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
+    """Move images to `data/.smarthub/trash/<op id>/…` (restorable with `undo`)."""
+    with _OP_LOCK:
+        recover(ws)
+        op_id = _new_op_id()
+        plans = []
+        for src in _as_list(paths):
+            src = _checked_source(ws, src)
+            plans.append((src, ws.trash_dir / op_id / _rel(ws, src)))
+        return _run(ws, "trash", plans, op_id=op_id)
+
+
+def undo(ws: Workspace, op_id: str | None = None) -> Operation:
+    """Undo operation `op_id`, or the latest committed operation not yet undone.
+
+    Repeated calls walk back through history. Undoing an undo redoes the original.
+
+    Raises:
+        FileOpError: nothing to undo, unknown id, or a file of that operation has been moved since.
+    """
+    with _OP_LOCK:
+        recover(ws)
+        ops = history(ws)
+        if op_id is None:
+            candidates = [op for op in ops if op.state == "committed" and op.undone_by is None and op.kind != "undo"]
+            if not candidates:
+                raise FileOpError("nothing to undo: no relabel or delete in the journal is left to undo")
+            target = candidates[-1]
+        else:
+            matches = [op for op in ops if op.op_id == op_id]
+            if not matches:
+                raise FileOpError(f"no operation {op_id!r} in {ws.journal_path}; `smarthub history` lists them")
+            target = matches[0]
+            if target.state != "committed":
+                raise FileOpError(f"operation {op_id} was {target.state}, there is nothing to undo")
+            if target.undone_by is not None:
+                raise FileOpError(f"operation {op_id} was already undone by {target.undone_by}")
+        missing = [m.dst for m in target.moves if not (ws.data_dir / m.dst).exists()]
+        if missing:
+            raise FileOpError(
+                f"cannot undo {target.op_id}: {', '.join(missing[:3])} moved since; undo the later operations first"
+            )
+        plans = [(ws.data_dir / m.dst, ws.data_dir / m.src) for m in reversed(target.moves)]
+        return _run(ws, "undo", plans, undoes=target.op_id)
+
+
+def history(ws: Workspace) -> list[Operation]:
+    """All operations in journal order with their state and, if undone, the id of the undo."""
+    ops: dict[str, Operation] = {}
+    for rec in read_jsonl(ws.journal_path):
+        event, op_id = rec.get("event"), rec.get("op_id")
+        if not isinstance(op_id, str):
+            continue
+        if event == "begin":
+            moves = [
+                Move(src=str(m["from"]), dst=str(m["to"]), sha256=str(m.get("sha256", "")))
+                for m in rec.get("moves", [])
+                if isinstance(m, dict) and "from" in m and "to" in m
+            ]
+            ops[op_id] = Operation(
+                op_id=op_id, kind=str(rec.get("kind")), moves=moves, at=str(rec.get("at")),
+                label=rec.get("label"), undoes=rec.get("undoes"),
+            )
+        elif op_id in ops and event in ("commit", "abort"):
+            op = ops[op_id]
+            op.state = "committed" if event == "commit" else "aborted"
+            if event == "commit" and isinstance(rec.get("moves"), list):
+                # the commit line is authoritative: it lists the moves that happened, with final names
+                op.moves = [
+                    Move(src=str(m["from"]), dst=str(m["to"]), sha256=str(m.get("sha256", "")))
+                    for m in rec["moves"]
+                    if isinstance(m, dict) and "from" in m and "to" in m
+                ]
+            if rec.get("reason"):
+                op.notes.append(str(rec["reason"]))
+    for op in ops.values():
+        if op.kind == "undo" and op.state == "committed" and op.undoes in ops:
+            target = ops[op.undoes]
+            target.undone_by = op.op_id
+            op.undone_by = None
+            # an undo of an undo re-opens the original operation
+            if target.kind == "undo" and target.undoes in ops:
+                ops[target.undoes].undone_by = None
+    return list(ops.values())
+
+
+def recover(ws: Workspace) -> list[Operation]:
+    """Close operations a crash left open: finish moves that were half done, then commit what moved.
+
+    A move is "done" when its destination holds the file; a hard link left with both names
+    is completed by removing the source after checking both hashes match. Returns the repaired ops.
+    """
+    repaired = []
+    if not ws.journal_path.exists():
+        return repaired
+    with _OP_LOCK:
+        for op in history(ws):
+            if op.state != "begun":
+                continue
+            done = []
+            for m in op.moves:
+                src = ws.data_dir / m.src
+                found = _locate_moved(ws, m)
+                if found is None:
+                    continue  # never moved: the file is still at its source
+                if src.exists():  # crash between link and unlink: both names hold the same bytes
+                    if sha256_file(src) != m.sha256:
+                        continue
+                    src.unlink()
+                done.append(found)
+            _journal_end(ws, op, done, reason="recovered after an interrupted operation")
+            repaired.append(op)
+    return repaired
+
+
+def _locate_moved(ws: Workspace, m: Move) -> Move | None:
+    """Find where an interrupted move put its file (the planned name or a collision suffix), by hash."""
+    dst = ws.data_dir / m.dst
+    for n in range(10_000):
+        candidate = dst if n == 0 else dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
+        if not candidate.exists():
+            if n > 0:
+                return None
+            continue
+        if sha256_file(candidate) == m.sha256:
+            return Move(src=m.src, dst=_rel(ws, candidate), sha256=m.sha256)
+    return None
+
+
+def _run(
+    ws: Workspace,
+    kind: str,
+    plans: list[tuple[Path, Path]],
+    *,
+    label: str | None = None,
+    undoes: str | None = None,
+    op_id: str | None = None,
+) -> Operation:
+    """Journal, execute and verify a list of (src, dst) moves as one all-or-nothing operation."""
+    if not plans:
+        raise FileOpError("no files given")
+    moves = []
+    for src, dst in plans:
+        try:
+            digest = sha256_file(src)
+        except OSError as e:
+            raise FileOpError(f"cannot read {_rel(ws, src)}: {e.strerror or e}") from e
+        moves.append(Move(src=_rel(ws, src), dst=_rel(ws, dst), sha256=digest))
+    op = Operation(op_id=op_id or _new_op_id(), kind=kind, moves=moves, at=_now(), label=label, undoes=undoes)
+    append_jsonl(ws.journal_path, op.to_record())  # write-ahead: the plan is on disk before any file moves
+    done: list[Move] = []
+    try:
+        for i, m in enumerate(op.moves):
+            final = _move_no_clobber(ws.data_dir / m.src, ws.data_dir / m.dst)
+            final_rel = _rel(ws, final)
+            if final_rel != m.dst:  # collision: record the name actually used
+                m = Move(src=m.src, dst=final_rel, sha256=m.sha256)
+                op.moves[i] = m
+                op.notes.append(f"{m.src} → {final_rel} (name taken)")
+            _verify_move(ws, m)
+            done.append(m)
+    except (OSError, FileOpError) as e:
+        reason = _describe(ws, e)
+        rollback_failures, stayed = _rollback(ws, done)
+        _journal_end(ws, op, stayed, reason=reason, abort=not stayed)
+        op.state = "aborted"
+        if rollback_failures:
+            raise FileOpError(f"{kind} failed ({reason}) and could not be rolled back: "
+                              f"{'; '.join(rollback_failures)}; the journal records where each file is") from e
+        raise FileOpError(f"{kind} failed and was rolled back, no file changed: {reason}") from e
+    _journal_end(ws, op, done)
+    op.state = "committed"
+    return op
+
+
+def _move_no_clobber(src: Path, dst: Path) -> Path:
+    """Move `src` to `dst`, or to `dst` with a numeric suffix if taken; never overwrites. Returns the path used."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    for n in range(10_000):
+        candidate = dst if n == 0 else dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
+        try:
+            os.link(src, candidate)
+        except FileExistsError:
+            continue
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK):
+                raise
+            # filesystem without hard links: check-then-rename (the window is tiny and single-user)
+            if candidate.exists():
+                continue
+            os.rename(src, candidate)
+            return candidate
+        try:
+            os.unlink(src)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(candidate)  # undo the link so the file keeps exactly one name
+            raise
+        return candidate
+    raise FileOpError(f"no free file name for {dst} after 10,000 tries")
+
+
+def _verify_move(ws: Workspace, m: Move) -> None:
+    src, dst = ws.data_dir / m.src, ws.data_dir / m.dst
+    if src.exists():
+        raise FileOpError(f"{m.src} still exists after moving it to {m.dst}")
+    if not dst.exists():
+        raise FileOpError(f"{m.dst} is missing after the move")
+    if sha256_file(dst) != m.sha256:
+        raise FileOpError(f"{m.dst} has different content after the move (sha256 mismatch)")
+
+
+def _rollback(ws: Workspace, done: list[Move]) -> tuple[list[str], list[Move]]:
+    """Move back what an aborted operation moved; return (failure messages, moves that stayed)."""
+    failures, stayed = [], []
+    for m in reversed(done):
+        try:
+            _move_no_clobber(ws.data_dir / m.dst, ws.data_dir / m.src)
+        except (OSError, FileOpError) as e:
+            failures.append(f"{m.dst} stays at its new place ({_describe(ws, e)})")
+            stayed.append(m)
+    return failures, stayed
+
+
+def _journal_end(
+    ws: Workspace, op: Operation, done: list[Move], *, reason: str | None = None, abort: bool = False
+) -> None:
+    """Close `op` in the journal: commit the moves that happened, or abort when none did."""
+    rec: dict = {"event": "abort" if abort or (reason is not None and not done) else "commit",
+                 "op_id": op.op_id, "at": _now(),
+                 "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256} for m in done]}
+    if reason:
+        rec["reason"] = reason
+    append_jsonl(ws.journal_path, rec)
+
+
+def _checked_source(ws: Workspace, path: Path) -> Path:
+    path = Path(path)
+    if not path.is_absolute():  # relative to the current folder, else to the data folder
+        path = path.absolute() if path.exists() else ws.data_dir / path
+    data_root = ws.data_dir.resolve()
+    resolved = path.parent.resolve() / path.name
+    if data_root not in resolved.parents:
+        raise FileOpError(f"{path} is not inside the data folder {ws.data_dir}; smarthub only moves its own images")
+    rel = resolved.relative_to(data_root)
+    if rel.parts[0] == META_DIRNAME:
+        raise FileOpError(f"{path} is smarthub bookkeeping, not an image of the dataset")
+    if path.is_symlink() or (resolved.exists() and not resolved.is_file()):
+        raise FileOpError(f"{path} is not a regular file")
+    if not resolved.exists():
+        raise FileOpError(f"{rel.as_posix()} no longer exists (moved or deleted, perhaps in another window); refresh")
+    return ws.data_dir / rel
+
+
+def _class_root(ws: Workspace, src: Path) -> tuple[Path, str]:
+    """Return (folder holding the class folders, current class name) for a source image."""
+    rel = src.relative_to(ws.data_dir)
+    root = ws.data_dir
+    parts = rel.parts
+    if len(parts) >= 3 and parts[0] in SPLIT_NAMES and has_split_layout(ws.data_dir):
+        root, parts = ws.data_dir / parts[0], parts[1:]
+    if len(parts) < 2:
+        raise FileOpError(f"{rel.as_posix()} is not inside a class folder")
+    return root, parts[0]
+
+
+def _rel(ws: Workspace, path: Path) -> str:
+    path = Path(path)
+    try:
+        return path.relative_to(ws.data_dir).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def _as_list(paths: Path | Iterable[Path]) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    out = [Path(p) for p in paths]
+    if len(set(out)) != len(out):
+        raise FileOpError("the same file was given twice")
+    return out
+
+
+def _describe(ws: Workspace, e: BaseException) -> str:
+    if isinstance(e, OSError):
+        where = f" ({_rel(ws, Path(e.filename))})" if e.filename else ""
+        return f"{e.strerror or e}{where}"
+    return str(e)
+
+
+def _new_op_id() -> str:
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

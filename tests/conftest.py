@@ -1,0 +1,45 @@
+"""Shared fixtures: an isolated torch cache (MobileNetV2 weights only), workspaces of real images."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from helpers import MOBILENET_V2_FILE, make_image, mobilenet_weights_source
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """TORCH_HOME for the whole run: holds only torchvision's MobileNetV2 weights (no resnet18)."""
+    home = tmp_path_factory.mktemp("torch_home")
+    checkpoints = home / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    shutil.copy(mobilenet_weights_source(), checkpoints / MOBILENET_V2_FILE)
+    os.environ["TORCH_HOME"] = str(home)
+    return home
+
+
+@pytest.fixture
+def ws(tmp_path: Path):
+    """An empty workspace (data/ and models/ under tmp_path)."""
+    from smarthub.workspace import Workspace
+
+    (tmp_path / "data").mkdir()
+    return Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
+
+
+@pytest.fixture
+def small_ws(ws):
+    """A workspace with three classes of six distinct real images each."""
+    colors = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fish": (40, 40, 200)}
+    for c, (label, color) in enumerate(colors.items()):
+        for i in range(6):
+            make_image(ws.data_dir / label / f"{label}{i}.jpg", color=color, pattern=c * 100 + i)
+    return ws
