@@ -207,3 +207,13 @@ def test_fingerprint_changes_with_content(small_ws) -> None:
     assert before == dataset_fingerprint(scan_dataset(small_ws.data_dir), small_ws.data_dir)
     make_image(small_ws.data_dir / "cat" / "new.jpg", pattern=999)
     assert dataset_fingerprint(scan_dataset(small_ws.data_dir), small_ws.data_dir) != before
+
+
+COMMITTED = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("name", ["astronaut.jpg", "coffee.jpg", "chelsea.jpg", "rocket.jpg", "chelsea_exif6.jpg",
+                                  "coffee_cmyk.jpg"])
+def test_committed_real_photos_verify(name: str) -> None:
+    w, h = check_image(COMMITTED / name)
+    assert max(w, h) <= 96
