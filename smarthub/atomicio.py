@@ -145,6 +145,28 @@ def read_json(path: Path, *, what: str = "file") -> Any:
         raise SmartHubError(f"{what} {path} is not valid JSON: {e}") from e
 
 
+def is_own_temp(path: Path) -> bool:
+    """True for a temporary file smarthub itself creates: a hidden name ending in `.tmp`."""
+    path = Path(path)
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def discard_temp(path: Path) -> bool:
+    """Remove one of smarthub's own temporary files (see `is_own_temp`); refuse anything else.
+
+    This is how modules other than fileops clean up after an interrupted write: it can never
+    remove a user's image. Returns True when a file was removed.
+    """
+    path = Path(path)
+    if not is_own_temp(path):
+        raise SmartHubError(f"refusing to remove {path}: not a smarthub temporary file")
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _fsync_dir(folder: Path) -> None:
     """fsync a directory so a rename survives power loss (best effort on platforms without it)."""
     try:

@@ -74,3 +74,21 @@ def test_torn_tail_is_terminated_before_next_record(tmp_path: Path) -> None:
         f.write(b'{"b": ')
     append_jsonl(path, {"c": 3})
     assert list(read_jsonl(path)) == [{"a": 1}, {"c": 3}]
+
+
+@pytest.mark.parametrize(
+    ("name", "removable"),
+    [(".x.jpg.abc123.tmp", True), ("x.jpg", False), (".hidden.jpg", False), ("x.tmp", False)],
+    ids=["own-temp", "image", "hidden-image", "visible-tmp"],
+)
+def test_discard_temp_only_removes_own_temp_files(tmp_path: Path, name: str, removable: bool) -> None:
+    from smarthub.atomicio import discard_temp
+
+    path = tmp_path / name
+    path.write_bytes(b"x")
+    if removable:
+        assert discard_temp(path) is True and not path.exists()
+    else:
+        with pytest.raises(SmartHubError, match="not a smarthub temporary file"):
+            discard_temp(path)
+        assert path.exists()

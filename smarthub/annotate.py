@@ -1,0 +1,425 @@
+"""Pre-annotation: a folder of images → detector (+ optional crop classifier) → Labelme JSON files.
+
+Images stream through in batches (bounded memory); every image is EXIF-transposed before detection
+and boxes are written in that frame. A JSON a person edited is never overwritten unless asked.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import tempfile
+import time
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from smarthub.atomicio import discard_temp
+from smarthub.dataset import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS
+from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
+from smarthub.evaluate import iou_matrix
+from smarthub.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
+                              relative_image_path, save_labelme, stamp_file)
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from smarthub.detect import Detections, Detector
+
+DEFAULT_MAX_SIDE_PX = 2048  # cap for detectors that do not say what input size they use
+MERGE_DUPLICATE_IOU = 0.5
+
+
+@dataclass
+class AnnotateReport:
+    """What `annotate_folder` did: written JSON paths, skipped and failed images with reasons."""
+
+    images: int = 0
+    boxes_per_label: dict[str, int] = field(default_factory=dict)
+    written: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+    seconds: float = 0.0
+    images_dir: Path | None = None
+    out_dir: Path | None = None
+
+    @property
+    def boxes(self) -> int:
+        return sum(self.boxes_per_label.values())
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        lines = [f"{self.images} images, {len(self.written)} Labelme files written, {len(self.skipped)} skipped, "
+                 f"{len(self.failed)} failed in {self.seconds:.1f} s ({rate:.1f} images/s)",
+                 f"{self.boxes} boxes" + (": " + ", ".join(f"{k} {v}" for k, v in
+                                                            sorted(self.boxes_per_label.items())) if self.boxes else "")]
+        lines += [f"skipped {p}: {r}" for p, r in self.skipped]
+        lines += [f"failed  {p}: {r}" for p, r in self.failed]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ images
+
+
+def iter_images(images_dir: Path, *, exclude: Path | None = None) -> Iterator[Path]:
+    """Image files under `images_dir` (recursive, sorted, skipping dot folders and `exclude`)."""
+    exclude = exclude.resolve() if exclude else None
+    for root, dirs, files in os.walk(images_dir):
+        root_p = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_p / d).resolve() != exclude)
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield root_p / name
+
+
+def detection_scale(size: tuple[int, int], *, max_side_px: int | None, min_side_px: int | None = None) -> float:
+    """The downscale factor (<= 1) the detector would apply anyway (torchvision's rule:
+    min(min_side / short side, max_side / long side)), so shrinking first loses nothing."""
+    factors = [1.0]
+    if min_side_px:
+        factors.append(min_side_px / min(size))
+    if max_side_px:
+        factors.append(max_side_px / max(size))
+    return min(factors)
+
+
+def load_for_detection(path: Path, *, max_side_px: int | None,
+                       min_side_px: int | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """Decode, EXIF-transpose and downscale an image to the size the detector would shrink it to anyway.
+
+    Returns (RGB image to detect on, (width, height) of the full EXIF-corrected image).
+    JPEGs are decoded at reduced scale (draft), so a 10000 x 8000 photo never sits in memory whole.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > MAX_IMAGE_PIXELS:
+                raise ImageError(f"{path}: {w}x{h} is larger than the {MAX_IMAGE_PIXELS:,} pixel limit")
+            orientation = im.getexif().get(0x0112, 1)
+            full = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+            s = detection_scale((w, h), max_side_px=max_side_px, min_side_px=min_side_px)
+            if s < 1.0:
+                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
+            im.load()
+            out = ImageOps.exif_transpose(im)
+            out = out.convert("RGB")
+    except ImageError:
+        raise
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageError(f"cannot decode image: {e}") from e
+    s = detection_scale(out.size, max_side_px=max_side_px, min_side_px=min_side_px)
+    if s < 1.0:
+        out = out.resize((max(1, round(out.width * s)), max(1, round(out.height * s))), Image.Resampling.BILINEAR)
+    return out, full
+
+
+def _embedded_bytes(path: Path) -> bytes:
+    """Image bytes for imageData: the file itself, or the EXIF-transposed image re-encoded (as labelme does)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        if im.getexif().get(0x0112, 1) == 1 and im.format in ("JPEG", "PNG"):
+            return path.read_bytes()
+        out = ImageOps.exif_transpose(im)
+        buf = io.BytesIO()
+        if "A" in out.mode:
+            out.save(buf, format="PNG")
+        else:
+            out.convert("RGB").save(buf, format="JPEG", quality=95)
+        return buf.getvalue()
+
+
+# ------------------------------------------------------------------ ROI classifier
+
+
+class CropClassifier:
+    """Labels detection crops with a smarthub (fastai) image classifier."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.learner = _load_learner(self.path)
+        self.vocab = [str(v) for v in self.learner.dls.vocab]
+
+    def classify(self, crops: list[Image.Image]) -> tuple[list[str], np.ndarray]:
+        """(labels, scores) of the most probable class for each crop."""
+        if not crops:
+            return [], np.zeros(0)
+        try:
+            from smarthub.train import predict_probs
+        except ImportError:
+            predict_probs = None
+        if predict_probs is not None:
+            probs = np.asarray(predict_probs(self.learner, crops))
+        else:
+            dl = self.learner.dls.test_dl(crops, num_workers=0)
+            with self.learner.no_bar(), self.learner.no_logging():
+                probs = self.learner.get_preds(dl=dl)[0].numpy()
+        idx = probs.argmax(1)
+        return [self.vocab[i] for i in idx], probs[np.arange(len(idx)), idx]
+
+
+def _load_learner(path: Path) -> Any:
+    if not path.is_file():
+        raise ModelError(f"classifier {path} not found: train one with `smarthub train` or give --classifier PATH")
+    try:
+        from smarthub.train import load_classifier
+    except ImportError:
+        load_classifier = None
+    if load_classifier is not None:
+        return load_classifier(path)
+    import pickle
+
+    from fastai.learner import load_learner
+
+    try:
+        return load_learner(path, cpu=True)
+    except (pickle.UnpicklingError, EOFError, AttributeError, RuntimeError, OSError, ModuleNotFoundError) as e:
+        raise ModelError(f"{path} is not a fastai classifier export: {e}") from e
+
+
+def classify_boxes(classifier: CropClassifier, image: Image.Image, det: Detections) -> Detections:
+    """Relabel each box by classifying its crop; keep the detector's label and both scores."""
+    if not len(det):
+        det.data.update(detector_label=np.array([], dtype=object), detector_score=np.zeros(0),
+                        classifier_score=np.zeros(0))
+        return det
+    crops = []
+    for x1, y1, x2, y2 in det.xyxy:
+        l, t = int(math.floor(x1)), int(math.floor(y1))
+        r, b = max(int(math.ceil(x2)), l + 1), max(int(math.ceil(y2)), t + 1)
+        crops.append(image.crop((l, t, r, b)))
+    labels, scores = classifier.classify(crops)
+    data = dict(det.data, detector_label=np.array(det.labels, dtype=object), detector_score=det.confidence.copy(),
+                classifier_score=np.asarray(scores, dtype=np.float64))
+    from smarthub.detect import Detections
+
+    return Detections(det.xyxy, det.confidence, det.class_id, labels, data)
+
+
+# ------------------------------------------------------------------ planning
+
+
+@dataclass
+class _Job:
+    image: Path
+    json_path: Path
+    existing: LabelmeFile | None = None  # set when merging into a person's file
+
+
+def _plan(image: Path, json_path: Path, *, overwrite: bool, merge: bool) -> tuple[_Job | None, str | None]:
+    """Decide what to do with one image: (job, None) or (None, reason to skip)."""
+    if not json_path.exists():
+        return _Job(image, json_path), None
+    if overwrite:
+        return _Job(image, json_path), None
+    try:
+        lf = load_labelme(json_path)
+    except AnnotationError as e:
+        return None, f"existing {json_path.name} is not a valid Labelme file, left alone (--overwrite replaces it): {e}"
+    state = edit_state(lf)
+    if state == "ours":
+        return _Job(image, json_path), None
+    if merge:
+        return _Job(image, json_path, existing=lf), None
+    who = "edited by a person" if state == "edited" else "not written by smarthub"
+    return None, f"{json_path.name} was {who}; kept (use --merge to add boxes or --overwrite to replace)"
+
+
+def _probe_writable(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".smarthub-probe-", suffix=".tmp", dir=folder)
+        os.close(fd)
+        discard_temp(Path(tmp))
+    except OSError as e:
+        raise AnnotationError(f"output folder {folder} is not writable ({e.strerror or e}); "
+                              f"choose another with --out") from e
+
+
+def merge_shapes(person: list[Shape], ours: list[Shape], *, duplicate_iou: float = MERGE_DUPLICATE_IOU) -> list[Shape]:
+    """The person's shapes plus ours that do not duplicate one of them (IoU >= duplicate_iou, any label)."""
+    kept = list(person)
+    boxes = np.array([s.xyxy for s in person], dtype=np.float64).reshape(-1, 4)
+    for s in ours:
+        b = np.array(s.xyxy, dtype=np.float64)
+        if len(boxes) and iou_matrix(b[None], boxes).max() >= duplicate_iou:
+            continue
+        kept.append(s)
+        boxes = np.vstack([boxes, b[None]])
+    return kept
+
+
+# ------------------------------------------------------------------ the job
+
+
+def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | None = None, overwrite: bool = False,
+                    merge: bool = False, embed_image: bool = False, classifier: Path | None = None,
+                    progress: Callable[[int, int], None] | None = None,
+                    max_side_px: int | None = None) -> AnnotateReport:
+    """Pre-annotate every image under `images_dir` with `detector`; write Labelme JSON files.
+
+    JSON goes next to each image, or into the mirrored tree under `out_dir`. Files a person edited
+    are skipped unless `overwrite` (replace) or `merge` (keep theirs, add ours). Undecodable images
+    are reported in `failed`, never fatal. `progress(done, total)` is called from this thread after
+    each image. `max_side_px` overrides the size images are shrunk to before detection (default:
+    what the detector would shrink them to anyway). Raises AnnotationError when the output folder
+    is not writable and DatasetError when `images_dir` is not a folder.
+    """
+    t0 = time.perf_counter()
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise DatasetError(f"images folder not found: {images_dir}")
+    if overwrite and merge:
+        raise SmartHubError("choose one of --overwrite and --merge")
+    root = Path(out_dir) if out_dir is not None else images_dir
+    _probe_writable(root)
+    crop_classifier = CropClassifier(Path(classifier)) if classifier is not None else None
+    max_side = max_side_px or getattr(detector, "max_side_px", None) or DEFAULT_MAX_SIDE_PX
+    sides = (max_side, None if max_side_px else getattr(detector, "min_side_px", None))
+    provenance = detector.provenance()
+    if crop_classifier is not None:
+        provenance["classifier"] = crop_classifier.path.name
+
+    images = list(iter_images(images_dir, exclude=Path(out_dir) if out_dir is not None else None))
+    report = AnnotateReport(images=len(images), images_dir=images_dir, out_dir=Path(out_dir) if out_dir else None)
+    counts: Counter[str] = Counter()
+    done = 0
+    total = len(images)
+    seen_json: set[Path] = set()
+    batch_size = max(1, getattr(getattr(detector, "options", None), "batch", 4))
+
+    def tick(n: int = 1) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    plans: list[_Job] = []  # paths only: deciding first keeps memory bounded and skips cost nothing
+    for image in images:
+        json_path = (root / image.relative_to(images_dir)).with_suffix(".json")
+        if json_path in seen_json:
+            report.skipped.append((image, f"another image already writes {json_path.name}"))
+            tick()
+            continue
+        seen_json.add(json_path)
+        job, reason = _plan(image, json_path, overwrite=overwrite, merge=merge)
+        if job is None:
+            report.skipped.append((image, reason or "skipped"))
+            tick()
+        else:
+            plans.append(job)
+
+    chunks = [plans[k:k + batch_size] for k in range(0, len(plans), batch_size)]
+    writes: list[tuple[_Job, list[Shape], Future[Path]]] = []
+
+    def settle(*, wait: bool) -> None:
+        """Record finished JSON writes (all of them when `wait`; never more than two batches queued)."""
+        while writes and (wait or writes[0][2].done() or len(writes) > 2 * batch_size):
+            job, ours, fut = writes.pop(0)
+            try:
+                fut.result()
+            except AnnotationError as e:
+                report.failed.append((job.image, str(e)))
+            else:
+                report.written.append(job.json_path)
+                counts.update(s.label for s in ours)
+            tick()
+
+    # decode the next batch while the detector runs on this one; write JSON in the background too
+    with ThreadPoolExecutor(1, thread_name_prefix="smarthub-decode") as loader, \
+            ThreadPoolExecutor(1, thread_name_prefix="smarthub-write") as writer:
+        pending = loader.submit(_load_batch, chunks[0], sides) if chunks else None
+        for k in range(len(chunks)):
+            if pending is None:
+                break
+            loaded, failures = pending.result()
+            pending = loader.submit(_load_batch, chunks[k + 1], sides) if k + 1 < len(chunks) else None
+            for job, reason in failures:
+                report.failed.append((job.image, reason))
+                tick()
+            if loaded:
+                dets = detector.detect([im for _, im, _ in loaded])
+                for (job, im, size), det in zip(loaded, dets):
+                    try:
+                        lf, ours = _to_labelme(job, im, size, det, crop_classifier, provenance, embed_image)
+                    except (AnnotationError, ImageError, OSError) as e:
+                        report.failed.append((job.image, str(e)))
+                        tick()
+                        continue
+                    writes.append((job, ours, writer.submit(save_labelme, job.json_path, lf)))
+            settle(wait=False)
+        settle(wait=True)
+    report.written.sort()
+    report.boxes_per_label = dict(sorted(counts.items()))
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _load_batch(batch: list[_Job], sides: tuple[int, int | None]
+                ) -> tuple[list[tuple[_Job, Image.Image, tuple[int, int]]], list[tuple[_Job, str]]]:
+    """Decode one batch: (loaded images, failures with reasons)."""
+    loaded, failures = [], []
+    for job in batch:
+        try:
+            im, full = load_for_detection(job.image, max_side_px=sides[0], min_side_px=sides[1])
+        except ImageError as e:
+            failures.append((job, str(e)))
+        else:
+            loaded.append((job, im, full))
+    return loaded, failures
+
+
+def _to_labelme(job: _Job, im: Image.Image, size: tuple[int, int], det: Detections,
+                crop_classifier: CropClassifier | None, provenance: dict[str, Any],
+                embed_image: bool) -> tuple[LabelmeFile, list[Shape]]:
+    """Detections on the (maybe downscaled) image → the Labelme file to write and the shapes we add."""
+    w, h = size
+    if crop_classifier is not None:
+        det = classify_boxes(crop_classifier, im, det)
+    det = det.scaled(w / im.width, h / im.height)
+    lf = detections_to_labelme(det, image_path=relative_image_path(job.json_path, job.image), width=w, height=h,
+                               provenance=provenance, image_data=_embedded_bytes(job.image) if embed_image else None)
+    if job.existing is None:
+        return lf, lf.shapes
+    merged = job.existing
+    before = len(merged.shapes)
+    merged.shapes = merge_shapes(merged.shapes, lf.shapes)
+    stamp_file(merged, provenance, merged=True)
+    return merged, merged.shapes[before:]
+
+
+def zip_outputs(source: AnnotateReport | Path, *, zip_path: Path | None = None) -> Path:
+    """Zip the Labelme files of a report (or every *.json under a folder) for download.
+
+    Archive names are relative to the output root; the zip goes to a fresh temp folder unless
+    `zip_path` is given. Returns the zip's path.
+    """
+    if isinstance(source, AnnotateReport):
+        root = source.out_dir or source.images_dir or Path(".")
+        files = list(source.written)
+    else:
+        root = Path(source)
+        if not root.is_dir():
+            raise AnnotationError(f"no such folder to zip: {root}")
+        files = [p for p in sorted(root.rglob("*.json")) if not any(part.startswith(".") for part in
+                                                                     p.relative_to(root).parts)]
+    if zip_path is None:
+        zip_path = Path(tempfile.mkdtemp(prefix="smarthub-annotations-")) / "annotations.zip"
+    zip_path = Path(zip_path)
+    try:
+        zip_path.parent.mkdir(parents=True, exist_ok=True)
+        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for f in files:
+                zf.write(f, arcname=Path(f).resolve().relative_to(Path(root).resolve()).as_posix())
+    except OSError as e:
+        raise AnnotationError(f"cannot write {zip_path}: {e.strerror or e}") from e
+    return zip_path

@@ -1,0 +1,45 @@
+"""`smarthub app`: serve the Gradio app (127.0.0.1 by default; other hosts need --auth)."""
+from __future__ import annotations
+
+import argparse
+
+from smarthub.cli._common import add_workspace_args
+
+ORDER = 60
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="open the web app (Bootstrap, Train, Clean, Predict, Annotate tabs)")
+    add_workspace_args(p)
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to bind (default 127.0.0.1; any other address requires --auth)")
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--auth", metavar="USER:PASS", help="require this login (mandatory off loopback)")
+    p.add_argument("--demo", action="store_true",
+                   help="build a demo workspace from the shipped sample images (in ./demo unless --data/--models), "
+                        "train a quick model and open the app on it")
+    p.add_argument("--no-train", action="store_true", help="with --demo: do not train the quick model")
+    p.add_argument("--inbrowser", action="store_true", help="open a browser tab")
+    p.set_defaults(func=run_app)
+
+
+def run_app(args: argparse.Namespace) -> int:
+    import sys
+
+    from smarthub.ui import check_host, launch, parse_auth
+    from smarthub.workspace import Workspace
+
+    auth = parse_auth(args.auth)
+    check_host(args.host, auth)  # refuse before any slow work
+    if args.demo:
+        from smarthub.demo import DEFAULT_DEMO_DIR, prepare_demo
+
+        ws = Workspace.from_args(args.data or DEFAULT_DEMO_DIR / "data", args.models or DEFAULT_DEMO_DIR / "models")
+        report = prepare_demo(ws, train=not args.no_train, log=lambda line: print(line, file=sys.stderr, flush=True))
+        print(report, file=sys.stderr)
+    else:
+        ws = Workspace.from_args(args.data, args.models)
+    print(f"serving smarthub on http://{args.host}:{args.port} (data {ws.data_dir}, models {ws.models_dir}); "
+          f"Ctrl-C stops", file=sys.stderr, flush=True)
+    launch(ws, host=args.host, port=args.port, auth=auth, inbrowser=args.inbrowser, quiet=True)
+    return 0

@@ -1,0 +1,175 @@
+"""Model commands: train, predict, weights (add / list)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from smarthub.cli._common import add_workspace_args, print_table, workspace_from
+
+ORDER = 20
+
+
+def add_train_args(parser: argparse.ArgumentParser) -> None:
+    """Add the training options (shared by `train`, `review` and `bootstrap --train`)."""
+    g = parser.add_argument_group("training options")
+    g.add_argument("--arch", default="resnet18", metavar="NAME",
+                   help="model architecture: resnet18/34/50, mobilenet_v2, efficientnet_b0, convnext_tiny, "
+                        "... or a timm name (default resnet18)")
+    g.add_argument("--epochs", type=int, default=4, metavar="N", help="epochs after the frozen one(s) (default 4)")
+    g.add_argument("--size", type=int, default=224, metavar="PX", help="image side in pixels (default 224)")
+    g.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
+    g.add_argument("--valid-pct", type=float, default=0.2, metavar="FRACTION",
+                   help="share of each class held out for validation when there are no train/ and valid/ "
+                        "folders (default 0.2)")
+    g.add_argument("--seed", type=int, default=42, metavar="N", help="random seed for the split and training (default 42)")
+    g.add_argument("--no-pretrained", action="store_true",
+                   help="start from random weights (no ImageNet download needed; much less accurate)")
+    g.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="DataLoader worker processes (default 0: load in the main process, fastest here)")
+    g.add_argument("--lr", type=float, default=None, help="base learning rate (default: fastai's 0.002)")
+    g.add_argument("--freeze-epochs", type=int, default=1, metavar="N",
+                   help="epochs training only the new head before unfreezing (pretrained only; default 1)")
+
+
+def train_options_from(args: argparse.Namespace) -> Any:
+    """TrainOptions from the arguments added by `add_train_args`."""
+    from smarthub.train import DEFAULT_NUM_WORKERS, TrainOptions
+
+    return TrainOptions(arch=args.arch, epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,
+                        valid_pct=args.valid_pct, seed=args.seed, pretrained=not args.no_pretrained,
+                        num_workers=DEFAULT_NUM_WORKERS if args.workers is None else args.workers, lr=args.lr,
+                        freeze_epochs=args.freeze_epochs)
+
+
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Hide library deprecation chatter (torch.jit, fastai's pickle notice) from the command's output."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", message=".*load_learner.*")
+        yield
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a classifier on the class folders and export it")
+    add_workspace_args(p)
+    add_train_args(p)
+    p.set_defaults(func=run_train)
+
+    p = sub.add_parser("predict", help="predict the class of images with the exported model")
+    p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    p.add_argument("--model", type=Path, default=None,
+                   help="exported model (default: models/export.pkl); a pickle: load only files you trust")
+    p.add_argument("--top-k", type=int, default=3, help="labels to show per image (default 3)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(func=run_predict)
+
+    p = sub.add_parser("weights", help="pretrained weights in the torch cache: add a file, list")
+    wsub = p.add_subparsers(dest="weights_command", metavar="ACTION", required=True)
+    a = wsub.add_parser("add", help="check a weights file and copy it where torchvision looks for it")
+    a.add_argument("file", type=Path, metavar="FILE")
+    a.add_argument("--arch", default=None, help="the architecture the file is for (default: detect)")
+    a.set_defaults(func=run_weights_add)
+    lst = wsub.add_parser("list", help="what each architecture expects and what is cached")
+    lst.set_defaults(func=run_weights_list)
+
+
+def epoch_printer() -> Any:
+    """A TrainProgress callback: a live batch line on a terminal, one line per epoch (and stage) always."""
+    tty = sys.stderr.isatty()
+    last_stage = [""]
+    last_live = [0.0]
+
+    def progress(p: Any) -> None:
+        if p.epoch == 0:  # a stage outside the epochs
+            if p.stage != last_stage[0] and p.stage not in ("done",):
+                print(f"{p.stage}…", file=sys.stderr, flush=True)
+            last_stage[0] = p.stage
+            return
+        last_stage[0] = p.stage
+        if "valid_loss" in p.metrics:
+            m = p.metrics
+            line = (f"epoch {p.epoch}/{p.epochs} ({p.stage}): train_loss {m['train_loss']:.4f}  "
+                    f"valid_loss {m['valid_loss']:.4f}  accuracy {m.get('accuracy', float('nan')):.4f}  "
+                    f"{m.get('time', 0):.1f}s")
+            print(("\r" if tty else "") + line + (" " * 10 if tty else ""), file=sys.stderr, flush=True)
+        elif tty and time.monotonic() - last_live[0] > 0.2:
+            last_live[0] = time.monotonic()
+            print(f"\repoch {p.epoch}/{p.epochs} ({p.stage}): batch {p.batch}/{p.batches}  "
+                  f"train_loss {p.metrics.get('train_loss', float('nan')):.4f}", end="", file=sys.stderr,
+                  flush=True)
+
+    return progress
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from smarthub.train import train
+
+    ws = workspace_from(args)
+    options = train_options_from(args)
+    with _quiet_libraries():
+        result = train(ws, options, progress=epoch_printer())
+    print_train_summary(result)
+    return 0
+
+
+def print_train_summary(result: Any) -> None:
+    """Accuracy, the per-class table and where the files went."""
+    r = result.report
+    print(f"{r['arch']} ({'pretrained' if r['pretrained'] else 'from scratch'}), {r['n_train']} training / "
+          f"{r['n_valid']} validation images, {r['seconds']:.0f} s")
+    print(f"validation accuracy: {r['valid_accuracy']:.3f}  (error rate {r['error_rate']:.3f})")
+    rows = [(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
+            for label, m in r["per_class"].items()]
+    print_table(rows, ("class", "precision", "recall", "f1", "support"))
+    folder = result.export_path.parent
+    print(f"wrote {result.export_path} (fastai learner, a pickle), {result.report_path}, "
+          f"{folder / 'confusion.png'}, {folder / 'history.csv'}")
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from smarthub.predict import predict
+    from smarthub.workspace import Workspace
+
+    model = args.model or Workspace.from_args().export_path
+    with _quiet_libraries():
+        preds = predict(model, args.images, top_k=args.top_k)
+    if args.json:
+        print(json.dumps([p.to_dict() for p in preds], indent=2, ensure_ascii=False))
+        return 0
+    rows = [(str(p.path), ", ".join(f"{lab} {prob:.3f}" for lab, prob in p.top)) for p in preds]
+    print_table(rows, ("image", "top labels"))
+    return 0
+
+
+def run_weights_add(args: argparse.Namespace) -> int:
+    from smarthub.weights import add_weights
+
+    with _quiet_libraries():
+        target = add_weights(args.file, arch=args.arch)
+    print(f"installed {args.file} as {target}")
+    return 0
+
+
+def run_weights_list(args: argparse.Namespace) -> int:
+    from smarthub.archs import cached_weights, checkpoints_dir
+    from smarthub.weights import weights_status
+
+    with _quiet_libraries():
+        status = weights_status()
+    rows = [(s.arch, s.file, "yes" if s.cached else "no") for s in status]
+    print(f"torch weights cache: {checkpoints_dir()}")
+    print_table(rows, ("arch", "expects", "cached"))
+    known = {s.file for s in status}
+    others = [p.name for p in cached_weights() if p.name not in known]
+    if others:
+        print(f"other files in the cache: {', '.join(others)}")
+    return 0

@@ -1,0 +1,166 @@
+"""The embedded demo: a workspace built from the shipped public-domain samples plus a quick model.
+
+`prepare_demo(ws)` copies `smarthub/samples/<class>/*.jpg` into an empty data folder (never into one
+that holds someone's images), then trains a small classifier when the models folder has none:
+pretrained MobileNetV2 when its ImageNet weights are in the torch cache (or can be downloaded),
+otherwise resnet18 from scratch.
+Everything works offline.
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from smarthub.atomicio import atomic_write_json
+from smarthub.dataset import IMAGE_SUFFIXES
+from smarthub.errors import DatasetError, SmartHubError
+from smarthub.workspace import Workspace
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+DEFAULT_DEMO_DIR = Path("demo")
+MARKER_NAME = "demo.json"
+PRETRAINED_ARCH = "mobilenet_v2"
+SCRATCH_ARCH = "resnet18"
+
+
+@dataclass
+class DemoReport:
+    """What `prepare_demo` did."""
+
+    data_dir: Path
+    copied: int = 0
+    reused: bool = False
+    trained: bool = False
+    arch: str = ""
+    pretrained: bool = False
+    valid_accuracy: float | None = None
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [f"demo workspace {self.data_dir}: "
+                 + ("reused" if self.reused else f"{self.copied} sample images copied")]
+        if self.trained:
+            acc = f"{self.valid_accuracy:.0%}" if self.valid_accuracy is not None else "n/a"
+            lines.append(f"trained {self.arch} ({'pretrained' if self.pretrained else 'from scratch'}): "
+                         f"validation accuracy {acc}")
+        lines += self.notes
+        lines.append(f"ready in {self.seconds:.0f} s")
+        return "\n".join(lines)
+
+
+def sample_images(samples_dir: Path = SAMPLES_DIR) -> dict[str, list[Path]]:
+    """The shipped sample images by class (sub-folder name)."""
+    out: dict[str, list[Path]] = {}
+    if samples_dir.is_dir():
+        for folder in sorted(p for p in samples_dir.iterdir() if p.is_dir() and not p.name.startswith((".", "_"))):
+            images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if images:
+                out[folder.name] = images
+    if not out:
+        raise DatasetError(f"no sample images in {samples_dir}: this smarthub install is incomplete")
+    return out
+
+
+def _user_entries(data_dir: Path) -> list[Path]:
+    return [p for p in data_dir.iterdir() if not p.name.startswith(".")] if data_dir.is_dir() else []
+
+
+def copy_samples(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR) -> tuple[int, bool]:
+    """Fill an empty data folder with the samples; reuse a folder this function filled before.
+
+    Returns (images copied, reused). Raises DatasetError when the folder holds anything else.
+    """
+    marker = ws.meta_dir / MARKER_NAME
+    entries = _user_entries(ws.data_dir)
+    if entries:
+        if marker.is_file():
+            return 0, True
+        raise DatasetError(f"{ws.data_dir} is not empty and is not a demo workspace; the demo never writes "
+                           f"into your data: give an empty or new --data folder, or run without --demo")
+    samples = sample_images(samples_dir)
+    copied = 0
+    for label, images in samples.items():
+        target = ws.data_dir / label
+        target.mkdir(parents=True, exist_ok=True)
+        for src in images:
+            shutil.copyfile(src, target / src.name)  # new files into an empty folder: nothing to overwrite
+            copied += 1
+    atomic_write_json(marker, {"created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                               "source": str(samples_dir), "classes": sorted(samples)})
+    return copied, False
+
+
+def pretrained_weights_cached(arch: str = PRETRAINED_ARCH) -> bool:
+    """True when the ImageNet weights of `arch` are already in the torch cache (no download is tried)."""
+    from smarthub import archs
+
+    try:
+        name = archs.expected_weights_file(arch)
+    except SmartHubError:
+        return False
+    return name is not None and (archs.checkpoints_dir() / name).is_file()
+
+
+def weights_downloadable(arch: str = PRETRAINED_ARCH) -> bool:
+    """Try to fetch the ImageNet weights of `arch` into the torch cache (online users); False when offline."""
+    from smarthub import archs
+
+    try:
+        archs.check_weights_available(arch)
+    except SmartHubError:
+        return False
+    return True
+
+
+def quick_train_options(*, pretrained: bool):
+    """Tiny settings that train in well under two minutes on two CPU cores."""
+    from smarthub.train import TrainOptions
+
+    if pretrained:
+        return TrainOptions(arch=PRETRAINED_ARCH, epochs=2, size_px=96, batch_size=16, valid_pct=0.25,
+                            pretrained=True, freeze_epochs=1)
+    return TrainOptions(arch=SCRATCH_ARCH, epochs=4, size_px=64, batch_size=16, valid_pct=0.25,
+                        pretrained=False)
+
+
+def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPLES_DIR,
+                 log: Callable[[str], None] | None = None) -> DemoReport:
+    """Build (or reuse) the demo workspace and train its quick model when none exists.
+
+    Raises:
+        DatasetError: the data folder holds someone's files (the demo never writes into it).
+    """
+    started = time.monotonic()
+    say = log or (lambda _line: None)
+    copied, reused = copy_samples(ws, samples_dir=samples_dir)
+    report = DemoReport(data_dir=ws.data_dir, copied=copied, reused=reused)
+    if train and not ws.export_path.exists():
+        from smarthub import train as train_mod
+
+        pretrained = pretrained_weights_cached() or weights_downloadable()
+        options = quick_train_options(pretrained=pretrained)
+        if not pretrained:
+            report.notes.append(f"{PRETRAINED_ARCH} ImageNet weights are not cached: trained {SCRATCH_ARCH} "
+                                f"from scratch (expect a weak model; `smarthub weights add` adds weights)")
+        say(f"training a quick {options.arch} model ({'pretrained' if pretrained else 'from scratch'}, "
+            f"{options.epochs} epochs at {options.size_px} px)…")
+        last = [0.0]
+
+        def progress(p) -> None:
+            now = time.monotonic()
+            if p.stage in ("done", "saving") or now - last[0] > 5:
+                say(f"  {p.stage} epoch {p.epoch}/{p.epochs} batch {p.batch}/{p.batches}")
+                last[0] = now
+
+        result = train_mod.train(ws, options, progress=progress)
+        report.trained, report.arch, report.pretrained = True, options.arch, pretrained
+        report.valid_accuracy = result.report.get("valid_accuracy")
+    elif ws.export_path.exists():
+        report.notes.append(f"using the existing model {ws.export_path}")
+    report.seconds = time.monotonic() - started
+    return report

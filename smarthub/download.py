@@ -1,0 +1,432 @@
+"""Concurrent fetch of image URLs → verified, normalised image bytes, and atomic saving by content hash.
+
+The pipeline per URL: fetch (timeouts, byte cap, bounded redirects, a per-host limit) →
+sniff (HTML and SVG are refused by name) → pixel-count check before decoding → full decode →
+normalise (EXIF orientation, RGB on white, 16-bit scaled, first frame, longest side ≤ max) →
+JPEG bytes + sha256 + pHash. Workers only fetch and normalise; the caller decides what to
+save (see `bootstrap.py`), so nothing is written by a worker thread.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+from smarthub.atomicio import atomic_write_bytes
+from smarthub.dataset import MAX_IMAGE_PIXELS
+from smarthub.errors import ImageError, NetworkError, SmartHubError
+
+USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) smarthub/0.1 (+image dataset bootstrap)"
+SUFFIX_BY_FORMAT = {"JPEG": ".jpg", "MPO": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif",
+                    "BMP": ".bmp", "TIFF": ".tif"}
+NAME_HEX_CHARS = 16
+
+
+@dataclass(frozen=True)
+class DownloadOptions:
+    """How to fetch and normalise. Timeouts in seconds; sizes in bytes or pixels."""
+
+    workers: int = 16
+    per_host: int = 8
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 10.0
+    total_timeout_s: float = 30.0
+    max_bytes: int = 20 * 1024 * 1024
+    max_redirects: int = 5
+    max_side_px: int = 512
+    min_side_px: int = 64
+    max_pixels: int = MAX_IMAGE_PIXELS
+    keep_original: bool = False
+    jpeg_quality: int = 90
+    user_agent: str = USER_AGENT
+
+    def __post_init__(self) -> None:
+        for name in ("workers", "per_host", "max_bytes", "max_side_px", "max_pixels"):
+            if getattr(self, name) < 1:
+                raise SmartHubError(f"download option {name} must be at least 1 (got {getattr(self, name)})")
+        if self.min_side_px < 0 or self.connect_timeout_s <= 0 or self.read_timeout_s <= 0:
+            raise SmartHubError("download options: --min-side must be ≥ 0 and timeouts > 0")
+
+
+@dataclass(frozen=True)
+class NormalisedImage:
+    """An image ready to be written: its bytes, file suffix, size after orientation, hashes."""
+
+    data: bytes
+    suffix: str
+    width: int
+    height: int
+    sha256: str
+    phash: int
+    source_format: str = ""
+    frames: int = 1
+
+    @property
+    def file_name(self) -> str:
+        """Short content hash + suffix: moving between class folders never collides."""
+        return self.sha256[:NAME_HEX_CHARS] + self.suffix
+
+
+@dataclass
+class DownloadReport:
+    """Outcome of collecting one label: saved files, and every URL not saved with the reason."""
+
+    label: str = ""
+    saved: list[Path] = field(default_factory=list)
+    duplicates: list[tuple[str, str]] = field(default_factory=list)
+    conflicts: list[tuple[str, str]] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    existing: int = 0
+    wanted: int = 0
+
+    @property
+    def total(self) -> int:
+        """Images of this label on disk after the run (existing + saved)."""
+        return self.existing + len(self.saved)
+
+    def reasons(self) -> dict[str, int]:
+        """Failure reasons summarised (the detail after a colon or parenthesis dropped), most common first."""
+        counts: dict[str, int] = {}
+        for _, reason in self.failed:
+            key = re.split(r"[:(]", reason, maxsplit=1)[0].strip()
+            counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """What one URL gave: a normalised image, or the reason it was refused."""
+
+    url: str
+    image: NormalisedImage | None = None
+    reason: str = ""
+    tag: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.image is not None
+
+
+# ---------------------------------------------------------------- fetching
+
+
+class Fetcher:
+    """Fetches URLs with one requests.Session per worker thread and a per-host concurrency limit."""
+
+    def __init__(self, options: DownloadOptions) -> None:
+        self.options = options
+        self._local = threading.local()
+        self._hosts: dict[str, threading.BoundedSemaphore] = {}
+        self._hosts_lock = threading.Lock()
+
+    def _session(self) -> Any:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            import requests
+            from requests.adapters import HTTPAdapter
+
+            session = requests.Session()
+            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=self.options.per_host, max_retries=0)
+            session.mount("http://", adapter)
+            session.mount("https://", adapter)
+            session.headers.update({"User-Agent": self.options.user_agent, "Accept": "image/*,*/*;q=0.5"})
+            self._local.session = session
+        return session
+
+    def _host_slot(self, url: str) -> threading.BoundedSemaphore:
+        host = urlsplit(url).netloc.lower()
+        with self._hosts_lock:
+            sem = self._hosts.get(host)
+            if sem is None:
+                sem = self._hosts[host] = threading.BoundedSemaphore(self.options.per_host)
+            return sem
+
+    def fetch(self, url: str) -> tuple[bytes, str]:
+        """Return (body, content type) of `url`, following at most `max_redirects` redirects.
+
+        Raises:
+            NetworkError: HTTP error status, timeout, reset, redirect loop, body over the byte cap.
+        """
+        import requests
+
+        opts = self.options
+        seen = {url}
+        current = url
+        deadline = time.monotonic() + opts.total_timeout_s
+        for _ in range(opts.max_redirects + 1):
+            scheme = urlsplit(current).scheme.lower()
+            if scheme not in ("http", "https"):
+                raise NetworkError(f"unsupported URL scheme {scheme or '(none)'!r}")
+            try:
+                with self._host_slot(current):
+                    resp = self._session().get(
+                        current, stream=True, allow_redirects=False,
+                        timeout=(opts.connect_timeout_s, opts.read_timeout_s),
+                    )
+                    try:
+                        if resp.is_redirect:
+                            location = resp.headers.get("location", "")
+                            nxt = urljoin(current, location)
+                            if nxt in seen:
+                                raise NetworkError(f"redirect loop ({current} → {nxt})")
+                            seen.add(nxt)
+                            current = nxt
+                            continue
+                        if resp.status_code >= 400:
+                            raise NetworkError(f"HTTP {resp.status_code} {resp.reason or ''}".rstrip())
+                        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                        return _read_capped(resp, opts.max_bytes, deadline, opts.total_timeout_s), ctype
+                    finally:
+                        resp.close()
+            except requests.exceptions.ConnectTimeout as e:
+                raise NetworkError(f"timed out connecting (after {opts.connect_timeout_s:g} s)") from e
+            except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout) as e:
+                raise NetworkError(f"timed out (no data for {opts.read_timeout_s:g} s)") from e
+            except requests.exceptions.ConnectionError as e:
+                raise NetworkError(f"connection failed ({_short_conn_error(e)})") from e
+            except requests.exceptions.RequestException as e:
+                raise NetworkError(f"request failed ({type(e).__name__}: {e})") from e
+        raise NetworkError(f"too many redirects (more than {opts.max_redirects})")
+
+
+def _read_capped(resp: Any, max_bytes: int, deadline: float, total_s: float) -> bytes:
+    """Read a streamed body, refusing it as soon as it exceeds `max_bytes` or the total deadline."""
+    import requests
+
+    declared = resp.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise NetworkError(f"too large: {int(declared):,} bytes, over the byte cap of {max_bytes:,}")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        for chunk in resp.iter_content(chunk_size=64 * 1024):
+            size += len(chunk)
+            if size > max_bytes:
+                raise NetworkError(f"too large: more than the byte cap of {max_bytes:,} bytes")
+            if time.monotonic() > deadline:
+                raise NetworkError(f"timed out (download took more than {total_s:g} s)")
+            chunks.append(chunk)
+    except requests.exceptions.ConnectionError as e:
+        if "timed out" in str(e).lower():
+            raise NetworkError("timed out (while reading the body)") from e
+        raise NetworkError(f"connection failed while reading ({_short_conn_error(e)})") from e
+    except requests.exceptions.ChunkedEncodingError as e:
+        raise NetworkError(f"connection failed while reading ({_short_conn_error(e)})") from e
+    return b"".join(chunks)
+
+
+def _short_conn_error(e: BaseException) -> str:
+    text = str(e)
+    for needle, short in (("reset by peer", "reset by the server"), ("Connection refused", "refused"),
+                          ("Name or service not known", "unknown host"), ("Failed to resolve", "unknown host"),
+                          ("RemoteDisconnected", "closed by the server"), ("IncompleteRead", "body cut short"),
+                          ("Connection broken", "connection broken")):
+        if needle in text:
+            return short
+    return text[:120]
+
+
+# ---------------------------------------------------------------- normalising (pure)
+
+
+def sniff_markup(head: bytes, content_type: str = "") -> str:
+    """'svg', 'html' or '' from the first bytes of a body (and its declared content type)."""
+    text = head[:2048].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if "svg" in content_type or b"<svg" in text:
+        return "svg"
+    if text.startswith((b"<!doctype html", b"<html", b"<head", b"<body", b"<!--")) or b"<html" in text[:512]:
+        return "html"
+    if content_type in ("text/html", "application/xhtml+xml"):
+        return "html"
+    return ""
+
+
+def normalise_image(data: bytes, *, options: DownloadOptions = DownloadOptions(),
+                    content_type: str = "") -> NormalisedImage:
+    """Verify and normalise image bytes (pure: no I/O).
+
+    Raises:
+        ImageError: zero bytes, not an image (HTML), unsupported (SVG), too large (pixels),
+            too small (--min-side), truncated or undecodable.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise ImageError("zero bytes")
+    markup = sniff_markup(data, content_type)
+    if markup == "svg":
+        raise ImageError("unsupported format: SVG (a vector drawing; only raster images are collected)")
+    if markup == "html":
+        shown = content_type or "no content type"
+        raise ImageError(f"not an image: the server sent an HTML page ({shown})")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            width, height = img.size
+            if width * height > options.max_pixels:
+                raise ImageError(f"too large: {width}x{height} = {width * height:,} pixels "
+                                 f"(limit {options.max_pixels:,})")
+            source_format = img.format or ""
+            frames = int(getattr(img, "n_frames", 1) or 1)
+            if min(width, height) < options.min_side_px:
+                raise ImageError(f"too small: {width}x{height} px (--min-side {options.min_side_px})")
+            if source_format == "JPEG" and not options.keep_original:
+                img.draft("RGB", (options.max_side_px, options.max_side_px))
+            img.load()  # the full decode: truncation and corrupt data surface here
+            img = ImageOps.exif_transpose(img)
+            rgb = flatten_to_rgb(img, max_side_px=None if options.keep_original else options.max_side_px)
+    except ImageError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        pixels = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
+        raise ImageError(f"too large: {pixels} (limit {options.max_pixels:,}); refused before decoding") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"not an image: the bytes are no known image format ({content_type or 'no content type'})") from e
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
+        msg = str(e)
+        if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError):
+            raise ImageError(f"truncated image ({msg})") from e
+        raise ImageError(f"undecodable image ({type(e).__name__}: {msg})") from e
+
+    suffix = SUFFIX_BY_FORMAT.get(source_format, "")
+    if options.keep_original and suffix:
+        out = data
+    else:
+        buf = io.BytesIO()
+        rgb.save(buf, format="JPEG", quality=options.jpeg_quality)
+        out, suffix = buf.getvalue(), ".jpg"
+    from smarthub.dedupe import phash_int
+
+    return NormalisedImage(
+        data=out, suffix=suffix, width=rgb.size[0], height=rgb.size[1], sha256=hashlib.sha256(out).hexdigest(),
+        phash=phash_int(rgb), source_format=source_format, frames=frames,
+    )
+
+
+def flatten_to_rgb(img: Any, *, max_side_px: int | None = None) -> Any:
+    """RGB version of a PIL image: alpha composited on white, palette transparency honoured,
+    16-bit and float data scaled to 8 bits, CMYK/YCbCr/L converted; shrunk first (cheaper
+    than compositing at full size) so the longest side is at most `max_side_px` when given."""
+    from PIL import Image
+
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        import numpy as np
+
+        arr = np.asarray(img)
+        if mode == "F":
+            arr = arr.astype(np.float64)
+            top = float(arr.max()) if arr.size else 1.0
+            arr8 = np.clip(arr * (255.0 if top <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        else:
+            arr = arr.astype(np.int64)
+            top = int(arr.max()) if arr.size else 0
+            if top <= 255:
+                arr8 = np.clip(arr, 0, 255).astype(np.uint8)
+            else:  # 16-bit range: scale 0..65535 → 0..255 (Pillow's own convert would clip at 255)
+                arr8 = ((np.clip(arr, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
+        img, mode = Image.fromarray(arr8, "L"), "L"
+    if "transparency" in img.info or mode in ("LA", "La", "PA", "RGBa"):
+        img, mode = img.convert("RGBA"), "RGBA"
+    elif mode in ("P", "1"):
+        img, mode = img.convert("RGB"), "RGB"
+    if max_side_px is not None and max(img.size) > max_side_px:
+        img = img.copy() if img.mode == mode else img
+        img.thumbnail((max_side_px, max_side_px), Image.Resampling.BICUBIC, reducing_gap=2.0)
+    if mode == "RGBA":
+        background = Image.new("RGB", img.size, (255, 255, 255))
+        background.paste(img, mask=img.getchannel("A"))
+        return background
+    if mode != "RGB":
+        return img.convert("RGB")
+    return img
+
+
+def fetch_and_normalise(fetcher: Fetcher, url: str) -> NormalisedImage:
+    """Fetch one URL and normalise it; raises NetworkError or ImageError with the reason."""
+    body, ctype = fetcher.fetch(url)
+    return normalise_image(body, options=fetcher.options, content_type=ctype)
+
+
+def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = DownloadOptions(),
+               fetcher: Fetcher | None = None) -> Iterator[FetchOutcome]:
+    """Fetch and normalise `(url, tag)` pairs concurrently, yielding outcomes as they complete.
+
+    At most `options.workers` fetches are in flight. Closing the generator early (break, an
+    exception in the consumer) cancels what has not started; nothing is written here.
+    """
+    fetcher = fetcher or Fetcher(options)
+    pending: set[Future] = set()
+    source = iter(urls)
+    pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="smarthub-dl")
+
+    def work(url: str, tag: Any) -> FetchOutcome:
+        try:
+            return FetchOutcome(url=url, image=fetch_and_normalise(fetcher, url), tag=tag)
+        except (NetworkError, ImageError) as e:
+            return FetchOutcome(url=url, reason=str(e), tag=tag)
+
+    try:
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < options.workers * 2:
+                item = next(source, None)
+                if item is None:
+                    exhausted = True
+                    break
+                pending.add(pool.submit(work, item[0], item[1]))
+            if not pending:
+                return
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield fut.result()
+    finally:
+        for fut in pending:
+            fut.cancel()
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- saving
+
+
+def save_image(folder: Path, image: NormalisedImage) -> Path:
+    """Write `image` into `folder` under its content-hash name (temp file + atomic rename).
+
+    An existing file of that name holds the same bytes (the name is their hash), so it is kept.
+    """
+    path = Path(folder) / image.file_name
+    if not path.exists():
+        atomic_write_bytes(path, image.data)
+    return path
+
+
+def download_images(urls: Sequence[str], folder: Path, *, options: DownloadOptions = DownloadOptions(),
+                    progress: Callable[[int, int], None] | None = None) -> DownloadReport:
+    """Fetch `urls` into `folder` (verified, normalised, exact duplicates skipped); no dataset bookkeeping.
+
+    For collecting a class with dedupe against the whole dataset and provenance, use `bootstrap.bootstrap`.
+    """
+    report = DownloadReport(label=Path(folder).name, wanted=len(urls))
+    seen: dict[str, str] = {}
+    for i, outcome in enumerate(fetch_many(((u, None) for u in dict.fromkeys(urls)), options=options), 1):
+        if outcome.image is None:
+            report.failed.append((outcome.url, outcome.reason))
+        elif outcome.image.sha256 in seen:
+            report.duplicates.append((outcome.url, f"same image as {seen[outcome.image.sha256]}"))
+        else:
+            seen[outcome.image.sha256] = outcome.url
+            report.saved.append(save_image(Path(folder), outcome.image))
+        if progress is not None:
+            progress(i, len(urls))
+    return report

@@ -1,0 +1,320 @@
+"""Image embeddings from a pretrained body, cached per image sha256, and a file → sha256 index.
+
+The cache lives in `data/.smarthub/cache/review/`: one .npz per (arch, size) holding the sha256s and
+their embeddings (float16), and `shas.json` mapping each file's (inode, size, mtime) to its sha256 so a
+rescan of 20,000 images hashes only what changed (a relabel moves a file by hard link: same inode).
+"""
+from __future__ import annotations
+
+import io
+import os
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from smarthub.atomicio import atomic_write_json, atomic_write_with, read_json
+from smarthub.dataset import (IMAGE_SUFFIXES, SPLIT_NAMES, ImageItem, has_split_layout, sha256_file,
+                              validate_label)
+from smarthub.errors import ImageError, ModelError, SmartHubError
+from smarthub.workspace import Workspace
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+CACHE_SUBDIR = "review"
+_CACHE_LOCK = threading.Lock()
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class HashedItems:
+    """Dataset items with their sha256, and the files that could not be read (path, reason)."""
+
+    items: list[ImageItem]
+    shas: list[str]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+
+def review_cache_dir(ws: Workspace) -> Path:
+    return ws.cache_dir / CACHE_SUBDIR
+
+
+# ---------------------------------------------------------------- sha256 index (I/O)
+
+def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None) -> list[tuple[ImageItem, str]]:
+    """`dataset.scan_dataset` semantics (same items, same order) in one os.scandir pass, with each file's
+    (device, inode, size, mtime) key, so a refresh of 20,000 images stays interactive. `known` maps path
+    strings to Path objects of a previous scan, which are reused (building 20,000 Paths is the slow part)."""
+    from smarthub.errors import DatasetError, LabelError
+
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise DatasetError(f"data folder {data_dir} does not exist; create it with one sub-folder per class")
+    roots = [(data_dir / s, s) for s in SPLIT_NAMES] if has_split_layout(data_dir) else [(data_dir, "")]
+    out: list[tuple[ImageItem, str]] = []
+    for root, split in roots:
+        with os.scandir(root) as it:
+            class_dirs = sorted((d for d in it if not d.name.startswith(".") and d.is_dir()), key=lambda d: d.name)
+        for class_dir in class_dirs:
+            try:
+                label = validate_label(class_dir.name)
+            except LabelError:
+                continue
+            found: list[tuple[str, str]] = []
+            _walk(class_dir.path, found)
+            for path_str, key in sorted(found, key=lambda f: f[0].split(os.sep)):  # Path order
+                path = known.get(path_str) if known else None
+                out.append((ImageItem(path=path or Path(path_str), label=label, split=split), key))
+    return out
+
+
+def _walk(folder: str, found: list[tuple[str, str]]) -> None:
+    try:
+        it = os.scandir(folder)
+    except OSError:
+        return  # vanished meanwhile
+    with it:
+        for d in it:
+            if d.name.startswith("."):
+                continue
+            try:
+                if d.is_dir(follow_symlinks=False):  # like Path.rglob: never into linked folders
+                    _walk(d.path, found)
+                elif os.path.splitext(d.name)[1].lower() in IMAGE_SUFFIXES and d.is_file():
+                    st = d.stat()
+                    found.append((d.path, f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"))
+            except OSError:
+                continue  # deleted between listing and stat: not part of the dataset any more
+
+
+def load_sha_index(ws: Workspace) -> dict[str, str]:
+    """(device:inode:size:mtime) → sha256 from the cache; a corrupt index counts as empty."""
+    index_path = review_cache_dir(ws) / "shas.json"
+    if not index_path.exists():
+        return {}
+    try:
+        raw = read_json(index_path, what="sha256 index")
+    except SmartHubError:
+        return {}
+    index = raw.get("index", {}) if isinstance(raw, dict) else {}
+    return index if isinstance(index, dict) else {}
+
+
+def hash_scanned(ws: Workspace, scanned: Sequence[tuple[ImageItem, str]], *,
+                 progress: Progress | None = None) -> HashedItems:
+    """sha256 of every scanned item, hashing only files whose key is not in the index."""
+    index = load_sha_index(ws)
+    out = HashedItems(items=[], shas=[])
+    fresh: dict[str, str] = {}
+    for i, (item, key) in enumerate(scanned):
+        sha = index.get(key)
+        if sha is None:
+            try:
+                sha = sha256_file(item.path)
+            except OSError as e:
+                out.skipped.append((item.path, f"unreadable ({e.strerror or e}); deleted or moved meanwhile?"))
+                continue
+            if progress is not None:
+                progress("hashing", i + 1, len(scanned))
+        fresh[key] = sha
+        out.items.append(item)
+        out.shas.append(sha)
+    if fresh != index:
+        atomic_write_json(review_cache_dir(ws) / "shas.json", {"version": 1, "index": fresh})
+    return out
+
+
+def hash_items(ws: Workspace, items: Sequence[ImageItem], *, progress: Progress | None = None) -> HashedItems:
+    """sha256 of every item (e.g. from `scan_dataset`), reusing the index for unchanged files.
+
+    A file deleted behind our back is skipped with the reason, never fatal.
+    """
+    scanned, gone = [], []
+    for item in items:
+        try:
+            st = item.path.stat()
+        except OSError as e:
+            gone.append((item.path, f"unreadable ({e.strerror or e}); deleted or moved meanwhile?"))
+            continue
+        scanned.append((item, f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"))
+    out = hash_scanned(ws, scanned, progress=progress)
+    out.skipped = gone + out.skipped
+    return out
+
+
+# ---------------------------------------------------------------- feature extractor
+
+def load_extractor(arch: str, *, pretrained: bool = True) -> tuple[Any, tuple]:
+    """(torch module mapping a normalised batch to one embedding per image, (mean, std)).
+
+    Uses `smarthub.archs.feature_extractor` when that module exists, else torchvision directly.
+
+    Raises:
+        ModelError: unknown arch, or its pretrained weights cannot be had (offline).
+    """
+    try:
+        from smarthub import archs
+    except ImportError:
+        archs = None
+    if archs is not None and hasattr(archs, "feature_extractor"):
+        module, stats = archs.feature_extractor(arch, pretrained=pretrained)
+        module.eval()
+        return module, tuple(stats) if stats is not None else IMAGENET_STATS
+    return _torchvision_extractor(arch, pretrained=pretrained), IMAGENET_STATS
+
+
+def _torchvision_extractor(arch: str, *, pretrained: bool) -> Any:
+    import torch
+    import torchvision
+
+    factory = getattr(torchvision.models, arch, None)
+    if factory is None or not callable(factory):
+        raise ModelError(f"unknown architecture {arch!r}: use a torchvision name such as mobilenet_v2 or resnet18")
+    try:
+        model = factory(weights="IMAGENET1K_V1" if pretrained else None)
+    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError: offline without cached weights
+        raise ModelError(
+            f"pretrained weights for {arch} are not available ({e}); connect to the internet once, copy the "
+            f"file into $TORCH_HOME/hub/checkpoints/, or use --arch mobilenet_v2"
+        ) from e
+    if hasattr(model, "features"):  # mobilenet, efficientnet, convnext, vgg …
+        body = torch.nn.Sequential(model.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+    elif hasattr(model, "fc"):  # resnet family
+        body = torch.nn.Sequential(*list(model.children())[:-1], torch.nn.Flatten())
+    else:
+        raise ModelError(f"architecture {arch!r} has no known body to take embeddings from")
+    return body.eval()
+
+
+def load_image_array(path: Path, size_px: int) -> np.ndarray:
+    """Decode an image to an RGB uint8 array of size_px × size_px (squished, EXIF-rotated).
+
+    Raises:
+        ImageError: missing or undecodable file, with the reason.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img = ImageOps.exif_transpose(img).convert("RGB")
+            img = img.resize((size_px, size_px), Image.BILINEAR)
+            return np.asarray(img, dtype=np.uint8)
+    except FileNotFoundError as e:
+        raise ImageError(f"{path}: deleted or moved meanwhile") from e
+    except UnidentifiedImageError as e:
+        raise ImageError(f"{path}: not an image (replaced by a corrupt file?)") from e
+    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path}: unreadable ({e})") from e
+
+
+def _load_batch(paths: Sequence[Path], size_px: int) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+    arrays, ok, bad = [], [], []
+    for i, p in enumerate(paths):
+        try:
+            arrays.append(load_image_array(p, size_px))
+            ok.append(i)
+        except ImageError as e:
+            bad.append((p, str(e).removeprefix(f"{p}: ")))
+    batch = np.stack(arrays) if arrays else np.zeros((0, size_px, size_px, 3), np.uint8)
+    return batch, ok, bad
+
+
+def to_tensor(batch: np.ndarray, stats: tuple) -> Any:
+    """uint8 [B,H,W,3] → normalised float tensor [B,3,H,W]."""
+    import torch
+
+    mean = torch.tensor(stats[0], dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(stats[1], dtype=torch.float32).view(1, 3, 1, 1)
+    x = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0)
+    return (x - mean) / std
+
+
+def compute_embeddings(
+    paths: Sequence[Path], extractor: Any, stats: tuple, *, size_px: int, batch_size: int = 64,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
+    """Embed images in batches, decoding the next batch in a thread while the model runs.
+
+    Returns (embeddings [n_ok, D] float32, indices into `paths` that succeeded, failures (path, reason)).
+    """
+    import torch
+
+    chunks = [list(range(i, min(i + batch_size, len(paths)))) for i in range(0, len(paths), batch_size)]
+    feats, ok_idx, failed = [], [], []
+    with ThreadPoolExecutor(max_workers=1) as pool, torch.inference_mode():
+        pending = pool.submit(_load_batch, [paths[i] for i in chunks[0]], size_px) if chunks else None
+        for n, chunk in enumerate(chunks):
+            batch, ok, bad = pending.result()
+            if n + 1 < len(chunks):
+                pending = pool.submit(_load_batch, [paths[i] for i in chunks[n + 1]], size_px)
+            failed.extend(bad)
+            if len(ok):
+                out = extractor(to_tensor(batch, stats))
+                feats.append(out.reshape(out.shape[0], -1).float().numpy())
+                ok_idx.extend(chunk[i] for i in ok)
+            if progress is not None:
+                progress("embedding", min((n + 1) * batch_size, len(paths)), len(paths))
+    dim = feats[0].shape[1] if feats else 0
+    return (np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)), ok_idx, failed
+
+
+# ---------------------------------------------------------------- embedding cache (I/O)
+
+def _cache_file(ws: Workspace, arch: str, size_px: int, pretrained: bool) -> Path:
+    tag = "" if pretrained else "-scratch"
+    return review_cache_dir(ws) / f"emb-{arch}-{size_px}{tag}.npz"
+
+
+def load_embedding_cache(ws: Workspace, arch: str, size_px: int, pretrained: bool = True) -> dict[str, np.ndarray]:
+    """sha256 → embedding (float32) from the cache; an unreadable cache counts as empty."""
+    path = _cache_file(ws, arch, size_px, pretrained)
+    if not path.exists():
+        return {}
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            shas, feats = z["shas"], z["feats"].astype(np.float32)
+    except (OSError, ValueError, KeyError):
+        return {}  # rebuilt on the next pass
+    return dict(zip((str(s) for s in shas), feats))
+
+
+def save_embedding_cache(ws: Workspace, arch: str, size_px: int, cache: dict[str, np.ndarray],
+                         pretrained: bool = True) -> None:
+    """Write the whole cache atomically (float16 to halve the size)."""
+    if not cache:
+        return
+    shas = np.array(sorted(cache))
+    feats = np.stack([cache[s] for s in shas]).astype(np.float16)
+    buf = io.BytesIO()
+    np.savez(buf, shas=shas, feats=feats)
+    atomic_write_with(_cache_file(ws, arch, size_px, pretrained), lambda f: f.write(buf.getvalue()))
+
+
+def embed_items(
+    ws: Workspace, paths: Sequence[Path], shas: Sequence[str], *, arch: str, size_px: int,
+    pretrained: bool = True, batch_size: int = 64, progress: Progress | None = None,
+) -> tuple[dict[str, np.ndarray], list[tuple[Path, str]]]:
+    """Embeddings for the given images (sha256 → vector), computing only those not cached yet.
+
+    Returns (embeddings of every image that could be read, failures (path, reason)).
+    """
+    with _CACHE_LOCK:
+        cache = load_embedding_cache(ws, arch, size_px, pretrained)
+    todo = [i for i, s in enumerate(shas) if s not in cache]
+    failed: list[tuple[Path, str]] = []
+    if todo:
+        extractor, stats = load_extractor(arch, pretrained=pretrained)
+        feats, ok, failed = compute_embeddings(
+            [paths[i] for i in todo], extractor, stats, size_px=size_px, batch_size=batch_size, progress=progress
+        )
+        for row, j in enumerate(ok):
+            cache[shas[todo[j]]] = feats[row].astype(np.float16).astype(np.float32)
+        with _CACHE_LOCK:
+            merged = load_embedding_cache(ws, arch, size_px, pretrained)
+            merged.update(cache)
+            save_embedding_cache(ws, arch, size_px, merged, pretrained)
+    return {s: cache[s] for s in shas if s in cache}, failed

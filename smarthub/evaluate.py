@@ -1,0 +1,248 @@
+"""How good were the pre-annotations? Predicted Labelme files against the corrected (truth) ones.
+
+mAP50 and mAP50-95 come from faster-coco-eval (COCO's own algorithm). Precision and recall per
+label are those of the boxes actually written (an operating point, not a curve): a greedy match by
+descending score at IoU >= 0.5 within each label, the same matching rule COCO uses. Correction
+effort compares the two files box by box, ignoring labels, to count what a person had to do.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from smarthub.errors import AnnotationError, DatasetError
+from smarthub.labelme import load_labelme, shape_boxes
+
+MATCH_IOU = 0.5          # a prediction counts as found at IoU >= 0.5 (precision/recall, mAP50)
+SAME_OBJECT_IOU = 0.3    # correction effort: boxes this close are the same object, edited
+MOVED_BELOW_IOU = 0.9    # ... and it was moved (or resized) when IoU < 0.9
+
+Box = tuple[str, tuple[float, float, float, float], float | None]
+
+
+@dataclass
+class LabelStats:
+    """Per-label figures at IoU 0.5 (precision/recall of the written boxes) and COCO AP."""
+
+    label: str
+    truth: int = 0
+    predicted: int = 0
+    true_positives: int = 0
+    ap50: float | None = None
+    ap50_95: float | None = None
+
+    @property
+    def precision(self) -> float | None:
+        return self.true_positives / self.predicted if self.predicted else None
+
+    @property
+    def recall(self) -> float | None:
+        return self.true_positives / self.truth if self.truth else None
+
+
+@dataclass
+class CorrectionEffort:
+    """What the person changed: kept as is, added, deleted, moved/resized, relabelled."""
+
+    kept: int = 0
+    added: int = 0
+    deleted: int = 0
+    moved: int = 0
+    relabelled: int = 0
+
+    @property
+    def edits(self) -> int:
+        return self.added + self.deleted + self.moved + self.relabelled
+
+
+@dataclass
+class EvalReport:
+    """Result of `evaluate_annotations`."""
+
+    images: int = 0
+    labels: dict[str, LabelStats] = field(default_factory=dict)
+    map50: float | None = None
+    map50_95: float | None = None
+    effort: CorrectionEffort = field(default_factory=CorrectionEffort)
+    missing_pred: list[Path] = field(default_factory=list)   # truth files with no prediction (counted as empty)
+    unpaired_pred: list[Path] = field(default_factory=list)  # predictions with no truth (ignored)
+    failed: list[tuple[Path, str]] = field(default_factory=list)
+
+    def summary(self) -> str:
+        """A table per label and the overall figures."""
+        def f(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3f}"
+
+        lines = [f"{self.images} images compared; mAP50 {f(self.map50)}, mAP50-95 {f(self.map50_95)}",
+                 f"{'label':<20} {'truth':>6} {'pred':>6} {'P@.5':>6} {'R@.5':>6} {'AP50':>6} {'AP50-95':>7}"]
+        for s in self.labels.values():
+            lines.append(f"{s.label:<20} {s.truth:>6} {s.predicted:>6} {f(s.precision):>6} {f(s.recall):>6} "
+                         f"{f(s.ap50):>6} {f(s.ap50_95):>7}")
+        e = self.effort
+        lines.append(f"correction effort: {e.kept} kept, {e.added} added, {e.deleted} deleted, {e.moved} moved, "
+                     f"{e.relabelled} relabelled ({e.edits} edits)")
+        if self.missing_pred:
+            lines.append(f"{len(self.missing_pred)} truth files had no prediction (counted as no boxes)")
+        if self.unpaired_pred:
+            lines.append(f"{len(self.unpaired_pred)} prediction files had no truth (ignored)")
+        lines += [f"failed  {p}: {r}" for p, r in self.failed]
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of every box in a [N,4] against every box in b [M,4] (xyxy)."""
+    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
+    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
+    ix1 = np.maximum(a[:, None, 0], b[None, :, 0])
+    iy1 = np.maximum(a[:, None, 1], b[None, :, 1])
+    ix2 = np.minimum(a[:, None, 2], b[None, :, 2])
+    iy2 = np.minimum(a[:, None, 3], b[None, :, 3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-12)
+
+
+def greedy_tp(pred: list[Box], truth: list[Box], *, iou: float = MATCH_IOU) -> int:
+    """True positives of one label in one image: predictions by descending score, each to the best free truth."""
+    if not pred or not truth:
+        return 0
+    order = sorted(range(len(pred)), key=lambda i: -(pred[i][2] if pred[i][2] is not None else 1.0))
+    m = iou_matrix(np.array([pred[i][1] for i in order]), np.array([t[1] for t in truth]))
+    free = np.ones(len(truth), dtype=bool)
+    tp = 0
+    for row in m:
+        cand = np.where(free, row, -1.0)
+        j = int(cand.argmax())
+        if cand[j] >= iou:
+            free[j] = False
+            tp += 1
+    return tp
+
+
+def correction_effort(pred: list[Box], truth: list[Box]) -> CorrectionEffort:
+    """Pair boxes across labels (highest IoU first, IoU >= SAME_OBJECT_IOU) and count the edits."""
+    e = CorrectionEffort()
+    m = iou_matrix(np.array([p[1] for p in pred]), np.array([t[1] for t in truth])) if pred and truth \
+        else np.zeros((len(pred), len(truth)))
+    pairs = sorted(((m[i, j], i, j) for i in range(len(pred)) for j in range(len(truth))
+                    if m[i, j] >= SAME_OBJECT_IOU), reverse=True)
+    used_p, used_t = set(), set()
+    for v, i, j in pairs:
+        if i in used_p or j in used_t:
+            continue
+        used_p.add(i)
+        used_t.add(j)
+        moved = bool(v < MOVED_BELOW_IOU)
+        relabelled = pred[i][0] != truth[j][0]  # a box can be both moved and relabelled: two edits
+        e.moved += moved
+        e.relabelled += relabelled
+        e.kept += not (moved or relabelled)
+    e.deleted = len(pred) - len(used_p)
+    e.added = len(truth) - len(used_t)
+    return e
+
+
+def coco_map(pairs: list[tuple[list[Box], list[Box], int, int]], labels: list[str]
+             ) -> tuple[float | None, float | None, dict[str, tuple[float | None, float | None]]]:
+    """(mAP50, mAP50-95, {label: (AP50, AP50-95)}) with faster-coco-eval; None where there is no truth."""
+    from faster_coco_eval import COCO, COCOeval_faster
+
+    cat = {lab: i + 1 for i, lab in enumerate(labels)}
+    images, gts, dts = [], [], []
+    for img_id, (pred, truth, w, h) in enumerate(pairs, start=1):
+        images.append({"id": img_id, "width": w, "height": h})
+        for lab, (x1, y1, x2, y2), _ in truth:
+            gts.append({"id": len(gts) + 1, "image_id": img_id, "category_id": cat[lab], "iscrowd": 0,
+                        "bbox": [x1, y1, x2 - x1, y2 - y1], "area": (x2 - x1) * (y2 - y1)})
+        for lab, (x1, y1, x2, y2), score in pred:
+            dts.append({"image_id": img_id, "category_id": cat[lab], "bbox": [x1, y1, x2 - x1, y2 - y1],
+                        "score": 1.0 if score is None else score})
+    if not gts:
+        return None, None, {lab: (None, None) for lab in labels}
+    if not dts:
+        return 0.0, 0.0, {lab: ((0.0, 0.0) if any(g["category_id"] == cat[lab] for g in gts) else (None, None))
+                          for lab in labels}
+    coco_gt = COCO({"images": images, "annotations": gts,
+                    "categories": [{"id": i, "name": lab} for lab, i in cat.items()]})
+    coco_dt = coco_gt.loadRes(dts)
+    ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lambda *a, **k: None)
+    ev.params.maxDets = [1, 10, max(100, max(len(p[0]) for p in pairs))]
+    ev.evaluate()
+    ev.accumulate()
+    ev.summarize()
+    precision = ev.eval["precision"]  # [T iou, R recall, K class, A area, M maxdets]
+    per_label = {}
+    for lab, cid in cat.items():
+        k = cid - 1
+        p50 = precision[0, :, k, 0, -1]
+        pall = precision[:, :, k, 0, -1]
+        per_label[lab] = (float(p50.mean()) if (p50 > -1).any() else None,
+                          float(pall[pall > -1].mean()) if (pall > -1).any() else None)
+    return _nan_none(ev.stats[1]), _nan_none(ev.stats[0]), per_label
+
+
+def _nan_none(v: float) -> float | None:
+    v = float(v)
+    return None if math.isnan(v) or v < 0 else v
+
+
+# ------------------------------------------------------------------ I/O edge
+
+
+def _json_index(folder: Path) -> dict[str, Path]:
+    return {p.relative_to(folder).with_suffix("").as_posix(): p for p in sorted(folder.rglob("*.json"))
+            if not any(part.startswith(".") for part in p.relative_to(folder).parts)}
+
+
+def evaluate_annotations(pred_dir: Path, truth_dir: Path) -> EvalReport:
+    """Compare predicted Labelme files with corrected ones paired by relative path.
+
+    Raises DatasetError when a folder is missing or the truth folder has no Labelme files.
+    Broken files are reported in `failed` and left out.
+    """
+    pred_dir, truth_dir = Path(pred_dir), Path(truth_dir)
+    for d in (pred_dir, truth_dir):
+        if not d.is_dir():
+            raise DatasetError(f"folder not found: {d}")
+    preds, truths = _json_index(pred_dir), _json_index(truth_dir)
+    if not truths:
+        raise DatasetError(f"no Labelme .json files under {truth_dir}")
+    report = EvalReport(unpaired_pred=[preds[k] for k in sorted(set(preds) - set(truths))])
+    pairs: list[tuple[list[Box], list[Box], int, int]] = []
+    for key, tpath in truths.items():
+        try:
+            t = load_labelme(tpath)
+            p = load_labelme(preds[key]) if key in preds else None
+        except AnnotationError as e:
+            report.failed.append((tpath, str(e)))
+            continue
+        if p is None:
+            report.missing_pred.append(tpath)
+        pairs.append((shape_boxes(p) if p else [], shape_boxes(t), t.image_width, t.image_height))
+    report.images = len(pairs)
+    labels = sorted({b[0] for pr, tr, _, _ in pairs for b in pr + tr})
+    stats = {lab: LabelStats(lab) for lab in labels}
+    for pred, truth, _, _ in pairs:
+        for lab in labels:
+            pl = [b for b in pred if b[0] == lab]
+            tl = [b for b in truth if b[0] == lab]
+            s = stats[lab]
+            s.predicted += len(pl)
+            s.truth += len(tl)
+            s.true_positives += greedy_tp(pl, tl)
+        e = correction_effort(pred, truth)
+        for name in ("kept", "added", "deleted", "moved", "relabelled"):
+            setattr(report.effort, name, getattr(report.effort, name) + getattr(e, name))
+    report.map50, report.map50_95, per_label = coco_map(pairs, labels)
+    for lab, (ap50, ap) in per_label.items():
+        stats[lab].ap50, stats[lab].ap50_95 = ap50, ap
+    report.labels = stats
+    return report
+

@@ -1,0 +1,242 @@
+"""A Jupyter cleaner over the review core: paged thumbnails worst first, a decision per image, Apply, Undo.
+
+The only module importing ipywidgets. Unlike fastai's ImageClassifierCleaner, marks are remembered per
+image across filter and page switches, every suspect is reachable (paged, not the first 30), and Apply
+moves the files through `smarthub.fileops` (journaled, undoable) instead of leaving that to the user.
+
+    from smarthub.notebook import Cleaner
+    Cleaner(ws)          # runs the fast review, then shows the grid
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smarthub import fileops, review
+from smarthub.errors import SmartHubError
+from smarthub.workspace import Workspace
+
+ALL = "all"
+LEAVE, KEEP, DELETE, RELABEL = "leave", "keep", "delete", "relabel:"
+
+
+@dataclass
+class Card:
+    """One thumbnail of the grid: its suspect and widgets."""
+
+    suspect: review.Suspect
+    box: Any
+    image: Any
+    caption: Any
+    dropdown: Any
+
+
+def thumbnail_png(path: Path, *, max_side_px: int) -> bytes:
+    """PNG bytes of the image shrunk to fit max_side_px (a grey square with an X when unreadable)."""
+    from PIL import Image, ImageDraw, ImageOps
+
+    try:
+        with Image.open(path) as img:
+            thumb = ImageOps.exif_transpose(img).convert("RGB")
+            thumb.thumbnail((max_side_px, max_side_px))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        thumb = Image.new("RGB", (max_side_px, max_side_px), (200, 200, 200))
+        draw = ImageDraw.Draw(thumb)
+        draw.line((0, 0, max_side_px, max_side_px), fill=(150, 0, 0), width=3)
+        draw.line((0, max_side_px, max_side_px, 0), fill=(150, 0, 0), width=3)
+    buf = io.BytesIO()
+    thumb.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def decision_options(suspect: review.Suspect, vocab: Sequence[str]) -> list[tuple[str, str]]:
+    """Dropdown (label, value) pairs: leave, keep, relabel to each other class (predicted first), delete."""
+    targets = [suspect.predicted] + [c for c in vocab if c != suspect.predicted]
+    relabels = [(f"relabel to {c}", RELABEL + c) for c in targets if c != suspect.given]
+    return [("leave", LEAVE), ("keep (label is right)", KEEP)] + relabels + [("delete", DELETE)]
+
+
+class Cleaner:
+    """ipywidgets cleaner over a ReviewResult; display it in a notebook cell (`Cleaner(ws)` as last line).
+
+    Attributes for programmatic use: kind_filter, class_filter, split_filter, prev_button, next_button,
+    apply_button, undo_button, status, cards (the current page), marks (path → decision).
+    """
+
+    def __init__(self, ws: Workspace, result: review.ReviewResult | None = None, *,
+                 options: review.ReviewOptions | None = None, page_size: int = 12, thumb_px: int = 128) -> None:
+        import ipywidgets as w
+
+        self.ws = ws
+        self.result = result if result is not None else review.review(ws, options)
+        self.page_size = max(1, int(page_size))
+        self.thumb_px = int(thumb_px)
+        self.page = 0
+        self.marks: dict[Path, str] = {}
+        self.batches: list[tuple[list[str], list[Path]]] = []  # per Apply: (fileops op ids, kept paths)
+        self.cards: list[Card] = []
+        self._thumbs: dict[Path, bytes] = {}
+
+        self.kind_filter = w.Dropdown(description="kind", options=[ALL, *review.KINDS], value=ALL)
+        self.class_filter = w.Dropdown(description="class")
+        self.split_filter = w.Dropdown(description="split", options=[ALL, "train", "valid"], value=ALL)
+        self.prev_button = w.Button(description="◀ previous")
+        self.next_button = w.Button(description="next ▶")
+        self.page_label = w.HTML()
+        self.apply_button = w.Button(description="Apply", button_style="primary",
+                                     tooltip="relabel / delete / keep the marked images (undoable)")
+        self.undo_button = w.Button(description="Undo", tooltip="undo the last Apply")
+        self.status = w.HTML()
+        self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(4, {self.thumb_px + 60}px)"))
+        self._set_class_options()
+        for f in (self.kind_filter, self.class_filter, self.split_filter):
+            f.observe(self._on_filter, names="value")
+        self.prev_button.on_click(lambda _: self._turn(-1))
+        self.next_button.on_click(lambda _: self._turn(+1))
+        self.apply_button.on_click(lambda _: self.apply())
+        self.undo_button.on_click(lambda _: self.undo())
+        self.widget = w.VBox([
+            w.HBox([self.kind_filter, self.class_filter, self.split_filter]),
+            w.HBox([self.prev_button, self.page_label, self.next_button]),
+            self.grid,
+            w.HBox([self.apply_button, self.undo_button]),
+            self.status,
+        ])
+        self.render()
+        self._say(f"{len(self.result.suspects)} suspects among {self.result.n_images} images "
+                  f"({self.result.method} method). Mark images, then Apply.")
+
+    # ------------------------------------------------------------ display
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def visible(self) -> list[review.Suspect]:
+        """Suspects passing the filters, worst first."""
+        kind, label, split = self.kind_filter.value, self.class_filter.value, self.split_filter.value
+        return [s for s in self.result.suspects
+                if (kind == ALL or s.kind == kind) and (label == ALL or s.given == label)
+                and (split == ALL or s.split == split)]
+
+    def render(self) -> None:
+        """Rebuild the current page from the filters and the remembered marks."""
+        import ipywidgets as w
+
+        shown = self.visible()
+        n_pages = max(1, -(-len(shown) // self.page_size))
+        self.page = min(self.page, n_pages - 1)
+        start = self.page * self.page_size
+        self.cards = []
+        for s in shown[start:start + self.page_size]:
+            if s.path not in self._thumbs:
+                self._thumbs[s.path] = thumbnail_png(s.path, max_side_px=self.thumb_px)
+            image = w.Image(value=self._thumbs[s.path], format="png", width=self.thumb_px)
+            caption = w.HTML(
+                f"<b>{_esc(s.path.name)}</b><br>given <b>{_esc(s.given)}</b> ({s.p_given:.0%})<br>"
+                f"predicted <b>{_esc(s.predicted)}</b> ({s.p_predicted:.0%})<br><i>{s.kind}</i> · {s.split}"
+            )
+            options = decision_options(s, self.result.vocab)
+            dropdown = w.Dropdown(options=options, value=self.marks.get(s.path, LEAVE),
+                                  layout=w.Layout(width=f"{self.thumb_px + 50}px"))
+            dropdown.observe(lambda change, path=s.path: self._mark(path, change["new"]), names="value")
+            self.cards.append(Card(suspect=s, box=w.VBox([image, caption, dropdown]), image=image,
+                                   caption=caption, dropdown=dropdown))
+        self.grid.children = [c.box for c in self.cards]
+        self.page_label.value = f"&nbsp;page {self.page + 1} of {n_pages} ({len(shown)} shown)&nbsp;"
+        self.prev_button.disabled = self.page == 0
+        self.next_button.disabled = self.page >= n_pages - 1
+
+    # ------------------------------------------------------------ handlers
+    def _mark(self, path: Path, value: str) -> None:
+        if value == LEAVE:
+            self.marks.pop(path, None)
+        else:
+            self.marks[path] = value
+        self._say(f"{len(self.marks)} marked; Apply to act on them")
+
+    def _on_filter(self, _change: dict) -> None:
+        self.page = 0
+        self.render()
+
+    def _turn(self, step: int) -> None:
+        self.page = max(0, self.page + step)
+        self.render()
+
+    def apply(self) -> list[fileops.Operation]:
+        """Act on every marked image (on any page or filter): relabel and delete via fileops, keep via review."""
+        if not self.marks:
+            self._say("nothing marked")
+            return []
+        by_label: dict[str, list[Path]] = {}
+        to_trash, to_keep = [], []
+        for path, decision in self.marks.items():
+            if decision == DELETE:
+                to_trash.append(path)
+            elif decision == KEEP:
+                to_keep.append(path)
+            elif decision.startswith(RELABEL):
+                by_label.setdefault(decision[len(RELABEL):], []).append(path)
+        ops: list[fileops.Operation] = []
+        kept_paths: list[Path] = []
+        try:
+            for label, paths in sorted(by_label.items()):
+                ops.append(fileops.relabel(self.ws, paths, label))
+            if to_trash:
+                ops.append(fileops.trash(self.ws, to_trash))
+            if to_keep:
+                review.keep(self.ws, to_keep)
+                kept_paths = to_keep
+        except SmartHubError as e:
+            self.batches.append(([op.op_id for op in ops], kept_paths))
+            self._after_change(f"<span style='color:#b00'>stopped: {_esc(str(e))}</span> "
+                               f"({len(ops)} operations done; Undo reverts them)")
+            return ops
+        self.batches.append(([op.op_id for op in ops], kept_paths))
+        n_relabel = sum(len(p) for p in by_label.values())
+        self.marks.clear()
+        self._after_change(f"applied: {n_relabel} relabelled, {len(to_trash)} deleted, {len(to_keep)} kept "
+                           f"({', '.join(op.op_id for op in ops) or 'no file moved'}); Undo reverts this")
+        return ops
+
+    def undo(self) -> list[fileops.Operation]:
+        """Undo the last Apply of this cleaner (all its operations), else the last journaled operation."""
+        try:
+            if self.batches:
+                op_ids, kept_paths = self.batches.pop()
+                undone = [fileops.undo(self.ws, op_id) for op_id in reversed(op_ids)]
+                if kept_paths:
+                    review.unkeep(self.ws, [p for p in kept_paths if p.exists()])
+            else:
+                undone = [fileops.undo(self.ws)]
+        except SmartHubError as e:
+            self._say(f"<span style='color:#b00'>cannot undo: {_esc(str(e))}</span>")
+            return []
+        self._after_change(f"undone: {len(undone)} operations ({', '.join(op.undoes or '' for op in undone)})")
+        return undone
+
+    def _after_change(self, message: str) -> None:
+        self.result = review.refresh(self.ws, self.result)
+        existing = {s.path for s in self.result.suspects}
+        self.marks = {p: d for p, d in self.marks.items() if p in existing}
+        self._set_class_options()
+        self.render()
+        self._say(message)
+
+    def _set_class_options(self) -> None:
+        current = self.class_filter.value
+        labels = sorted({s.given for s in self.result.suspects} | set(self.result.vocab))
+        self.class_filter.options = [ALL, *labels]
+        self.class_filter.value = current if current in labels else ALL
+
+    def _say(self, message: str) -> None:
+        self.status.value = message
+
+
+def _esc(text: str) -> str:
+    import html
+
+    return html.escape(text)

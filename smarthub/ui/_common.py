@@ -1,0 +1,125 @@
+"""Helpers shared by the tabs: error → message, core-module loading, thumbnails, small formatting."""
+from __future__ import annotations
+
+import hashlib
+import html
+import importlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+
+import gradio as gr
+
+from smarthub.atomicio import atomic_write_with
+from smarthub.errors import ImageError, SmartHubError
+from smarthub.workspace import Workspace
+
+THUMB_SIDE_PX = 160
+PREVIEW_SIDE_PX = 384
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a SmartHubError raised inside the block into a gr.Error the page shows (the app keeps running)."""
+    try:
+        yield
+    except SmartHubError as e:
+        raise gr.Error(html.escape(str(e)), title=type(e).__name__) from e
+
+
+def core(name: str, what: str) -> ModuleType:
+    """Import `smarthub.<name>`; a missing module becomes a SmartHubError naming the feature."""
+    try:
+        return importlib.import_module(f"smarthub.{name}")
+    except ModuleNotFoundError as e:
+        if e.name == f"smarthub.{name}":
+            raise SmartHubError(f"{what} is not available: this smarthub install has no smarthub.{name}") from e
+        raise
+
+
+def ok(text: str) -> str:
+    """A success line for a status Markdown (text is escaped)."""
+    return f"**Done:** {html.escape(text)}"
+
+
+def warn(text: str) -> str:
+    """A warning line for a status Markdown (text is escaped)."""
+    return f"**Problem:** {html.escape(text)}"
+
+
+def rel(ws: Workspace, path: Path) -> str:
+    """`path` relative to the data folder when inside it (POSIX), else as given."""
+    try:
+        return Path(path).relative_to(ws.data_dir).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def thumbs_dir(ws: Workspace) -> Path:
+    return ws.cache_dir / "thumbs"
+
+
+def thumbnail(ws: Workspace, path: Path, *, side_px: int = THUMB_SIDE_PX) -> Path:
+    """A cached small JPEG of `path` (keyed by path, size and mtime); a placeholder when unreadable.
+
+    Raises:
+        FileNotFoundError: never; a missing or corrupt image gives the placeholder.
+    """
+    path = Path(path)
+    try:
+        st = path.stat()
+    except OSError:
+        return placeholder(ws, "missing")
+    key = hashlib.sha256(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{side_px}".encode()).hexdigest()[:32]
+    out = thumbs_dir(ws) / key[:2] / f"{key}.jpg"
+    if out.exists():
+        return out
+    try:
+        image = _load_small(path, side_px)
+    except ImageError:
+        return placeholder(ws, "unreadable")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_with(out, lambda f: image.save(f, format="JPEG", quality=85))
+    return out
+
+
+def _load_small(path: Path, side_px: int):
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.draft("RGB", (side_px, side_px))  # JPEG: decode at reduced scale, much faster
+            im = ImageOps.exif_transpose(im)
+            im.thumbnail((side_px, side_px))
+            if im.mode in ("RGBA", "LA", "P"):
+                im = im.convert("RGBA")
+                flat = Image.new("RGB", im.size, (255, 255, 255))
+                flat.paste(im, mask=im.getchannel("A"))
+                return flat
+            return im.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageError(f"{path.name}: {e}") from e
+
+
+def placeholder(ws: Workspace, reason: str) -> Path:
+    """A grey tile with a word on it, cached under the thumbnails folder."""
+    from PIL import Image, ImageDraw
+
+    out = thumbs_dir(ws) / f"placeholder_{reason}.png"
+    if not out.exists():
+        im = Image.new("RGB", (THUMB_SIDE_PX, THUMB_SIDE_PX), (200, 200, 200))
+        ImageDraw.Draw(im).text((12, THUMB_SIDE_PX // 2 - 6), reason, fill=(120, 0, 0))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_with(out, lambda f: im.save(f, format="PNG"))
+    return out
+
+
+def parse_labels(text: str) -> list[str]:
+    """Labels from a text box: one per line or comma-separated; blanks dropped, order kept, no repeats."""
+    seen: list[str] = []
+    for line in (text or "").replace(",", "\n").splitlines():
+        label = line.strip()
+        if label and label not in seen:
+            seen.append(label)
+    return seen

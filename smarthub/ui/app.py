@@ -1,0 +1,46 @@
+"""The Gradio app: one Blocks with a tab per job, each built by its own module."""
+from __future__ import annotations
+
+import html
+
+import gradio as gr
+
+from smarthub.ui import tab_annotate, tab_bootstrap, tab_clean, tab_predict, tab_train
+from smarthub.ui._common import thumbs_dir
+from smarthub.workspace import Workspace
+
+CSS = """
+#sh-gallery .caption-label { max-width: 100%; white-space: normal; font-size: 0.75rem; opacity: 0.9;
+                             line-height: 1.1; }
+#sh-counts, #sh-status { min-height: 1.5em; }
+"""
+
+
+def build_app(ws: Workspace, *, title: str = "smarthub", selected_tab: str | None = None) -> gr.Blocks:
+    """Build (not launch) the app for workspace `ws`.
+
+    `selected_tab` names the tab shown first ("Clean", "Train", ...); default is Clean.
+    """
+    # Thumbnails are content-keyed (a changed image gets a new file), so gradio may serve them in place
+    # instead of copying each one into its cache on every page render (the copy was most of an action's time).
+    thumbs = thumbs_dir(ws)
+    thumbs.mkdir(parents=True, exist_ok=True)
+    gr.set_static_paths([thumbs])
+    # delete_cache: gradio's own copies of uploads and outputs older than a day (never a user's image)
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=(3600, 86400)) as app:
+        gr.Markdown(f"## smarthub · data `{html.escape(str(ws.data_dir))}` · models `{html.escape(str(ws.models_dir))}`")
+        with gr.Tabs(selected=selected_tab or "Clean"):
+            with gr.Tab("Bootstrap", id="Bootstrap", elem_id="sh-tab-bootstrap"):
+                tab_bootstrap.build(ws)
+            with gr.Tab("Train", id="Train", elem_id="sh-tab-train"):
+                tab_train.build(ws)
+            with gr.Tab("Clean", id="Clean", elem_id="sh-tab-clean"):
+                tab_clean.build(ws)
+            with gr.Tab("Predict", id="Predict", elem_id="sh-tab-predict"):
+                tab_predict.build(ws)
+            with gr.Tab("Annotate", id="Annotate", elem_id="sh-tab-annotate"):
+                tab_annotate.build(ws)
+    return app
+
+
+HEAD = tab_clean.SHORTCUTS_JS

@@ -1,0 +1,184 @@
+"""The real app in a real headless Chromium (Debian's, driven by Playwright): Clean and Annotate tabs.
+
+Runs in CI (fails when Chromium is missing and $CI is set); skips locally without Chromium.
+Screenshots go to tests/artifacts/ (git-ignored).
+"""
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+
+import pytest
+
+from helpers import make_image
+
+from smarthub import fileops
+from smarthub.workspace import Workspace
+
+CHROMIUM = Path(os.environ.get("SMARTHUB_CHROMIUM", "/usr/bin/chromium"))
+ARTIFACTS = Path(__file__).parent / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+TIMEOUT_MS = 180_000
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+
+def _require_browser() -> None:
+    missing = []
+    if not CHROMIUM.is_file():
+        missing.append(f"Chromium not found at {CHROMIUM} (apt install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("the playwright package is not installed")
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail("browser test cannot run in CI: " + "; ".join(missing))
+        pytest.skip("; ".join(missing))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
+    """A small real workspace (3 classes × 6 images + a tiny detector checkpoint) served by the real app."""
+    _require_browser()
+    from smarthub import detect
+    from smarthub.ui import launch
+
+    root = tmp_path_factory.mktemp("browser")
+    ws = Workspace(root / "data", root / "models")
+    colors = {"cat": (200, 40, 40), "dog": (40, 200, 40), "fish": (40, 40, 200)}
+    for c, (label, color) in enumerate(colors.items()):
+        for i in range(6):
+            make_image(ws.data_dir / label / f"{label}{i}.jpg", size=(64, 48), color=color, pattern=c * 100 + i)
+    model = detect.build_torchvision_model("ssdlite320_mobilenet_v3_large", 3)
+    detect.save_detector_checkpoint(ws.models_dir / "det.pt", model, arch="ssdlite320_mobilenet_v3_large",
+                                    labels=["__background__", "cat", "dog"])
+    port = _free_port()
+    app = launch(ws, port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        yield ws, f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module")
+def page(served, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    home = tmp_path_factory.mktemp("chromium_home")  # Chromium writes its caches under $HOME, keep them out of ~
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+                                    env={**os.environ, "HOME": str(home)})
+        try:
+            pg = browser.new_page(viewport={"width": 1400, "height": 1100})
+            pg.set_default_timeout(TIMEOUT_MS)
+            pg.goto(served[1])
+            yield pg
+        finally:
+            browser.close()
+
+
+def _selected(page) -> str:
+    return page.locator("#sh-selected textarea, #sh-selected input").first.input_value()
+
+
+def _wait_status(page, text: str) -> str:
+    status = page.locator("#sh-status")
+    status.get_by_text(text).wait_for()
+    return status.inner_text()
+
+
+def _unfocus(page) -> None:
+    """Move focus out of any text box so single-key shortcuts reach the page."""
+    page.locator("#sh-page-text").click()
+
+
+def test_clean_tab_relabel_delete_undo_in_the_browser(served, page) -> None:
+    ws, _ = served
+    page.get_by_role("tab", name="Clean").click()
+    page.locator("#sh-run-review").click()
+    page.locator("#sh-gallery img").first.wait_for()
+    assert "suspects among 18 images" in _wait_status(page, "suspects among")
+
+    # relabel the selected image to a new class through the text box and the button
+    first = _selected(page)
+    assert first.count("/") == 1
+    page.locator("#sh-new-label textarea, #sh-new-label input").first.fill("bird")
+    page.locator("#sh-relabel").click()
+    _wait_status(page, "relabelled")
+    name = first.split("/")[1]
+    assert not (ws.data_dir / first).exists() and (ws.data_dir / "bird" / name).is_file()
+
+    # an invalid label is a message in the page, nothing moves, and the page goes on working
+    second = _selected(page)
+    page.locator("#sh-new-label textarea, #sh-new-label input").first.fill("../x")
+    page.locator("#sh-relabel").click()
+    _wait_status(page, "path separator")
+    assert (ws.data_dir / second).is_file()
+    page.locator("#sh-new-label textarea, #sh-new-label input").first.fill("")
+
+    # delete with the keyboard shortcut "d"
+    _unfocus(page)
+    page.keyboard.press("d")
+    _wait_status(page, "to the trash")
+    assert not (ws.data_dir / second).exists() and list(ws.trash_dir.rglob(Path(second).name))
+
+    # undo (button) restores the deleted image
+    page.locator("#sh-undo").click()
+    _wait_status(page, "undid delete")
+    assert (ws.data_dir / second).is_file()
+    assert "relabelled 1" in page.locator("#sh-counts").inner_text()
+    assert "deleted 1" in page.locator("#sh-counts").inner_text()
+    page.screenshot(path=str(ARTIFACTS / "clean.png"), full_page=True)
+
+    ops = fileops.history(ws)
+    assert [(op.kind, op.state) for op in ops] == [("relabel", "committed"), ("trash", "committed"),
+                                                   ("undo", "committed")]
+    assert ops[0].moves[0].src == first and ops[0].moves[0].dst == f"bird/{name}"
+    assert ops[1].undone_by == ops[2].op_id
+
+
+def test_clean_tab_second_window_gets_a_message(served, page) -> None:
+    """Another window moves the selected image away: this page says so and loses nothing."""
+    ws, _ = served
+    target = _selected(page)
+    fileops.relabel(ws, [ws.data_dir / target], "elsewhere")  # e.g. the CLI or a second browser tab
+    page.locator("#sh-delete").click()
+    _wait_status(page, "no longer exists")
+    assert (ws.data_dir / "elsewhere" / Path(target).name).is_file()
+    assert not list(ws.trash_dir.rglob(Path(target).name))
+
+
+def test_annotate_tab_in_the_browser(served, page) -> None:
+    ws, _ = served
+    n_images = len(list((ws.data_dir / "fish").glob("*.jpg")))
+    page.get_by_role("tab", name="Annotate").click()
+    page.locator("#sh-ann-folder textarea, #sh-ann-folder input").first.fill("fish")
+    page.locator("#sh-ann-run").click()  # default detector: its COCO weights are not cached here
+    toast = page.get_by_test_id("toast-body").filter(has_text="COCO weights")
+    toast.first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "annotate-error.png"))
+    page.get_by_test_id("toast-close").first.click()
+    detector = page.locator("#sh-ann-detector input").first
+    detector.fill(str(ws.models_dir / "det.pt"))
+    detector.press("Enter")
+    page.locator("#sh-ann-run").click()
+    from playwright.sync_api import expect
+
+    box = page.locator("#sh-ann-report textarea").first
+    expect(box).to_have_value(re.compile("Labelme files in"), timeout=TIMEOUT_MS)
+    report = box.input_value()
+    assert f"{n_images} images, {n_images} Labelme files written" in report
+    assert len(list((ws.data_dir / "fish").glob("*.json"))) == n_images
+    page.locator("#sh-ann-zip").get_by_text(".zip").first.wait_for()
+    page.screenshot(path=str(ARTIFACTS / "annotate.png"), full_page=True)

@@ -1,0 +1,168 @@
+"""export_yolo (Labelme → YOLO dataset) and the Ultralytics loop: train YOLO on the export, annotate with it."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_annotate import BLUE, RED, scene
+from test_detect import SquareDetector
+from test_labelme import write_oriented
+
+from smarthub.annotate import annotate_folder
+from smarthub.cli import main
+from smarthub.errors import DatasetError, ModelError, SmartHubError
+from smarthub.labelme import LabelmeFile, Shape, load_labelme, save_labelme
+from smarthub.yolo_export import export_yolo, parse_split, split_counts
+
+
+def annotated_folder(root: Path, n: int = 10) -> Path:
+    """n images (nested one level for half of them) annotated by the square detector."""
+    for i in range(n):
+        sub = root / ("nested" if i % 2 else "")
+        sub.mkdir(parents=True, exist_ok=True)
+        x = 4 + 6 * i
+        scene(squares=((RED, (x, 8, x + 20, 30)), (BLUE, (60, 30, 90, 60)))).save(sub / f"img{i}.png")
+    report = annotate_folder(root, SquareDetector())
+    assert len(report.written) == n
+    return root
+
+
+def read_labels(path: Path) -> list[list[float]]:
+    return [[float(v) for v in line.split()] for line in path.read_text().splitlines()]
+
+
+def test_export_writes_images_labels_and_yaml(tmp_path: Path) -> None:
+    src = annotated_folder(tmp_path / "lm")
+    out = tmp_path / "yolo"
+    r = export_yolo(src, out, split=(0.6, 0.2, 0.2), seed=1)
+    assert r.names == ["blue", "red"] and r.images == {"train": 6, "val": 2, "test": 2} and r.boxes == 20
+    assert not r.failed
+    assert len(list(src.rglob("*.png"))) == 10  # copied, not moved
+    yaml = (out / "data.yaml").read_text()
+    assert "train: images/train" in yaml and "val: images/val" in yaml and "test: images/test" in yaml
+    assert '0: "blue"' in yaml and '1: "red"' in yaml and "nc: 2" in yaml
+    # planted truth: nested/img1.jpg has red at x 10..30, y 8..30 and blue at 60..90, 30..60 in a 96x64 image
+    label_file = next(out.glob("labels/*/nested__img1.txt"))
+    rows = sorted(read_labels(label_file))
+    assert rows[0] == pytest.approx([0, 75 / 96, 45 / 64, 30 / 96, 30 / 64], abs=2e-2)
+    assert rows[1] == pytest.approx([1, 20 / 96, 19 / 64, 20 / 96, 22 / 64], abs=2e-2)
+    split = label_file.parent.name
+    assert (out / "images" / split / "nested__img1.png").exists()
+    # same seed, same split; another seed, another split
+    r2 = export_yolo(src, tmp_path / "yolo2", split=(0.6, 0.2, 0.2), seed=1)
+    assert sorted(p.name for p in (tmp_path / "yolo2" / "labels" / "val").iterdir()) == \
+        sorted(p.name for p in (out / "labels" / "val").iterdir())
+    assert r2.names == r.names
+
+
+def test_exif_rotated_image_uses_the_labelme_frame(tmp_path: Path) -> None:
+    src = tmp_path / "lm"
+    src.mkdir()
+    write_oriented(src / "r.jpg", scene(squares=((RED, (10, 8, 40, 30)),)), 6)  # stored 64x96, shown 96x64
+    annotate_folder(src, SquareDetector())
+    export_yolo(src, tmp_path / "y", split=(1.0, 0.0, 0.0))
+    (row,) = read_labels(tmp_path / "y" / "labels" / "train" / "r.txt")
+    assert row == pytest.approx([0, 25 / 96, 19 / 64, 30 / 96, 22 / 64], abs=0.035)  # JPEG bleeds a pixel
+
+
+def test_polygons_broken_files_and_missing_images(tmp_path: Path) -> None:
+    src = tmp_path / "lm"
+    src.mkdir()
+    Image.new("RGB", (100, 50)).save(src / "p.png")
+    save_labelme(src / "p.json", LabelmeFile("p.png", 50, 100, [
+        Shape("leaf", [[10, 10], [30, 5], [20, 40]], shape_type="polygon"),
+        Shape("dot", [[1, 1]], shape_type="point")]))
+    save_labelme(src / "gone.json", LabelmeFile("gone.png", 50, 100, []))
+    (src / "broken.json").write_text('{"imagePath": 3}')
+    r = export_yolo(src, tmp_path / "y", split=(1.0, 0.0, 0.0))
+    assert r.names == ["leaf"] and r.images["train"] == 1
+    assert sorted(p.name for p, _ in r.failed) == ["broken.json", "gone.json"]
+    (row,) = read_labels(tmp_path / "y" / "labels" / "train" / "p.txt")
+    assert row == pytest.approx([0, 0.2, 0.45, 0.2, 0.7])
+    assert "val: images/train" in (tmp_path / "y" / "data.yaml").read_text()  # no val images: reuse train
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match="no usable Labelme files"):
+        export_yolo(tmp_path / "empty", tmp_path / "y2")
+
+
+@pytest.mark.parametrize("text,expected", [("0.8,0.1,0.1", (0.8, 0.1, 0.1)), ("1,0,0", (1.0, 0.0, 0.0)),
+                                           ("0.5,0.5", None), ("a,b,c", None), ("0.5,0.6,0.1", None),
+                                           ("0,0.5,0.5", None)],
+                         ids=["default", "all-train", "two", "words", "sum", "no-train"])
+def test_parse_split(text: str, expected) -> None:
+    if expected is None:
+        with pytest.raises(SmartHubError):
+            parse_split(text)
+    else:
+        assert parse_split(text) == expected
+
+
+@pytest.mark.parametrize("n,split,expected", [(10, (0.8, 0.1, 0.1), (8, 1, 1)), (1, (0.8, 0.1, 0.1), (1, 0, 0)),
+                                              (2, (0.8, 0.1, 0.1), (1, 1, 0)), (3, (0.8, 0.1, 0.1), (1, 1, 1)),
+                                              (5, (1.0, 0.0, 0.0), (5, 0, 0))],
+                         ids=["ten", "one", "two", "three", "train-only"])
+def test_split_counts(n: int, split, expected) -> None:
+    assert split_counts(n, split) == expected
+
+
+def test_cli_export_yolo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = annotated_folder(tmp_path / "lm", n=4)
+    assert main(["export-yolo", str(src), str(tmp_path / "y"), "--split", "0.5,0.5,0", "--seed", "3"]) == 0
+    assert "4 images (train 2, val 2, test 0)" in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- Ultralytics end to end
+
+
+@pytest.fixture
+def ultralytics_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    cfg = tmp_path / "ultra_cfg"
+    monkeypatch.setenv("YOLO_OFFLINE", "1")
+    if "ultralytics" not in sys.modules:  # first import in this process: keep its settings.json in tmp
+        monkeypatch.setenv("YOLO_CONFIG_DIR", str(cfg))
+    pytest.importorskip("ultralytics")
+    return cfg
+
+
+@pytest.mark.slow
+def test_ultralytics_train_on_export_then_annotate(tmp_path: Path, ultralytics_home: Path) -> None:
+    """YOLO('yolov8n.yaml') trained 1 epoch (imgsz 64) on our YOLO export, saved, then used by annotate."""
+    from smarthub.detect import DetectorOptions, import_ultralytics, load_detector
+
+    YOLO = import_ultralytics(ultralytics_home)
+    src = annotated_folder(tmp_path / "lm", n=8)
+    export = export_yolo(src, tmp_path / "yolo", split=(0.75, 0.25, 0.0))
+    model = YOLO("yolov8n.yaml")
+    model.train(data=str(export.data_yaml), epochs=1, imgsz=64, batch=4, workers=0, device="cpu", plots=False,
+                val=False, amp=False, project=str(tmp_path / "runs"), name="t", exist_ok=True, verbose=False)
+    best = tmp_path / "runs" / "t" / "weights" / "best.pt"
+    assert best.exists()
+    det = load_detector(best, DetectorOptions(conf=0.0, max_det=5, imgsz=64, label_map={"red": "apple"}))
+    assert det.class_names == ["blue", "red"] and type(det).__name__ == "YoloDetector"
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    scene().save(batch / "new.jpg")
+    write_oriented(batch / "rot.jpg", scene(), 8)
+    report = annotate_folder(batch, det)
+    assert len(report.written) == 2 and not report.failed
+    lf = load_labelme(batch / "rot.json")
+    assert (lf.image_width, lf.image_height) == (96, 64) and lf.stamp["model"] == "best.pt"
+    assert all(s.label in {"apple", "blue"} and len(s.points) == 2 for s in lf.shapes)
+    from ultralytics.utils import SETTINGS, USER_CONFIG_DIR
+
+    print(f"\nultralytics config dir: {USER_CONFIG_DIR}; sync={SETTINGS['sync']}")
+    with pytest.raises(SmartHubError, match=r"--label-map names unknown classes \['person'\]"):
+        load_detector(best, DetectorOptions(label_map={"person": "x"}))
+
+
+@pytest.mark.slow
+def test_ultralytics_classifier_weights_are_not_a_detector(tmp_path: Path, ultralytics_home: Path) -> None:
+    from smarthub.detect import import_ultralytics, load_detector
+
+    YOLO = import_ultralytics(ultralytics_home)
+    cls_model = YOLO("yolov8n-cls.yaml")
+    cls_model.save(str(tmp_path / "cls.pt"))
+    with pytest.raises(ModelError, match="not a detector"):
+        load_detector(tmp_path / "cls.pt")
