@@ -49,6 +49,7 @@ def atomic_write_with(path: Path, writer: Callable[[Any], object]) -> None:
             writer(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:
@@ -69,6 +70,7 @@ def atomic_save_torch(path: Path, save: Callable[[Path], object]) -> None:
         save(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except OSError as e:
@@ -165,6 +167,23 @@ def discard_temp(path: Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def _file_mode(path: Path) -> int:
+    """Mode for a replaced file: the old file's, else 0o666 less the process umask (mkstemp makes 0o600)."""
+    try:
+        return path.stat().st_mode & 0o777
+    except OSError:
+        pass
+    umask = 0o022
+    try:  # read the umask without changing it (os.umask would, racing other threads)
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                umask = int(line.split()[1], 8)
+                break
+    except (OSError, ValueError):
+        pass
+    return 0o666 & ~umask
 
 
 def _fsync_dir(folder: Path) -> None:

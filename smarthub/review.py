@@ -142,7 +142,7 @@ class ReviewResult:
 def _logreg() -> Any:
     from sklearn.linear_model import LogisticRegression
 
-    # C measured on planted Fashion-MNIST noise (bench/RESULTS_review.md): 3 found the most errors out-of-sample
+    # C measured on planted Fashion-MNIST noise (bench/RESULTS.md, Review): 3 found the most errors out-of-sample
     return LogisticRegression(C=HEAD_C, max_iter=2000)
 
 

@@ -76,7 +76,11 @@ def add_weights(file: Path, *, arch: str | None = None) -> Path:
     from smarthub.archs import checkpoints_dir, resolve_arch
     from smarthub.atomicio import atomic_write_with
 
+    from smarthub import detect
+
     file = Path(file)
+    if arch in detect.TORCHVISION_ARCHS:
+        return _add_detector_weights(file, [arch], explicit=True)
     if arch is not None:
         spec = resolve_arch(arch)
         if spec.is_timm:
@@ -91,6 +95,8 @@ def add_weights(file: Path, *, arch: str | None = None) -> Path:
     else:
         matches = detect_arch(state)
         if not matches:
+            if any(_detector_shapes_match(state, a) for a in detect.TORCHVISION_ARCHS):
+                return _add_detector_weights(file, list(detect.TORCHVISION_ARCHS), explicit=False, state=state)
             raise ModelError(f"{file} fits none of the torchvision models smarthub supports; "
                              f"see `smarthub weights list`")
         if len(matches) > 1:
@@ -103,6 +109,39 @@ def add_weights(file: Path, *, arch: str | None = None) -> Path:
         raise ModelError(f"{file} does not load into {spec.name}: {str(e).splitlines()[0]}") from e
     del model, state
     target = checkpoints_dir() / str(spec.weights_file)
+    with open(file, "rb") as src:
+        atomic_write_with(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 20))
+    return target
+
+
+def _detector_shapes_match(state: dict[str, Any], arch: str) -> bool:
+    """True when `state` has the names and shapes of torchvision's COCO (91-class) detector `arch`."""
+    import torch
+
+    from smarthub.detect import build_torchvision_model
+
+    with torch.device("meta"):
+        expected = build_torchvision_model(arch, 91).state_dict()
+    return expected.keys() == state.keys() and all(
+        tuple(expected[k].shape) == tuple(state[k].shape) for k in expected)
+
+
+def _add_detector_weights(file: Path, candidates: list[str], *, explicit: bool,
+                          state: dict[str, Any] | None = None) -> Path:
+    """Install COCO weights of a torchvision detector under the file name torchvision downloads them as."""
+    from smarthub.archs import checkpoints_dir
+    from smarthub.atomicio import atomic_write_with
+    from smarthub.detect import coco_weights_file
+
+    state = load_state_dict_file(file) if state is None else state
+    matches = [a for a in candidates if _detector_shapes_match(state, a)]
+    if not matches:
+        what = candidates[0] if explicit else "any torchvision detector smarthub supports"
+        raise ModelError(f"{file} does not fit {what} with COCO's 91 classes (a fine-tuned detector is used with "
+                         f"`smarthub annotate --model FILE` instead)")
+    if len(matches) > 1:
+        raise ModelError(f"{file} fits several detectors ({', '.join(matches)}): name one with --arch")
+    target = checkpoints_dir() / coco_weights_file(matches[0])[0]
     with open(file, "rb") as src:
         atomic_write_with(target, lambda dst: shutil.copyfileobj(src, dst, 1 << 20))
     return target

@@ -92,3 +92,19 @@ def test_discard_temp_only_removes_own_temp_files(tmp_path: Path, name: str, rem
         with pytest.raises(SmartHubError, match="not a smarthub temporary file"):
             discard_temp(path)
         assert path.exists()
+
+
+def test_new_files_get_normal_permissions_and_replacements_keep_theirs(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    atomic_write_json(target, {"v": 1})
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_current_umask()
+    target.chmod(0o640)
+    atomic_write_json(target, {"v": 2})
+    assert target.stat().st_mode & 0o777 == 0o640
+
+
+def _current_umask() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("Umask:"):
+            return int(line.split()[1], 8)
+    return 0o022

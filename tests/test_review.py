@@ -20,7 +20,7 @@ CLASSES = ("tshirt", "trouser", "pullover", "sneaker", "bag")
 PER_CLASS = 60
 IMAGE_PX = 64
 # Recall of the planted errors in the top k (k = number planted), fast method, this exact set-up.
-# Measured over seeds 0-7 (bench/RESULTS_review.md): worst 0.867 (26 of 30), mean 0.90. Bound = 0.75
+# Measured over seeds 0-7 (bench/RESULTS.md, Review): worst 0.867 (26 of 30), mean 0.90. Bound = 0.75
 # (23 of 30): three errors of margin below the worst seed, for BLAS / library-version jitter.
 MIN_RECALL = 0.75
 

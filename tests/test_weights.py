@@ -211,3 +211,29 @@ def test_importing_the_modules_loads_no_heavy_library() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout
     assert out.strip() == "[]"
+
+
+def test_weights_add_installs_coco_detector_weights(empty_torch_home: Path, tmp_path: Path, capsys) -> None:
+    """COCO detector weights (here: a real 91-class state dict with random values) go where torchvision
+    looks for them, and `annotate`'s detector loader then finds them offline."""
+    import torch
+
+    from smarthub import detect
+    from smarthub.cli import main
+
+    arch = "fasterrcnn_mobilenet_v3_large_320_fpn"
+    file = tmp_path / "my-coco-detector.pth"
+    torch.save(detect.build_torchvision_model(arch, 91).state_dict(), file)
+    # the 320 and full-resolution variants share every tensor shape: the user must say which
+    assert main(["weights", "add", str(file)]) == 2
+    assert "fits several detectors" in capsys.readouterr().err
+    assert main(["weights", "add", str(file), "--arch", arch]) == 0
+    expected = detect.coco_weights_file(arch)[0]
+    assert (empty_torch_home / "hub" / "checkpoints" / expected).exists()
+    assert expected in capsys.readouterr().out
+    detector = detect.load_detector(arch, detect.DetectorOptions())
+    assert len(detector.class_names) > 80
+    # a detector's weights named for another detector are refused with the fix
+    with pytest.raises(SmartHubError, match="does not fit fcos_resnet50_fpn"):
+        from smarthub.weights import add_weights
+        add_weights(file, arch="fcos_resnet50_fpn")

@@ -45,7 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="pHash Hamming distance counted as a near duplicate (default 6)")
     p.add_argument("--train", action="store_true", help="retrain the model after collecting")
     p.add_argument("--verbose", "-v", action="store_true", help="list every URL not saved, with its reason")
-    _add_train_args_renamed(p)
+    from smarthub.cli.train import add_train_args
+
+    # --size and --workers mean the search size filter and download workers here
+    add_train_args(p, title="training options (with --train)", prefixed=frozenset({"size", "workers"}))
     p.set_defaults(func=run_bootstrap)
 
     p = sub.add_parser("dedupe", help="report exact and near-duplicate images across all classes")
@@ -58,22 +61,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("info", help="images per class, per source and licence hints")
     add_workspace_args(p, models=False)
     p.set_defaults(func=run_info)
-
-
-def _add_train_args_renamed(parser: argparse.ArgumentParser) -> None:
-    """Add the `train` options; those whose flag bootstrap already uses get a `--train-` prefix
-    (`--train-size`, `--train-workers`) and keep their destination, so train_options_from works."""
-    from smarthub.cli.train import add_train_args
-
-    scratch = argparse.ArgumentParser(add_help=False)
-    add_train_args(scratch)
-    group = parser.add_argument_group("training options (with --train)")
-    taken = set(parser._option_string_actions)
-    for action in scratch._actions:
-        if not action.option_strings:
-            continue
-        action.option_strings = [f if f not in taken else "--train-" + f.lstrip("-") for f in action.option_strings]
-        group._add_action(action)
 
 
 class _BootstrapProgressPrinter:

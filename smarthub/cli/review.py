@@ -50,7 +50,10 @@ def run_review(args: argparse.Namespace) -> int:
         printer = printers.setdefault(stage, progress_printer(stage))
         printer(done, total)  # type: ignore[operator]
 
-    result = review.review(ws, options, progress=progress)
+    from smarthub.cli.train import quiet_libraries
+
+    with quiet_libraries():
+        result = review.review(ws, options, progress=progress)
     for path, reason in result.skipped:
         print(f"skipped {_show(ws, path)}: {reason}")
     for note in result.notes:

@@ -16,14 +16,23 @@ from smarthub.cli._common import add_workspace_args, print_table, workspace_from
 ORDER = 20
 
 
-def add_train_args(parser: argparse.ArgumentParser) -> None:
-    """Add the training options (shared by `train`, `review` and `bootstrap --train`)."""
-    g = parser.add_argument_group("training options")
+def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training options",
+                   prefixed: frozenset[str] = frozenset()) -> None:
+    """Add the training options (shared by `train`, `review` and `bootstrap --train`).
+
+    Flags named in `prefixed` (e.g. {"size", "workers"}) are spelled `--train-<name>` for commands that use
+    the plain flag for something else; the destination stays the same, so `train_options_from` works.
+    """
+    g = parser.add_argument_group(title)
+
+    def flag(name: str) -> str:
+        return f"--train-{name}" if name in prefixed else f"--{name}"
+
     g.add_argument("--arch", default="resnet18", metavar="NAME",
                    help="model architecture: resnet18/34/50, mobilenet_v2, efficientnet_b0, convnext_tiny, "
                         "... or a timm name (default resnet18)")
     g.add_argument("--epochs", type=int, default=4, metavar="N", help="epochs after the frozen one(s) (default 4)")
-    g.add_argument("--size", type=int, default=224, metavar="PX", help="image side in pixels (default 224)")
+    g.add_argument(flag("size"), dest="size", type=int, default=224, metavar="PX", help="image side in pixels (default 224)")
     g.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
     g.add_argument("--valid-pct", type=float, default=0.2, metavar="FRACTION",
                    help="share of each class held out for validation when there are no train/ and valid/ "
@@ -31,7 +40,7 @@ def add_train_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=42, metavar="N", help="random seed for the split and training (default 42)")
     g.add_argument("--no-pretrained", action="store_true",
                    help="start from random weights (no ImageNet download needed; much less accurate)")
-    g.add_argument("--workers", type=int, default=None, metavar="N",
+    g.add_argument(flag("workers"), dest="workers", type=int, default=None, metavar="N",
                    help="DataLoader worker processes (default 0: load in the main process, fastest here)")
     g.add_argument("--lr", type=float, default=None, help="base learning rate (default: fastai's 0.002)")
     g.add_argument("--freeze-epochs", type=int, default=1, metavar="N",
@@ -49,7 +58,7 @@ def train_options_from(args: argparse.Namespace) -> Any:
 
 
 @contextmanager
-def _quiet_libraries() -> Iterator[None]:
+def quiet_libraries() -> Iterator[None]:
     """Hide library deprecation chatter (torch.jit, fastai's pickle notice) from the command's output."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
@@ -115,7 +124,7 @@ def run_train(args: argparse.Namespace) -> int:
 
     ws = workspace_from(args)
     options = train_options_from(args)
-    with _quiet_libraries():
+    with quiet_libraries():
         result = train(ws, options, progress=epoch_printer())
     print_train_summary(result)
     return 0
@@ -140,7 +149,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from smarthub.workspace import Workspace
 
     model = args.model or Workspace.from_args().export_path
-    with _quiet_libraries():
+    with quiet_libraries():
         preds = predict(model, args.images, top_k=args.top_k)
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2, ensure_ascii=False))
@@ -153,7 +162,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_weights_add(args: argparse.Namespace) -> int:
     from smarthub.weights import add_weights
 
-    with _quiet_libraries():
+    with quiet_libraries():
         target = add_weights(args.file, arch=args.arch)
     print(f"installed {args.file} as {target}")
     return 0
@@ -163,7 +172,7 @@ def run_weights_list(args: argparse.Namespace) -> int:
     from smarthub.archs import cached_weights, checkpoints_dir
     from smarthub.weights import weights_status
 
-    with _quiet_libraries():
+    with quiet_libraries():
         status = weights_status()
     rows = [(s.arch, s.file, "yes" if s.cached else "no") for s in status]
     print(f"torch weights cache: {checkpoints_dir()}")
