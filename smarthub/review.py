@@ -27,6 +27,7 @@ from smarthub.atomicio import atomic_write_json, atomic_write_text, atomic_write
 from smarthub.dataset import ImageItem, dataset_fingerprint, scan_dataset, sha256_file, verify_images
 from smarthub.embeddings import Progress, embed_items, hash_scanned, review_cache_dir, scan_stat
 from smarthub.errors import DatasetError, FileOpError, ModelError, SmartHubError
+from smarthub.train import TrainOptions
 from smarthub.workspace import Workspace
 
 METHODS = ("fast", "finetune", "model")
@@ -67,23 +68,7 @@ class Entry:
     sha256: str
 
 
-@dataclass
-class _BasicTrainOptions:
-    """Stand-in for train.TrainOptions when smarthub.train is unavailable (the fast path needs only these)."""
-
-    arch: str = "mobilenet_v2"
-    size_px: int = 224
-    seed: int = 42
-    batch_size: int = 32
-    pretrained: bool = True
-    epochs: int = 4
-
-
-def _default_train_options() -> Any:
-    try:
-        from smarthub.train import TrainOptions
-    except ImportError:
-        return _BasicTrainOptions()
+def _default_train_options() -> TrainOptions:
     return TrainOptions(arch="mobilenet_v2")
 
 
@@ -94,7 +79,7 @@ class ReviewOptions:
     method: str = "fast"
     folds: int = 5
     threshold: float = 0.6
-    train: Any = field(default_factory=_default_train_options)
+    train: TrainOptions = field(default_factory=_default_train_options)
     limit: int | None = None
 
     def __post_init__(self) -> None:
@@ -361,17 +346,13 @@ def content_fingerprint(entries: Iterable[Entry]) -> str:
     return h.hexdigest()[:16]
 
 
-def _opt(train: Any, name: str, default: Any) -> Any:
-    return getattr(train, name, default) if train is not None else default
-
-
 def _probs_cache_path(ws: Workspace, options: ReviewOptions) -> Path:
     t = options.train
-    tag = f"{options.method}-{_opt(t, 'arch', 'mobilenet_v2')}-{_opt(t, 'size_px', 224)}"
+    tag = f"{options.method}-{t.arch}-{t.size_px}"
     if options.method != "model":
-        tag += f"-k{options.folds}-s{_opt(t, 'seed', 42)}"
+        tag += f"-k{options.folds}-s{t.seed}"
     if options.method == "finetune":
-        tag += f"-e{_opt(t, 'epochs', 4)}"
+        tag += f"-e{t.epochs}"
     return review_cache_dir(ws) / f"probs-{tag}.npz"
 
 
@@ -553,8 +534,8 @@ def _unreadable(entries: Sequence[Entry], failed: Sequence[tuple[Path, str]]) ->
 
 def _train_opts(options: ReviewOptions) -> tuple[str, int, bool, int, int]:
     t = options.train
-    return (_opt(t, "arch", "mobilenet_v2"), int(_opt(t, "size_px", 224)), bool(_opt(t, "pretrained", True)),
-            int(_opt(t, "seed", 42)), int(_opt(t, "batch_size", 32)))
+    return (t.arch, int(t.size_px), bool(t.pretrained),
+            int(t.seed), int(t.batch_size))
 
 
 def _embeddings_or_none(ws: Workspace, entries: Sequence[Entry], options: ReviewOptions,
