@@ -5,6 +5,7 @@ import argparse
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from smarthub.workspace import Workspace
 
@@ -44,3 +45,12 @@ def print_table(rows: list[tuple], headers: tuple[str, ...]) -> None:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+
+
+def quarantine(ws: Workspace, paths: list[Path], what: str) -> int:
+    """Trash `paths` in one undoable operation, print what happened, return exit code 0."""
+    from smarthub import fileops
+
+    op = fileops.trash(ws, paths)
+    print(f"moved {len(op.moves)} {what} to the trash (operation {op.op_id}; `smarthub undo {op.op_id}`)")
+    return 0

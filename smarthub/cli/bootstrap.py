@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smarthub.cli._common import add_workspace_args, print_table, progress_printer, workspace_from
+from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
 
 ORDER = 30
 
@@ -169,7 +169,6 @@ def print_bootstrap_report(report: Any, *, verbose: bool = False, per_label: int
 
 
 def run_dedupe(args: argparse.Namespace) -> int:
-    from smarthub import fileops
     from smarthub.dedupe import DEFAULT_NEAR_THRESHOLD, dataset_duplicate_groups
 
     ws = workspace_from(args)
@@ -188,9 +187,7 @@ def run_dedupe(args: argparse.Namespace) -> int:
     print(f"{len(found.groups)} duplicate groups, {len(found.extras)} extra copies"
           f"{f' ({cross} groups span several classes: review them)' if cross else ''}")
     if found.groups and args.quarantine:
-        op = fileops.trash(ws, found.extras)
-        print(f"moved {len(op.moves)} extra copies to the trash (operation {op.op_id}; `smarthub undo {op.op_id}`)")
-        return 0
+        return quarantine(ws, found.extras, "extra copies")
     return 1 if found.groups else 0
 
 

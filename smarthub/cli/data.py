@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smarthub.cli._common import add_workspace_args, print_table, progress_printer, workspace_from
+from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
 
 ORDER = 10
 
@@ -38,7 +38,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from smarthub import fileops
     from smarthub.dataset import verify_dataset
 
     ws = workspace_from(args)
@@ -47,9 +46,7 @@ def run_verify(args: argparse.Namespace) -> int:
         print(f"bad  {path.relative_to(ws.data_dir)}: {reason}")
     print(f"{report.checked} images checked, {report.ok} ok, {len(report.problems)} bad")
     if report.problems and args.quarantine:
-        op = fileops.trash(ws, report.bad_paths)
-        print(f"moved {len(op.moves)} bad images to the trash (operation {op.op_id}; `smarthub undo {op.op_id}`)")
-        return 0
+        return quarantine(ws, report.bad_paths, "bad images")
     return 1 if report.problems else 0
 
 
