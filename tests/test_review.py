@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from helpers import make_image, write_fashion_folders
+from helpers import make_image, plant_label_noise, write_fashion_folders
 from smarthub import fileops, review
 from smarthub.cli import main
 from smarthub.errors import DatasetError, ModelError, SmartHubError
@@ -32,18 +32,8 @@ def fast_options(**kw) -> review.ReviewOptions:
 
 
 def plant_noise(data_dir: Path, *, seed: int, per_class: int = PER_CLASS) -> set[Path]:
-    """Write Fashion-MNIST class folders, then move a seeded 10 % into wrong folders; return the moved paths."""
-    paths = write_fashion_folders(data_dir, per_class=per_class, classes=CLASSES, size_px=IMAGE_PX,
-                                  offset=seed * per_class)
-    rng = np.random.default_rng(seed)
-    moved = set()
-    for i in rng.choice(len(paths), size=len(paths) // 10, replace=False):
-        src = paths[i]
-        wrong = rng.choice([c for c in CLASSES if c != src.parent.name])
-        dst = data_dir / wrong / src.name
-        src.rename(dst)  # test set-up: planting the noise, not a user's file
-        moved.add(dst)
-    return moved
+    """Fashion-MNIST class folders with a seeded 10 % moved into wrong folders; returns the moved paths."""
+    return plant_label_noise(data_dir, classes=CLASSES, per_class=per_class, size_px=IMAGE_PX, seed=seed)
 
 
 @pytest.fixture(scope="module")
