@@ -448,7 +448,12 @@ def build(ws: Workspace) -> None:
         return undo(ws, st).outputs()
 
     def on_relabel(st, sel, choice, new):
-        return relabel(ws, st, sel, choice, new).outputs()
+        done_before = st.counts["relabelled"]
+        view = relabel(ws, st, sel, choice, new)
+        # clear the typed label in the same response (a chained event would race the user's next typing);
+        # after a refusal it stays, so the user can correct it
+        cleared = "" if view.state.counts["relabelled"] > done_before else gr.skip()
+        return (*view.outputs(), cleared)
 
     run.click(on_run, [state, method, threshold, folds], outputs)
     for widget in (kind, label, split):
@@ -459,8 +464,7 @@ def build(ws: Workspace) -> None:
     keep_b.click(on_keep, [state, selected], outputs)
     delete_b.click(on_delete, [state, selected], outputs)
     undo_b.click(on_undo, [state], outputs)
-    relabel_b.click(on_relabel, [state, selected, relabel_to, new_label], outputs).then(
-        lambda: "", None, new_label)
+    relabel_b.click(on_relabel, [state, selected, relabel_to, new_label], [*outputs, new_label])
     for i, button in enumerate(quick):
         button.click(_quick_handler(ws, i + 1), [state, selected], outputs)
 
