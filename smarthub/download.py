@@ -3,8 +3,8 @@
 The pipeline per URL: fetch (timeouts, byte cap, bounded redirects, a per-host limit) →
 sniff (HTML and SVG are refused by name) → pixel-count check before decoding → full decode →
 normalise (EXIF orientation, RGB on white, 16-bit scaled, first frame, longest side ≤ max) →
-JPEG bytes + sha256 + pHash. Workers only fetch and normalise; the caller decides what to
-save (see `bootstrap.py`), so nothing is written by a worker thread.
+JPEG bytes + sha256 + pHash. Download threads only wait on the network; a per-core pool decodes.
+Neither writes: the caller decides what to save (see `bootstrap.py`).
 """
 from __future__ import annotations
 
@@ -363,38 +363,59 @@ def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = Do
                fetcher: Fetcher | None = None) -> Iterator[FetchOutcome]:
     """Fetch and normalise `(url, tag)` pairs concurrently, yielding outcomes as they complete.
 
-    At most `options.workers` fetches are in flight. Closing the generator early (break, an
-    exception in the consumer) cancels what has not started; nothing is written here.
+    Two pools: `options.workers` threads only wait on the network, and a small pool (one thread per
+    core) decodes and normalises, so CPU work never holds a download slot. Closing the generator
+    early (break, an exception in the consumer) cancels what has not started; nothing is written here.
     """
     fetcher = fetcher or Fetcher(options)
-    pending: set[Future] = set()
     source = iter(urls)
-    pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="smarthub-dl")
+    net_pool = ThreadPoolExecutor(max_workers=options.workers, thread_name_prefix="smarthub-dl")
+    cpu_pool = ThreadPoolExecutor(max_workers=_cpu_workers(), thread_name_prefix="smarthub-norm")
+    fetching: dict[Future, tuple[str, Any]] = {}
+    normalising: dict[Future, tuple[str, Any]] = {}
 
-    def work(url: str, tag: Any) -> FetchOutcome:
+    def normalise(url: str, tag: Any, body: bytes, ctype: str) -> FetchOutcome:
         try:
-            return FetchOutcome(url=url, image=fetch_and_normalise(fetcher, url), tag=tag)
-        except (NetworkError, ImageError) as e:
+            return FetchOutcome(url=url, image=normalise_image(body, options=options, content_type=ctype), tag=tag)
+        except ImageError as e:
             return FetchOutcome(url=url, reason=str(e), tag=tag)
 
     try:
         exhausted = False
         while True:
-            while not exhausted and len(pending) < options.workers * 2:
+            # keep every download slot busy, but bound the bodies waiting for the CPU pool
+            while not exhausted and len(fetching) + len(normalising) < options.workers * 2:
                 item = next(source, None)
                 if item is None:
                     exhausted = True
                     break
-                pending.add(pool.submit(work, item[0], item[1]))
-            if not pending:
+                fetching[net_pool.submit(fetcher.fetch, item[0])] = item
+            if not fetching and not normalising:
                 return
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            done, _ = wait([*fetching, *normalising], return_when=FIRST_COMPLETED)
             for fut in done:
-                yield fut.result()
+                if fut in fetching:
+                    url, tag = fetching.pop(fut)
+                    try:
+                        body, ctype = fut.result()
+                    except NetworkError as e:
+                        yield FetchOutcome(url=url, reason=str(e), tag=tag)
+                        continue
+                    normalising[cpu_pool.submit(normalise, url, tag, body, ctype)] = (url, tag)
+                else:
+                    normalising.pop(fut)
+                    yield fut.result()
     finally:
-        for fut in pending:
+        for fut in [*fetching, *normalising]:
             fut.cancel()
-        pool.shutdown(wait=False, cancel_futures=True)
+        net_pool.shutdown(wait=False, cancel_futures=True)
+        cpu_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _cpu_workers() -> int:
+    import os
+
+    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
 # ---------------------------------------------------------------- saving

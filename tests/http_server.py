@@ -30,6 +30,7 @@ class Route:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # TCP_NODELAY, as nginx and CDNs do on keep-alive connections
     server: _Server
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the stdlib's name

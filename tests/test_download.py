@@ -184,3 +184,48 @@ def test_fetch_many_respects_the_worker_limit_and_reports_every_url(server):
     by_tag = {o.tag: o for o in outcomes}
     for path, expected, _ in CASES:
         assert by_tag[path].ok == (expected == "ok"), (path, by_tag[path].reason)
+
+
+def test_decoding_never_holds_a_download_slot(monkeypatch):
+    """With one download worker, the second URL is fetched while the first image is still being decoded."""
+    import threading
+
+    from smarthub import download
+
+    jpeg = encode(photo(3), "JPEG")
+    with ImageServer({"/a.jpg": Route(jpeg), "/b.jpg": Route(jpeg)}) as srv:
+        second_fetched = threading.Event()
+        waits: list[bool] = []
+        real = download.normalise_image
+
+        def slow_normalise(data, **kwargs):
+            if srv.hits["/b.jpg"] == 0:  # decoding the first image: wait until the second one is on its way
+                waits.append(second_fetched.wait(timeout=20))
+            return real(data, **kwargs)
+
+        real_fetch = download.Fetcher.fetch
+
+        def fetch(self, url):
+            out = real_fetch(self, url)
+            if url.endswith("/b.jpg"):
+                second_fetched.set()
+            return out
+
+        monkeypatch.setattr(download, "normalise_image", slow_normalise)
+        monkeypatch.setattr(download.Fetcher, "fetch", fetch)
+        urls = [(srv.url("/a.jpg"), "a"), (srv.url("/b.jpg"), "b")]
+        outcomes = list(fetch_many(urls, options=DownloadOptions(workers=1)))
+    assert waits == [True]  # the first decode waited for, and saw, the second fetch
+    assert sorted(o.tag for o in outcomes) == ["a", "b"] and all(o.ok for o in outcomes)
+
+
+def test_closing_fetch_many_early_cancels_what_has_not_started():
+    jpeg = encode(photo(4), "JPEG")
+    routes = {f"/{i}.jpg": Route(jpeg) for i in range(40)}
+    with ImageServer(routes, latency_s=0.05) as srv:
+        outcomes = fetch_many(((srv.url(p), p) for p in routes), options=DownloadOptions(workers=2))
+        first = next(outcomes)
+        outcomes.close()
+        assert first.ok
+        hits_after_close = sum(srv.hits.values())
+    assert hits_after_close < 40  # not every URL was requested: the rest were cancelled
