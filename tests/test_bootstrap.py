@@ -22,7 +22,7 @@ from smarthub.errors import LabelError, NetworkError, SmartHubError
 from smarthub.ledger import read_records
 from smarthub.search import DDGSBackend, SearchHit
 
-FAST = DownloadOptions(connect_timeout_s=2.0, read_timeout_s=0.4, total_timeout_s=5.0, max_bytes=300_000,
+FAST = DownloadOptions(connect_timeout_s=2.0, read_timeout_s=1.5, total_timeout_s=8.0, max_bytes=300_000,
                        max_side_px=128, min_side_px=32, workers=8)
 CARP = photo(500, (320, 240))
 
@@ -57,7 +57,7 @@ CASES = [
     ("/404.jpg", Route(b"no", "text/plain", status=404), "failed", r"^HTTP 404"),
     ("/500.jpg", Route(b"no", "text/plain", status=500), "failed", r"^HTTP 500"),
     ("/reset.jpg", Route(behaviour="reset"), "failed", r"^connection failed"),
-    ("/slow.jpg", Route(_jpeg(1), delay_s=1.5), "failed", r"^timed out"),
+    ("/slow.jpg", Route(_jpeg(1), delay_s=5.0), "failed", r"^timed out"),
     ("/html.jpg", Route(b"<!DOCTYPE html><html>Forbidden</html>", "image/jpeg"), "failed", r"^not an image"),
     ("/truncated.jpg", Route(encode(photo(2, (400, 300)), "JPEG")[:2500]), "failed", r"^truncated image"),
     ("/zero.jpg", Route(b""), "failed", r"^zero bytes"),
@@ -280,7 +280,7 @@ def test_cli_without_network_is_one_line_and_exit_2(tmp_path: Path):
     data = tmp_path / "data"
     proc = subprocess.run([sys.executable, "-m", "smarthub", "bootstrap", "grass carp", "koi", "--count", "3",
                            "--data", str(data), "--models", str(tmp_path / "models")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: image search is unreachable: ")

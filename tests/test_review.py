@@ -292,7 +292,7 @@ def test_cli_review_and_keep(planted, tmp_path, capsys):
 def test_cli_subprocess_errors_cleanly(ws):
     proc = subprocess.run([sys.executable, "-m", "smarthub", "review", "--data", str(ws.data_dir),
                            "--models", str(ws.models_dir), "--arch", "mobilenet_v2"],
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: no images") and "Traceback" not in proc.stderr
 
