@@ -22,6 +22,14 @@ class FileOpError(SmartHubError):
     """A move, trash or undo of a user's file was refused or could not be completed."""
 
 
+class MissingFileError(FileOpError):
+    """The image to move is not there: it never was, or it was moved or deleted since it was listed."""
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path  # relative to the data folder
+
+
 class ModelError(SmartHubError):
     """A model or weights file is missing, corrupt, or does not fit the data."""
 

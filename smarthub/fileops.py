@@ -21,7 +21,7 @@ from pathlib import Path
 
 from smarthub.atomicio import append_jsonl, read_jsonl
 from smarthub.dataset import SPLIT_NAMES, has_split_layout, sha256_file, validate_label
-from smarthub.errors import FileOpError
+from smarthub.errors import FileOpError, MissingFileError
 from smarthub.workspace import META_DIRNAME, Workspace
 
 _OP_LOCK = threading.RLock()  # one file operation at a time per process (app handlers run in threads)
@@ -320,9 +320,11 @@ def _journal_end(
 
 def _checked_source(ws: Workspace, path: Path) -> Path:
     path = Path(path)
-    if not path.is_absolute():  # relative to the current folder, else to the data folder
-        path = path.absolute() if path.exists() else ws.data_dir / path
     data_root = ws.data_dir.resolve()
+    if not path.is_absolute():  # relative to the current folder when it is there or points into the data folder
+        here = path.absolute()
+        inside = data_root in (here.parent.resolve() / here.name).parents
+        path = here if here.exists() or inside else ws.data_dir / path
     resolved = path.parent.resolve() / path.name
     if data_root not in resolved.parents:
         raise FileOpError(f"{path} is not inside the data folder {ws.data_dir}; smarthub only moves its own images")
@@ -332,8 +334,22 @@ def _checked_source(ws: Workspace, path: Path) -> Path:
     if path.is_symlink() or (resolved.exists() and not resolved.is_file()):
         raise FileOpError(f"{path} is not a regular file")
     if not resolved.exists():
-        raise FileOpError(f"{rel.as_posix()} no longer exists (moved or deleted, perhaps in another window); refresh")
+        raise MissingFileError(_missing_message(ws, rel.as_posix()), rel.as_posix())
     return ws.data_dir / rel
+
+
+def _missing_message(ws: Workspace, rel: str) -> str:
+    """Why `rel` is not there: the journaled operation that moved it away, else plainly absent."""
+    for op in reversed(history(ws)):
+        if op.state != "committed":
+            continue
+        for m in op.moves:
+            if m.src == rel:
+                where = "to the trash" if m.dst.startswith(f"{META_DIRNAME}/") else f"to {m.dst}"
+                return f"{rel} no longer exists: {op.kind} {op.op_id} moved it {where}"
+            if m.dst == rel:  # it arrived here last, so it was removed outside smarthub
+                return f"{rel} no longer exists (deleted or moved outside smarthub)"
+    return f"{rel} does not exist in the data folder {ws.data_dir}"
 
 
 def _class_root(ws: Workspace, src: Path) -> tuple[Path, str]:

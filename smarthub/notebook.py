@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from smarthub import fileops, review
-from smarthub.errors import SmartHubError
+from smarthub.errors import MissingFileError, SmartHubError
 from smarthub.workspace import Workspace
 
 ALL = "all"
@@ -191,8 +191,11 @@ class Cleaner:
                 review.keep(self.ws, to_keep)
                 kept_paths = to_keep
         except SmartHubError as e:
+            text = str(e)
+            if isinstance(e, MissingFileError) and "no longer exists" not in text:  # it was listed, so it was there
+                text = f"{e.path} no longer exists (moved or deleted outside this cleaner)"
             self.batches.append(([op.op_id for op in ops], kept_paths))
-            self._after_change(f"<span style='color:#b00'>stopped: {_esc(str(e))}</span> "
+            self._after_change(f"<span style='color:#b00'>stopped: {_esc(text)}</span> "
                                f"({len(ops)} operations done; Undo reverts them)")
             return ops
         self.batches.append(([op.op_id for op in ops], kept_paths))

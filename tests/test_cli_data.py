@@ -37,7 +37,7 @@ def test_relabel_delete_undo_history(small_ws, capsys) -> None:
     [
         (["relabel", "{data}/cat/cat0.jpg", "../x"], "path separator"),
         (["relabel", "{data}/cat/cat0.jpg", ""], "empty"),
-        (["delete", "{data}/cat/none.jpg"], "no longer exists"),
+        (["delete", "{data}/cat/none.jpg"], "cat/none.jpg does not exist in the data folder"),
         (["verify", "--data", "{data}/missing"], "does not exist"),
     ],
     ids=["bad-label", "empty-label", "missing-file", "missing-data-dir"],
@@ -77,3 +77,16 @@ def test_console_script_in_subprocess(small_ws) -> None:
     assert proc.stderr.startswith("error: label '../evil' contains a path separator")
     assert "Traceback" not in proc.stderr
     make_image(small_ws.data_dir / "cat" / "extra.jpg", pattern=5)
+
+
+def test_a_path_moved_earlier_names_the_operation(small_ws, capsys, monkeypatch) -> None:
+    """`data/cat/cat0.jpg` typed from the workspace folder after it was relabelled: the error says where it went."""
+    monkeypatch.chdir(small_ws.data_dir.parent)
+    code, out, _ = run(capsys, "relabel", "data/cat/cat0.jpg", "dog")
+    assert code == 0
+    op_id = out.split("smarthub undo ")[1].strip(" `\n")
+    code, _, err = run(capsys, "delete", "data/cat/cat0.jpg")
+    assert code == 2
+    assert err == f"error: cat/cat0.jpg no longer exists: relabel {op_id} moved it to dog/cat0.jpg\n"
+    code, _, err = run(capsys, "delete", "data/cat/never.jpg")
+    assert code == 2 and err.startswith("error: cat/never.jpg does not exist in the data folder")

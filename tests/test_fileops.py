@@ -14,7 +14,7 @@ import pytest
 from helpers import make_image
 from smarthub import fileops
 from smarthub.dataset import sha256_file
-from smarthub.errors import FileOpError, LabelError
+from smarthub.errors import FileOpError, LabelError, MissingFileError
 
 
 def journal(ws) -> list[dict]:
@@ -108,7 +108,7 @@ def test_undo_refused_when_file_moved_since(small_ws) -> None:
         ("cat/cat0.jpg", "", LabelError, "empty"),
         ("cat/cat0.jpg", ".hidden", LabelError, "dot"),
         ("cat/cat0.jpg", "cat", FileOpError, "already labelled"),
-        ("cat/missing.jpg", "dog", FileOpError, "no longer exists"),
+        ("cat/missing.jpg", "dog", MissingFileError, "cat/missing.jpg does not exist in the data folder"),
         ("/etc/hostname", "dog", FileOpError, "not inside the data folder"),
         ("cat/../../outside.jpg", "dog", FileOpError, "not inside the data folder"),
         (".smarthub/journal.jsonl", "dog", FileOpError, "bookkeeping"),
@@ -131,10 +131,19 @@ def test_relabel_refusals_change_nothing(small_ws, path: str, label: str, error,
 def test_second_tab_acting_on_same_image_gets_clear_message(small_ws) -> None:
     ws = small_ws
     src = ws.data_dir / "cat" / "cat3.jpg"
-    fileops.relabel(ws, [src], "dog")
-    with pytest.raises(FileOpError, match="no longer exists.*another window"):
+    op = fileops.relabel(ws, [src], "dog")
+    with pytest.raises(MissingFileError, match=f"^cat/cat3.jpg no longer exists: relabel {op.op_id} moved it to "
+                                               f"dog/cat3.jpg$"):
         fileops.trash(ws, [src])
     assert (ws.data_dir / "dog" / "cat3.jpg").exists()
+    trashed = fileops.trash(ws, [ws.data_dir / "dog" / "cat3.jpg"])
+    with pytest.raises(MissingFileError, match=f"^dog/cat3.jpg no longer exists: trash {trashed.op_id} moved it "
+                                               f"to the trash$"):
+        fileops.relabel(ws, [ws.data_dir / "dog" / "cat3.jpg"], "fish")
+    fileops.undo(ws)  # the image is back in dog/: then deleted outside smarthub
+    (ws.data_dir / "dog" / "cat3.jpg").unlink()
+    with pytest.raises(MissingFileError, match=r"dog/cat3.jpg no longer exists \(deleted or moved outside smarthub"):
+        fileops.trash(ws, [ws.data_dir / "dog" / "cat3.jpg"])
 
 
 def test_symlink_escape_refused(small_ws, tmp_path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import gradio as gr
 
-from smarthub.errors import SmartHubError
+from smarthub.errors import MissingFileError, SmartHubError
 from smarthub.ui._common import PREVIEW_SIDE_PX, core, ok, rel, thumbnail, user_errors, warn
 from smarthub.workspace import Workspace
 
@@ -242,12 +242,17 @@ def select(ws: Workspace, st: CleanState, index_on_page: int) -> CleanView:
 
 
 def _gone(ws: Workspace, st: CleanState, selected: str, e: SmartHubError) -> CleanView:
-    """The file vanished (other window, outside the app): drop it from the list and say so."""
+    """Show a refusal; when the listed file vanished (other window, outside the app), drop it from the list."""
+    if not isinstance(e, MissingFileError):
+        return render(ws, st, warn(str(e)))
+    index = _index(ws, st, selected)
+    if index is not None:
+        st.suspects.pop(index)
     if "no longer exists" in str(e):
-        index = _index(ws, st, selected)
-        if index is not None:
-            st.suspects.pop(index)
-    return render(ws, st, warn(str(e)))
+        text = f"{e} (perhaps in another window)"
+    else:  # it was listed here, so it existed: say it went, not that it never was
+        text = f"{selected} no longer exists (moved or deleted outside this page, perhaps in another window)"
+    return render(ws, st, warn(text))
 
 
 def relabel(ws: Workspace, st: CleanState, selected: str, choice: str | None, new_label: str | None) -> CleanView:
@@ -299,7 +304,7 @@ def keep(ws: Workspace, st: CleanState, selected: str) -> CleanView:
         index = _find(ws, st, selected)
         path = suspect_path(ws, st.suspects[index])
         if not path.exists():
-            raise SmartHubError(f"{selected} no longer exists (moved or deleted, perhaps in another window)")
+            raise MissingFileError(f"{selected} no longer exists (moved or deleted, perhaps in another window)", selected)
         core("review", "keep").keep(ws, path)
     except SmartHubError as e:
         return _gone(ws, st, selected, e)
