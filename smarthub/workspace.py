@@ -8,6 +8,15 @@ from pathlib import Path
 META_DIRNAME = ".smarthub"
 
 
+def contain_library_caches(cache_dir: Path) -> None:
+    """Point libraries that cache under ~ into `cache_dir`, unless the user chose a place.
+
+    Today that is matplotlib's font list, which importing fastai or ultralytics builds. Call before
+    they are imported; nothing is created here.
+    """
+    os.environ.setdefault("MPLCONFIGDIR", str(Path(cache_dir) / "matplotlib"))
+
+
 @dataclass(frozen=True)
 class Workspace:
     """A data folder (one sub-folder per class) and a models folder.
@@ -49,6 +58,11 @@ class Workspace:
     @property
     def keep_path(self) -> Path:
         return self.meta_dir / "keep.json"
+
+    def contain_library_caches(self) -> None:
+        """Keep library caches in this workspace (see `contain_library_caches`) once the data folder exists."""
+        if self.data_dir.is_dir():
+            contain_library_caches(self.cache_dir)
 
     # model artefacts
     @property

@@ -19,7 +19,9 @@ def add_workspace_args(parser: argparse.ArgumentParser, *, models: bool = True) 
 
 def workspace_from(args: argparse.Namespace) -> Workspace:
     """The Workspace named by --data/--models (or the defaults)."""
-    return Workspace.from_args(getattr(args, "data", None), getattr(args, "models", None))
+    ws = Workspace.from_args(getattr(args, "data", None), getattr(args, "models", None))
+    ws.contain_library_caches()
+    return ws
 
 
 def progress_printer(what: str, *, every_s: float = 5.0) -> Callable[[int, int], None]:

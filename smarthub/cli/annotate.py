@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 
 from smarthub.cli._common import progress_printer
+from smarthub.workspace import contain_library_caches
 
 ORDER = 50
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
@@ -52,6 +53,8 @@ def run_annotate(args: argparse.Namespace) -> int:
     from smarthub.detect import DetectorOptions, load_detector, parse_label_map
 
     root = args.out or args.images_dir
+    if Path(root).is_dir():
+        contain_library_caches(Path(root) / ".smarthub" / "cache")
     options = DetectorOptions(
         conf=args.conf, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det,
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,

@@ -143,6 +143,7 @@ def run_bootstrap(args: argparse.Namespace) -> int:
         printer.close()
     print_bootstrap_report(report, verbose=args.verbose)
     if train_options is not None and not report.stopped:
+        ws.contain_library_caches()  # the data folder exists now; before fastai is imported
         from smarthub.cli.train import epoch_printer, print_train_summary
         from smarthub.train import train
 

@@ -148,7 +148,9 @@ def run_predict(args: argparse.Namespace) -> int:
     from smarthub.predict import predict
     from smarthub.workspace import Workspace
 
-    model = args.model or Workspace.from_args().export_path
+    ws = Workspace.from_args()
+    ws.contain_library_caches()
+    model = args.model or ws.export_path
     with quiet_libraries():
         preds = predict(model, args.images, top_k=args.top_k)
     if args.json:

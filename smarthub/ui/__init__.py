@@ -28,6 +28,8 @@ def _prepare_env(ws: Workspace | None = None) -> None:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     if ws is not None and "gradio" not in sys.modules:
         os.environ.setdefault("GRADIO_TEMP_DIR", str(ws.cache_dir / "gradio"))
+    if ws is not None:
+        ws.contain_library_caches()
 
 
 def build_app(ws: Workspace, **kwargs: Any) -> gr.Blocks:

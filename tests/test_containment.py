@@ -1,0 +1,82 @@
+"""A whole CLI session writes nothing outside its workspace.
+
+One new process, with an empty $HOME and its own $TMPDIR, runs the jobs a user runs: bootstrap from a real
+loopback server with --train (pretrained MobileNetV2 from $TORCH_HOME), predict, review, relabel, undo,
+verify and annotate with a detector checkpoint. Afterwards $HOME and $TMPDIR are empty, $TORCH_HOME is
+unchanged, and the working folder holds only the workspace and the user's own inputs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from http_server import ImageServer, Route, encode, photo
+
+pytestmark = pytest.mark.slow
+
+SESSION = r"""
+import json, sys
+from pathlib import Path
+from smarthub.cli import main
+
+def run(*argv):
+    code = main(list(argv))
+    print(json.dumps({"argv": argv[0], "code": code}), file=sys.stderr, flush=True)
+    if code not in (0, 1):
+        sys.exit(f"{argv[0]} failed with {code}")
+
+run("bootstrap", "--urls-file", "urls.csv", "--count", "6", "--min-side", "32", "--max-side", "64", "--train",
+    "--arch", "mobilenet_v2", "--epochs", "1", "--train-size", "32", "--batch-size", "4", "--seed", "1")
+images = sorted(Path("data/koi").glob("*.jpg"))
+run("predict", str(images[0]), "--json")
+run("review", "--arch", "mobilenet_v2", "--folds", "2", "--size", "32", "--batch-size", "4")
+run("relabel", str(images[1]), "carp")
+run("undo")
+run("verify")
+run("annotate", "batch", "--model", "det.pt", "--classifier", "models/export.pkl")
+"""
+
+
+def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    return {p.relative_to(folder).as_posix(): (p.stat().st_size, p.stat().st_mtime_ns)
+            for p in folder.rglob("*") if p.is_file()}
+
+
+def test_a_cli_session_writes_only_inside_its_workspace(tmp_path: Path, torch_home: Path) -> None:
+    from smarthub import detect
+
+    work, home, tmp = tmp_path / "work", tmp_path / "home", tmp_path / "tmp"
+    for folder in (work, home, tmp):
+        folder.mkdir()
+    routes = {f"/{i}.jpg": Route(encode(photo(300 + i, (120, 90)), "JPEG", quality=90)) for i in range(12)}
+    batch = work / "batch"
+    batch.mkdir()
+    for i in range(2):
+        photo(400 + i, (96, 72)).save(batch / f"b{i}.jpg", quality=90)
+    model = detect.build_torchvision_model("ssdlite320_mobilenet_v3_large", 3)
+    detect.save_detector_checkpoint(work / "det.pt", model, arch="ssdlite320_mobilenet_v3_large",
+                                    labels=["__background__", "koi", "carp"])
+    torch_before = _snapshot(torch_home)
+    env = {k: v for k, v in os.environ.items() if k not in ("MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    env.update(HOME=str(home), TMPDIR=str(tmp), TORCH_HOME=str(torch_home), SMARTHUB_DATA="", SMARTHUB_MODELS="")
+    with ImageServer(routes) as srv:
+        (work / "urls.csv").write_text("".join(f"{srv.url(p)},{'koi' if i % 2 else 'carp'}\n"
+                                               for i, p in enumerate(routes)))
+        proc = subprocess.run([sys.executable, "-c", SESSION], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ran = [json.loads(line)["argv"] for line in proc.stderr.splitlines() if line.startswith('{"argv"')]
+    assert ran == ["bootstrap", "predict", "review", "relabel", "undo", "verify", "annotate"]
+    assert (work / "models" / "export.pkl").is_file() and len(list(batch.glob("*.json"))) == 2
+
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
+    assert sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")) == []
+    assert _snapshot(torch_home) == torch_before
+    assert sorted(p.name for p in work.iterdir()) == ["batch", "data", "det.pt", "models", "urls.csv"]
+    # the library caches went into the workspace's bookkeeping
+    assert (work / "data" / ".smarthub" / "cache" / "matplotlib").is_dir()
