@@ -93,7 +93,7 @@ class BootstrapReport:
             lines.append(f"note: {len(self.unreadable_existing)} existing images could not be read "
                          f"(`smarthub verify` lists them)")
         if self.stopped:
-            lines.append(f"stopped early: {self.stopped}; rerun the same command to continue")
+            lines.append(f"stopped early: {self.stopped}; run it again to continue (saved images are not fetched again)")
         lines.append(f"{self.saved} images saved in {self.data_dir}")
         return "\n".join(lines)
 
@@ -295,7 +295,7 @@ class _RunState:
                 if accepted >= need:
                     return ""
                 if self.should_stop is not None and self.should_stop():
-                    return "cancelled"
+                    return "stopped on request"
             return ""
         finally:
             outcomes.close()  # cancels the fetches not started yet

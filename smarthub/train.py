@@ -78,6 +78,11 @@ class TrainProgress:
 
 
 ProgressFn = Callable[[TrainProgress], object]
+StopFn = Callable[[], bool]
+
+
+class TrainingStopped(SmartHubError):
+    """Training was stopped on request before it finished; no artefact was written."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +204,10 @@ def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options:
 
 
 def _make_progress_callback(progress: ProgressFn | None, *, silence_logger: bool, n_stages_epochs: int,
-                            history: list[dict]) -> Any:
-    """A fastai Callback reporting TrainProgress per batch and per epoch, and collecting the history."""
-    from fastai.callback.core import Callback
+                            history: list[dict], should_stop: StopFn | None = None) -> Any:
+    """A fastai Callback reporting TrainProgress per batch and per epoch, collecting the history, and
+    ending the fit cleanly (fastai's CancelFitException) when `should_stop()` turns true."""
+    from fastai.callback.core import Callback, CancelFitException
 
     class _SmartHubProgress(Callback):
         order = 70  # after Recorder (50) and ProgressCallback (60)
@@ -211,6 +217,7 @@ def _make_progress_callback(progress: ProgressFn | None, *, silence_logger: bool
             self.old_logger = None
             self.epoch_start = 0.0
             self.train_batches = 0
+            self.stopped = False
 
         def before_fit(self) -> None:
             if silence_logger:
@@ -224,6 +231,9 @@ def _make_progress_callback(progress: ProgressFn | None, *, silence_logger: bool
             self.epoch_start = time.monotonic()
 
         def after_batch(self) -> None:
+            if should_stop is not None and should_stop():
+                self.stopped = True
+                raise CancelFitException()
             if not self.training:
                 return
             self.train_batches = self.n_iter
@@ -252,11 +262,12 @@ def _no_log(*_args: Any) -> None:
 
 
 def fit(learner: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
-        bars: bool = False) -> list[dict]:
+        bars: bool = False, should_stop: StopFn | None = None) -> list[dict]:
     """Train `learner`: fastai's fine_tune (freeze_epochs frozen, then epochs unfrozen) when pretrained,
     fit_one_cycle otherwise. fastai's own progress bars only when `bars`.
 
     Returns the per-epoch history: dicts with epoch, train_loss, valid_loss, error_rate, accuracy, time, stage.
+    Raises TrainingStopped when `should_stop()` turned true (polled after every batch).
     """
     from contextlib import nullcontext
 
@@ -264,7 +275,7 @@ def fit(learner: Any, options: TrainOptions, *, progress: ProgressFn | None = No
     freeze = options.freeze_epochs if pretrained else 0
     history: list[dict] = []
     cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=freeze + options.epochs,
-                                 history=history)
+                                 history=history, should_stop=should_stop)
     with learner.no_bar() if not bars else nullcontext():
         if pretrained:
             base_lr = options.lr or 2e-3
@@ -272,6 +283,7 @@ def fit(learner: Any, options: TrainOptions, *, progress: ProgressFn | None = No
             if freeze:
                 cb.stage = "frozen"
                 learner.fit_one_cycle(freeze, slice(base_lr), pct_start=0.99, cbs=[cb])
+                _raise_if_stopped(cb, history)
             cb.stage = "training"
             learner.unfreeze()
             learner.fit_one_cycle(options.epochs, slice(base_lr / 200, base_lr / 2), pct_start=0.3, div=5.0,
@@ -279,7 +291,14 @@ def fit(learner: Any, options: TrainOptions, *, progress: ProgressFn | None = No
         else:
             cb.stage = "training"
             learner.fit_one_cycle(options.epochs, options.lr or 1e-3, cbs=[cb])
+    _raise_if_stopped(cb, history)
     return history
+
+
+def _raise_if_stopped(cb: Any, history: list[dict]) -> None:
+    if cb.stopped:
+        raise TrainingStopped(f"training stopped after {len(history)} complete epoch"
+                              f"{'s' * (len(history) != 1)}; nothing was written, the previous model is unchanged")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -310,12 +329,12 @@ def classification_report(targets: np.ndarray, preds: np.ndarray, vocab: Sequenc
 # The whole job
 
 def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
-          bars: bool = False) -> TrainResult:
+          bars: bool = False, should_stop: StopFn | None = None) -> TrainResult:
     """Train on `ws.data_dir` and write export.pkl, report.json, confusion.png, history.csv to `ws.models_dir`.
 
     Uses the train/ and valid/ folders when the data folder has them, else a seeded per-class random split.
     Raises DatasetError (no/too few images, unreadable images — run `smarthub verify`), ModelError
-    (weights), SmartHubError (cannot write).
+    (weights), SmartHubError (cannot write), TrainingStopped (`should_stop()` turned true: nothing written).
     """
     from smarthub.archs import check_weights_available, resolve_arch
     from smarthub.dataset import check_trainable, dataset_fingerprint, scan_dataset
@@ -333,7 +352,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
 
     _report(progress, "building")
     learn = build_learner(items, is_valid, options, work_dir=ws.models_dir)
-    history = fit(learn, options, progress=progress, bars=bars)
+    history = fit(learn, options, progress=progress, bars=bars, should_stop=should_stop)
 
     _report(progress, "evaluating")
     with learn.no_bar():

@@ -382,8 +382,8 @@ def test_should_stop_ends_the_run_cleanly(ws, server):
     events: list[BootstrapProgress] = []
     report = bootstrap(ws, ["koi"], count=10, backend=FakeSearch({"koi": _more(server, 10)}), download_options=FAST,
                        progress=events.append, should_stop=lambda: any(e.stage == "download" for e in events))
-    assert report.stopped == "cancelled" and not report.complete
-    assert "stopped early: cancelled; rerun the same command to continue" in report.summary()
+    assert report.stopped == "stopped on request" and not report.complete
+    assert "stopped early: stopped on request; run it again to continue" in report.summary()
     _ledger_consistent(ws)
     assert len(read_records(ws)) == len(list((ws.data_dir / "koi").glob("*.jpg"))) >= 1
 

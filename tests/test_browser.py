@@ -185,3 +185,29 @@ def test_annotate_tab_in_the_browser(served, page) -> None:
     assert len(list((ws.data_dir / "fish").glob("*.json"))) == n_images
     page.locator("#sh-ann-zip").get_by_text(".zip").first.wait_for()
     page.screenshot(path=str(ARTIFACTS / "annotate.png"), full_page=True)
+
+
+def test_train_tab_stop_in_the_browser(served, page) -> None:
+    """Train, then Stop while the first epochs run: the page says Stopped and no model is written."""
+    ws, _ = served
+    for folder in ("bird", "elsewhere"):  # the Clean tests left one-image classes: file them back (journaled)
+        images = sorted((ws.data_dir / folder).glob("*.jpg"))
+        if images:
+            fileops.relabel(ws, images, "cat")
+    page.get_by_role("tab", name="Train").click()
+    arch = page.locator("#sh-train-arch input").first
+    arch.fill("mobilenet_v2")
+    arch.press("Enter")
+    for elem, value in (("#sh-train-epochs", "30"), ("#sh-train-size", "32")):
+        box = page.locator(f"{elem} input[type=number]").first
+        box.fill(value)
+        box.press("Enter")
+    page.locator("#sh-train").click()
+    page.get_by_text(re.compile(r"epoch \d+/\d+ batch")).first.wait_for()  # gradio's progress line
+    page.locator("#sh-train-stop").click()
+    page.get_by_test_id("toast-body").filter(has_text="stopping after the current batch").first.wait_for()
+    summary = page.locator("#sh-train-summary")
+    summary.get_by_text("Stopped:").wait_for()
+    assert "nothing was written, the previous model is unchanged" in summary.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "train-stopped.png"), full_page=True)
+    assert not ws.export_path.exists()

@@ -202,6 +202,33 @@ def test_failed_write_keeps_the_previous_model(trained: Workspace, capsys, monke
                                                                "report.json"]
 
 
+@pytest.mark.parametrize(("pretrained", "stop_after_calls", "epochs_done"),
+                         [(False, 1, 0), (True, 1, 0), (True, 6, 1), (True, 7, 2)],
+                         ids=["scratch-first-batch", "frozen-first-batch", "last-frozen-batch", "unfrozen-stage"])
+def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace, torch_home: Path,
+                                                              pretrained: bool, stop_after_calls: int,
+                                                              epochs_done: int) -> None:
+    """`should_stop` (the app's Stop button) ends training cleanly, also between fine_tune's two stages."""
+    from smarthub.train import TrainingStopped, TrainOptions, train
+
+    ws = trained
+    before = {p.name: p.read_bytes() for p in ws.models_dir.iterdir()}
+    calls = []
+
+    def should_stop() -> bool:
+        calls.append(1)
+        return len(calls) >= stop_after_calls
+
+    # 24 images, 20 % valid, batch 8: 2 train + 1 valid batches per epoch → polled 3 times per epoch
+    options = TrainOptions(arch="mobilenet_v2", epochs=3, freeze_epochs=2, size_px=32, batch_size=8,
+                           pretrained=pretrained)
+    with pytest.raises(TrainingStopped, match=f"^training stopped after {epochs_done} complete epoch.*nothing was "
+                                              f"written, the previous model is unchanged$"):
+        train(ws, options, should_stop=should_stop)
+    assert len(calls) == stop_after_calls  # not polled again after it said stop: the second stage never ran
+    assert {p.name: p.read_bytes() for p in ws.models_dir.iterdir()} == before
+
+
 def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_home: Path) -> None:
     """Real transfer learning with torchvision's ImageNet MobileNetV2 (from the TORCH_HOME fixture)."""
     from smarthub.train import TrainOptions, train

@@ -288,6 +288,29 @@ def test_train_tab_then_predict_tab(small_ws: Workspace) -> None:
     assert "differ from the data folders" in tab_train.show_current(ws)[0]
 
 
+def test_train_tab_stop_keeps_the_previous_model(small_ws: Workspace) -> None:
+    """Stop pressed while the first epoch runs: a 'Stopped' line over the previous model, nothing written."""
+    from smarthub.ui._common import StopSwitch
+
+    ws = small_ws
+    tab_train.run_train(ws, "mobilenet_v2", 1, 32, True)
+    before = {p.name: p.read_bytes() for p in ws.models_dir.iterdir()}
+    switch = StopSwitch()
+    switch.stop()  # pressed before this run: a new run starts fresh
+    seen = []
+
+    def progress(frac, desc=""):  # what gr.Progress receives; the user presses Stop on the first batch
+        seen.append(desc)
+        if "epoch" in desc:
+            switch.stop()
+
+    summary, rows, confusion = tab_train.run_train(ws, "mobilenet_v2", 3, 32, True, progress, switch)
+    assert any("epoch 1/4" in d for d in seen)
+    assert summary.startswith("**Stopped:** training stopped after 0 complete epochs; nothing was written")
+    assert "Validation accuracy" in summary and {r[0] for r in rows} == {"cat", "dog", "fish"}  # the old model
+    assert {p.name: p.read_bytes() for p in ws.models_dir.iterdir()} == before
+
+
 # ---------------------------------------------------------------- Bootstrap and Annotate tabs
 
 
@@ -310,6 +333,27 @@ def test_bootstrap_from_an_uploaded_url_list(ws: Workspace, tmp_path: Path) -> N
         text = tab_bootstrap.run_bootstrap(ws, "koi", 3, str(urls))
     assert len(list((ws.data_dir / "koi").glob("*.jpg"))) == 3
     assert "koi" in text
+
+
+def test_bootstrap_tab_stop_keeps_what_was_saved(ws: Workspace, tmp_path: Path) -> None:
+    from smarthub.ledger import read_records
+    from smarthub.ui._common import StopSwitch
+
+    routes = {f"/{i}.jpg": Route(body=encode(photo(50 + i), "JPEG")) for i in range(20)}
+    switch = StopSwitch()
+
+    def progress(done, desc=""):
+        if isinstance(done, tuple) and done[0] >= 2:  # Stop pressed once two images are in
+            switch.stop()
+
+    with ImageServer(routes, latency_s=0.05) as server:
+        urls = tmp_path / "urls.txt"
+        urls.write_text("".join(f"{server.url(p)},koi\n" for p in routes))
+        text = tab_bootstrap.run_bootstrap(ws, "koi", 20, str(urls), progress, switch)
+    saved = sorted((ws.data_dir / "koi").glob("*.jpg"))
+    assert "stopped early: stopped on request" in text
+    assert 2 <= len(saved) < 20
+    assert sorted(r.path for r in read_records(ws)) == sorted(f"koi/{p.name}" for p in saved)  # provenance kept
 
 
 def test_annotate_refuses_paths_outside_the_workspace(small_ws: Workspace, tmp_path: Path) -> None:

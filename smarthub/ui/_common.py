@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import html
 import importlib
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,6 +27,26 @@ def user_errors() -> Iterator[None]:
         yield
     except SmartHubError as e:
         raise gr.Error(html.escape(str(e)), title=type(e).__name__) from e
+
+
+class StopSwitch:
+    """The Stop button of one long job of this app (training, collecting): Stop sets it, the job polls it.
+
+    The app serves one person on 127.0.0.1, so one switch per tab stops the job that tab runs.
+    """
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def reset(self) -> None:
+        """Called when a job starts: an earlier Stop does not stop the new job."""
+        self._event.clear()
+
+    def stop(self) -> None:
+        self._event.set()
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
 
 
 def core(name: str, what: str) -> ModuleType:

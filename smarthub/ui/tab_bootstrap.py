@@ -8,13 +8,19 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import LabelError
-from smarthub.ui._common import core, parse_labels, user_errors
+from smarthub.ui._common import StopSwitch, core, parse_labels, user_errors
 from smarthub.workspace import Workspace
 
 
 def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = None,
-                  progress: gr.Progress | None = None) -> str:
-    """Collect images for each label with the bootstrap core; returns the report as text."""
+                  progress: gr.Progress | None = None, stop: StopSwitch | None = None) -> str:
+    """Collect images for each label with the bootstrap core; returns the report as text.
+
+    `stop()` turning true (the Stop button) ends the run between images; what was saved stays, with its
+    provenance, and a rerun completes it.
+    """
+    if stop is not None:
+        stop.reset()
     with user_errors():
         labels = parse_labels(labels_text)
         if not labels:
@@ -32,7 +38,7 @@ def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = 
             desc = f"{p.label}: {p.stage}" + (f" — {p.message}" if getattr(p, "message", "") else "")
             progress((p.done, total) if total else None, desc=desc)
 
-        report = bootstrap.bootstrap(ws, labels, count=int(count), backend=backend, progress=cb)
+        report = bootstrap.bootstrap(ws, labels, count=int(count), backend=backend, progress=cb, should_stop=stop)
     return report.summary()
 
 
@@ -47,10 +53,19 @@ def build(ws: Workspace) -> None:
             count = gr.Slider(1, 1000, value=100, step=1, label="images per label", elem_id="sh-boot-count")
             urls = gr.File(label="URL list (optional: one URL per line, or url,label CSV)",
                            file_types=[".txt", ".csv"], elem_id="sh-boot-urls")
-    run = gr.Button("Collect images", variant="primary", elem_id="sh-boot-run")
+    with gr.Row():
+        run = gr.Button("Collect images", variant="primary", elem_id="sh-boot-run")
+        stop_b = gr.Button("Stop", variant="stop", elem_id="sh-boot-stop")
     report = gr.Textbox(label="report", lines=12, interactive=False, elem_id="sh-boot-report")
 
+    switch = StopSwitch()
+
     def on_run(text: str, n: float, f: Any, progress=gr.Progress()):
-        return run_bootstrap(ws, text, int(n), f, progress)
+        return run_bootstrap(ws, text, int(n), f, progress, switch)
+
+    def on_stop() -> None:
+        switch.stop()
+        gr.Info("stopping after the images in flight; what was saved stays")
 
     run.click(on_run, [labels, count, urls], [report])
+    stop_b.click(on_stop, None, None)

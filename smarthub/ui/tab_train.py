@@ -8,7 +8,7 @@ import gradio as gr
 
 from smarthub.atomicio import read_json
 from smarthub.errors import SmartHubError
-from smarthub.ui._common import core, user_errors
+from smarthub.ui._common import StopSwitch, core, user_errors
 from smarthub.workspace import Workspace
 
 ARCHS = ["mobilenet_v2", "resnet18", "resnet34", "resnet50", "efficientnet_b0", "convnext_tiny"]
@@ -91,18 +91,29 @@ def progress_text(p: Any) -> tuple[float | None, str]:
 
 
 def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: bool,
-              progress: gr.Progress | None = None) -> tuple[str, list[list[Any]], str | None]:
-    """Train with the core and return the report views; errors become gr.Error."""
+              progress: gr.Progress | None = None,
+              stop: StopSwitch | None = None) -> tuple[str, list[list[Any]], str | None]:
+    """Train with the core and return the report views; errors become gr.Error.
+
+    `stop()` turning true (the Stop button) ends training after the current batch: nothing is written and
+    the views show the previous model under a 'Stopped' line.
+    """
     def cb(p: Any) -> None:
         if progress is not None:
             frac, text = progress_text(p)
             progress(frac, desc=text)
 
+    if stop is not None:
+        stop.reset()
     with user_errors():
         train = core("train", "training")
         options = train.TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
                                      pretrained=bool(pretrained))
-        result = train.train(ws, options, progress=cb)
+        try:
+            result = train.train(ws, options, progress=cb, should_stop=stop)
+        except train.TrainingStopped as e:
+            summary, rows, confusion = show_current(ws)
+            return f"**Stopped:** {html.escape(str(e))}.\n\n{summary}", rows, confusion
     return report_views(ws, result.report)
 
 
@@ -111,14 +122,15 @@ def build(ws: Workspace) -> None:
     summary0, rows0, confusion0 = show_current(ws)
     d = defaults(ws)
     with gr.Row():
-        arch = gr.Dropdown(ARCHS, value=d["arch"], allow_custom_value=True, label="architecture",
+        arch = gr.Dropdown(ARCHS, value=d["arch"], allow_custom_value=True, label="architecture", elem_id="sh-train-arch",
                            info="torchvision name (timm names work when timm is installed)")
-        epochs = gr.Slider(1, 30, value=d["epochs"], step=1, label="epochs")
-        size = gr.Slider(32, 512, value=d["size_px"], step=32, label="image size (px)")
+        epochs = gr.Slider(1, 30, value=d["epochs"], step=1, label="epochs", elem_id="sh-train-epochs")
+        size = gr.Slider(32, 512, value=d["size_px"], step=32, label="image size (px)", elem_id="sh-train-size")
         pretrained = gr.Checkbox(value=d["pretrained"], label="start from ImageNet weights",
                                  info="offline, only cached weights work (`smarthub weights add`)")
     with gr.Row():
         run = gr.Button("Train", variant="primary", elem_id="sh-train")
+        stop_b = gr.Button("Stop", variant="stop", elem_id="sh-train-stop")
         reload = gr.Button("Show current model", elem_id="sh-train-reload")
     summary = gr.Markdown(summary0, elem_id="sh-train-summary")
     with gr.Row():
@@ -127,11 +139,18 @@ def build(ws: Workspace) -> None:
         confusion = gr.Image(value=confusion0, type="filepath", label="confusion matrix", interactive=False,
                              elem_id="sh-train-confusion")
 
+    switch = StopSwitch()
+
     def on_train(a: str, e: float, s: float, p: bool, progress=gr.Progress()):
-        return run_train(ws, a, int(e), int(s), p, progress)
+        return run_train(ws, a, int(e), int(s), p, progress, switch)
+
+    def on_stop() -> None:
+        switch.stop()
+        gr.Info("stopping after the current batch; the previous model stays as it is")
 
     def on_reload():
         return show_current(ws)
 
     run.click(on_train, [arch, epochs, size, pretrained], [summary, table, confusion])
     reload.click(on_reload, None, [summary, table, confusion])
+    stop_b.click(on_stop, None, None)
