@@ -156,6 +156,25 @@ def test_ultralytics_train_on_export_then_annotate(tmp_path: Path, ultralytics_h
     with pytest.raises(SmartHubError, match=r"--label-map names unknown classes \['person'\]"):
         load_detector(best, DetectorOptions(label_map={"person": "x"}))
 
+    # the same weights exported to ONNX (what users deploy) give the same boxes through onnxruntime
+    onnx_path = Path(YOLO(str(best)).export(format="onnx", imgsz=64, simplify=False, verbose=False))
+    assert onnx_path.suffix == ".onnx" and onnx_path.is_file()
+    options = DetectorOptions(conf=0.0, max_det=5, imgsz=64)
+    from_pt = load_detector(best, options).detect([Image.open(batch / "new.jpg").convert("RGB")])[0]
+    from_onnx_det = load_detector(onnx_path, options)
+    assert from_onnx_det.class_names == ["blue", "red"] and type(from_onnx_det).__name__ == "YoloDetector"
+    from_onnx = from_onnx_det.detect([Image.open(batch / "new.jpg").convert("RGB")])[0]
+    assert len(from_onnx) == len(from_pt) > 0
+    import numpy as np
+
+    assert np.allclose(from_onnx.xyxy, from_pt.xyxy, atol=1.0) and np.allclose(from_onnx.confidence,
+                                                                                 from_pt.confidence, atol=1e-2)
+    onnx_batch = tmp_path / "onnx_batch"
+    onnx_batch.mkdir()
+    scene().save(onnx_batch / "new.jpg")
+    assert main(["annotate", str(onnx_batch), "--model", str(onnx_path), "--conf", "0.0", "--imgsz", "64"]) == 0
+    assert load_labelme(onnx_batch / "new.json").stamp["model"] == onnx_path.name
+
 
 @pytest.mark.slow
 def test_ultralytics_classifier_weights_are_not_a_detector(tmp_path: Path, ultralytics_home: Path) -> None:
