@@ -168,7 +168,7 @@ def main() -> int:
     if args.quick:
         args.per_class, args.folds, args.epochs = 20, 2, 1
     ensure_weights()
-    from smarthub import review
+    from smarthub import ranking, review
     from smarthub.train import TrainOptions
     from smarthub.workspace import Workspace
 
@@ -204,8 +204,8 @@ def main() -> int:
             x = np.stack([cache[e.sha256] for e in fast.entries])
             y = np.array([index[e.label] for e in fast.entries])
             t = time.perf_counter()
-            head = review.fit_linear_head(x, y)
-            probs = review.head_probs(head, x, len(fast.vocab))
+            head = ranking.fit_linear_head(x, y)
+            probs = ranking.head_probs(head, x, len(fast.vocab))
             ins, _ = review.rank(fast.entries, {e.sha256: p for e, p in zip(fast.entries, probs)}, fast.vocab,
                                  threshold=0.6)
             rows.append(("in-sample linear head (same C)", time.perf_counter() - t,

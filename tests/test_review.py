@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from helpers import make_image, plant_label_noise, write_fashion_folders
-from smarthub import fileops, review
+from smarthub import fileops, ranking, review
 from smarthub.cli import main
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.workspace import Workspace
@@ -236,7 +236,7 @@ def test_classes_smaller_than_folds_are_handled():
     rng = np.random.default_rng(0)
     labels = np.array([0] * 10 + [1] * 10 + [2] * 2 + [3])
     feats = rng.normal(size=(len(labels), 8)) + labels[:, None]
-    probs = review.cross_val_probs(feats, labels, n_classes=4, folds=5)
+    probs = ranking.cross_val_probs(feats, labels, n_classes=4, folds=5)
     assert probs.shape == (len(labels), 4)
     assert np.allclose(probs.sum(axis=1), 1.0)
 
