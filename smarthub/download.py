@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import threading
 import time
@@ -413,9 +414,9 @@ def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = Do
 
 
 def _cpu_workers() -> int:
-    import os
-
-    return max(1, min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
+    """Decode threads: one per core this process may use, at most 4."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(4, cores))
 
 
 # ---------------------------------------------------------------- saving

@@ -25,9 +25,10 @@ class FileOpError(SmartHubError):
 class MissingFileError(FileOpError):
     """The image to move is not there: it never was, or it was moved or deleted since it was listed."""
 
-    def __init__(self, message: str, path: str = "") -> None:
+    def __init__(self, message: str, path: str = "", *, explained: bool = False) -> None:
         super().__init__(message)
         self.path = path  # relative to the data folder
+        self.explained = explained  # the message says what happened to it (from the journal)
 
 
 class ModelError(SmartHubError):

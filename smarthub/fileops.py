@@ -334,11 +334,11 @@ def _checked_source(ws: Workspace, path: Path) -> Path:
     if path.is_symlink() or (resolved.exists() and not resolved.is_file()):
         raise FileOpError(f"{path} is not a regular file")
     if not resolved.exists():
-        raise MissingFileError(_missing_message(ws, rel.as_posix()), rel.as_posix())
+        raise _missing(ws, rel.as_posix())
     return ws.data_dir / rel
 
 
-def _missing_message(ws: Workspace, rel: str) -> str:
+def _missing(ws: Workspace, rel: str) -> MissingFileError:
     """Why `rel` is not there: the journaled operation that moved it away, else plainly absent."""
     for op in reversed(history(ws)):
         if op.state != "committed":
@@ -346,10 +346,12 @@ def _missing_message(ws: Workspace, rel: str) -> str:
         for m in op.moves:
             if m.src == rel:
                 where = "to the trash" if m.dst.startswith(f"{META_DIRNAME}/") else f"to {m.dst}"
-                return f"{rel} no longer exists: {op.kind} {op.op_id} moved it {where}"
+                return MissingFileError(f"{rel} no longer exists: {op.kind} {op.op_id} moved it {where}", rel,
+                                        explained=True)
             if m.dst == rel:  # it arrived here last, so it was removed outside smarthub
-                return f"{rel} no longer exists (deleted or moved outside smarthub)"
-    return f"{rel} does not exist in the data folder {ws.data_dir}"
+                return MissingFileError(f"{rel} no longer exists (deleted or moved outside smarthub)", rel,
+                                        explained=True)
+    return MissingFileError(f"{rel} does not exist in the data folder {ws.data_dir}", rel)
 
 
 def _class_root(ws: Workspace, src: Path) -> tuple[Path, str]:

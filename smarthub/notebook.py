@@ -192,7 +192,7 @@ class Cleaner:
                 kept_paths = to_keep
         except SmartHubError as e:
             text = str(e)
-            if isinstance(e, MissingFileError) and "no longer exists" not in text:  # it was listed, so it was there
+            if isinstance(e, MissingFileError) and not e.explained:  # it was listed, so it was there
                 text = f"{e.path} no longer exists (moved or deleted outside this cleaner)"
             self.batches.append(([op.op_id for op in ops], kept_paths))
             self._after_change(f"<span style='color:#b00'>stopped: {_esc(text)}</span> "

@@ -248,7 +248,7 @@ def _gone(ws: Workspace, st: CleanState, selected: str, e: SmartHubError) -> Cle
     index = _index(ws, st, selected)
     if index is not None:
         st.suspects.pop(index)
-    if "no longer exists" in str(e):
+    if e.explained:
         text = f"{e} (perhaps in another window)"
     else:  # it was listed here, so it existed: say it went, not that it never was
         text = f"{selected} no longer exists (moved or deleted outside this page, perhaps in another window)"
@@ -304,7 +304,7 @@ def keep(ws: Workspace, st: CleanState, selected: str) -> CleanView:
         index = _find(ws, st, selected)
         path = suspect_path(ws, st.suspects[index])
         if not path.exists():
-            raise MissingFileError(f"{selected} no longer exists (moved or deleted, perhaps in another window)", selected)
+            raise MissingFileError(f"{selected} does not exist", selected)
         core("review", "keep").keep(ws, path)
     except SmartHubError as e:
         return _gone(ws, st, selected, e)
