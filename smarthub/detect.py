@@ -365,6 +365,8 @@ class YoloDetector(Detector):
     def __init__(self, path: Path, options: DetectorOptions) -> None:
         super().__init__(options)
         yolo_cls = import_ultralytics(options.config_dir)
+        if path.suffix.lower() == ".onnx":
+            import_onnxruntime(options.config_dir)
         try:
             self.model = yolo_cls(str(path), task="detect")
         except (OSError, RuntimeError, ValueError, KeyError, AttributeError, TypeError) as e:
@@ -413,6 +415,25 @@ def import_ultralytics(config_dir: Path | None = None) -> Any:
     except ImportError as e:
         raise ModelError(f"YOLO weights need the optional Ultralytics backend: pip install smarthub[yolo] ({e})") from e
     return YOLO
+
+
+def import_onnxruntime(cache_dir: Path | None = None) -> None:
+    """Import onnxruntime (it runs .onnx YOLO weights) with the device-id files it writes on import kept
+    in `cache_dir` instead of ~/.cache (it writes under $XDG_CACHE_HOME, respected when the user set it)."""
+    import sys
+
+    if "onnxruntime" in sys.modules:
+        return
+    redirect = cache_dir is not None and "XDG_CACHE_HOME" not in os.environ
+    if redirect:
+        os.environ["XDG_CACHE_HOME"] = str(cache_dir)
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        raise ModelError(f".onnx weights need onnxruntime: pip install smarthub[yolo] ({e})") from e
+    finally:
+        if redirect:
+            del os.environ["XDG_CACHE_HOME"]
 
 
 # ---------------------------------------------------------------- entry point

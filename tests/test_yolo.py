@@ -1,6 +1,8 @@
 """export_yolo (Labelme → YOLO dataset) and the Ultralytics loop: train YOLO on the export, annotate with it."""
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -169,11 +171,20 @@ def test_ultralytics_train_on_export_then_annotate(tmp_path: Path, ultralytics_h
 
     assert np.allclose(from_onnx.xyxy, from_pt.xyxy, atol=1.0) and np.allclose(from_onnx.confidence,
                                                                                  from_pt.confidence, atol=1e-2)
-    onnx_batch = tmp_path / "onnx_batch"
+    # the CLI on the .onnx in a new process: nothing lands in $HOME (onnxruntime's device id, ultralytics'
+    # settings and matplotlib's font list stay in the batch's .smarthub folder)
+    onnx_batch, home = tmp_path / "onnx_batch", tmp_path / "home"
     onnx_batch.mkdir()
+    home.mkdir()
     scene().save(onnx_batch / "new.jpg")
-    assert main(["annotate", str(onnx_batch), "--model", str(onnx_path), "--conf", "0.0", "--imgsz", "64"]) == 0
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("YOLO_CONFIG_DIR", "MPLCONFIGDIR", "XDG_CACHE_HOME", "XDG_CONFIG_HOME")}
+    proc = subprocess.run([sys.executable, "-m", "smarthub", "annotate", str(onnx_batch), "--model", str(onnx_path),
+                           "--conf", "0.0", "--imgsz", "64"], capture_output=True, text=True, timeout=600,
+                          env={**env, "HOME": str(home)})
+    assert proc.returncode == 0, proc.stderr
     assert load_labelme(onnx_batch / "new.json").stamp["model"] == onnx_path.name
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
 
 
 @pytest.mark.slow
