@@ -2,16 +2,23 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-import pytest
-
-from helpers import fill_torch_home, make_image
-
+# before anything imports matplotlib, onnxruntime or ultralytics: the test run's own library caches (the
+# pytest process imports them directly) go to a temporary folder, not to the developer's ~/.cache
+_CACHES = Path(tempfile.gettempdir()) / f"smarthub-tests-{os.getuid()}"
+os.environ.setdefault("XDG_CACHE_HOME", str(_CACHES / "cache"))
+os.environ.setdefault("MPLCONFIGDIR", str(_CACHES / "matplotlib"))
+os.environ.setdefault("YOLO_CONFIG_DIR", str(_CACHES / "ultralytics"))
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest  # noqa: E402
+
+from helpers import fill_torch_home, make_image  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
