@@ -77,22 +77,10 @@ def throughput(paths: list[Path], *, arch: str, size_px: int, batch_size: int, r
 
 
 def in_sample_finetune(ws, *, options) -> dict:
-    """A fastai fine-tune on all images (one held out, fastai needs a validation set) scoring them all."""
-    from smarthub import review, train
-    from smarthub.dataset import scan_dataset
-    from smarthub.embeddings import hash_items
+    """A fastai fine-tune on all images scoring them all (the tests' in-sample baseline)."""
+    from helpers import in_sample_suspects
 
-    items = scan_dataset(ws.data_dir)
-    is_valid = [i == 0 for i in range(len(items))]
-    with tempfile.TemporaryDirectory() as tmp:
-        learner = train.build_learner(items, is_valid, options, work_dir=Path(tmp))
-        train.fit(learner, options)
-        probs = train.predict_probs(learner, [i.path for i in items])
-    hashed = hash_items(ws, items)
-    entries = [review.Entry(i.path, i.label, s) for i, s in zip(hashed.items, hashed.shas)]
-    vocab = [str(v) for v in learner.dls.vocab]
-    suspects, _ = review.rank(entries, {e.sha256: p for e, p in zip(entries, probs)}, vocab, threshold=0.6)
-    return {"paths": [s.path for s in suspects]}
+    return {"paths": [s.path for s in in_sample_suspects(ws, options)]}
 
 
 def rank_latency(n: int, n_classes: int, *, repeats: int) -> float:

@@ -99,3 +99,25 @@ def plant_label_noise(data_dir: Path, *, classes: tuple[str, ...], per_class: in
         src.rename(dst)
         moved.add(dst)
     return moved
+
+
+def in_sample_suspects(ws, options) -> list:
+    """The in-sample baseline (what fastai's ImageClassifierCleaner ranks by): a fastai fine-tune on all
+    images (one held out: fastai needs a validation set) ranking the very images it trained on."""
+    import tempfile
+
+    from smarthub import review, train
+    from smarthub.dataset import scan_dataset
+    from smarthub.embeddings import hash_items
+
+    items = scan_dataset(ws.data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        learner = train.build_learner(items, [i == 0 for i in range(len(items))], options, work_dir=Path(tmp))
+        train.fit(learner, options)
+        probs = train.predict_probs(learner, [i.path for i in items])
+    hashed = hash_items(ws, items)
+    entries = [review.Entry(i.path, i.label, s) for i, s in zip(hashed.items, hashed.shas)]
+    vocab = [str(v) for v in learner.dls.vocab]
+    suspects, _ = review.rank(entries, {e.sha256: p for e, p in zip(entries, probs)}, vocab, threshold=0.6)
+    return suspects
+

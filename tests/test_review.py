@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import helpers
 from helpers import make_image, plant_label_noise, write_fashion_folders
 from smarthub import fileops, ranking, review
 from smarthub.cli import main
@@ -50,26 +51,10 @@ def recall_at_k(suspects: list[review.Suspect], planted_paths: set[Path]) -> flo
 
 
 def in_sample_suspects(ws: Workspace) -> list[review.Suspect]:
-    """The in-sample baseline (what fastai's ImageClassifierCleaner ranks by): a fastai fine-tune of the same
-    MobileNetV2 on all images (1 frozen + 1 unfrozen epoch; one image held out because fastai needs a
-    validation set), scoring the very images it trained on."""
-    import tempfile
+    """The in-sample baseline with the same MobileNetV2 (1 frozen + 1 unfrozen epoch)."""
+    from smarthub.train import TrainOptions
 
-    from smarthub import train
-    from smarthub.dataset import scan_dataset
-    from smarthub.embeddings import hash_items
-
-    options = train.TrainOptions(arch="mobilenet_v2", size_px=IMAGE_PX, epochs=1, num_workers=0)
-    items = scan_dataset(ws.data_dir)
-    with tempfile.TemporaryDirectory() as tmp:
-        learner = train.build_learner(items, [i == 0 for i in range(len(items))], options, work_dir=Path(tmp))
-        train.fit(learner, options)
-        probs = train.predict_probs(learner, [i.path for i in items])
-    hashed = hash_items(ws, items)
-    entries = [review.Entry(i.path, i.label, s) for i, s in zip(hashed.items, hashed.shas)]
-    vocab = [str(v) for v in learner.dls.vocab]
-    suspects, _ = review.rank(entries, {e.sha256: p for e, p in zip(entries, probs)}, vocab, threshold=0.6)
-    return suspects
+    return helpers.in_sample_suspects(ws, TrainOptions(arch="mobilenet_v2", size_px=IMAGE_PX, epochs=1, num_workers=0))
 
 
 def test_fast_review_finds_planted_errors_and_beats_in_sample(planted):
