@@ -65,7 +65,7 @@ def backgrounds() -> list[Image.Image]:
 def make_scenes(folder: Path, n: int, drawings: dict[str, list[Image.Image]], photos: list[Image.Image], *,
                 size: tuple[int, int], seed: int) -> int:
     """Write n scenes (JPEG) with their Labelme truth next to them; return the number of boxes."""
-    from smarthub.labelme import LabelmeFile, Shape, save_labelme
+    from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
 
     rng = random.Random(seed)
     folder.mkdir(parents=True, exist_ok=True)
@@ -114,10 +114,10 @@ def main() -> None:
     args = parser.parse_args()
 
     os.environ.setdefault("YOLO_VERBOSE", "False")  # the epoch table, not a line per batch
-    from smarthub.annotate import annotate_folder
-    from smarthub.detect import DetectorOptions, import_ultralytics, load_detector
-    from smarthub.evaluate import evaluate_annotations
-    from smarthub.yolo_export import export_yolo
+    from smarthub.annotate.preannotate import annotate_folder
+    from smarthub.annotate.detect import DetectorOptions, import_ultralytics, load_detector
+    from smarthub.annotate.evaluate import evaluate_annotations
+    from smarthub.annotate.export import export_yolo
 
     drawings = {label: load_drawings(folder) for label, folder in CLASSES.items()}
     # the unseen batch uses drawings the detector never saw: every 4th drawing of each class is held out

@@ -21,9 +21,9 @@ from PIL import Image, ImageOps
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from smarthub.annotate import DEFAULT_MAX_SIDE_PX, annotate_folder, load_for_detection  # noqa: E402
-from smarthub.detect import DetectorOptions, load_detector  # noqa: E402
-from smarthub.labelme import detections_to_labelme, save_labelme  # noqa: E402
+from smarthub.annotate.preannotate import DEFAULT_MAX_SIDE_PX, annotate_folder, load_for_detection  # noqa: E402
+from smarthub.annotate.detect import DetectorOptions, load_detector  # noqa: E402
+from smarthub.annotate.labelme import detections_to_labelme, save_labelme  # noqa: E402
 
 
 def make_images(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> list[Path]:
@@ -46,7 +46,7 @@ def make_images(folder: Path, n: int, size: tuple[int, int], seed: int = 0) -> l
 def untrained_checkpoint(path: Path) -> Path:
     import torch
 
-    from smarthub.detect import build_torchvision_model, save_detector_checkpoint
+    from smarthub.annotate.detect import build_torchvision_model, save_detector_checkpoint
 
     torch.manual_seed(0)
     arch = "fasterrcnn_mobilenet_v3_large_320_fpn"

@@ -44,7 +44,7 @@ def build_workspace(root: Path, n_images: int, n_classes: int):
 
 def synthetic_result(ws, labels):
     from smarthub.dataset import scan_dataset
-    from smarthub.review import ReviewResult, Suspect
+    from smarthub.clean.review import ReviewResult, Suspect
 
     items = scan_dataset(ws.data_dir)
     suspects = [Suspect(path=it.path, given=it.label, predicted=labels[(labels.index(it.label) + 1) % len(labels)],

@@ -82,9 +82,9 @@ def _serve(routes: dict, hosts: int, latency_s: float, ports, stop) -> None:
 def run_downloads(n: int, hosts: int, latency_s: float, extra_workers: tuple[int, ...] = (16,)) -> dict[str, float]:
     import requests
 
-    from smarthub.bootstrap import bootstrap
-    from smarthub.download import DownloadOptions
-    from smarthub.search import UrlListBackend
+    from smarthub.collect.bootstrap import bootstrap
+    from smarthub.collect.download import DownloadOptions
+    from smarthub.collect.search import UrlListBackend
     from smarthub.workspace import Workspace
 
     images = real_images(n)
@@ -153,7 +153,7 @@ def run_dedupe(n: int, n_random: int = 100_000) -> None:
     """Hash n real images (Fashion-MNIST at 64 px + photo crops), then index-query them; plus 100k synthetic."""
     import gzip
 
-    from smarthub.dedupe import DEFAULT_NEAR_THRESHOLD, group_hashes, hamming, hash_files
+    from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, group_hashes, hamming, hash_files
 
     with gzip.open(FASHION, "rb") as f:
         f.read(16)

@@ -58,7 +58,7 @@ def throughput(paths: list[Path], *, arch: str, size_px: int, batch_size: int, r
     """(pipeline images/s, raw forward images/s) on the same images, best of `repeats`, interleaved."""
     import torch
 
-    from smarthub.embeddings import _load_batch, compute_embeddings, load_extractor, to_tensor
+    from smarthub.model.embeddings import _load_batch, compute_embeddings, load_extractor, to_tensor
 
     extractor, stats = load_extractor(arch)
     batches = [to_tensor(_load_batch(paths[i:i + batch_size], size_px)[0], stats)
@@ -85,7 +85,7 @@ def in_sample_finetune(ws, *, options) -> dict:
 
 def rank_latency(n: int, n_classes: int, *, repeats: int) -> float:
     """Median seconds of rank() over n cached images (synthetic probabilities, no files)."""
-    from smarthub import review
+    from smarthub.clean import review
 
     rng = np.random.default_rng(0)
     vocab = [f"c{i}" for i in range(n_classes)]
@@ -108,7 +108,9 @@ def refresh_latency(n: int, n_classes: int, *, repeats: int) -> tuple[float, flo
     """
     from PIL import Image
 
-    from smarthub import fileops, review
+    from smarthub import fileops
+
+    from smarthub.clean import review
     from smarthub.workspace import Workspace
 
     rng = np.random.default_rng(0)
@@ -156,8 +158,9 @@ def main() -> int:
     if args.quick:
         args.per_class, args.folds, args.epochs = 20, 2, 1
     ensure_weights()
-    from smarthub import ranking, review
-    from smarthub.train import TrainOptions
+    from smarthub.clean import ranking
+    from smarthub.clean import review
+    from smarthub.model.train import TrainOptions
     from smarthub.workspace import Workspace
 
     print(f"machine: {os.cpu_count()} CPUs; {args.per_class} images x {len(CLASSES)} classes, "
@@ -185,7 +188,7 @@ def main() -> int:
             rows.append(("fast, cached rerun", time.perf_counter() - t,
                          *topk([s.path for s in again.suspects], planted)))
             # in-sample linear head: same features, same C, fit on all and scoring the same images
-            from smarthub.embeddings import load_embedding_cache
+            from smarthub.model.embeddings import load_embedding_cache
 
             cache = load_embedding_cache(ws, "mobilenet_v2", args.size)
             index = {c: i for i, c in enumerate(fast.vocab)}

@@ -82,7 +82,7 @@ def plain_loop(model, train_paths, train_labels, valid_paths, valid_labels, *, s
 
 def smarthub_loop(items, is_valid, options, work_dir):
     """What `smarthub train` runs for the fitting part; returns (wall seconds, CPU seconds, learner)."""
-    from smarthub.train import build_learner, fit
+    from smarthub.model.train import build_learner, fit
 
     learn = build_learner(items, is_valid, options, work_dir=work_dir)
     start, cpu = time.perf_counter(), _cpu_seconds()
@@ -108,7 +108,7 @@ def main() -> int:
 
     from helpers import write_fashion_folders
     from smarthub.dataset import scan_dataset
-    from smarthub.train import TrainOptions, split_items
+    from smarthub.model.train import TrainOptions, split_items
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

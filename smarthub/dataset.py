@@ -10,13 +10,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smarthub.errors import DatasetError, ImageError, LabelError
+from smarthub.imaging import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, check_image, is_image_file  # noqa: F401 (re-exported)
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"})
 MAX_LABEL_CHARS = 100
 # Above this many pixels an image is refused as a likely decompression bomb (Pillow warns at ~89M).
-MAX_IMAGE_PIXELS = 80_000_000
 SPLIT_NAMES = ("train", "valid")
-SUPPORTED_MODES = frozenset({"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "I;16", "I;16B", "I;16L", "F", "La"})
 
 
 @dataclass(frozen=True)
@@ -62,11 +60,6 @@ def validate_label(label: str) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in label):
         raise LabelError(f"label {shown} contains control characters")
     return label
-
-
-def is_image_file(path: Path) -> bool:
-    """True for a regular, non-hidden file with an image suffix."""
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
 def has_split_layout(data_dir: Path) -> bool:
@@ -156,48 +149,6 @@ def dataset_fingerprint(items: Iterable[ImageItem], data_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def check_image(path: Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
-    """Fully decode the image at `path` and return its (width, height).
-
-    Raises:
-        ImageError: with the reason: zero bytes, not an image, truncated, decompression bomb,
-            unsupported mode, unreadable file.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ImageError(f"{path}: unreadable file ({e.strerror or e})") from e
-    if size == 0:
-        raise ImageError(f"{path}: zero bytes")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                width, height = img.size
-                if width * height > max_pixels:
-                    raise ImageError(
-                        f"{path}: decompression bomb ({width}x{height} = {width * height:,} pixels, "
-                        f"limit {max_pixels:,})"
-                    )
-                if img.mode not in SUPPORTED_MODES:
-                    raise ImageError(f"{path}: unsupported mode {img.mode}")
-                img.load()
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageError(f"{path}: decompression bomb ({e})") from e
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{path}: not an image (the file's bytes are not a known image format)") from e
-    except (OSError, SyntaxError, ValueError, EOFError) as e:
-        msg = str(e)
-        reason = "truncated" if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError) else "unreadable"
-        raise ImageError(f"{path}: {reason} ({msg})") from e
-    return width, height
-
-
 def verify_images(
     paths: Iterable[Path],
     *,
@@ -213,9 +164,7 @@ def verify_images(
             check_image(path, max_pixels=max_pixels)
             report.ok += 1
         except ImageError as e:
-            reason = str(e)
-            prefix = f"{path}: "
-            report.problems.append((path, reason[len(prefix):] if reason.startswith(prefix) else reason))
+            report.problems.append((path, e.reason))
         if progress is not None:
             progress(i, len(paths))
     return report

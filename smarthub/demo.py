@@ -97,7 +97,7 @@ def copy_samples(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR) -> tuple[int
 
 def pretrained_weights_cached(arch: str = PRETRAINED_ARCH) -> bool:
     """True when the ImageNet weights of `arch` are already in the torch cache (no download is tried)."""
-    from smarthub import archs
+    from smarthub.model import archs
 
     try:
         name = archs.expected_weights_file(arch)
@@ -108,7 +108,7 @@ def pretrained_weights_cached(arch: str = PRETRAINED_ARCH) -> bool:
 
 def weights_downloadable(arch: str = PRETRAINED_ARCH) -> bool:
     """Try to fetch the ImageNet weights of `arch` into the torch cache (online users); False when offline."""
-    from smarthub import archs
+    from smarthub.model import archs
 
     try:
         archs.check_weights_available(arch)
@@ -133,7 +133,8 @@ def use_packaged_weights(ws: Workspace, say: Callable[[str], None] | None = None
     spec = importlib.util.find_spec(PACKAGED_WEIGHTS_MODULE)
     if spec is None or spec.origin is None:
         return False
-    from smarthub import archs, weights
+    from smarthub.model import archs
+    from smarthub import weights
 
     source = Path(spec.origin).parent / "weights" / str(archs.expected_weights_file(PRETRAINED_ARCH))
     if not source.is_file():
@@ -149,7 +150,7 @@ def use_packaged_weights(ws: Workspace, say: Callable[[str], None] | None = None
 
 def quick_train_options(*, pretrained: bool):
     """Tiny settings that train in well under two minutes on two CPU cores."""
-    from smarthub.train import TrainOptions
+    from smarthub.model.train import TrainOptions
 
     if pretrained:
         return TrainOptions(arch=PRETRAINED_ARCH, epochs=4, size_px=128, batch_size=16, valid_pct=0.25,
@@ -170,7 +171,7 @@ def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPL
     copied, reused = copy_samples(ws, samples_dir=samples_dir)
     report = DemoReport(data_dir=ws.data_dir, copied=copied, reused=reused)
     if train and not ws.export_path.exists():
-        from smarthub import train as train_mod
+        from smarthub.model import train as train_mod
 
         pretrained = pretrained_weights_cached() or use_packaged_weights(ws, say) or weights_downloadable()
         options = quick_train_options(pretrained=pretrained)

@@ -1,6 +1,8 @@
 """The smarthub error family: every expected failure is a SmartHubError with a readable message."""
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class SmartHubError(Exception):
     """Base class: the message names the file or field and what to do next."""
@@ -15,7 +17,16 @@ class DatasetError(SmartHubError):
 
 
 class ImageError(SmartHubError):
-    """An image cannot be read, decoded or is outside the accepted limits."""
+    """An image cannot be read, decoded or is outside the accepted limits.
+
+    `reason` says why in a few words ("truncated (…)", "decompression bomb (…)"); `path` names the file (or
+    URL, or upload) when known. The message is "<path>: <reason>".
+    """
+
+    def __init__(self, reason: str, *, path: Path | str | None = None) -> None:
+        super().__init__(f"{path}: {reason}" if path is not None and str(path) else reason)
+        self.reason = reason
+        self.path = path
 
 
 class FileOpError(SmartHubError):

@@ -15,6 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from smarthub.atomicio import append_jsonl, read_jsonl
+from smarthub.imaging import ImageHashes
 from smarthub.workspace import Workspace
 
 
@@ -112,8 +113,6 @@ def split_present(ws: Workspace, records: list[ProvenanceRecord] | None = None
 
 def ledger_seeds(ws: Workspace) -> dict:
     """Known hashes from the ledger keyed by '<file name>:<bytes>' (for dedupe.hash_files)."""
-    from smarthub.dedupe import ImageHashes
-
     seeds = {}
     for r in read_records(ws):
         if r.phash and r.bytes:

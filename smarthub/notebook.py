@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smarthub import fileops, review
-from smarthub.errors import MissingFileError, SmartHubError
+from smarthub import fileops
+
+from smarthub.clean import review
+from smarthub.errors import ImageError, MissingFileError, SmartHubError
 from smarthub.workspace import Workspace
 
 ALL = "all"
@@ -36,13 +38,13 @@ class Card:
 
 def thumbnail_png(path: Path, *, max_side_px: int) -> bytes:
     """PNG bytes of the image shrunk to fit max_side_px (a grey square with an X when unreadable)."""
-    from PIL import Image, ImageDraw, ImageOps
+    from PIL import Image, ImageDraw
+
+    from smarthub.imaging import thumbnail
 
     try:
-        with Image.open(path) as img:
-            thumb = ImageOps.exif_transpose(img).convert("RGB")
-            thumb.thumbnail((max_side_px, max_side_px))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        thumb = thumbnail(path, max_side_px=max_side_px)
+    except ImageError:
         thumb = Image.new("RGB", (max_side_px, max_side_px), (200, 200, 200))
         draw = ImageDraw.Draw(thumb)
         draw.line((0, 0, max_side_px, max_side_px), fill=(150, 0, 0), width=3)

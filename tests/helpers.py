@@ -106,9 +106,11 @@ def in_sample_suspects(ws, options) -> list:
     images (one held out: fastai needs a validation set) ranking the very images it trained on."""
     import tempfile
 
-    from smarthub import review, train
+    from smarthub.clean import review
+
+    from smarthub.model import train
     from smarthub.dataset import scan_dataset
-    from smarthub.embeddings import hash_items
+    from smarthub.model.embeddings import hash_items
 
     items = scan_dataset(ws.data_dir)
     with tempfile.TemporaryDirectory() as tmp:

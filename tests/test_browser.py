@@ -50,7 +50,7 @@ def _free_port() -> int:
 def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
     """A small real workspace (3 classes × 6 images + a tiny detector checkpoint) served by the real app."""
     _require_browser()
-    from smarthub import detect
+    from smarthub.annotate import detect
     from smarthub.ui import launch
 
     root = tmp_path_factory.mktemp("browser")

@@ -48,7 +48,7 @@ def _snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_a_cli_session_writes_only_inside_its_workspace(tmp_path: Path, torch_home: Path) -> None:
-    from smarthub import detect
+    from smarthub.annotate import detect
 
     work, home, tmp = tmp_path / "work", tmp_path / "home", tmp_path / "tmp"
     for folder in (work, home, tmp):

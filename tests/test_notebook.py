@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from helpers import write_fashion_folders
-from smarthub import review
+from smarthub.clean import review
 from smarthub.atomicio import read_jsonl
 from smarthub.workspace import Workspace
 from smarthub.notebook import DELETE, KEEP, LEAVE, RELABEL, Cleaner, decision_options
@@ -17,7 +17,7 @@ CLASSES = ("trouser", "bag", "sneaker")
 
 
 def options() -> review.ReviewOptions:
-    from smarthub.train import TrainOptions
+    from smarthub.model.train import TrainOptions
 
     return review.ReviewOptions(train=TrainOptions(arch="mobilenet_v2", size_px=32), folds=3)
 

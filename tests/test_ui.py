@@ -12,11 +12,11 @@ gr = pytest.importorskip("gradio")
 from helpers import make_image  # noqa: E402
 from http_server import ImageServer, Route, encode, photo  # noqa: E402
 
-from smarthub import fileops  # noqa: E402
+from smarthub import fileops
 from smarthub.cli import main  # noqa: E402
 from smarthub.dataset import scan_dataset  # noqa: E402
 from smarthub.errors import DatasetError, SmartHubError  # noqa: E402
-from smarthub.review import ReviewResult, Suspect, kept  # noqa: E402
+from smarthub.clean.review import ReviewResult, Suspect, kept  # noqa: E402
 from smarthub.ui import tab_annotate, tab_bootstrap, tab_clean, tab_predict, tab_train  # noqa: E402
 from smarthub.ui.tab_clean import CleanState  # noqa: E402
 from smarthub.workspace import Workspace  # noqa: E402
@@ -253,7 +253,7 @@ def test_a_model_whose_classes_differ_from_the_folders_is_flagged(small_ws: Work
     ("building", 0, 0, 0, 0, {}, None, "building"),
 ], ids=["epoch", "batches-only", "stage-only"])
 def test_train_progress_line(stage, epoch, epochs, batch, batches, metrics, frac, text) -> None:
-    from smarthub.train import TrainProgress
+    from smarthub.model.train import TrainProgress
 
     assert tab_train.progress_text(TrainProgress(stage, epoch, epochs, batch, batches, metrics)) == (frac, text)
 
@@ -367,7 +367,7 @@ def test_annotate_refuses_paths_outside_the_workspace(small_ws: Workspace, tmp_p
 
 def tiny_detector(path: Path) -> Path:
     """An untrained (random) torchvision detector saved as a smarthub checkpoint: real code path, no download."""
-    from smarthub import detect
+    from smarthub.annotate import detect
 
     model = detect.build_torchvision_model("ssdlite320_mobilenet_v3_large", 3)
     return detect.save_detector_checkpoint(path, model, arch="ssdlite320_mobilenet_v3_large",

@@ -26,7 +26,7 @@ from smarthub.errors import ModelError, SmartHubError
     ("", SmartHubError),
 ], ids=["resnet18", "mobilenet_v2", "resnet50", "efficientnet_b0", "convnext_tiny", "unknown", "empty"])
 def test_expected_weights_file(name: str, expected) -> None:
-    from smarthub.archs import expected_weights_file
+    from smarthub.model.archs import expected_weights_file
 
     if isinstance(expected, str):
         assert expected_weights_file(name) == expected
@@ -36,7 +36,7 @@ def test_expected_weights_file(name: str, expected) -> None:
 
 
 def test_unknown_arch_lists_valid_names_and_timm_hint() -> None:
-    from smarthub.archs import resolve_arch
+    from smarthub.model.archs import resolve_arch
 
     with pytest.raises(SmartHubError, match=r"unknown architecture 'vit_giant'.*resnet18.*mobilenet_v2.*timm"):
         resolve_arch("vit_giant")
@@ -47,7 +47,7 @@ def test_mobilenet_v2_gets_a_fastai_model_meta_entry() -> None:
     from fastai.vision.all import imagenet_stats
     from fastai.vision.learner import default_split, model_meta
 
-    from smarthub.archs import ensure_model_meta, resolve_arch
+    from smarthub.model.archs import ensure_model_meta, resolve_arch
 
     ensure_model_meta()
     meta = model_meta[tvm.mobilenet_v2]
@@ -57,7 +57,7 @@ def test_mobilenet_v2_gets_a_fastai_model_meta_entry() -> None:
 
 
 def test_check_weights_available(torch_home: Path) -> None:
-    from smarthub.archs import check_weights_available
+    from smarthub.model.archs import check_weights_available
 
     check_weights_available("mobilenet_v2")  # cached by the fixture
     expected = torch_home / "hub" / "checkpoints" / "resnet18-f37072fd.pth"
@@ -76,7 +76,7 @@ def test_check_weights_available(torch_home: Path) -> None:
 def test_feature_extractor_gives_one_embedding_per_image(name: str, pretrained: bool, n_features: int) -> None:
     import torch
 
-    from smarthub.archs import feature_extractor
+    from smarthub.model.archs import feature_extractor
 
     module, (mean, std) = feature_extractor(name, pretrained=pretrained)
     assert len(mean) == len(std) == 3
@@ -89,7 +89,7 @@ def test_feature_extractor_gives_one_embedding_per_image(name: str, pretrained: 
 def test_feature_extractor_pretrained_body_holds_imagenet_weights() -> None:
     import torch
 
-    from smarthub.archs import feature_extractor
+    from smarthub.model.archs import feature_extractor
 
     module, _ = feature_extractor("mobilenet_v2", pretrained=True)
     reference = torch.load(mobilenet_weights_source(), map_location="cpu", weights_only=True)
@@ -105,7 +105,7 @@ def empty_torch_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_weights_add_installs_real_mobilenet_weights(empty_torch_home: Path, tmp_path: Path, capsys) -> None:
-    from smarthub.archs import check_weights_available
+    from smarthub.model.archs import check_weights_available
 
     download = tmp_path / "downloads" / "some-name-a-user-chose.pth"
     download.parent.mkdir()
@@ -206,7 +206,7 @@ def test_weights_add_with_arch_and_detects_resnet18(empty_torch_home: Path, tmp_
 
 
 def test_importing_the_modules_loads_no_heavy_library() -> None:
-    code = ("import sys, smarthub.archs, smarthub.train, smarthub.predict, smarthub.weights, smarthub.cli.train; "
+    code = ("import sys, smarthub.model.archs, smarthub.model.train, smarthub.model.predict, smarthub.weights, smarthub.cli.train; "
             "print([m for m in ('torch', 'fastai', 'torchvision', 'matplotlib') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout
@@ -218,7 +218,7 @@ def test_weights_add_installs_coco_detector_weights(empty_torch_home: Path, tmp_
     looks for them, and `annotate`'s detector loader then finds them offline."""
     import torch
 
-    from smarthub import detect
+    from smarthub.annotate import detect
     from smarthub.cli import main
 
     arch = "fasterrcnn_mobilenet_v3_large_320_fpn"

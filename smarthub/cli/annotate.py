@@ -49,8 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_annotate(args: argparse.Namespace) -> int:
-    from smarthub.annotate import annotate_folder, zip_outputs
-    from smarthub.detect import DetectorOptions, load_detector, parse_label_map
+    from smarthub.annotate.preannotate import annotate_folder, zip_outputs
+    from smarthub.annotate.detect import DetectorOptions, load_detector, parse_label_map
 
     root = args.out or args.images_dir
     if Path(root).is_dir():
@@ -71,14 +71,14 @@ def run_annotate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from smarthub.evaluate import evaluate_annotations
+    from smarthub.annotate.evaluate import evaluate_annotations
 
     print(evaluate_annotations(args.pred_dir, args.truth_dir).summary())
     return 0
 
 
 def run_export_yolo(args: argparse.Namespace) -> int:
-    from smarthub.yolo_export import export_yolo, parse_split
+    from smarthub.annotate.export import export_yolo, parse_split
 
     report = export_yolo(args.labelme_dir, args.out, split=parse_split(args.split), seed=args.seed)
     print(report.summary())

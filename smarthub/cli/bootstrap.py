@@ -13,7 +13,7 @@ ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from smarthub.search import LICENCES, SAFESEARCH, SIZES, TYPES
+    from smarthub.collect.search import LICENCES, SAFESEARCH, SIZES, TYPES
 
     p = sub.add_parser("bootstrap", help="search, download, verify and de-duplicate images of new classes",
                        description="Fill data/<LABEL>/ with verified, de-duplicated images found by image search "
@@ -107,11 +107,11 @@ class _BootstrapProgressPrinter:
 
 
 def run_bootstrap(args: argparse.Namespace) -> int:
-    from smarthub.bootstrap import bootstrap, validate_labels
-    from smarthub.dedupe import DEFAULT_NEAR_THRESHOLD
-    from smarthub.download import DownloadOptions
+    from smarthub.collect.bootstrap import bootstrap, validate_labels
+    from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD
+    from smarthub.collect.download import DownloadOptions
     from smarthub.errors import LabelError
-    from smarthub.search import SearchOptions, UrlListBackend
+    from smarthub.collect.search import SearchOptions, UrlListBackend
 
     ws = workspace_from(args)
     labels = list(args.labels)
@@ -145,7 +145,7 @@ def run_bootstrap(args: argparse.Namespace) -> int:
     if train_options is not None and not report.stopped:
         ws.contain_library_caches()  # the data folder exists now; before fastai is imported
         from smarthub.cli.train import epoch_printer, print_train_summary
-        from smarthub.train import train
+        from smarthub.model.train import train
 
         print("training…", file=sys.stderr)
         result = train(ws, train_options, progress=epoch_printer())
@@ -170,7 +170,7 @@ def print_bootstrap_report(report: Any, *, verbose: bool = False, per_label: int
 
 
 def run_dedupe(args: argparse.Namespace) -> int:
-    from smarthub.dedupe import DEFAULT_NEAR_THRESHOLD, dataset_duplicate_groups
+    from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, dataset_duplicate_groups
 
     ws = workspace_from(args)
     threshold = DEFAULT_NEAR_THRESHOLD if args.threshold is None else args.threshold

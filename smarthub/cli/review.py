@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    from smarthub import review
+    from smarthub.clean import review
     from smarthub.cli._common import progress_printer
     from smarthub.cli.train import train_options_from
 
@@ -75,7 +75,7 @@ def run_review(args: argparse.Namespace) -> int:
 
 
 def run_keep(args: argparse.Namespace) -> int:
-    from smarthub import review
+    from smarthub.clean import review
 
     ws = workspace_from(args)
     if args.undo:

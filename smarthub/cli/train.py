@@ -49,7 +49,7 @@ def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training op
 
 def train_options_from(args: argparse.Namespace) -> Any:
     """TrainOptions from the arguments added by `add_train_args`."""
-    from smarthub.train import DEFAULT_NUM_WORKERS, TrainOptions
+    from smarthub.model.train import DEFAULT_NUM_WORKERS, TrainOptions
 
     return TrainOptions(arch=args.arch, epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,
                         valid_pct=args.valid_pct, seed=args.seed, pretrained=not args.no_pretrained,
@@ -120,7 +120,7 @@ def epoch_printer() -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from smarthub.train import train
+    from smarthub.model.train import train
 
     ws = workspace_from(args)
     options = train_options_from(args)
@@ -145,7 +145,7 @@ def print_train_summary(result: Any) -> None:
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from smarthub.predict import predict
+    from smarthub.model.predict import predict
     from smarthub.workspace import Workspace
 
     ws = Workspace.from_args()
@@ -171,7 +171,7 @@ def run_weights_add(args: argparse.Namespace) -> int:
 
 
 def run_weights_list(args: argparse.Namespace) -> int:
-    from smarthub.archs import cached_weights, checkpoints_dir
+    from smarthub.model.archs import cached_weights, checkpoints_dir
     from smarthub.weights import weights_status
 
     with quiet_libraries():

@@ -1,19 +1,18 @@
-"""Helpers shared by the tabs: error → message, core-module loading, thumbnails, small formatting."""
+"""Helpers shared by the tabs: error → message, thumbnails, small formatting."""
 from __future__ import annotations
 
 import hashlib
 import html
-import importlib
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from types import ModuleType
 
 import gradio as gr
 
 from smarthub.atomicio import atomic_write_with
 from smarthub.errors import ImageError, SmartHubError
+from smarthub.imaging import thumbnail as thumbnail_image
 from smarthub.workspace import Workspace
 
 THUMB_SIDE_PX = 160
@@ -47,16 +46,6 @@ class StopSwitch:
 
     def __call__(self) -> bool:
         return self._event.is_set()
-
-
-def core(name: str, what: str) -> ModuleType:
-    """Import `smarthub.<name>`; a missing module becomes a SmartHubError naming the feature."""
-    try:
-        return importlib.import_module(f"smarthub.{name}")
-    except ModuleNotFoundError as e:
-        if e.name == f"smarthub.{name}":
-            raise SmartHubError(f"{what} is not available: this smarthub install has no smarthub.{name}") from e
-        raise
 
 
 def ok(text: str) -> str:
@@ -97,30 +86,12 @@ def thumbnail(ws: Workspace, path: Path, *, side_px: int = THUMB_SIDE_PX) -> Pat
     if out.exists():
         return out
     try:
-        image = _load_small(path, side_px)
+        image = thumbnail_image(path, max_side_px=side_px)
     except ImageError:
         return placeholder(ws, "unreadable")
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_with(out, lambda f: image.save(f, format="JPEG", quality=85))
     return out
-
-
-def _load_small(path: Path, side_px: int):
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as im:
-            im.draft("RGB", (side_px, side_px))  # JPEG: decode at reduced scale, much faster
-            im = ImageOps.exif_transpose(im)
-            im.thumbnail((side_px, side_px))
-            if im.mode in ("RGBA", "LA", "P"):
-                im = im.convert("RGBA")
-                flat = Image.new("RGB", im.size, (255, 255, 255))
-                flat.paste(im, mask=im.getchannel("A"))
-                return flat
-            return im.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path.name}: {e}") from e
 
 
 def placeholder(ws: Workspace, reason: str) -> Path:

@@ -10,12 +10,8 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import DatasetError, ModelError, SmartHubError
-from smarthub.ui._common import core, user_errors
+from smarthub.ui._common import user_errors
 from smarthub.workspace import Workspace
-
-DEFAULT_DETECTORS = ["fasterrcnn_mobilenet_v3_large_fpn", "ssdlite320_mobilenet_v3_large",
-                     "fasterrcnn_resnet50_fpn_v2", "retinanet_resnet50_fpn_v2", "fcos_resnet50_fpn"]
-
 
 def runs_dir(ws: Workspace) -> Path:
     return ws.cache_dir / "annotate"
@@ -37,7 +33,7 @@ def resolve_detector(ws: Workspace, spec: str) -> str:
     spec = (spec or "").strip()
     if not spec:
         raise ModelError("choose a detector name or type the path of a checkpoint inside the models folder")
-    detect = core("detect", "annotation")
+    from smarthub.annotate import detect
     if spec in getattr(detect, "TORCHVISION_ARCHS", ()):
         return spec
     path = Path(spec).expanduser()
@@ -69,8 +65,8 @@ def run_annotate(ws: Workspace, folder: str, files: list[Any] | None, detector_s
                  progress: gr.Progress | None = None) -> tuple[str, str | None]:
     """Annotate and zip; returns (report text, zip path)."""
     with user_errors():
-        annotate = core("annotate", "annotation")
-        detect = core("detect", "annotation")
+        from smarthub.annotate import preannotate as annotate
+        from smarthub.annotate import detect
         if files:
             images_dir, out_dir = stage_uploads(ws, files), None
         elif folder and folder.strip():
@@ -104,10 +100,9 @@ def run_annotate(ws: Workspace, folder: str, files: list[Any] | None, detector_s
 
 def build(ws: Workspace) -> None:
     """Create the Annotate tab's widgets inside the current gr.Tab and wire the handler."""
-    try:
-        names = list(getattr(core("detect", "annotation"), "TORCHVISION_ARCHS", DEFAULT_DETECTORS))
-    except SmartHubError:  # no smarthub.detect in this install: the run button will say so
-        names = DEFAULT_DETECTORS
+    from smarthub.annotate.detect import TORCHVISION_ARCHS
+
+    names = list(TORCHVISION_ARCHS)
     with gr.Row():
         with gr.Column():
             folder = gr.Textbox(label="images folder inside the workspace",

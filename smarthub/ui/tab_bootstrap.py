@@ -8,7 +8,7 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import LabelError
-from smarthub.ui._common import StopSwitch, core, parse_labels, user_errors
+from smarthub.ui._common import StopSwitch, parse_labels, user_errors
 from smarthub.workspace import Workspace
 
 
@@ -25,10 +25,10 @@ def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = 
         labels = parse_labels(labels_text)
         if not labels:
             raise LabelError("type at least one label, e.g. 'grass carp, tilapia' (one per line or comma-separated)")
-        bootstrap = core("bootstrap", "bootstrap")
+        from smarthub.collect import bootstrap
         backend = None
         if urls_file is not None:
-            search = core("search", "URL-list download")
+            from smarthub.collect import search
             backend = search.UrlListBackend(Path(getattr(urls_file, "name", urls_file)))
 
         def cb(p: Any) -> None:

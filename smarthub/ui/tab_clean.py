@@ -15,7 +15,7 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import MissingFileError, SmartHubError
-from smarthub.ui._common import PREVIEW_SIDE_PX, core, ok, rel, thumbnail, user_errors, warn
+from smarthub.ui._common import PREVIEW_SIDE_PX, ok, rel, thumbnail, user_errors, warn
 from smarthub.workspace import Workspace
 
 PAGE_SIZE = 24
@@ -219,7 +219,7 @@ def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, fol
             progress((done, total), desc=stage)
 
     with user_errors():
-        review = core("review", "the review")
+        from smarthub.clean import review
         options = review.ReviewOptions(method=method, folds=int(folds), threshold=float(threshold))
         result = review.review(ws, options, progress=cb)
     return load_result(ws, result, st)
@@ -305,7 +305,9 @@ def keep(ws: Workspace, st: CleanState, selected: str) -> CleanView:
         path = suspect_path(ws, st.suspects[index])
         if not path.exists():
             raise MissingFileError(f"{selected} does not exist", selected)
-        core("review", "keep").keep(ws, path)
+        from smarthub.clean.review import keep as keep_image
+
+        keep_image(ws, path)
     except SmartHubError as e:
         return _gone(ws, st, selected, e)
     st.undo_stack.append(UndoEntry("keep", None, [_take(st, index)], selected))
@@ -330,7 +332,9 @@ def undo(ws: Workspace, st: CleanState) -> CleanView:
         if entry.op_id is not None:
             fileops.undo(ws, entry.op_id)
         else:
-            core("review", "keep").unkeep(ws, suspect_path(ws, entry.removed[0][1]))
+            from smarthub.clean.review import unkeep
+
+            unkeep(ws, suspect_path(ws, entry.removed[0][1]))
     except SmartHubError as e:
         if "already undone" not in str(e):  # undone elsewhere (another window, the CLI): the file is back
             retry = f"; `smarthub undo {entry.op_id}` retries it" if entry.op_id else ""

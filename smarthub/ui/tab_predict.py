@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import ImageError, ModelError, SmartHubError
-from smarthub.ui._common import core, user_errors
+from smarthub.ui._common import user_errors
 from smarthub.workspace import Workspace
 
 
@@ -30,36 +30,24 @@ def load_model(ws: Workspace, cached: LoadedModel | None) -> LoadedModel:
     stamp = (st.st_mtime_ns, st.st_size)
     if cached is not None and cached.stamp == stamp:
         return cached
-    return LoadedModel(stamp=stamp, learner=core("train", "prediction").load_classifier(path))
+    from smarthub.model.train import load_classifier
+
+    return LoadedModel(stamp=stamp, learner=load_classifier(path))
 
 
 def open_rgb(path: Path):
     """Open an uploaded image as RGB (EXIF orientation applied); ImageError names the file."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from smarthub.imaging import open_rgb as decode
 
-    try:
-        with Image.open(path) as im:
-            return ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{Path(path).name} is not a readable image ({e})") from e
+    return decode(Path(path))
 
 
 def top_k(learner: Any, images: list[Any], k: int) -> list[list[tuple[str, float]]]:
     """Top-k (label, probability) per image, best first."""
-    try:
-        predict = core("predict", "prediction")
-    except SmartHubError:  # no smarthub.predict in this install: use train.predict_probs directly
-        predict = None
-    if predict is not None:
-        preds = predict.predict_pil(learner, images, top_k=k)
-        return [[(str(lab), float(p)) for lab, p in pred.top] for pred in preds]
-    probs = core("train", "prediction").predict_probs(learner, images)
-    vocab = [str(v) for v in learner.dls.vocab]
-    out = []
-    for row in probs:
-        order = row.argsort()[::-1][:k]
-        out.append([(vocab[i], float(row[i])) for i in order])
-    return out
+    from smarthub.model.predict import predict_pil
+
+    preds = predict_pil(learner, images, top_k=k)
+    return [[(str(lab), float(p)) for lab, p in pred.top] for pred in preds]
 
 
 def run_predict(ws: Workspace, cached: LoadedModel | None, files: list[Any] | None, k: int

@@ -8,7 +8,7 @@ import gradio as gr
 
 from smarthub.atomicio import read_json
 from smarthub.errors import SmartHubError
-from smarthub.ui._common import StopSwitch, core, user_errors
+from smarthub.ui._common import StopSwitch, user_errors
 from smarthub.workspace import Workspace
 
 ARCHS = ["mobilenet_v2", "resnet18", "resnet34", "resnet50", "efficientnet_b0", "convnext_tiny"]
@@ -106,7 +106,7 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
     if stop is not None:
         stop.reset()
     with user_errors():
-        train = core("train", "training")
+        from smarthub.model import train
         options = train.TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
                                      pretrained=bool(pretrained))
         try:

@@ -94,7 +94,7 @@ def test_train_refuses_bad_input(ws: Workspace, capsys, setup, extra, message) -
 
 
 def test_core_train_raises_dataset_error_naming_the_file(ws: Workspace) -> None:
-    from smarthub.train import TrainOptions, train
+    from smarthub.model.train import TrainOptions, train
 
     _unreadable_image(ws.data_dir)
     with pytest.raises(DatasetError, match=r"red/broken\.jpg: (not an image|truncated|unreadable)"):
@@ -109,7 +109,7 @@ def test_core_train_raises_dataset_error_naming_the_file(ws: Workspace) -> None:
 ], ids=["even", "tiny", "half", "unbalanced"])
 def test_split_items_is_seeded_and_per_class(n, valid_pct, expect_valid) -> None:
     from smarthub.dataset import ImageItem
-    from smarthub.train import split_items
+    from smarthub.model.train import split_items
 
     items = [ImageItem(Path(f"{c}/{i}.png"), f"c{c}") for c, k in enumerate(n) for i in range(k)]
     flags = split_items(items, valid_pct=valid_pct, seed=3)
@@ -209,7 +209,7 @@ def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace
                                                               pretrained: bool, stop_after_calls: int,
                                                               epochs_done: int) -> None:
     """`should_stop` (the app's Stop button) ends training cleanly, also between fine_tune's two stages."""
-    from smarthub.train import TrainingStopped, TrainOptions, train
+    from smarthub.model.train import TrainingStopped, TrainOptions, train
 
     ws = trained
     before = {p.name: p.read_bytes() for p in ws.models_dir.iterdir()}
@@ -231,7 +231,7 @@ def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace
 
 def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_home: Path) -> None:
     """Real transfer learning with torchvision's ImageNet MobileNetV2 (from the TORCH_HOME fixture)."""
-    from smarthub.train import TrainOptions, train
+    from smarthub.model.train import TrainOptions, train
 
     ws = Workspace(tmp_path / "data", tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=16, classes=("trouser", "bag"), size_px=64)
@@ -251,7 +251,7 @@ def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_h
 
 
 def test_train_options_validation_is_a_smarthub_error() -> None:
-    from smarthub.train import TrainOptions
+    from smarthub.model.train import TrainOptions
 
     with pytest.raises(SmartHubError, match="batch size"):
         TrainOptions(batch_size=1)

@@ -21,6 +21,7 @@ from smarthub.atomicio import atomic_write_json, atomic_write_with, read_json
 from smarthub.dataset import (IMAGE_SUFFIXES, SPLIT_NAMES, ImageItem, has_split_layout, sha256_file,
                               validate_label)
 from smarthub.errors import ImageError, ModelError, SmartHubError
+from smarthub.imaging import open_rgb
 from smarthub.workspace import Workspace
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -151,13 +152,13 @@ def hash_items(ws: Workspace, items: Sequence[ImageItem], *, progress: Progress 
 def load_extractor(arch: str, *, pretrained: bool = True) -> tuple[Any, tuple]:
     """(torch module mapping a normalised batch to one embedding per image, (mean, std)).
 
-    Uses `smarthub.archs.feature_extractor` when that module exists, else torchvision directly.
+    Uses `smarthub.model.archs.feature_extractor` when that module exists, else torchvision directly.
 
     Raises:
         ModelError: unknown arch, or its pretrained weights cannot be had (offline).
     """
     try:
-        from smarthub import archs
+        from smarthub.model import archs
     except ImportError:
         archs = None
     if archs is not None and hasattr(archs, "feature_extractor"):
@@ -196,19 +197,10 @@ def load_image_array(path: Path, size_px: int) -> np.ndarray:
     Raises:
         ImageError: missing or undecodable file, with the reason.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img).convert("RGB")
-            img = img.resize((size_px, size_px), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
-    except FileNotFoundError as e:
-        raise ImageError(f"{path}: deleted or moved meanwhile") from e
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{path}: not an image (replaced by a corrupt file?)") from e
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: unreadable ({e})") from e
+    img = open_rgb(path, max_side_px=size_px * 2)  # JPEGs decode at reduced scale; the resize below is exact
+    return np.asarray(img.resize((size_px, size_px), Image.BILINEAR), dtype=np.uint8)
 
 
 def _load_batch(paths: Sequence[Path], size_px: int) -> tuple[np.ndarray, list[int], list[tuple[Path, str]]]:
@@ -218,7 +210,7 @@ def _load_batch(paths: Sequence[Path], size_px: int) -> tuple[np.ndarray, list[i
             arrays.append(load_image_array(p, size_px))
             ok.append(i)
         except ImageError as e:
-            bad.append((p, str(e).removeprefix(f"{p}: ")))
+            bad.append((p, e.reason))
     batch = np.stack(arrays) if arrays else np.zeros((0, size_px, size_px, 3), np.uint8)
     return batch, ok, bad
 

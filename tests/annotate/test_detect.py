@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
-from smarthub.detect import Detections, Detector, DetectorOptions
+from smarthub.annotate.detect import Detections, Detector, DetectorOptions
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
 
@@ -54,7 +54,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
-from smarthub.detect import (build_torchvision_model, load_detector, parse_label_map,  # noqa: E402
+from smarthub.annotate.detect import (build_torchvision_model, load_detector, parse_label_map,  # noqa: E402
                              save_detector_checkpoint)
 from smarthub.errors import ModelError, SmartHubError  # noqa: E402
 
@@ -218,8 +218,8 @@ def test_missing_ultralytics_says_how_to_install(tmp_path: Path, monkeypatch: py
 def test_importing_core_modules_stays_light() -> None:
     import subprocess
 
-    code = ("import sys, smarthub.detect, smarthub.labelme, smarthub.annotate, smarthub.evaluate, "
-            "smarthub.yolo_export, smarthub.cli.annotate; "
+    code = ("import sys, smarthub.annotate.detect, smarthub.annotate.labelme, smarthub.annotate.preannotate, smarthub.annotate.evaluate, "
+            "smarthub.annotate.export, smarthub.cli.annotate; "
             "heavy = [m for m in ('torch', 'torchvision', 'fastai', 'ultralytics', 'gradio', 'faster_coco_eval') "
             "if m in sys.modules]; print(heavy)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from smarthub.errors import DatasetError, LabelError, NetworkError, SmartHubError
-from smarthub.search import (DDGSBackend, SearchHit, SearchOptions, UrlListBackend, cache_path, cached_search,
+from smarthub.collect.search import (DDGSBackend, SearchHit, SearchOptions, UrlListBackend, cache_path, cached_search,
                              hit_from_ddgs, queries_for)
 
 

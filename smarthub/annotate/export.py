@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smarthub.errors import AnnotationError, DatasetError, SmartHubError
-from smarthub.labelme import LabelmeFile, image_path_of, load_labelme, shape_boxes
+from smarthub.annotate.labelme import LabelmeFile, image_path_of, load_labelme, shape_boxes
 
 SPLITS = ("train", "val", "test")
 

@@ -12,7 +12,9 @@ import pytest
 
 import helpers
 from helpers import make_image, plant_label_noise, write_fashion_folders
-from smarthub import fileops, ranking, review
+from smarthub import fileops
+from smarthub.clean import ranking
+from smarthub.clean import review
 from smarthub.cli import main
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.workspace import Workspace
@@ -27,7 +29,7 @@ MIN_RECALL = 0.75
 
 
 def fast_options(**kw) -> review.ReviewOptions:
-    from smarthub.train import TrainOptions
+    from smarthub.model.train import TrainOptions
 
     return review.ReviewOptions(train=TrainOptions(arch="mobilenet_v2", size_px=IMAGE_PX, epochs=1), **kw)
 
@@ -52,7 +54,7 @@ def recall_at_k(suspects: list[review.Suspect], planted_paths: set[Path]) -> flo
 
 def in_sample_suspects(ws: Workspace) -> list[review.Suspect]:
     """The in-sample baseline with the same MobileNetV2 (1 frozen + 1 unfrozen epoch)."""
-    from smarthub.train import TrainOptions
+    from smarthub.model.train import TrainOptions
 
     return helpers.in_sample_suspects(ws, TrainOptions(arch="mobilenet_v2", size_px=IMAGE_PX, epochs=1, num_workers=0))
 
@@ -208,7 +210,7 @@ def test_bad_input(ws, setup, options, error, match):
 
 def test_deleted_behind_our_back_is_skipped(small_ws):
     from smarthub.dataset import scan_dataset
-    from smarthub.embeddings import hash_items
+    from smarthub.model.embeddings import hash_items
 
     items = scan_dataset(small_ws.data_dir)
     items[0].path.unlink()
@@ -227,7 +229,7 @@ def test_classes_smaller_than_folds_are_handled():
 
 
 def test_model_method_in_sample_split_and_vocab_mismatch(tmp_path):
-    from smarthub import train
+    from smarthub.model import train
 
     ws = Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=10, classes=("trouser", "bag"), size_px=32)
@@ -245,7 +247,7 @@ def test_model_method_in_sample_split_and_vocab_mismatch(tmp_path):
 
 def test_finetune_method_scores_every_image_out_of_sample(tmp_path):
     """The thorough way end to end on tiny data (2 folds, 1 epoch): every image gets held-out probabilities."""
-    from smarthub.train import TrainOptions
+    from smarthub.model.train import TrainOptions
 
     ws = Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=8, classes=("trouser", "bag"), size_px=32)

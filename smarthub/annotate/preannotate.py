@@ -21,16 +21,18 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from smarthub.atomicio import discard_temp
-from smarthub.dataset import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS
+from smarthub.dataset import IMAGE_SUFFIXES
+from smarthub.imaging import (draft_target, encode_jpeg, encode_png, exif_orientation, flatten_to_rgb, open_image,
+                              pillow_open)
 from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
-from smarthub.evaluate import iou_matrix
-from smarthub.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
+from smarthub.annotate.evaluate import iou_matrix
+from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
                               relative_image_path, save_labelme, stamp_file)
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from smarthub.detect import Detections, Detector
+    from smarthub.annotate.detect import Detections, Detector
 
 DEFAULT_MAX_SIDE_PX = 2048  # cap for detectors that do not say what input size they use
 MERGE_DUPLICATE_IOU = 0.5
@@ -97,25 +99,14 @@ def load_for_detection(path: Path, *, max_side_px: int | None,
     Returns (RGB image to detect on, (width, height) of the full EXIF-corrected image).
     JPEGs are decoded at reduced scale (draft), so a 10000 x 8000 photo never sits in memory whole.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as im:
-            w, h = im.size
-            if w * h > MAX_IMAGE_PIXELS:
-                raise ImageError(f"{path}: {w}x{h} is larger than the {MAX_IMAGE_PIXELS:,} pixel limit")
-            orientation = im.getexif().get(0x0112, 1)
-            full = (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-            s = detection_scale((w, h), max_side_px=max_side_px, min_side_px=min_side_px)
-            if s < 1.0:
-                im.draft("RGB", (math.ceil(w * s), math.ceil(h * s)))
-            im.load()
-            out = ImageOps.exif_transpose(im)
-            out = out.convert("RGB")
-    except ImageError:
-        raise
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageError(f"cannot decode image: {e}") from e
+    def draft(size: tuple[int, int]) -> tuple[int, int] | None:
+        s = detection_scale(size, max_side_px=max_side_px, min_side_px=min_side_px)
+        return draft_target(size, s) if s < 1.0 else None
+
+    opened = open_image(path, draft_for=draft)
+    out, full = flatten_to_rgb(opened.image), opened.size
     s = detection_scale(out.size, max_side_px=max_side_px, min_side_px=min_side_px)
     if s < 1.0:
         out = out.resize((max(1, round(out.width * s)), max(1, round(out.height * s))), Image.Resampling.BILINEAR)
@@ -124,18 +115,13 @@ def load_for_detection(path: Path, *, max_side_px: int | None,
 
 def _embedded_bytes(path: Path) -> bytes:
     """Image bytes for imageData: the file itself, or the EXIF-transposed image re-encoded (as labelme does)."""
-    from PIL import Image, ImageOps
-
-    with Image.open(path) as im:
-        if im.getexif().get(0x0112, 1) == 1 and im.format in ("JPEG", "PNG"):
+    with pillow_open()(path) as stored:
+        if exif_orientation(stored) == 1 and stored.format in ("JPEG", "PNG"):
             return path.read_bytes()
-        out = ImageOps.exif_transpose(im)
-        buf = io.BytesIO()
-        if "A" in out.mode:
-            out.save(buf, format="PNG")
-        else:
-            out.convert("RGB").save(buf, format="JPEG", quality=95)
-        return buf.getvalue()
+    out = open_image(path).image
+    if "A" in out.mode or "transparency" in out.info:
+        return encode_png(out)
+    return encode_jpeg(flatten_to_rgb(out), quality=95) if out.mode != "RGB" else encode_jpeg(out, quality=95)
 
 
 # ------------------------------------------------------------------ ROI classifier
@@ -154,7 +140,7 @@ class CropClassifier:
         if not crops:
             return [], np.zeros(0)
         try:
-            from smarthub.train import predict_probs
+            from smarthub.model.train import predict_probs
         except ImportError:
             predict_probs = None
         if predict_probs is not None:
@@ -171,7 +157,7 @@ def _load_learner(path: Path) -> Any:
     if not path.is_file():
         raise ModelError(f"classifier {path} not found: train one with `smarthub train` or give --classifier PATH")
     try:
-        from smarthub.train import load_classifier
+        from smarthub.model.train import load_classifier
     except ImportError:
         load_classifier = None
     if load_classifier is not None:
@@ -200,7 +186,7 @@ def classify_boxes(classifier: CropClassifier, image: Image.Image, det: Detectio
     labels, scores = classifier.classify(crops)
     data = dict(det.data, detector_label=np.array(det.labels, dtype=object), detector_score=det.confidence.copy(),
                 classifier_score=np.asarray(scores, dtype=np.float64))
-    from smarthub.detect import Detections
+    from smarthub.annotate.detect import Detections
 
     return Detections(det.xyxy, det.confidence, det.class_id, labels, data)
 
@@ -372,7 +358,7 @@ def _load_batch(batch: list[_Job], sides: tuple[int, int | None]
         try:
             im, full = load_for_detection(job.image, max_side_px=sides[0], min_side_px=sides[1])
         except ImageError as e:
-            failures.append((job, str(e)))
+            failures.append((job, e.reason))
         else:
             loaded.append((job, im, full))
     return loaded, failures

@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from smarthub.detect import Detections
+from smarthub.annotate.detect import Detections
 from smarthub.errors import AnnotationError
-from smarthub.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, labelme_to_dict, load_labelme,
+from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, labelme_to_dict, load_labelme,
                               parse_labelme, relative_image_path, save_labelme, shapes_hash)
 
 GOOD = {"version": "5.5.0", "flags": {}, "imagePath": "a.jpg", "imageData": None, "imageHeight": 48,
@@ -199,7 +199,7 @@ def _labelme_label_file():
 def test_labelme_opens_our_files_for_every_orientation(tmp_path: Path, orientation: int, embed: bool) -> None:
     from test_detect import SquareDetector
 
-    from smarthub.annotate import annotate_folder
+    from smarthub.annotate.preannotate import annotate_folder
 
     LabelFile = _labelme_label_file()
     upright = Image.new("RGB", (64, 40), (120, 120, 120))
@@ -220,7 +220,7 @@ def test_labelme_opens_our_files_for_every_orientation(tmp_path: Path, orientati
 def test_labelme_opens_files_for_tiny_and_huge_images_with_no_detections(tmp_path: Path, size, colour) -> None:
     from test_detect import SquareDetector
 
-    from smarthub.annotate import annotate_folder
+    from smarthub.annotate.preannotate import annotate_folder
 
     LabelFile = _labelme_label_file()
     (tmp_path / "imgs").mkdir()

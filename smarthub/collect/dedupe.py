@@ -19,55 +19,11 @@ from typing import Any
 
 from smarthub.atomicio import append_jsonl, atomic_write_text, read_jsonl
 from smarthub.errors import ImageError
+from smarthub.imaging import HASH_BITS, ImageHashes, hamming, hash_image_file, phash_hex, phash_int  # noqa: F401
+from smarthub.ledger import ledger_seeds
 from smarthub.workspace import Workspace
 
 DEFAULT_NEAR_THRESHOLD = 6
-HASH_BITS = 64
-
-
-def phash_int(img: Any) -> int:
-    """The 64-bit perceptual hash of a PIL image as an int: the same bits as `imagehash.phash`
-    (grey, 32x32 Lanczos, 2-D DCT-II, the 8x8 low frequencies against their median).
-
-    The image is first box-reduced to 128x128 (cheap) so the Lanczos resize does not run over
-    the full image, and the DCT is a 32x32 matrix product (no scipy import, ~10x less CPU).
-    """
-    import numpy as np
-    from PIL import Image
-
-    grey = img.convert("L")
-    if grey.size != (128, 128):
-        grey = grey.resize((128, 128), Image.Resampling.BOX)
-    pixels = np.asarray(grey.resize((32, 32), Image.Resampling.LANCZOS), dtype=np.float64)
-    basis = _dct_basis()
-    low = (basis @ pixels @ basis.T)[:8, :8]  # scipy's unnormalised DCT-II differs by a factor of 4 only
-    bits = (low > np.median(low)).ravel()
-    return int.from_bytes(np.packbits(bits).tobytes(), "big")
-
-
-_DCT_BASIS: list[Any] = []
-
-
-def _dct_basis() -> Any:
-    """Rows 0..7 of the 32-point DCT-II basis (cached)."""
-    if not _DCT_BASIS:
-        import numpy as np
-
-        k = np.arange(8)[:, None]
-        n = np.arange(32)[None, :]
-        _DCT_BASIS.append(np.cos(np.pi * (2 * n + 1) * k / 64.0))
-    return _DCT_BASIS[0]
-
-
-def hamming(a: int, b: int) -> int:
-    """Number of differing bits between two hashes."""
-    return (a ^ b).bit_count()
-
-
-def phash_hex(value: int) -> str:
-    return f"{value:016x}"
-
-
 class HashIndex:
     """Near-neighbour index of 64-bit hashes under Hamming distance (multi-index hashing)."""
 
@@ -131,53 +87,6 @@ def _flip_masks(bits: int, radius: int) -> list[int]:
 
 
 # ---------------------------------------------------------------- hashing files
-
-
-@dataclass(frozen=True)
-class ImageHashes:
-    """Hashes of one image file: sha256 of its bytes, pHash of its (oriented, RGB) pixels, size."""
-
-    sha256: str
-    phash: int
-    width: int
-    height: int
-
-
-def hash_image_file(path: Path) -> ImageHashes:
-    """Hash one image file (JPEGs decoded at reduced scale: the pHash only needs 32x32).
-
-    Raises:
-        ImageError: the file cannot be read or decoded.
-    """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    from smarthub.download import flatten_to_rgb
-
-    try:
-        data = Path(path).read_bytes()
-        with Image.open(path) as img:
-            full_size = img.size
-            if img.format == "JPEG":
-                img.draft("RGB", (256, 256))
-            img.load()
-            oriented = ImageOps.exif_transpose(img)
-            rgb = flatten_to_rgb(oriented)
-            size = _oriented_size(img, full_size)
-    except UnidentifiedImageError as e:
-        raise ImageError(f"{path}: not an image") from e
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: unreadable image ({e})") from e
-    return ImageHashes(hashlib.sha256(data).hexdigest(), phash_int(rgb), size[0], size[1])
-
-
-def _oriented_size(img: Any, full_size: tuple[int, int]) -> tuple[int, int]:
-    """Full-resolution (w, h) after EXIF orientation, even when decoded in draft mode."""
-    w, h = full_size
-    try:
-        orientation = img.getexif().get(0x0112, 1)
-    except (OSError, ValueError, SyntaxError):
-        orientation = 1
-    return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
 class HashCache:
@@ -398,7 +307,6 @@ class DatasetIndex:
               progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
         """Index the data folder, reusing cached hashes and the ledger's; writes only the hash cache."""
         from smarthub.dataset import scan_dataset
-        from smarthub.ledger import ledger_seeds
 
         index = cls(threshold=threshold)
         if not ws.data_dir.is_dir():
@@ -467,7 +375,6 @@ def dataset_duplicate_groups(ws: Workspace, *, threshold: int = DEFAULT_NEAR_THR
         DatasetError: the data folder does not exist or holds no image.
     """
     from smarthub.dataset import scan_dataset
-    from smarthub.ledger import ledger_seeds
 
     items = scan_dataset(ws.data_dir, require_images=True)
     failed: list[tuple[Path, str]] = []

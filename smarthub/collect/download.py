@@ -14,7 +14,6 @@ import os
 import re
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from smarthub.atomicio import atomic_write_bytes
-from smarthub.dataset import MAX_IMAGE_PIXELS
+from smarthub.imaging import MAX_IMAGE_PIXELS, flatten_to_rgb, open_image, phash_int
 from smarthub.errors import ImageError, NetworkError, SmartHubError
 
 USER_AGENT = "Mozilla/5.0 (X11; Linux x86_64) smarthub/0.1 (+image dataset bootstrap)"
@@ -259,8 +258,6 @@ def normalise_image(data: bytes, *, options: DownloadOptions = DownloadOptions()
         ImageError: zero bytes, not an image (HTML), unsupported (SVG), too large (pixels),
             too small (--min-side), truncated or undecodable.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
     if not data:
         raise ImageError("zero bytes")
     markup = sniff_markup(data, content_type)
@@ -269,36 +266,16 @@ def normalise_image(data: bytes, *, options: DownloadOptions = DownloadOptions()
     if markup == "html":
         shown = content_type or "no content type"
         raise ImageError(f"not an image: the server sent an HTML page ({shown})")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            img = Image.open(io.BytesIO(data))
-            width, height = img.size
-            if width * height > options.max_pixels:
-                raise ImageError(f"too large: {width}x{height} = {width * height:,} pixels "
-                                 f"(limit {options.max_pixels:,})")
-            source_format = img.format or ""
-            frames = int(getattr(img, "n_frames", 1) or 1)
-            if min(width, height) < options.min_side_px:
-                raise ImageError(f"too small: {width}x{height} px (--min-side {options.min_side_px})")
-            if source_format == "JPEG" and not options.keep_original:
-                img.draft("RGB", (options.max_side_px, options.max_side_px))
-            img.load()  # the full decode: truncation and corrupt data surface here
-            img = ImageOps.exif_transpose(img)
-            rgb = flatten_to_rgb(img, max_side_px=None if options.keep_original else options.max_side_px)
-    except ImageError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        m = re.search(r"\((\d+) pixels\)", str(e))
-        pixels = f"{int(m.group(1)):,} pixels" if m else "too many pixels"
-        raise ImageError(f"too large: {pixels} (limit {options.max_pixels:,}); refused before decoding") from e
-    except UnidentifiedImageError as e:
-        raise ImageError(f"not an image: the bytes are no known image format ({content_type or 'no content type'})") from e
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as e:
-        msg = str(e)
-        if "truncated" in msg or "broken data stream" in msg or isinstance(e, EOFError):
-            raise ImageError(f"truncated image ({msg})") from e
-        raise ImageError(f"undecodable image ({type(e).__name__}: {msg})") from e
+    max_side = None if options.keep_original else options.max_side_px
+
+    def refuse_small(size: tuple[int, int]) -> tuple[int, int] | None:
+        if min(size) < options.min_side_px:  # before the decode: a tiny icon costs nothing
+            raise ImageError(f"too small: {size[0]}x{size[1]} px (--min-side {options.min_side_px})")
+        return None if max_side is None else (max_side, max_side)
+
+    opened = open_image(data, max_pixels=options.max_pixels, draft_for=refuse_small)
+    source_format, frames = opened.format, opened.frames
+    rgb = flatten_to_rgb(opened.image, max_side_px=max_side)
 
     suffix = SUFFIX_BY_FORMAT.get(source_format, "")
     if options.keep_original and suffix:
@@ -307,51 +284,10 @@ def normalise_image(data: bytes, *, options: DownloadOptions = DownloadOptions()
         buf = io.BytesIO()
         rgb.save(buf, format="JPEG", quality=options.jpeg_quality)
         out, suffix = buf.getvalue(), ".jpg"
-    from smarthub.dedupe import phash_int
-
     return NormalisedImage(
         data=out, suffix=suffix, width=rgb.size[0], height=rgb.size[1], sha256=hashlib.sha256(out).hexdigest(),
         phash=phash_int(rgb), source_format=source_format, frames=frames,
     )
-
-
-def flatten_to_rgb(img: Any, *, max_side_px: int | None = None) -> Any:
-    """RGB version of a PIL image: alpha composited on white, palette transparency honoured,
-    16-bit and float data scaled to 8 bits, CMYK/YCbCr/L converted; shrunk first (cheaper
-    than compositing at full size) so the longest side is at most `max_side_px` when given."""
-    from PIL import Image
-
-    mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        import numpy as np
-
-        arr = np.asarray(img)
-        if mode == "F":
-            arr = arr.astype(np.float64)
-            top = float(arr.max()) if arr.size else 1.0
-            arr8 = np.clip(arr * (255.0 if top <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        else:
-            arr = arr.astype(np.int64)
-            top = int(arr.max()) if arr.size else 0
-            if top <= 255:
-                arr8 = np.clip(arr, 0, 255).astype(np.uint8)
-            else:  # 16-bit range: scale 0..65535 → 0..255 (Pillow's own convert would clip at 255)
-                arr8 = ((np.clip(arr, 0, 65535) * 255 + 32767) // 65535).astype(np.uint8)
-        img, mode = Image.fromarray(arr8, "L"), "L"
-    if "transparency" in img.info or mode in ("LA", "La", "PA", "RGBa"):
-        img, mode = img.convert("RGBA"), "RGBA"
-    elif mode in ("P", "1"):
-        img, mode = img.convert("RGB"), "RGB"
-    if max_side_px is not None and max(img.size) > max_side_px:
-        img = img.copy() if img.mode == mode else img
-        img.thumbnail((max_side_px, max_side_px), Image.Resampling.BICUBIC, reducing_gap=2.0)
-    if mode == "RGBA":
-        background = Image.new("RGB", img.size, (255, 255, 255))
-        background.paste(img, mask=img.getchannel("A"))
-        return background
-    if mode != "RGB":
-        return img.convert("RGB")
-    return img
 
 
 def fetch_and_normalise(fetcher: Fetcher, url: str) -> NormalisedImage:

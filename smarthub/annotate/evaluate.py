@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from smarthub.errors import AnnotationError, DatasetError
-from smarthub.labelme import load_labelme, shape_boxes
+from smarthub.annotate.labelme import load_labelme, shape_boxes
 
 MATCH_IOU = 0.5          # a prediction counts as found at IoU >= 0.5 (precision/recall, mAP50)
 SAME_OBJECT_IOU = 0.3    # correction effort: boxes this close are the same object, edited

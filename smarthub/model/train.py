@@ -104,19 +104,13 @@ def load_rgb(x: object):  # noqa: ANN201 (fastai infers test-time types from the
     Raises ImageError naming the file when it cannot be decoded.
     """
     from fastai.vision.core import PILImage
-    from PIL import Image, ImageOps
+    from PIL import Image
+
+    from smarthub.imaging import as_rgb, open_rgb
 
     if isinstance(x, Image.Image):
-        return PILImage.create(ImageOps.exif_transpose(x).convert("RGB"))
-    path = x.path if isinstance(x, ImageItem) else Path(x)
-    try:
-        with Image.open(path) as opened:
-            img = ImageOps.exif_transpose(opened)
-            img = img.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-        raise ImageError(f"{path}: cannot read image ({e}); run `smarthub verify` to find and quarantine "
-                         f"broken images") from e
-    return PILImage.create(img)
+        return PILImage.create(as_rgb(x))
+    return PILImage.create(open_rgb(x.path if isinstance(x, ImageItem) else Path(x)))
 
 
 def item_label(x: ImageItem) -> str:
@@ -163,7 +157,7 @@ def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options:
     from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
     from fastai.vision.learner import vision_learner
 
-    from smarthub.archs import check_weights_available, resolve_arch
+    from smarthub.model.archs import check_weights_available, resolve_arch
 
     items = list(items)
     if len(items) != len(is_valid):
@@ -336,7 +330,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     Raises DatasetError (no/too few images, unreadable images — run `smarthub verify`), ModelError
     (weights), SmartHubError (cannot write), TrainingStopped (`should_stop()` turned true: nothing written).
     """
-    from smarthub.archs import check_weights_available, resolve_arch
+    from smarthub.model.archs import check_weights_available, resolve_arch
     from smarthub.dataset import check_trainable, dataset_fingerprint, scan_dataset
 
     started = time.monotonic()

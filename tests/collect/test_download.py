@@ -11,7 +11,7 @@ from PIL import Image
 
 from http_server import (ImageServer, Route, animated_gif, cmyk_jpeg, encode, exif_rotated_jpeg, palette_png_with_transparency,
                          photo, png16, png_header_claiming)
-from smarthub.download import (DownloadOptions, Fetcher, download_images, fetch_and_normalise, fetch_many,
+from smarthub.collect.download import (DownloadOptions, Fetcher, download_images, fetch_and_normalise, fetch_many,
                                normalise_image, sniff_markup)
 from smarthub.errors import ImageError, NetworkError
 
@@ -70,11 +70,11 @@ CASES = [
     ("/slow.jpg", r"^timed out", None),
     ("/html.jpg", r"^not an image: the server sent an HTML page \(image/jpeg\)", None),
     ("/page.html", r"^not an image: the server sent an HTML page \(text/html\)", None),
-    ("/truncated.jpg", r"^truncated image", None),
+    ("/truncated.jpg", r"^truncated", None),
     ("/zero.jpg", r"^zero bytes$", None),
     ("/huge-body.jpg", r"^too large: 400,002 bytes, over the byte cap of 300,000", None),
     ("/huge-stream.jpg", r"^too large: more than the byte cap of 300,000 bytes", None),
-    ("/bomb.png", r"^too large: 400,000,000 pixels", None),
+    ("/bomb.png", r"^decompression bomb \((20000x20000 = )?400,000,000 pixels", None),
     ("/drawing.svg", r"^unsupported format: SVG", None),
     ("/svg-as-png.png", r"^unsupported format: SVG", None),
     ("/anim.gif", "ok", (120, 100)),
@@ -88,7 +88,7 @@ CASES = [
     ("/loop-a", r"^redirect loop", None),
     ("/hop1", "ok", (128, 96)),
     ("/chain0", r"^too many redirects \(more than 5\)", None),
-    ("/text.txt", r"^not an image: the bytes are no known image format", None),
+    ("/text.txt", r"^not an image \(the bytes are no known image format\)", None),
     ("/missing.jpg", r"^HTTP 404", None),
 ]
 
@@ -113,9 +113,9 @@ def test_bomb_is_refused_without_allocating_it():
     """The 20000x20000 header is refused from its header alone (the body is a few dozen bytes)."""
     data = png_header_claiming(20000, 20000)
     assert len(data) < 200
-    with pytest.raises(ImageError, match="too large"):
+    with pytest.raises(ImageError, match="decompression bomb"):
         normalise_image(data)
-    with pytest.raises(ImageError, match=r"too large: 9000x9000 = 81,000,000 pixels \(limit 80,000,000\)"):
+    with pytest.raises(ImageError, match=r"decompression bomb \(9000x9000 = 81,000,000 pixels, limit 80,000,000\)"):
         normalise_image(png_header_claiming(9000, 9000))
 
 
@@ -190,7 +190,7 @@ def test_decoding_never_holds_a_download_slot(monkeypatch):
     """With one download worker, the second URL is fetched while the first image is still being decoded."""
     import threading
 
-    from smarthub import download
+    from smarthub.collect import download
 
     first, second = encode(photo(3), "JPEG"), encode(photo(5), "JPEG")
     with ImageServer({"/a.jpg": Route(first), "/b.jpg": Route(second)}) as srv:

@@ -12,11 +12,11 @@ from test_annotate import BLUE, RED, scene
 from test_detect import SquareDetector
 from test_labelme import write_oriented
 
-from smarthub.annotate import annotate_folder
+from smarthub.annotate.preannotate import annotate_folder
 from smarthub.cli import main
 from smarthub.errors import DatasetError, ModelError, SmartHubError
-from smarthub.labelme import LabelmeFile, Shape, load_labelme, save_labelme
-from smarthub.yolo_export import export_yolo, parse_split, split_counts
+from smarthub.annotate.labelme import LabelmeFile, Shape, load_labelme, save_labelme
+from smarthub.annotate.export import export_yolo, parse_split, split_counts
 
 
 def annotated_folder(root: Path, n: int = 10) -> Path:
@@ -131,7 +131,7 @@ def ultralytics_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.mark.slow
 def test_ultralytics_train_on_export_then_annotate(tmp_path: Path, ultralytics_home: Path) -> None:
     """YOLO('yolov8n.yaml') trained 1 epoch (imgsz 64) on our YOLO export, saved, then used by annotate."""
-    from smarthub.detect import DetectorOptions, import_ultralytics, load_detector
+    from smarthub.annotate.detect import DetectorOptions, import_ultralytics, load_detector
 
     YOLO = import_ultralytics(ultralytics_home)
     src = annotated_folder(tmp_path / "lm", n=8)
@@ -189,7 +189,7 @@ def test_ultralytics_train_on_export_then_annotate(tmp_path: Path, ultralytics_h
 
 @pytest.mark.slow
 def test_ultralytics_classifier_weights_are_not_a_detector(tmp_path: Path, ultralytics_home: Path) -> None:
-    from smarthub.detect import import_ultralytics, load_detector
+    from smarthub.annotate.detect import import_ultralytics, load_detector
 
     YOLO = import_ultralytics(ultralytics_home)
     cls_model = YOLO("yolov8n-cls.yaml")

@@ -209,7 +209,7 @@ def test_fingerprint_changes_with_content(small_ws) -> None:
     assert dataset_fingerprint(scan_dataset(small_ws.data_dir), small_ws.data_dir) != before
 
 
-COMMITTED = Path(__file__).parent / "data"
+COMMITTED = Path(__file__).parents[1] / "data"
 
 
 @pytest.mark.parametrize("name", ["astronaut.jpg", "coffee.jpg", "chelsea.jpg", "rocket.jpg", "chelsea_exif6.jpg",

@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from http_server import encode, photo
-from smarthub import dedupe
+from smarthub.collect import dedupe
 from smarthub.cli import main
-from smarthub.dedupe import (DatasetIndex, HashCache, HashIndex, dataset_duplicate_groups, find_duplicate_groups,
+from smarthub.collect.dedupe import (DatasetIndex, HashCache, HashIndex, dataset_duplicate_groups, find_duplicate_groups,
                              group_hashes, hamming)
 
 
@@ -134,7 +134,7 @@ def test_dedupe_cli_on_missing_folder(tmp_path, capsys):
 
 def test_near_threshold_separates_copies_from_distinct_photos():
     """Resized + recompressed copies stay within the default threshold; distinct photos stay far above it."""
-    from smarthub.download import DownloadOptions, normalise_image
+    from smarthub.collect.download import DownloadOptions, normalise_image
 
     opts = DownloadOptions(min_side_px=8)
     near, far = [], []

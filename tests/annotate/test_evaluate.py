@@ -10,8 +10,8 @@ from PIL import Image
 
 from smarthub.cli import main
 from smarthub.errors import DatasetError
-from smarthub.evaluate import correction_effort, evaluate_annotations, greedy_tp
-from smarthub.labelme import LabelmeFile, Shape, load_labelme, save_labelme
+from smarthub.annotate.evaluate import correction_effort, evaluate_annotations, greedy_tp
+from smarthub.annotate.labelme import LabelmeFile, Shape, load_labelme, save_labelme
 
 TRUTH = {  # image -> [(label, xyxy)]
     "a": [("cat", (10, 10, 50, 50)), ("dog", (60, 10, 100, 40))],
@@ -121,7 +121,7 @@ def train_square_detector(path: Path, *, steps: int, seed: int = 0) -> Path:
     import torch
     from torchvision.transforms.functional import pil_to_tensor
 
-    from smarthub.detect import build_torchvision_model, save_detector_checkpoint
+    from smarthub.annotate.detect import build_torchvision_model, save_detector_checkpoint
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)

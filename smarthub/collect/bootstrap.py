@@ -14,11 +14,11 @@ from urllib.parse import urldefrag
 
 from smarthub.atomicio import discard_temp, is_own_temp
 from smarthub.dataset import has_split_layout, is_image_file, validate_label
-from smarthub.dedupe import DEFAULT_NEAR_THRESHOLD, DatasetIndex, phash_hex
-from smarthub.download import DownloadOptions, DownloadReport, Fetcher, fetch_many, save_image
+from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, DatasetIndex, phash_hex
+from smarthub.collect.download import DownloadOptions, DownloadReport, Fetcher, fetch_many, save_image
 from smarthub.errors import DatasetError, LabelError, NetworkError, SmartHubError
 from smarthub.ledger import ProvenanceRecord, append_records, now_iso, read_records, split_present
-from smarthub.search import (DEFAULT_QUERY_TEMPLATES, SearchBackend, SearchHit, SearchOptions, UrlListBackend,
+from smarthub.collect.search import (DEFAULT_QUERY_TEMPLATES, SearchBackend, SearchHit, SearchOptions, UrlListBackend,
                              cached_search)
 from smarthub.workspace import Workspace
 
@@ -139,7 +139,7 @@ def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = 100, backend
         raise DatasetError(f"{ws.data_dir} uses train/ and valid/ split folders; bootstrap writes "
                            f"{ws.data_dir}/<label>/ — point --data at a folder with one sub-folder per class")
     if backend is None:
-        from smarthub.search import DDGSBackend
+        from smarthub.collect.search import DDGSBackend
 
         backend = DDGSBackend()
     if isinstance(backend, UrlListBackend):

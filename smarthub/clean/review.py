@@ -3,7 +3,7 @@
 Three ways to get a probability vector for every image (all cached per image sha256):
   fast      embeddings of the pretrained body (cached) + a K-fold cross-validated logistic-regression
             head: every image is scored by a head that never saw its label (out-of-sample). Seconds.
-  finetune  K fine-tunes through `smarthub.train`, each scoring the fold it did not train on. Minutes.
+  finetune  K fine-tunes through `smarthub.model.train`, each scoring the fold it did not train on. Minutes.
   model     the exported model (models/export.pkl): images of its training split are in-sample.
 Ranking is cleanlab's (`find_label_issues`, `get_label_quality_scores`); embeddings also give near
 duplicates filed under another class (nearest neighbour by cosine similarity) and outliers
@@ -24,11 +24,11 @@ import numpy as np
 
 from smarthub.atomicio import atomic_write_json, atomic_write_text, atomic_write_with, read_json
 from smarthub.dataset import ImageItem, dataset_fingerprint, scan_dataset, sha256_file, verify_images
-from smarthub.embeddings import Progress, embed_items, hash_scanned, review_cache_dir, scan_stat
+from smarthub.model.embeddings import Progress, embed_items, hash_scanned, review_cache_dir, scan_stat
 from smarthub.errors import DatasetError, FileOpError, ModelError, SmartHubError
-from smarthub.ranking import (DUPLICATE_MIN_SIMILARITY, classify_suspects, cross_val_probs, fit_linear_head,
+from smarthub.clean.ranking import (DUPLICATE_MIN_SIMILARITY, classify_suspects, cross_val_probs, fit_linear_head,
                               fold_assignment, head_probs, near_duplicates, normalise_rows, outlier_mask)
-from smarthub.train import TrainOptions
+from smarthub.model.train import TrainOptions
 from smarthub.workspace import Workspace
 
 METHODS = ("fast", "finetune", "model")
@@ -458,7 +458,7 @@ def _update_duplicates(ws: Workspace, entries: Sequence[Entry], new: Sequence[En
     from sklearn.neighbors import NearestNeighbors
 
     arch, size_px, pretrained, _, _ = _train_opts(options)
-    from smarthub.embeddings import load_embedding_cache
+    from smarthub.model.embeddings import load_embedding_cache
 
     cache = load_embedding_cache(ws, arch, size_px, pretrained)
     shas = sorted({e.sha256 for e in entries if e.sha256 in cache})
@@ -477,10 +477,10 @@ def _update_duplicates(ws: Workspace, entries: Sequence[Entry], new: Sequence[En
 
 def _finetune_probs(ws: Workspace, entries: Sequence[Entry], vocab: list[str], options: ReviewOptions,
                     progress: Progress | None) -> dict[str, np.ndarray]:
-    """K fine-tunes through smarthub.train; each predicts the fold it was not trained on."""
+    """K fine-tunes through smarthub.model.train; each predicts the fold it was not trained on."""
     import tempfile
 
-    from smarthub import train
+    from smarthub.model import train
 
     index = {c: i for i, c in enumerate(vocab)}
     uniq: dict[str, Entry] = {}
@@ -515,7 +515,7 @@ def _load_model(ws: Workspace, folder_vocab: list[str]) -> Any:
     """The exported learner; its classes must be the folders' classes."""
     if not ws.export_path.exists():
         raise ModelError(f"no model at {ws.export_path}: run `smarthub train` first (or review without --fast-model)")
-    from smarthub import train
+    from smarthub.model import train
 
     learner = train.load_classifier(ws.export_path)
     model_vocab = [str(v) for v in learner.dls.vocab]
@@ -550,7 +550,7 @@ def _valid_shas_from_report(ws: Workspace) -> set[str] | None:
         return {sha256_file(i.path) for i in items if i.split == "valid"}
     if report.get("split") != "random" or report.get("dataset_fingerprint") != dataset_fingerprint(items, ws.data_dir):
         return None
-    from smarthub.train import split_items
+    from smarthub.model.train import split_items
 
     is_valid = split_items(items, valid_pct=float(report.get("valid_pct", 0.2)), seed=int(report.get("seed", 42)))
     return {sha256_file(i.path) for i, v in zip(items, is_valid) if v}
@@ -558,7 +558,7 @@ def _valid_shas_from_report(ws: Workspace) -> set[str] | None:
 
 def _model_probs(ws: Workspace, learner: Any, entries: Sequence[Entry], vocab: list[str],
                  progress: Progress | None, notes: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
-    from smarthub import train
+    from smarthub.model import train
 
     uniq: dict[str, Entry] = {}
     for e in entries:

@@ -1,0 +1,1 @@
+"""Pre-annotate for object detection: detectors, the Labelme codec, pre-annotation, evaluation, export."""

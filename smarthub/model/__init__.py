@@ -1,0 +1,1 @@
+"""The classifier: architectures and weights, embeddings, training, model runs and prediction."""
