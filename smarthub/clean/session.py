@@ -29,7 +29,7 @@ def closest_class(label: str, classes: Iterable[str]) -> str | None:
     by_fold = {c.casefold(): c for c in classes}
     if label.casefold() in by_fold:
         return by_fold[label.casefold()]
-    close = difflib.get_close_matches(label.casefold(), list(by_fold), n=1, cutoff=0.75)
+    close = difflib.get_close_matches(label.casefold(), list(by_fold), n=1, cutoff=0.6)
     return by_fold[close[0]] if close else None
 
 
