@@ -415,6 +415,13 @@ def class_folders(ws: Workspace, label: str) -> list[Path]:
     return [root / label for root in roots if (root / label).is_dir()]
 
 
+def class_names(ws: Workspace) -> list[str]:
+    """The class folder names of the data folder (all splits), sorted; bookkeeping folders left out."""
+    roots = [ws.data_dir / s for s in SPLIT_NAMES] if has_split_layout(ws.data_dir) else [ws.data_dir]
+    return sorted({d.name for root in roots if root.is_dir() for d in root.iterdir()
+                   if d.is_dir() and not d.name.startswith(".")})
+
+
 def rename_class(ws: Workspace, old: str, new: str) -> Operation:
     """Rename class `old` to `new` (a class that does not exist yet): one journaled, undoable operation.
 
@@ -428,8 +435,8 @@ def rename_class(ws: Workspace, old: str, new: str) -> Operation:
         sources = _class_sources(ws, old, new)
         taken = [f for f in sources if (f.parent / new).exists()]
         if taken:
-            raise FileOpError(f"class {new!r} exists already ({_rel(ws, taken[0].parent / new)}): "
-                              f"`smarthub classes merge {old} {new}` moves {old!r}'s images into it")
+            raise FileOpError(f"class {new!r} exists already (folder {_rel(ws, taken[0].parent / new)}): "
+                              f"`smarthub classes merge {old} {new}` moves the images of {old!r} into it")
         return _move_class(ws, "rename", sources, new)
 
 
