@@ -44,7 +44,7 @@ def user_errors(controls: Mapping[str, str] | None = None) -> Iterator[None]:
     try:
         yield
     except SmartHubError as e:
-        raise gr.Error(html.escape(for_the_app(str(e), controls)), title=type(e).__name__) from e
+        raise gr.Error(html.escape(for_the_app(str(e), controls), quote=False), title=type(e).__name__) from e
 
 
 def problem(e: gr.Error) -> str:
