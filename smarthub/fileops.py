@@ -462,6 +462,8 @@ def remove_empty_folders(ws: Workspace, folders: Iterable[str]) -> list[str]:
     removed = []
     for rel in sorted(set(folders), key=lambda r: r.count("/"), reverse=True):
         folder = ws.data_dir / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            continue  # the journal names folders inside the data folder only; anything else is not ours
         if rel and not folder.is_symlink() and folder.is_dir() and not any(folder.iterdir()):
             with contextlib.suppress(OSError):  # emptied but busy (another process): it stays, nothing is lost
                 folder.rmdir()
@@ -494,7 +496,7 @@ def _missing_folders(ws: Workspace, destinations: Iterable[Path]) -> list[str]:
     missing: set[str] = set()
     for dst in destinations:
         folder = Path(dst).parent
-        while not folder.exists() and folder != ws.data_dir and ws.data_dir in folder.parents:
+        while not folder.exists() and ws.data_dir in folder.parents and folder not in (ws.meta_dir, ws.trash_dir):
             missing.add(_rel(ws, folder))
             folder = folder.parent
     return sorted(missing)

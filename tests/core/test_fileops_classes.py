@@ -117,3 +117,18 @@ def test_relabel_to_a_name_that_is_a_file(small_ws) -> None:
     with pytest.raises(FileOpError, match="notes.txt is a file, not a class folder"):
         fileops.relabel(small_ws, [small_ws.data_dir / "cat" / "cat0.jpg"], "notes.txt")
     assert (small_ws.data_dir / "cat" / "cat0.jpg").is_file()
+
+
+def test_undo_of_a_trash_removes_its_emptied_trash_folders_only(small_ws) -> None:
+    ws = small_ws
+    op = fileops.trash(ws, [ws.data_dir / "cat" / "cat0.jpg"])
+    assert op.created == [f".smarthub/trash/{op.op_id}", f".smarthub/trash/{op.op_id}/cat"]
+    fileops.undo(ws)
+    assert not (ws.trash_dir / op.op_id).exists() and ws.journal_path.is_file()
+
+
+def test_folders_outside_the_data_folder_named_in_the_journal_are_left_alone(small_ws, tmp_path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    assert fileops.remove_empty_folders(small_ws, ["../outside", str(outside)]) == []
+    assert outside.is_dir()
