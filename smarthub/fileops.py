@@ -49,6 +49,7 @@ class Operation:
     state: str = "begun"  # begun → committed | aborted
     undone_by: str | None = None
     notes: list[str] = field(default_factory=list)
+    created: list[str] = field(default_factory=list)  # folders this operation made (undo removes them when empty)
 
     def to_record(self) -> dict:
         return {
@@ -59,6 +60,7 @@ class Operation:
             "undoes": self.undoes,
             "at": self.at,
             "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256} for m in self.moves],
+            **({"created": self.created} if self.created else {}),
         }
 
 
@@ -78,6 +80,8 @@ def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operatio
             root, class_name = _class_root(ws, src)
             if class_name == label:
                 raise FileOpError(f"{_rel(ws, src)} is already labelled {label!r}")
+            if (root / label).exists() and not (root / label).is_dir():
+                raise FileOpError(f"{_rel(ws, root / label)} is a file, not a class folder: give a class name")
             plans.append((src, root / label / src.name))
         return _run(ws, "relabel", plans, label=label)
 
@@ -125,7 +129,9 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
                 f"cannot undo {target.op_id}: {', '.join(missing[:3])} moved since; undo the later operations first"
             )
         plans = [(ws.data_dir / m.dst, ws.data_dir / m.src) for m in reversed(target.moves)]
-        return _run(ws, "undo", plans, undoes=target.op_id)
+        op = _run(ws, "undo", plans, undoes=target.op_id)
+        remove_empty_folders(ws, target.created)
+        return op
 
 
 def history(ws: Workspace) -> list[Operation]:
@@ -144,6 +150,7 @@ def history(ws: Workspace) -> list[Operation]:
             ops[op_id] = Operation(
                 op_id=op_id, kind=str(rec.get("kind")), moves=moves, at=str(rec.get("at")),
                 label=rec.get("label"), undoes=rec.get("undoes"),
+                created=[str(d) for d in rec.get("created") or [] if isinstance(d, str)],
             )
         elif op_id in ops and event in ("commit", "abort"):
             op = ops[op_id]
@@ -230,7 +237,8 @@ def _run(
         except OSError as e:
             raise FileOpError(f"cannot read {_rel(ws, src)}: {e.strerror or e}") from e
         moves.append(Move(src=_rel(ws, src), dst=_rel(ws, dst), sha256=digest))
-    op = Operation(op_id=op_id or _new_op_id(), kind=kind, moves=moves, at=_now(), label=label, undoes=undoes)
+    op = Operation(op_id=op_id or _new_op_id(), kind=kind, moves=moves, at=_now(), label=label, undoes=undoes,
+                   created=_missing_folders(ws, [dst for _, dst in plans]))
     append_jsonl(ws.journal_path, op.to_record())  # write-ahead: the plan is on disk before any file moves
     done: list[Move] = []
     try:
@@ -248,6 +256,7 @@ def _run(
         rollback_failures, stayed = _rollback(ws, done)
         _journal_end(ws, op, stayed, reason=reason, abort=not stayed)
         op.state = "aborted"
+        remove_empty_folders(ws, op.created)
         if rollback_failures:
             raise FileOpError(f"{kind} failed ({reason}) and could not be rolled back: "
                               f"{'; '.join(rollback_failures)}; the journal records where each file is") from e
@@ -396,3 +405,98 @@ def _new_op_id() -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# ---------------------------------------------------------------- whole classes: rename, merge
+
+def class_folders(ws: Workspace, label: str) -> list[Path]:
+    """The folders holding class `label`: `data/<label>`, or one per split (`data/train/<label>`, …)."""
+    roots = [ws.data_dir / s for s in SPLIT_NAMES] if has_split_layout(ws.data_dir) else [ws.data_dir]
+    return [root / label for root in roots if (root / label).is_dir()]
+
+
+def class_names(ws: Workspace) -> list[str]:
+    """The class folder names of the data folder (all splits), sorted; bookkeeping folders left out."""
+    roots = [ws.data_dir / s for s in SPLIT_NAMES] if has_split_layout(ws.data_dir) else [ws.data_dir]
+    return sorted({d.name for root in roots if root.is_dir() for d in root.iterdir()
+                   if d.is_dir() and not d.name.startswith(".")})
+
+
+def rename_class(ws: Workspace, old: str, new: str) -> Operation:
+    """Rename class `old` to `new` (a class that does not exist yet): one journaled, undoable operation.
+
+    Raises:
+        LabelError: a name breaks the label rules.
+        FileOpError: `old` has no folder, `new` exists already (merge instead), or a move failed (rolled back).
+    """
+    old, new = validate_label(old), validate_label(new)
+    with _OP_LOCK:
+        recover(ws)
+        sources = _class_sources(ws, old, new)
+        taken = [f for f in sources if (f.parent / new).exists()]
+        if taken:
+            raise FileOpError(f"class {new!r} exists already (folder {_rel(ws, taken[0].parent / new)}): "
+                              f"`smarthub classes merge {old} {new}` moves the images of {old!r} into it")
+        return _move_class(ws, "rename", sources, new)
+
+
+def merge_classes(ws: Workspace, source: str, target: str) -> Operation:
+    """Move every image of class `source` into the existing class `target` (no overwrite), as one operation.
+
+    Raises:
+        LabelError: a name breaks the label rules.
+        FileOpError: either class has no folder, or a move failed (rolled back).
+    """
+    source, target = validate_label(source), validate_label(target)
+    with _OP_LOCK:
+        recover(ws)
+        sources = _class_sources(ws, source, target)
+        if not class_folders(ws, target):
+            raise FileOpError(f"no class {target!r} to merge into (no folder {_rel(ws, ws.data_dir / target)}); "
+                              f"`smarthub classes rename {source} {target}` renames instead")
+        return _move_class(ws, "merge", sources, target)
+
+
+def remove_empty_folders(ws: Workspace, folders: Iterable[str]) -> list[str]:
+    """Remove the folders (relative to the data folder) that are empty, deepest first; returns those removed."""
+    removed = []
+    for rel in sorted(set(folders), key=lambda r: r.count("/"), reverse=True):
+        folder = ws.data_dir / rel
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
+            continue  # the journal names folders inside the data folder only; anything else is not ours
+        if rel and not folder.is_symlink() and folder.is_dir() and not any(folder.iterdir()):
+            with contextlib.suppress(OSError):  # emptied but busy (another process): it stays, nothing is lost
+                folder.rmdir()
+                removed.append(rel)
+    return removed
+
+
+def _class_sources(ws: Workspace, source: str, target: str) -> list[Path]:
+    if source == target:
+        raise FileOpError(f"{source!r} and {target!r} are the same class")
+    folders = class_folders(ws, source)
+    if not folders:
+        raise FileOpError(f"no class {source!r}: there is no folder {_rel(ws, ws.data_dir / source)}")
+    return folders
+
+
+def _move_class(ws: Workspace, kind: str, sources: list[Path], label: str) -> Operation:
+    """Move the regular files of each source class folder next door into `label`; remove the emptied folders."""
+    plans = [(f, folder.parent / label / f.name) for folder in sources for f in sorted(folder.iterdir())
+             if f.is_file() and not f.is_symlink()]
+    if not plans:
+        raise FileOpError(f"class folder {_rel(ws, sources[0])} holds no file to move")
+    op = _run(ws, kind, plans, label=label)
+    remove_empty_folders(ws, [_rel(ws, f) for f in sources])
+    return op
+
+
+def _missing_folders(ws: Workspace, destinations: Iterable[Path]) -> list[str]:
+    """Folders (relative to the data folder) that moving files to `destinations` will create."""
+    missing: set[str] = set()
+    for dst in destinations:
+        folder = Path(dst).parent
+        while not folder.exists() and ws.data_dir in folder.parents and folder not in (ws.meta_dir, ws.trash_dir):
+            missing.add(_rel(ws, folder))
+            folder = folder.parent
+    return sorted(missing)

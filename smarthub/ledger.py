@@ -163,3 +163,52 @@ def info(ws: Workspace) -> InfoReport:
     report.without_provenance = sum(1 for i in items if i.path not in seen_paths)
     report.missing_files = len(missing)
     return report
+
+
+# ---------------------------------------------------------------- lookup: where did this image come from?
+
+SOURCE_FIELDS = ("source_url", "original_name")
+
+
+def original_name(record: ProvenanceRecord) -> str:
+    """The file name the image had at its source: the last segment of its URL's path ('' when none)."""
+    from urllib.parse import unquote
+
+    return unquote(urlsplit(record.url).path.rstrip("/").rpartition("/")[2])
+
+
+@dataclass
+class ProvenanceIndex:
+    """Ledger records by sha256 and by file name (relabel and rename keep the name); later lines win."""
+
+    by_sha: dict[str, ProvenanceRecord] = field(default_factory=dict)
+    by_name: dict[str, ProvenanceRecord] = field(default_factory=dict)
+
+    def find(self, *, sha256: str = "", path: Path | str | None = None) -> ProvenanceRecord | None:
+        """The record of an image by its content hash, else by its current file name."""
+        if sha256 and sha256 in self.by_sha:
+            return self.by_sha[sha256]
+        if path is not None:
+            return self.by_name.get(Path(path).name)
+        return None
+
+    def columns(self, *, sha256: str = "", path: Path | str | None = None) -> dict[str, str]:
+        """{'source_url': …, 'original_name': …} for a table row ('' when the image has no provenance)."""
+        rec = self.find(sha256=sha256, path=path)
+        return {"source_url": rec.url if rec else "", "original_name": original_name(rec) if rec else ""}
+
+
+def provenance_index(ws: Workspace) -> ProvenanceIndex:
+    """Index the workspace's ledger for lookups by sha256 or current path (empty when there is no ledger)."""
+    index = ProvenanceIndex()
+    for r in read_records(ws):
+        index.by_sha[r.sha256] = r
+        index.by_name[Path(r.path).name] = r
+    return index
+
+
+def provenance_for_data_dir(data_dir: Path | None) -> ProvenanceIndex:
+    """`provenance_index` of the workspace whose data folder is `data_dir` (empty for None)."""
+    if data_dir is None:
+        return ProvenanceIndex()
+    return provenance_index(Workspace(data_dir=Path(data_dir), models_dir=Path(data_dir)))

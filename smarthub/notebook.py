@@ -3,6 +3,8 @@
 The only module importing ipywidgets. Unlike fastai's ImageClassifierCleaner, marks are remembered per
 image across filter and page switches, every suspect is reachable (paged, not the first 30), and Apply
 moves the files through `smarthub.fileops` (journaled, undoable) instead of leaving that to the user.
+The logic (filters, paging, Apply, this cleaner's own undo stack) is `smarthub.clean.session`, shared
+with the app's Clean tab; this module only draws it.
 
     from smarthub.notebook import Cleaner
     Cleaner(ws)          # runs the fast review, then shows the grid
@@ -16,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from smarthub import fileops
-
-from smarthub.clean import review
-from smarthub.errors import ImageError, MissingFileError, SmartHubError
+from smarthub.clean import review, session
+from smarthub.clean.session import ALL, DELETE, KEEP, RELABEL, CleanSession
+from smarthub.errors import ImageError
+from smarthub.ledger import original_name
 from smarthub.workspace import Workspace
 
-ALL = "all"
-LEAVE, KEEP, DELETE, RELABEL = "leave", "keep", "delete", "relabel:"
+LEAVE = "leave"
 
 
 @dataclass
@@ -65,7 +67,8 @@ class Cleaner:
     """ipywidgets cleaner over a ReviewResult; display it in a notebook cell (`Cleaner(ws)` as last line).
 
     Attributes for programmatic use: kind_filter, class_filter, split_filter, prev_button, next_button,
-    apply_button, undo_button, status, cards (the current page), marks (path → decision).
+    apply_button, undo_button, journal_undo_button, status, cards (the current page), marks (path → decision),
+    session (the shared `CleanSession`).
     """
 
     def __init__(self, ws: Workspace, result: review.ReviewResult | None = None, *,
@@ -74,11 +77,10 @@ class Cleaner:
 
         self.ws = ws
         self.result = result if result is not None else review.review(ws, options)
-        self.page_size = max(1, int(page_size))
+        self.session = CleanSession(page_size=max(1, int(page_size)))
+        self.session.load(ws, self.result)
         self.thumb_px = int(thumb_px)
-        self.page = 0
         self.marks: dict[Path, str] = {}
-        self.batches: list[tuple[list[str], list[Path]]] = []  # per Apply: (fileops op ids, kept paths)
         self.cards: list[Card] = []
         self._thumbs: dict[Path, bytes] = {}
 
@@ -90,7 +92,10 @@ class Cleaner:
         self.page_label = w.HTML()
         self.apply_button = w.Button(description="Apply", button_style="primary",
                                      tooltip="relabel / delete / keep the marked images (undoable)")
-        self.undo_button = w.Button(description="Undo", tooltip="undo the last Apply")
+        self.undo_button = w.Button(description="Undo", tooltip="undo this cleaner's last Apply")
+        self.journal_undo_button = w.Button(description="Undo newest journal operation",
+                                            layout=w.Layout(width="auto"),
+                                            tooltip="undo the latest file operation of any window or the CLI")
         self.status = w.HTML()
         self.grid = w.GridBox(layout=w.Layout(grid_template_columns=f"repeat(4, {self.thumb_px + 60}px)"))
         self._set_class_options()
@@ -100,11 +105,12 @@ class Cleaner:
         self.next_button.on_click(lambda _: self._turn(+1))
         self.apply_button.on_click(lambda _: self.apply())
         self.undo_button.on_click(lambda _: self.undo())
+        self.journal_undo_button.on_click(lambda _: self.undo_journal())
         self.widget = w.VBox([
             w.HBox([self.kind_filter, self.class_filter, self.split_filter]),
             w.HBox([self.prev_button, self.page_label, self.next_button]),
             self.grid,
-            w.HBox([self.apply_button, self.undo_button]),
+            w.HBox([self.apply_button, self.undo_button, self.journal_undo_button]),
             self.status,
         ])
         self.render()
@@ -117,29 +123,32 @@ class Cleaner:
 
         display(self.widget)
 
+    @property
+    def page(self) -> int:
+        return self.session.page
+
     def visible(self) -> list[review.Suspect]:
         """Suspects passing the filters, worst first."""
-        kind, label, split = self.kind_filter.value, self.class_filter.value, self.split_filter.value
-        return [s for s in self.result.suspects
-                if (kind == ALL or s.kind == kind) and (label == ALL or s.given == label)
-                and (split == ALL or s.split == split)]
+        return [self.session.suspects[i] for i in self.session.filtered()]
 
     def render(self) -> None:
         """Rebuild the current page from the filters and the remembered marks."""
         import ipywidgets as w
 
-        shown = self.visible()
-        n_pages = max(1, -(-len(shown) // self.page_size))
-        self.page = min(self.page, n_pages - 1)
-        start = self.page * self.page_size
+        sess = self.session
+        view = sess.clamp()
+        n_pages = sess.n_pages(view)
         self.cards = []
-        for s in shown[start:start + self.page_size]:
+        for s in sess.page_items(view):
             if s.path not in self._thumbs:
                 self._thumbs[s.path] = thumbnail_png(s.path, max_side_px=self.thumb_px)
             image = w.Image(value=self._thumbs[s.path], format="png", width=self.thumb_px)
+            rec = sess.source_of(s)
+            source = (f"<br><small>from <a href='{_esc(rec.url)}' target='_blank'>"
+                      f"{_esc(original_name(rec) or rec.url)}</a></small>" if rec else "")
             caption = w.HTML(
                 f"<b>{_esc(s.path.name)}</b><br>given <b>{_esc(s.given)}</b> ({s.p_given:.0%})<br>"
-                f"predicted <b>{_esc(s.predicted)}</b> ({s.p_predicted:.0%})<br><i>{s.kind}</i> · {s.split}"
+                f"predicted <b>{_esc(s.predicted)}</b> ({s.p_predicted:.0%})<br><i>{s.kind}</i> · {s.split}{source}"
             )
             options = decision_options(s, self.result.vocab)
             dropdown = w.Dropdown(options=options, value=self.marks.get(s.path, LEAVE),
@@ -148,9 +157,9 @@ class Cleaner:
             self.cards.append(Card(suspect=s, box=w.VBox([image, caption, dropdown]), image=image,
                                    caption=caption, dropdown=dropdown))
         self.grid.children = [c.box for c in self.cards]
-        self.page_label.value = f"&nbsp;page {self.page + 1} of {n_pages} ({len(shown)} shown)&nbsp;"
-        self.prev_button.disabled = self.page == 0
-        self.next_button.disabled = self.page >= n_pages - 1
+        self.page_label.value = f"&nbsp;page {sess.page + 1} of {n_pages} ({len(view)} shown)&nbsp;"
+        self.prev_button.disabled = sess.page == 0
+        self.next_button.disabled = sess.page >= n_pages - 1
 
     # ------------------------------------------------------------ handlers
     def _mark(self, path: Path, value: str) -> None:
@@ -161,11 +170,11 @@ class Cleaner:
         self._say(f"{len(self.marks)} marked; Apply to act on them")
 
     def _on_filter(self, _change: dict) -> None:
-        self.page = 0
+        self.session.set_filters(self.kind_filter.value, self.class_filter.value, self.split_filter.value)
         self.render()
 
     def _turn(self, step: int) -> None:
-        self.page = max(0, self.page + step)
+        self.session.go_to_page(self.session.page + step)
         self.render()
 
     def apply(self) -> list[fileops.Operation]:
@@ -173,58 +182,38 @@ class Cleaner:
         if not self.marks:
             self._say("nothing marked")
             return []
-        by_label: dict[str, list[Path]] = {}
-        to_trash, to_keep = [], []
-        for path, decision in self.marks.items():
-            if decision == DELETE:
-                to_trash.append(path)
-            elif decision == KEEP:
-                to_keep.append(path)
-            elif decision.startswith(RELABEL):
-                by_label.setdefault(decision[len(RELABEL):], []).append(path)
-        ops: list[fileops.Operation] = []
-        kept_paths: list[Path] = []
-        try:
-            for label, paths in sorted(by_label.items()):
-                ops.append(fileops.relabel(self.ws, paths, label))
-            if to_trash:
-                ops.append(fileops.trash(self.ws, to_trash))
-            if to_keep:
-                review.keep(self.ws, to_keep)
-                kept_paths = to_keep
-        except SmartHubError as e:
-            text = str(e)
-            if isinstance(e, MissingFileError) and not e.explained:  # it was listed, so it was there
-                text = f"{e.path} no longer exists (moved or deleted outside this cleaner)"
-            self.batches.append(([op.op_id for op in ops], kept_paths))
-            self._after_change(f"<span style='color:#b00'>stopped: {_esc(text)}</span> "
-                               f"({len(ops)} operations done; Undo reverts them)")
-            return ops
-        self.batches.append(([op.op_id for op in ops], kept_paths))
-        n_relabel = sum(len(p) for p in by_label.values())
-        self.marks.clear()
-        self._after_change(f"applied: {n_relabel} relabelled, {len(to_trash)} deleted, {len(to_keep)} kept "
-                           f"({', '.join(op.op_id for op in ops) or 'no file moved'}); Undo reverts this")
-        return ops
+        outcome = session.apply(self.ws, self.session, self.marks)
+        if outcome.ok:
+            self.marks.clear()
+            self._after_change(f"{_esc(outcome.message)}; Undo reverts this")
+        else:
+            self._after_change(f"<span style='color:#b00'>{_esc(outcome.message)}</span>")
+        return outcome.ops
 
     def undo(self) -> list[fileops.Operation]:
-        """Undo the last Apply of this cleaner (all its operations), else the last journaled operation."""
-        try:
-            if self.batches:
-                op_ids, kept_paths = self.batches.pop()
-                undone = [fileops.undo(self.ws, op_id) for op_id in reversed(op_ids)]
-                if kept_paths:
-                    review.unkeep(self.ws, [p for p in kept_paths if p.exists()])
-            else:
-                undone = [fileops.undo(self.ws)]
-        except SmartHubError as e:
-            self._say(f"<span style='color:#b00'>cannot undo: {_esc(str(e))}</span>")
+        """Undo this cleaner's last Apply (all its operations); never another window's operation."""
+        outcome = session.undo(self.ws, self.session)
+        if not outcome.ok:
+            self._say(f"<span style='color:#b00'>cannot undo: {_esc(outcome.message)}</span>"
+                      + (" (<i>Undo newest journal operation</i> reverts the latest file operation of any window)"
+                         if not self.session.undo_stack else ""))
+            return outcome.ops
+        self._after_change(f"undone: {len(outcome.ops)} operations "
+                           f"({', '.join(op.undoes or '' for op in outcome.ops)})")
+        return outcome.ops
+
+    def undo_journal(self) -> list[fileops.Operation]:
+        """Undo the journal's newest file operation, whichever window or command made it."""
+        outcome = session.undo_journal(self.ws, self.session)
+        if not outcome.ok:
+            self._say(f"<span style='color:#b00'>cannot undo: {_esc(outcome.message)}</span>")
             return []
-        self._after_change(f"undone: {len(undone)} operations ({', '.join(op.undoes or '' for op in undone)})")
-        return undone
+        self._after_change(_esc(outcome.message))
+        return outcome.ops
 
     def _after_change(self, message: str) -> None:
         self.result = review.refresh(self.ws, self.result)
+        self.session.load(self.ws, self.result)
         existing = {s.path for s in self.result.suspects}
         self.marks = {p: d for p, d in self.marks.items() if p in existing}
         self._set_class_options()

@@ -59,6 +59,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
     for c, (label, color) in enumerate(colors.items()):
         for i in range(6):
             make_image(ws.data_dir / label / f"{label}{i}.jpg", size=(64, 48), color=color, pattern=c * 100 + i)
+    # a red (cat-coloured) image filed under dog: the review predicts cat for it (key a accepts that)
+    make_image(ws.data_dir / "dog" / "misfiled.jpg", size=(64, 48), color=colors["cat"], pattern=7)
     model = detect.build_torchvision_model("ssdlite320_mobilenet_v3_large", 3)
     detect.save_detector_checkpoint(ws.models_dir / "det.pt", model, arch="ssdlite320_mobilenet_v3_large",
                                     labels=["__background__", "cat", "dog"])
@@ -103,12 +105,50 @@ def _unfocus(page) -> None:
     page.locator("#sh-page-text").click()
 
 
+def test_clean_tab_key_a_accepts_the_prediction(served, page) -> None:
+    ws, _ = served
+    page.get_by_role("tab", name="Clean").click()
+    page.locator("#sh-run-review").click()
+    page.locator("#sh-gallery img").first.wait_for()
+    assert "suspects among 19 images" in _wait_status(page, "suspects among")
+    page.locator("#sh-gallery button").filter(has_text="→").first.click()  # a suspect predicted as another class
+    page.locator("#sh-detail").get_by_text("predicted").wait_for()
+    selected = _selected(page)
+    detail = page.locator("#sh-detail").inner_text()
+    predicted = re.search(r"predicted (\S+)", detail).group(1)
+    assert predicted != selected.split("/")[0] and "source: not recorded" in detail
+    _unfocus(page)
+    page.keyboard.press("a")
+    _wait_status(page, "relabelled")
+    name = selected.split("/")[1]
+    assert not (ws.data_dir / selected).exists() and (ws.data_dir / predicted / name).is_file()
+    assert fileops.history(ws)[-1].label == predicted
+
+
+def test_clean_tab_new_class_asks_first(served, page) -> None:
+    ws, _ = served
+    target = _selected(page)
+    new_label = page.locator("#sh-new-label textarea, #sh-new-label input").first
+    new_label.fill("zebra")
+    page.locator("#sh-relabel").click()
+    box = page.locator("#sh-confirm")
+    box.get_by_text("Create the new class").wait_for()
+    assert "'zebra' is not a class yet" in _wait_status(page, "not a class yet")
+    assert (ws.data_dir / target).is_file() and not (ws.data_dir / "zebra").exists()
+    page.locator("#sh-confirm-cancel").click()
+    _wait_status(page, "not created: 'zebra'")
+    box.wait_for(state="hidden")
+    assert (ws.data_dir / target).is_file() and not (ws.data_dir / "zebra").exists()
+    assert new_label.input_value() == "zebra"  # kept, to be corrected
+    new_label.fill("")
+
+
 def test_clean_tab_relabel_delete_undo_in_the_browser(served, page) -> None:
     ws, _ = served
     page.get_by_role("tab", name="Clean").click()
     page.locator("#sh-run-review").click()
     page.locator("#sh-gallery img").first.wait_for()
-    assert "suspects among 18 images" in _wait_status(page, "suspects among")
+    assert "suspects among 19 images" in _wait_status(page, "suspects among")
 
     # relabel the selected image to a new class through the text box and the button
     first = _selected(page)
@@ -116,6 +156,7 @@ def test_clean_tab_relabel_delete_undo_in_the_browser(served, page) -> None:
     new_label = page.locator("#sh-new-label textarea, #sh-new-label input").first
     new_label.fill("bird")
     page.locator("#sh-relabel").click()
+    page.locator("#sh-confirm-new").click()  # a new class: confirmed in the page
     _wait_status(page, "relabelled")
     assert new_label.input_value() == ""  # cleared in the same response, so the next typing is never raced
     name = first.split("/")[1]
@@ -140,11 +181,11 @@ def test_clean_tab_relabel_delete_undo_in_the_browser(served, page) -> None:
     page.locator("#sh-undo").click()
     _wait_status(page, "undid delete")
     assert (ws.data_dir / second).is_file()
-    assert "relabelled 1" in page.locator("#sh-counts").inner_text()
+    assert "relabelled 2" in page.locator("#sh-counts").inner_text()  # the accepted prediction and bird
     assert "deleted 1" in page.locator("#sh-counts").inner_text()
     page.screenshot(path=str(ARTIFACTS / "clean.png"), full_page=True)
 
-    ops = fileops.history(ws)
+    ops = fileops.history(ws)[1:]  # after the accepted prediction
     assert [(op.kind, op.state) for op in ops] == [("relabel", "committed"), ("trash", "committed"),
                                                    ("undo", "committed")]
     assert ops[0].moves[0].src == first and ops[0].moves[0].dst == f"bird/{name}"
@@ -168,10 +209,8 @@ def test_annotate_tab_in_the_browser(served, page) -> None:
     page.get_by_role("tab", name="Annotate").click()
     page.locator("#sh-ann-folder textarea, #sh-ann-folder input").first.fill("fish")
     page.locator("#sh-ann-run").click()  # default detector: its COCO weights are not cached here
-    toast = page.get_by_test_id("toast-body").filter(has_text="COCO weights")
-    toast.first.wait_for()
+    page.locator("#sh-ann-status").get_by_text("COCO weights").wait_for()  # in the page, not a toast
     page.screenshot(path=str(ARTIFACTS / "annotate-error.png"))
-    page.get_by_test_id("toast-close").first.click()
     detector = page.locator("#sh-ann-detector input").first
     detector.fill(str(ws.models_dir / "det.pt"))
     detector.press("Enter")
@@ -184,7 +223,22 @@ def test_annotate_tab_in_the_browser(served, page) -> None:
     assert f"{n_images} images, {n_images} Labelme files written" in report
     assert len(list((ws.data_dir / "fish").glob("*.json"))) == n_images
     page.locator("#sh-ann-zip").get_by_text(".zip").first.wait_for()
+    assert page.locator("#sh-ann-status").inner_text().strip() == ""  # the success cleared the old problem
     page.screenshot(path=str(ARTIFACTS / "annotate.png"), full_page=True)
+
+
+def test_an_error_stays_in_the_status_area(served, page) -> None:
+    """Predict with nothing uploaded: the reason stays on the page (no vanishing toast) across tab switches."""
+    page.get_by_role("tab", name="Predict").click()
+    page.locator("#sh-predict").click()
+    status = page.locator("#sh-predict-status")
+    status.get_by_text("upload one or more images first").wait_for()
+    assert page.get_by_test_id("toast-body").count() == 0
+    page.get_by_role("tab", name="Clean").click()
+    page.locator("#sh-run-review").wait_for()
+    page.get_by_role("tab", name="Predict").click()
+    assert "Problem: upload one or more images first" in status.inner_text()
+    page.screenshot(path=str(ARTIFACTS / "predict-error.png"))
 
 
 def test_train_tab_stop_in_the_browser(served, page) -> None:

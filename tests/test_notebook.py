@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from helpers import write_fashion_folders
+from smarthub import fileops
 from smarthub.clean import review
 from smarthub.atomicio import read_jsonl
 from smarthub.workspace import Workspace
@@ -129,19 +131,77 @@ def test_nothing_marked(cleaner):
     assert np.isfinite([s.score for s in cleaner.result.suspects]).all()
 
 
-def test_clean_ipynb_has_no_outputs_and_runs(noisy_ws):
-    """notebooks/clean.ipynb ships with outputs cleared and its code cells run top to bottom on a workspace."""
-    from pathlib import Path
+NOTEBOOK = Path(__file__).parents[1] / "notebooks" / "clean.ipynb"
 
-    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "clean.ipynb").read_text())
-    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
-    assert all(c["outputs"] == [] and c["execution_count"] is None for c in code)
-    namespace: dict = {}
-    for cell in code:
-        src = "".join(cell["source"])
-        src = src.replace('Path("../data"), Path("../models")', f'Path({str(noisy_ws.data_dir)!r}), '
-                                                                 f'Path({str(noisy_ws.models_dir)!r})')
-        src = src.replace("size_px=160", "size_px=32")  # the cached test embeddings
-        exec(compile(src, "clean.ipynb", "exec"), namespace)  # noqa: S102 (our own notebook)
-    cleaner = namespace["cleaner"]
-    assert isinstance(cleaner, Cleaner) and cleaner.cards
+# run inside the notebook's kernel after its own cells: mark one suspect, press Apply, later Undo
+APPLY = """
+import json
+card = next(c for c in cleaner.cards if c.suspect.predicted != c.suspect.given)
+card.dropdown.value = "relabel:" + card.suspect.predicted
+cleaner.apply_button.click()
+print(json.dumps({"path": str(card.suspect.path), "to": card.suspect.predicted, "status": cleaner.status.value,
+                  "session": type(cleaner.session).__module__}))
+"""
+UNDO = """
+cleaner.undo_button.click()
+print(json.dumps({"status": cleaner.status.value}))
+"""
+
+
+def _kernel_env(tmp_path: Path, monkeypatch) -> str:
+    """A kernelspec running this interpreter (the venv), Jupyter's folders under tmp_path; returns its name."""
+    import sys
+
+    spec = tmp_path / "jupyter" / "kernels" / "smarthub-test"
+    spec.mkdir(parents=True)
+    (spec / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "smarthub tests", "language": "python"}))
+    for var, sub in (("JUPYTER_PATH", "jupyter"), ("JUPYTER_DATA_DIR", "jupyter"), ("JUPYTER_CONFIG_DIR", "config"),
+                     ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython")):
+        monkeypatch.setenv(var, str(tmp_path / sub))
+    return "smarthub-test"
+
+
+def _stdout(cell) -> dict:
+    text = "".join(o.get("text", "") for o in cell.outputs if o.get("output_type") == "stream")
+    return json.loads(text.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_clean_ipynb_runs_in_a_real_kernel_and_its_apply_and_undo_move_files(noisy_ws, tmp_path, monkeypatch):
+    """notebooks/clean.ipynb ships without outputs, runs top to bottom in a real Jupyter kernel on a small
+    workspace (parameters from the environment), and its Apply and Undo change and restore the files."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.outputs == [] and c.execution_count is None for c in code)
+    assert "parameters" in code[0].metadata.get("tags", [])
+    monkeypatch.setenv("SMARTHUB_DATA", str(noisy_ws.data_dir))
+    monkeypatch.setenv("SMARTHUB_MODELS", str(noisy_ws.models_dir))
+    monkeypatch.setenv("SMARTHUB_IMAGE_SIZE", "32")  # the size of the cached test embeddings
+    before = sorted(p.relative_to(noisy_ws.data_dir) for p in noisy_ws.data_dir.rglob("*.png"))
+    client = NotebookClient(nb, kernel_name=_kernel_env(tmp_path, monkeypatch), timeout=600,
+                            resources={"metadata": {"path": str(NOTEBOOK.parent)}})
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            if cell.cell_type == "code":
+                client.execute_cell(cell, index)  # raises CellExecutionError with the traceback on any failure
+        review_out = "".join(o.get("text", "") for o in code[2].outputs)
+        assert "suspects among 45 images" in review_out
+
+        nb.cells.append(nbformat.v4.new_code_cell(APPLY))
+        applied = _stdout(client.execute_cell(nb.cells[-1], len(nb.cells) - 1))
+        moved = Path(applied["path"])
+        assert applied["status"].startswith("applied: 1 relabelled")
+        assert applied["session"] == "smarthub.clean.session"  # the kernel runs this checkout's smarthub
+        assert not moved.exists() and (noisy_ws.data_dir / applied["to"] / moved.name).is_file()
+
+        nb.cells.append(nbformat.v4.new_code_cell(UNDO))
+        undone = _stdout(client.execute_cell(nb.cells[-1], len(nb.cells) - 1))
+        assert undone["status"].startswith("undone: 1 operations")
+    assert moved.is_file() and not (noisy_ws.data_dir / applied["to"] / moved.name).exists()
+    assert sorted(p.relative_to(noisy_ws.data_dir) for p in noisy_ws.data_dir.rglob("*.png")) == before
+    assert [op.kind for op in fileops.history(noisy_ws)] == ["relabel", "undo"]

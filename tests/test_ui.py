@@ -59,7 +59,7 @@ def test_load_renders_first_page_with_captions(session) -> None:
     assert cap == "cat → dog 70% (wrong)"
     assert "given **cat**" in view.detail and "predicted **dog**" in view.detail
     assert view.preview and Path(view.preview).is_file()
-    assert len(view.outputs()) == 10 + tab_clean.N_QUICK
+    assert len(view.outputs()) == 12 + tab_clean.N_QUICK
 
 
 def test_relabel_delete_undo_move_files_and_journal(session) -> None:
@@ -94,7 +94,9 @@ def test_bad_relabel_becomes_a_message_and_the_app_goes_on(session, choice, type
     view = tab_clean.relabel(ws, view.state, "cat/cat0.jpg", choice, typed)
     assert message in view.status and view.status.startswith("**Problem:**")
     assert sorted(p.relative_to(ws.data_dir) for p in ws.data_dir.rglob("*.jpg")) == before
-    view = tab_clean.relabel(ws, view.state, "cat/cat0.jpg", None, "new class")  # a new label works after
+    view = tab_clean.relabel(ws, view.state, "cat/cat0.jpg", None, "new class")  # a new label works after,
+    assert "not a class yet" in view.status and view.confirm  # once confirmed
+    view = tab_clean.confirm_new(ws, view.state)
     assert (ws.data_dir / "new class/cat0.jpg").is_file() and "new class" in view.labels
 
 

@@ -662,13 +662,17 @@ def write_suspects(suspects: Sequence[Suspect], out: Path, *, base: Path | None 
     import csv
     import io
 
+    from smarthub.ledger import SOURCE_FIELDS, provenance_for_data_dir
+
     out = Path(out)
-    rows = suspect_rows(suspects, base=base)
+    sources = provenance_for_data_dir(base)  # where each image came from, when the ledger knows
+    rows = [{**row, **sources.columns(sha256=s.sha256, path=s.path)}
+            for row, s in zip(suspect_rows(suspects, base=base), suspects)]
     if out.suffix.lower() == ".json":
         atomic_write_json(out, rows)
     elif out.suffix.lower() == ".csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=SUSPECT_FIELDS, lineterminator="\n")
+        writer = csv.DictWriter(buf, fieldnames=SUSPECT_FIELDS + SOURCE_FIELDS, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
         atomic_write_text(out, buf.getvalue())

@@ -54,6 +54,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dedupe", help="report exact and near-duplicate images across all classes")
     add_workspace_args(p, models=False)
     p.add_argument("--quarantine", action="store_true", help="move the extra copies to the trash (undoable)")
+    p.add_argument("--keep", choices=("auto", "provenance", "majority", "largest", "first"), default="auto",
+                   help="which copy of each group stays: auto (default) = the one with provenance, then the one "
+                        "in the class most copies share, then the largest")
     p.add_argument("--threshold", type=int, default=None, metavar="BITS",
                    help="pHash Hamming distance counted as a near duplicate (default 6)")
     p.set_defaults(func=run_dedupe)
@@ -174,12 +177,12 @@ def run_dedupe(args: argparse.Namespace) -> int:
 
     ws = workspace_from(args)
     threshold = DEFAULT_NEAR_THRESHOLD if args.threshold is None else args.threshold
-    found = dataset_duplicate_groups(ws, threshold=threshold, progress=progress_printer("hashing"))
+    found = dataset_duplicate_groups(ws, threshold=threshold, progress=progress_printer("hashing"), keep=args.keep)
     rel = lambda p: p.relative_to(ws.data_dir).as_posix()  # noqa: E731
     for i, group in enumerate(found.groups, 1):
         flag = "  (across classes)" if found.cross_class(group) else ""
         print(f"group {i}: {group.kind}{f', distance ≤ {group.max_distance}' if group.kind == 'near' else ''}{flag}")
-        print(f"  keep  {rel(group.keep)}")
+        print(f"  keep  {rel(group.keep)}  ({group.reason})")
         for p in group.duplicates:
             print(f"  extra {rel(p)}")
     for path, reason in found.unreadable:

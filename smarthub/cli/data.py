@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+
+from smarthub.workspace import Workspace
 
 from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
 
@@ -18,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("relabel", help="move images to another class folder (undoable)")
     add_workspace_args(p, models=False)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    p.add_argument("label", help="the new class (folder name); created if new")
+    p.add_argument("label", help="the class (folder name) to move them to")
+    p.add_argument("--new-class", action="store_true",
+                   help="create the class if it does not exist yet (without it a new name is refused)")
     p.set_defaults(func=run_relabel)
 
     p = sub.add_parser("delete", help="move images to the trash (undoable)")
@@ -54,6 +59,7 @@ def run_relabel(args: argparse.Namespace) -> int:
     from smarthub import fileops
 
     ws = workspace_from(args)
+    check_relabel_target(ws, args.label, new_class=args.new_class)
     op = fileops.relabel(ws, args.paths, args.label)
     for m in op.moves:
         print(f"moved {m.src} → {m.dst}")
@@ -99,3 +105,30 @@ def run_history(args: argparse.Namespace) -> int:
         rows.append((op.op_id, op.at, op.kind, what, len(op.moves), state))
     print_table(rows, ("op id", "at", "kind", "label/undoes", "files", "state"))
     return 0
+
+
+def check_relabel_target(ws: Workspace, label: str, *, new_class: bool) -> None:
+    """Refuse a target that is a file, and a class that does not exist yet unless `new_class` (typo guard).
+
+    Raises:
+        SmartHubError: the target is a file, or a new class without `new_class` (names a close existing class).
+    """
+    from smarthub import fileops
+    from smarthub.clean.session import closest_class
+    from smarthub.dataset import validate_label
+    from smarthub.errors import SmartHubError
+
+    if Path(label).is_file():
+        raise SmartHubError(f"{label} is a file, not a class: relabel takes the images first and the class name last, "
+                            f"e.g. `smarthub relabel IMAGE... apple`")
+    label = validate_label(label)
+    classes = fileops.class_names(ws)
+    if label in classes:
+        return
+    near = closest_class(label, classes)
+    hint = f" (did you mean {near!r}?)" if near else ""
+    if not new_class:
+        raise SmartHubError(f"class {label!r} does not exist yet{hint}: check the name, or add --new-class to "
+                            f"create it")
+    if near:
+        print(f"warning: creating class {label!r} next to the existing {near!r}", file=sys.stderr)

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from smarthub.atomicio import append_jsonl, atomic_write_text, read_jsonl
-from smarthub.errors import ImageError
+from smarthub.errors import ImageError, SmartHubError
 from smarthub.imaging import HASH_BITS, ImageHashes, hamming, hash_image_file, phash_hex, phash_int  # noqa: F401
 from smarthub.ledger import ledger_seeds
 from smarthub.workspace import Workspace
@@ -208,6 +209,7 @@ class DuplicateGroup:
     duplicates: list[Path]
     kind: str  # "exact" (identical bytes) or "near" (pHash within the threshold)
     max_distance: int = 0
+    reason: str = ""  # why `keep` was chosen (see `choose_keep`)
 
     @property
     def paths(self) -> list[Path]:
@@ -368,8 +370,11 @@ class DatasetDuplicates:
 
 
 def dataset_duplicate_groups(ws: Workspace, *, threshold: int = DEFAULT_NEAR_THRESHOLD,
-                             progress: Callable[[int, int], None] | None = None) -> DatasetDuplicates:
+                             progress: Callable[[int, int], None] | None = None,
+                             keep: str = "auto") -> DatasetDuplicates:
     """Exact and near duplicates across every class of the data folder (hashes cached).
+
+    The copy each group keeps follows the `keep` policy (see `choose_keep`); `group.reason` says why.
 
     Raises:
         DatasetError: the data folder does not exist or holds no image.
@@ -380,4 +385,80 @@ def dataset_duplicate_groups(ws: Workspace, *, threshold: int = DEFAULT_NEAR_THR
     failed: list[tuple[Path, str]] = []
     groups = find_duplicate_groups([i.path for i in items], threshold=threshold, cache=HashCache(ws),
                                    seeds=ledger_seeds(ws), progress=progress, failed=failed)
-    return DatasetDuplicates(groups=groups, labels={i.path: i.label for i in items}, unreadable=failed)
+    labels = {i.path: i.label for i in items}
+    sourced = paths_with_provenance(ws, [p for g in groups for p in g.paths])
+    return DatasetDuplicates(groups=[apply_keep_policy(g, labels=labels, sourced=sourced, policy=keep)
+                                     for g in groups], labels=labels, unreadable=failed)
+
+
+# ---------------------------------------------------------------- which copy a group keeps
+
+KEEP_POLICIES = ("auto", "provenance", "majority", "largest", "first")
+
+
+def choose_keep(paths: Sequence[Path], *, labels: Mapping[Path, str], sourced: Collection[Path] = (),
+                policy: str = "auto") -> tuple[Path, str]:
+    """Pure: the copy of a duplicate group to keep and why. `paths` come largest first.
+
+    auto (default): the copy with provenance (it came from a known source; a copy without it was filed by
+    hand, often in the wrong class), then the copy in the class most of the group's copies share, then the
+    largest. provenance / majority: that rule alone, then the largest. largest: the largest image.
+    first: the first path in sort order.
+
+    Raises:
+        SmartHubError: unknown policy.
+    """
+    if policy not in KEEP_POLICIES:
+        raise SmartHubError(f"unknown keep policy {policy!r}: use one of {', '.join(KEEP_POLICIES)}")
+    paths = list(paths)
+    if policy == "first":
+        return min(paths, key=str), "first by path"
+    if policy == "largest":
+        return paths[0], "the largest copy"
+    candidates, why = paths, []
+    if policy in ("auto", "provenance"):
+        with_source = [p for p in candidates if p in sourced]
+        if with_source:
+            candidates, why = with_source, ["it has provenance in the ledger"]
+    if policy in ("auto", "majority") and len(candidates) > 1:
+        counts = Counter(labels.get(p, "") for p in paths).most_common()
+        best = [label for label, n in counts if n == counts[0][1]]
+        in_best = [p for p in candidates if labels.get(p, "") in best]
+        if len(best) == 1 and counts[0][1] > 1 and in_best:
+            candidates = in_best
+            why.append(f"its class {best[0]!r} holds {counts[0][1]} of the {len(paths)} copies")
+    if not why:
+        missing = {"auto": "no copy has provenance and no class holds most copies",
+                   "provenance": "no copy has provenance", "majority": "no class holds most copies"}[policy]
+        why.append(f"{missing}: the largest copy")
+    elif len(candidates) > 1:
+        why.append("the largest of those")
+    return candidates[0], "; ".join(why)
+
+
+def apply_keep_policy(group: DuplicateGroup, *, labels: Mapping[Path, str], sourced: Collection[Path],
+                      policy: str = "auto") -> DuplicateGroup:
+    """The group with its kept copy chosen by `policy` (see `choose_keep`) and the reason recorded."""
+    keep, reason = choose_keep(group.paths, labels=labels, sourced=sourced, policy=policy)
+    return DuplicateGroup(keep=keep, duplicates=[p for p in group.paths if p != keep], kind=group.kind,
+                          max_distance=group.max_distance, reason=reason)
+
+
+def paths_with_provenance(ws: Workspace, paths: Iterable[Path]) -> set[Path]:
+    """The paths a ledger record vouches for: its recorded path, or (after a relabel) its unique file name."""
+    from smarthub.ledger import read_records
+
+    records = read_records(ws)
+    recorded = {r.path for r in records}
+    names = Counter(Path(r.path).name for r in records)
+    paths = list(paths)
+    seen_names = Counter(p.name for p in paths)
+    out = set()
+    for p in paths:
+        try:
+            rel = p.relative_to(ws.data_dir).as_posix()
+        except ValueError:
+            continue
+        if rel in recorded or (names[p.name] == 1 and seen_names[p.name] == 1):
+            out.add(p)
+    return out

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import html
+import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -19,13 +20,36 @@ THUMB_SIDE_PX = 160
 PREVIEW_SIDE_PX = 384
 
 
+# what the core's messages call a command or flag, said as the app's place to go instead
+APP_PLACES = {"`smarthub train`": "the Train tab", "`smarthub bootstrap`": "the Bootstrap tab",
+              "`smarthub review`": "the Clean tab", "`smarthub verify --quarantine`": "`smarthub verify --quarantine` "
+              "in a terminal"}
+
+
+def for_the_app(message: str, controls: Mapping[str, str] | None = None) -> str:
+    """A core message reworded for the page: CLI flags become the control to change, commands the tab."""
+    for flag, control in sorted((controls or {}).items(), key=lambda kv: -len(kv[0])):
+        message = re.sub(rf"`?{re.escape(flag)}(?![\w-])[^`\s,;:)]*`?", control, message)
+    for command, place in APP_PLACES.items():
+        message = message.replace(command, place)
+    return message
+
+
 @contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a SmartHubError raised inside the block into a gr.Error the page shows (the app keeps running)."""
+def user_errors(controls: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Turn a SmartHubError raised inside the block into a gr.Error (the app keeps running).
+
+    `controls` maps CLI flags the core's message may name (`--folds`) to the control on the page.
+    """
     try:
         yield
     except SmartHubError as e:
-        raise gr.Error(html.escape(str(e)), title=type(e).__name__) from e
+        raise gr.Error(html.escape(for_the_app(str(e), controls), quote=False), title=type(e).__name__) from e
+
+
+def problem(e: gr.Error) -> str:
+    """A status-area line for an error a handler raised (its text is escaped already)."""
+    return f"**Problem:** {e.message}"
 
 
 class StopSwitch:

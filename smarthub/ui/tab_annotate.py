@@ -10,8 +10,14 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import DatasetError, ModelError, SmartHubError
-from smarthub.ui._common import user_errors
+from smarthub.ui._common import problem, user_errors
 from smarthub.workspace import Workspace
+
+CONTROLS = {"--conf": "the 'confidence threshold' slider", "--iou": "the 'NMS IoU' slider",
+            "--overwrite": "'Labelme files a person edited' = overwrite",
+            "--merge": "'Labelme files a person edited' = merge", "--model": "the 'detector' box",
+            "--arch": "the 'detector' box"}
+
 
 def runs_dir(ws: Workspace) -> Path:
     return ws.cache_dir / "annotate"
@@ -64,7 +70,7 @@ def run_annotate(ws: Workspace, folder: str, files: list[Any] | None, detector_s
                  iou: float, use_classifier: bool, existing: str,
                  progress: gr.Progress | None = None) -> tuple[str, str | None]:
     """Annotate and zip; returns (report text, zip path)."""
-    with user_errors():
+    with user_errors(CONTROLS):
         from smarthub.annotate import preannotate as annotate
         from smarthub.annotate import detect
         if files:
@@ -120,10 +126,14 @@ def build(ws: Workspace) -> None:
             existing = gr.Radio(["skip", "overwrite", "merge"], value="skip",
                                 label="Labelme files a person edited", info="skip keeps their work untouched")
     run = gr.Button("Annotate", variant="primary", elem_id="sh-ann-run")
+    status = gr.Markdown(elem_id="sh-ann-status")
     report = gr.Textbox(label="report", lines=8, interactive=False, elem_id="sh-ann-report")
     download = gr.File(label="Labelme JSON (zip)", interactive=False, elem_id="sh-ann-zip")
 
     def on_run(fo, fi, d, c, i, u, e, progress=gr.Progress()):
-        return run_annotate(ws, fo, fi, d, c, i, u, e, progress)
+        try:
+            return (*run_annotate(ws, fo, fi, d, c, i, u, e, progress), "")
+        except gr.Error as err:  # stays on the page (a toast would vanish)
+            return gr.skip(), gr.skip(), problem(err)
 
-    run.click(on_run, [folder, files, detector, conf, iou, use_classifier, existing], [report, download])
+    run.click(on_run, [folder, files, detector, conf, iou, use_classifier, existing], [report, download, status])

@@ -8,8 +8,10 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import LabelError
-from smarthub.ui._common import StopSwitch, parse_labels, user_errors
+from smarthub.ui._common import StopSwitch, parse_labels, problem, user_errors
 from smarthub.workspace import Workspace
+
+CONTROLS = {"--count": "the 'images per label' slider", "--urls-file": "the 'URL list' upload"}
 
 
 def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = None,
@@ -21,7 +23,7 @@ def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = 
     """
     if stop is not None:
         stop.reset()
-    with user_errors():
+    with user_errors(CONTROLS):
         labels = parse_labels(labels_text)
         if not labels:
             raise LabelError("type at least one label, e.g. 'grass carp, tilapia' (one per line or comma-separated)")
@@ -56,16 +58,20 @@ def build(ws: Workspace) -> None:
     with gr.Row():
         run = gr.Button("Collect images", variant="primary", elem_id="sh-boot-run")
         stop_b = gr.Button("Stop", variant="stop", elem_id="sh-boot-stop")
+    status = gr.Markdown(elem_id="sh-boot-status")
     report = gr.Textbox(label="report", lines=12, interactive=False, elem_id="sh-boot-report")
 
     switch = StopSwitch()
 
     def on_run(text: str, n: float, f: Any, progress=gr.Progress()):
-        return run_bootstrap(ws, text, int(n), f, progress, switch)
+        try:
+            return run_bootstrap(ws, text, int(n), f, progress, switch), ""
+        except gr.Error as e:  # stays on the page (a toast would vanish)
+            return gr.skip(), problem(e)
 
     def on_stop() -> None:
         switch.stop()
         gr.Info("stopping after the images in flight; what was saved stays")
 
-    run.click(on_run, [labels, count, urls], [report])
+    run.click(on_run, [labels, count, urls], [report, status])
     stop_b.click(on_stop, None, None)

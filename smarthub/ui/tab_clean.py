@@ -1,56 +1,36 @@
-"""Clean tab: run the review, page through suspects, keep / relabel / delete / undo with keys or clicks.
+"""Clean tab: run the review, page through suspects, keep / relabel / accept / delete / undo with keys or clicks.
 
-The session (suspects, filters, page, undo stack, counts) lives in a `CleanState` held by gr.State.
-After an action only the in-memory list changes and only the current page is re-rendered: no re-ranking,
-no rescan, so a 20,000-image dataset stays responsive. Handlers are plain functions of (ws, state, …)
-returning a `CleanView`; tests and the latency benchmark call them directly.
+The session logic (suspects, filters, paging, actions, this session's undo stack) is
+`smarthub.clean.session`, shared with the notebook; this module renders it. The state is a `CleanState`
+held by gr.State. After an action only the in-memory list changes and only the current page is
+re-rendered: no re-ranking, no rescan, so a 20,000-image dataset stays responsive. Handlers are plain
+functions of (ws, state, …) returning a `CleanView`; tests and the latency benchmark call them directly.
 """
 from __future__ import annotations
 
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from smarthub.errors import MissingFileError, SmartHubError
-from smarthub.ui._common import PREVIEW_SIDE_PX, ok, rel, thumbnail, user_errors, warn
+from smarthub.clean import session
+from smarthub.clean.session import ALL, PAGE_SIZE, CleanSession, suspect_path  # noqa: F401 (re-exported)
+from smarthub.ui._common import PREVIEW_SIDE_PX, ok, problem, rel, thumbnail, user_errors, warn
 from smarthub.workspace import Workspace
 
-PAGE_SIZE = 24
 KINDS = ("all", "wrong", "unsure", "duplicate", "outlier")
 METHODS = ("fast", "finetune", "model")
-ALL = "all"
 N_QUICK = 9  # relabel shortcut buttons / keys 1-9
+CONTROLS = {"--folds": "the 'folds' slider", "--threshold": "the 'unsure below p(given)' slider",
+            "--fast-model": "'review method' = model", "--finetune": "'review method' = finetune"}
 
 
 @dataclass
-class UndoEntry:
-    """One action of this session: the file operation (if any) and the suspects it took off the list."""
+class CleanState(CleanSession):
+    """Per-browser-session state of the Clean tab: the clean session plus what the page last showed."""
 
-    kind: str  # relabel | delete | keep
-    op_id: str | None
-    removed: list[tuple[int, Any]]  # (index in the suspect list, Suspect)
-    path: str = ""
-
-
-@dataclass
-class CleanState:
-    """Per-browser-session state of the Clean tab."""
-
-    suspects: list[Any] = field(default_factory=list)  # Suspect records, worst first
-    vocab: list[str] = field(default_factory=list)
-    kind: str = ALL
-    label: str = ALL
-    split: str = ALL
-    page: int = 0
-    page_size: int = PAGE_SIZE
-    pos: int = 0  # selected position in the filtered view
-    counts: dict[str, int] = field(default_factory=lambda: {"kept": 0, "relabelled": 0, "deleted": 0, "undone": 0})
-    undo_stack: list[UndoEntry] = field(default_factory=list)
-    method: str = ""
-    n_images: int = 0
     labels_shown: tuple[str, ...] | None = None  # class list last sent to the menus and number buttons
 
 
@@ -67,6 +47,7 @@ class CleanView:
     status: str
     counts: str
     labels: list[str]
+    confirm: str = ""  # the new-class question; "" hides the confirmation box
 
     def outputs(self) -> tuple:
         """The values in the order `build()` wires its outputs."""
@@ -93,30 +74,16 @@ class CleanView:
             self.counts,
             *menus,
             *quick,
+            gr.update(visible=bool(self.confirm)),
+            self.confirm,
         )
 
 
-# ---------------------------------------------------------------- pure helpers over the state
-
-def suspect_path(ws: Workspace, s: Any) -> Path:
-    p = Path(s.path)
-    return p if p.is_absolute() else ws.data_dir / p
-
+# ---------------------------------------------------------------- rendering the session
 
 def filtered(st: CleanState) -> list[int]:
     """Indices into `st.suspects` that pass the kind / class / split filters, in rank order."""
-    if st.kind == ALL and st.label == ALL and st.split == ALL:
-        return list(range(len(st.suspects)))
-    out = []
-    for i, s in enumerate(st.suspects):
-        if st.kind != ALL and s.kind != st.kind:
-            continue
-        if st.label != ALL and s.given != st.label:
-            continue
-        if st.split != ALL and (getattr(s, "split", "") or "none") != st.split:
-            continue
-        out.append(i)
-    return out
+    return st.filtered()
 
 
 def caption(s: Any) -> str:
@@ -132,77 +99,72 @@ def counts_text(st: CleanState) -> str:
             f"deleted {c['deleted']} · undone {c['undone']}")
 
 
+def source_text(st: CleanState, s: Any) -> str:
+    """'source <url> · original name <name>' from the ledger, or a note that the image has no provenance."""
+    rec = st.source_of(s)
+    if rec is None:
+        return "source: not recorded (added by hand)"
+    from smarthub.ledger import original_name
+
+    name = original_name(rec)
+    return (f"source {html.escape(rec.url)}" + (f" · original name **{html.escape(name)}**" if name else ""))
+
+
 def render(ws: Workspace, st: CleanState, status: str = "") -> CleanView:
     """Clamp page and selection, build thumbnails for the current page only, describe the selection."""
-    view = filtered(st)
-    labels = sorted(set(st.vocab))
+    labels = st.labels()
+    confirm = ""
+    if st.pending is not None:
+        image, new = st.pending
+        confirm = (f"**Create the new class {html.escape(new)!r}** and move {html.escape(image)} into it?")
     if not st.suspects:
         text = "No suspects yet: press **Run review**." if not st.method else "No suspects left."
-        return CleanView(st, [], text, "", "", None, status, counts_text(st), labels)
+        return CleanView(st, [], text, "", "", None, status, counts_text(st), labels, confirm)
+    view = st.clamp()
     if not view:
-        st.pos, st.page = 0, 0
         return CleanView(st, [], f"No suspect matches these filters ({len(st.suspects)} in total).", "", "",
-                         None, status, counts_text(st), labels)
-    st.pos = min(max(st.pos, 0), len(view) - 1)
-    pages = (len(view) + st.page_size - 1) // st.page_size
-    st.page = st.pos // st.page_size
-    start = st.page * st.page_size
-    items = [st.suspects[i] for i in view[start:start + st.page_size]]
-    gallery = [(str(thumbnail(ws, suspect_path(ws, s))), caption(s)) for s in items]
-    sel = st.suspects[view[st.pos]]
+                         None, status, counts_text(st), labels, confirm)
+    gallery = [(str(thumbnail(ws, suspect_path(ws, s))), caption(s)) for s in st.page_items(view)]
+    sel = st.selected(view)
     sel_path = suspect_path(ws, sel)
     detail = (
         f"**{html.escape(rel(ws, sel_path))}**  \n"
         f"kind **{sel.kind}** · given **{html.escape(sel.given)}** ({sel.p_given:.0%}) · "
         f"predicted **{html.escape(str(sel.predicted))}** ({sel.p_predicted:.0%}) · score {sel.score:.3f}"
         + (f" · split {sel.split}" if getattr(sel, "split", "") else "")
+        + f"  \n{source_text(st, sel)}"
     )
-    page_text = (f"Page {st.page + 1} of {pages} · suspect {st.pos + 1} of {len(view)} shown "
+    page_text = (f"Page {st.page + 1} of {st.n_pages(view)} · suspect {st.pos + 1} of {len(view)} shown "
                  f"({len(st.suspects)} in total, {st.method} review of {st.n_images} images)")
     preview = str(thumbnail(ws, sel_path, side_px=PREVIEW_SIDE_PX))
-    return CleanView(st, gallery, page_text, rel(ws, sel_path), detail, preview, status, counts_text(st), labels)
+    return CleanView(st, gallery, page_text, rel(ws, sel_path), detail, preview, status, counts_text(st), labels,
+                     confirm)
 
 
-def _index(ws: Workspace, st: CleanState, selected: str) -> int | None:
-    """Index of the suspect whose path is `selected` (relative to the data folder), None when not listed."""
-    target = ws.data_dir / selected
-    view = filtered(st)
-    if 0 <= st.pos < len(view) and suspect_path(ws, st.suspects[view[st.pos]]) == target:
-        return view[st.pos]  # the usual case: the selection shown is the one in the state
-    for i, s in enumerate(st.suspects):
-        if suspect_path(ws, s) == target:
-            return i
-    return None
-
-
-def _find(ws: Workspace, st: CleanState, selected: str) -> int:
-    """Like `_index`, but a missing selection raises SmartHubError with the reason."""
-    if not selected:
-        raise SmartHubError("select an image first (click a thumbnail)")
-    index = _index(ws, st, selected)
-    if index is not None:
-        return index
-    raise SmartHubError(f"{selected} was already handled: it is no longer in the list")
-
-
-def _take(st: CleanState, index: int) -> tuple[int, Any]:
-    return index, st.suspects.pop(index)
+def shown(ws: Workspace, st: CleanState, outcome: session.Outcome, *, undo_hint: bool = True) -> CleanView:
+    """Render after an action: a Done line (with the undo hint) or a Problem line."""
+    if outcome.confirm:
+        return render(ws, st, f"**Confirm:** {html.escape(outcome.message)}")
+    if not outcome.ok:
+        return render(ws, st, warn(outcome.message))
+    hint = " (press u or Undo to revert)" if undo_hint and outcome.ops and st.undo_stack else ""
+    return render(ws, st, ok(outcome.message + hint))
 
 
 # ---------------------------------------------------------------- handlers (ws, state, inputs) → CleanView
 
 def load_result(ws: Workspace, result: Any, st: CleanState | None = None) -> CleanView:
     """A fresh session state from a ReviewResult (keeps the action counts of `st`)."""
-    new = CleanState(suspects=list(result.suspects), vocab=list(result.vocab), method=str(result.method),
-                     n_images=int(result.n_images))
+    new = CleanState()
+    new.load(ws, result)
     if st is not None:
         new.counts = dict(st.counts)
     msg = ok(f"{len(new.suspects)} suspects among {new.n_images} images "
              f"({new.method} review, {getattr(result, 'seconds', 0.0):.1f} s)")
     skipped = list(getattr(result, "skipped", []) or [])
     if skipped:
-        shown = "; ".join(f"{rel(ws, Path(p))}: {reason}" for p, reason in skipped[:3])
-        msg += "  \n" + warn(f"{len(skipped)} images could not be read and were not ranked ({shown}"
+        listed = "; ".join(f"{rel(ws, Path(p))}: {reason}" for p, reason in skipped[:3])
+        msg += "  \n" + warn(f"{len(skipped)} images could not be read and were not ranked ({listed}"
                              f"{'; …' if len(skipped) > 3 else ''}); `smarthub verify --quarantine` moves them "
                              f"to the trash")
     notes = [str(n) for n in (getattr(result, "notes", []) or [])][:3]
@@ -218,7 +180,7 @@ def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, fol
         if progress is not None:
             progress((done, total), desc=stage)
 
-    with user_errors():
+    with user_errors(CONTROLS):
         from smarthub.clean import review
         options = review.ReviewOptions(method=method, folds=int(folds), threshold=float(threshold))
         result = review.review(ws, options, progress=cb)
@@ -226,127 +188,73 @@ def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, fol
 
 
 def set_filters(ws: Workspace, st: CleanState, kind: str, label: str, split: str) -> CleanView:
-    st.kind, st.label, st.split = kind or ALL, label or ALL, split or ALL
-    st.pos = 0
+    st.set_filters(kind, label, split)
     return render(ws, st)
 
 
 def turn_page(ws: Workspace, st: CleanState, delta: int) -> CleanView:
-    st.pos = (st.page + delta) * st.page_size
+    st.turn_page(delta)
     return render(ws, st)
 
 
 def select(ws: Workspace, st: CleanState, index_on_page: int) -> CleanView:
-    st.pos = st.page * st.page_size + int(index_on_page)
+    st.select(index_on_page)
     return render(ws, st)
 
 
-def _gone(ws: Workspace, st: CleanState, selected: str, e: SmartHubError) -> CleanView:
-    """Show a refusal; when the listed file vanished (other window, outside the app), drop it from the list."""
-    if not isinstance(e, MissingFileError):
-        return render(ws, st, warn(str(e)))
-    index = _index(ws, st, selected)
-    if index is not None:
-        st.suspects.pop(index)
-    if e.explained:
-        text = f"{e} (perhaps in another window)"
-    else:  # it was listed here, so it existed: say it went, not that it never was
-        text = f"{selected} no longer exists (moved or deleted outside this page, perhaps in another window)"
-    return render(ws, st, warn(text))
-
-
 def relabel(ws: Workspace, st: CleanState, selected: str, choice: str | None, new_label: str | None) -> CleanView:
-    """Move the selected image to class `new_label` (if typed) or `choice`, through fileops."""
-    from smarthub import fileops
-
+    """Move the selected image to class `new_label` (if typed) or `choice`; a new class asks first."""
     label = (new_label or "").strip() or (choice or "")
-    try:
-        if not label:
-            raise SmartHubError("choose a class in 'relabel to' or type a new label first")
-        index = _find(ws, st, selected)
-        s = st.suspects[index]
-        op = fileops.relabel(ws, [suspect_path(ws, s)], label)
-    except SmartHubError as e:
-        return _gone(ws, st, selected, e)
-    st.undo_stack.append(UndoEntry("relabel", op.op_id, [_take(st, index)], selected))
-    st.counts["relabelled"] += 1
-    if op.label not in st.vocab:
-        st.vocab.append(op.label)
-    dst = op.moves[0].dst if op.moves else label
-    return render(ws, st, ok(f"relabelled {selected} → {dst} (press u or Undo to revert)"))
+    return shown(ws, st, session.relabel(ws, st, selected, label))
+
+
+def confirm_new(ws: Workspace, st: CleanState) -> CleanView:
+    """'Create class': relabel the pending image to the new class."""
+    return shown(ws, st, session.confirm_new_class(ws, st))
+
+
+def cancel_new(ws: Workspace, st: CleanState) -> CleanView:
+    return shown(ws, st, session.cancel_new_class(st))
+
+
+def accept(ws: Workspace, st: CleanState, selected: str) -> CleanView:
+    """Relabel the selected image to its predicted class: key a."""
+    return shown(ws, st, session.accept_predicted(ws, st, selected))
 
 
 def quick_relabel(ws: Workspace, st: CleanState, selected: str, n: int) -> CleanView:
     """Relabel to the n-th class (1-based) of the sorted vocabulary: keys 1-9."""
-    labels = sorted(set(st.vocab))
-    if not 1 <= n <= len(labels):
-        return render(ws, st, warn(f"no class number {n}: there are {len(labels)} classes"))
-    return relabel(ws, st, selected, labels[n - 1], "")
+    return shown(ws, st, session.quick_relabel(ws, st, selected, n))
 
 
 def delete(ws: Workspace, st: CleanState, selected: str) -> CleanView:
     """Move the selected image to the trash (undoable)."""
-    from smarthub import fileops
-
-    try:
-        index = _find(ws, st, selected)
-        op = fileops.trash(ws, [suspect_path(ws, st.suspects[index])])
-    except SmartHubError as e:
-        return _gone(ws, st, selected, e)
-    st.undo_stack.append(UndoEntry("delete", op.op_id, [_take(st, index)], selected))
-    st.counts["deleted"] += 1
-    return render(ws, st, ok(f"moved {selected} to the trash (press u or Undo to restore)"))
+    return shown(ws, st, session.delete(ws, st, selected))
 
 
 def keep(ws: Workspace, st: CleanState, selected: str) -> CleanView:
     """Mark the selected image as correct: remembered by the review until the image changes."""
-    try:
-        index = _find(ws, st, selected)
-        path = suspect_path(ws, st.suspects[index])
-        if not path.exists():
-            raise MissingFileError(f"{selected} does not exist", selected)
-        from smarthub.clean.review import keep as keep_image
-
-        keep_image(ws, path)
-    except SmartHubError as e:
-        return _gone(ws, st, selected, e)
-    st.undo_stack.append(UndoEntry("keep", None, [_take(st, index)], selected))
-    st.counts["kept"] += 1
-    return render(ws, st, ok(f"kept {selected} as labelled"))
+    return shown(ws, st, session.keep(ws, st, selected), undo_hint=False)
 
 
 def undo(ws: Workspace, st: CleanState) -> CleanView:
-    """Undo this session's last action; with none, the last file operation in the journal."""
-    from smarthub import fileops
+    """Undo this session's last action; with none, say so and point at the journal's undo button."""
+    empty = not st.undo_stack
+    outcome = session.undo(ws, st)
+    if empty:
+        return render(ws, st, warn(outcome.message + "; 'Undo newest journal operation' reverts the latest file "
+                                                      "operation of any window or the command line"))
+    return shown(ws, st, outcome, undo_hint=False)
 
-    try:
-        if not st.undo_stack:
-            op = fileops.undo(ws)
-            st.counts["undone"] += 1
-            return render(ws, st, ok(f"undid operation {op.undoes} from an earlier session "
-                                     f"({len(op.moves)} files restored; run the review to rank them)"))
-    except SmartHubError as e:
-        return render(ws, st, warn(str(e)))
-    entry = st.undo_stack.pop()  # popped even on failure, so one stuck action never blocks older ones
-    try:
-        if entry.op_id is not None:
-            fileops.undo(ws, entry.op_id)
-        else:
-            from smarthub.clean.review import unkeep
 
-            unkeep(ws, suspect_path(ws, entry.removed[0][1]))
-    except SmartHubError as e:
-        if "already undone" not in str(e):  # undone elsewhere (another window, the CLI): the file is back
-            retry = f"; `smarthub undo {entry.op_id}` retries it" if entry.op_id else ""
-            return render(ws, st, warn(f"{e}{retry}"))
-    for index, s in sorted(entry.removed, key=lambda r: r[0]):
-        st.suspects.insert(min(index, len(st.suspects)), s)
-    st.counts["undone"] += 1
-    first = entry.removed[0][0]
-    view = filtered(st)
-    if first in view:
-        st.pos = view.index(first)
-    return render(ws, st, ok(f"undid {entry.kind} of {entry.path}"))
+def undo_journal(ws: Workspace, st: CleanState) -> CleanView:
+    """Undo the journal's newest file operation, from any session."""
+    return shown(ws, st, session.undo_journal(ws, st), undo_hint=False)
+
+
+def page_error(ws: Workspace, st: CleanState, e: gr.Error) -> CleanView:
+    """A failed Run review: the message stays in the status area until the next action."""
+    return render(ws, st, problem(e))
 
 
 # ---------------------------------------------------------------- widgets
@@ -356,7 +264,7 @@ SHORTCUTS_JS = """
 (() => {
   if (window.__smarthubKeys) return;
   window.__smarthubKeys = true;
-  const ids = {k: "sh-keep", d: "sh-delete", u: "sh-undo", n: "sh-next", p: "sh-prev"};
+  const ids = {k: "sh-keep", d: "sh-delete", u: "sh-undo", a: "sh-accept", n: "sh-next", p: "sh-prev"};
   document.addEventListener("keydown", (ev) => {
     if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
     const t = ev.target;
@@ -416,24 +324,36 @@ def build(ws: Workspace) -> None:
                 detail = gr.Markdown(elem_id="sh-detail")
                 with gr.Row():
                     keep_b = gr.Button("Keep (k)", elem_id="sh-keep")
+                    accept_b = gr.Button("Accept prediction (a)", elem_id="sh-accept")
                     delete_b = gr.Button("Delete (d)", variant="stop", elem_id="sh-delete")
                     undo_b = gr.Button("Undo (u)", elem_id="sh-undo")
                 with gr.Row():
                     relabel_to = gr.Dropdown([], label="relabel to", elem_id="sh-relabel-to")
                     new_label = gr.Textbox(label="…or a new label", elem_id="sh-new-label")
                 relabel_b = gr.Button("Relabel", variant="primary", elem_id="sh-relabel")
+                with gr.Column(visible=False, elem_id="sh-confirm") as confirm_box:
+                    confirm_text = gr.Markdown(elem_id="sh-confirm-text")
+                    with gr.Row():
+                        confirm_b = gr.Button("Create class and relabel", variant="primary", elem_id="sh-confirm-new")
+                        cancel_b = gr.Button("Cancel", elem_id="sh-confirm-cancel")
                 with gr.Row():
                     quick = [gr.Button(f"{i + 1}", visible=False, size="sm", elem_id=f"sh-quick-{i + 1}")
                              for i in range(N_QUICK)]
                 status = gr.Markdown(elem_id="sh-status")
                 counts = gr.Markdown(counts_text(CleanState()), elem_id="sh-counts")
-        gr.Markdown("Keys (outside text boxes): **k** keep · **d** delete · **u** undo · **1-9** relabel to the "
-                    "numbered class · **n / p** next / previous page.")
+                journal_b = gr.Button("Undo newest journal operation (any window)", size="sm",
+                                      elem_id="sh-undo-journal")
+        gr.Markdown("Keys (outside text boxes): **k** keep · **a** accept the predicted label · **d** delete · "
+                    "**u** undo · **1-9** relabel to the numbered class · **n / p** next / previous page.")
 
-    outputs = [state, gallery, page_text, selected, detail, preview, status, counts, relabel_to, label, *quick]
+    outputs = [state, gallery, page_text, selected, detail, preview, status, counts, relabel_to, label, *quick,
+               confirm_box, confirm_text]
 
     def on_run(st, m, t, f, progress=gr.Progress()):
-        return run_review(ws, st, m, t, f, progress).outputs()
+        try:
+            return run_review(ws, st, m, t, f, progress).outputs()
+        except gr.Error as e:  # shown in the status area, where it stays until the next action
+            return page_error(ws, st, e).outputs()
 
     def on_filter(st, k, lab, sp):
         return set_filters(ws, st, k, lab, sp).outputs()
@@ -456,6 +376,20 @@ def build(ws: Workspace) -> None:
     def on_undo(st):
         return undo(ws, st).outputs()
 
+    def on_undo_journal(st):
+        return undo_journal(ws, st).outputs()
+
+    def on_accept(st, sel):
+        return accept(ws, st, sel).outputs()
+
+    def on_confirm(st):
+        done_before = st.counts["relabelled"]
+        view = confirm_new(ws, st)
+        return (*view.outputs(), "" if view.state.counts["relabelled"] > done_before else gr.skip())
+
+    def on_cancel(st):
+        return cancel_new(ws, st).outputs()
+
     def on_relabel(st, sel, choice, new):
         done_before = st.counts["relabelled"]
         view = relabel(ws, st, sel, choice, new)
@@ -473,6 +407,10 @@ def build(ws: Workspace) -> None:
     keep_b.click(on_keep, [state, selected], outputs)
     delete_b.click(on_delete, [state, selected], outputs)
     undo_b.click(on_undo, [state], outputs)
+    journal_b.click(on_undo_journal, [state], outputs)
+    accept_b.click(on_accept, [state, selected], outputs)
+    confirm_b.click(on_confirm, [state], [*outputs, new_label])
+    cancel_b.click(on_cancel, [state], outputs)
     relabel_b.click(on_relabel, [state, selected, relabel_to, new_label], [*outputs, new_label])
     for i, button in enumerate(quick):
         button.click(_quick_handler(ws, i + 1), [state, selected], outputs)

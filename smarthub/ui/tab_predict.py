@@ -9,7 +9,7 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import ImageError, ModelError, SmartHubError
-from smarthub.ui._common import user_errors
+from smarthub.ui._common import problem, user_errors
 from smarthub.workspace import Workspace
 
 
@@ -73,12 +73,16 @@ def build(ws: Workspace) -> None:
             files = gr.File(file_count="multiple", file_types=["image"], label="images", elem_id="sh-predict-files")
             k = gr.Slider(1, 10, value=3, step=1, label="top k")
             run = gr.Button("Predict", variant="primary", elem_id="sh-predict")
+            status = gr.Markdown(elem_id="sh-predict-status")
         with gr.Column():
             best = gr.Label(label="first image", elem_id="sh-predict-label")
             table = gr.Dataframe(headers=["image", "rank", "label", "probability"], interactive=False,
                                  label="all images", elem_id="sh-predict-table")
 
     def on_predict(m, f, kk):
-        return run_predict(ws, m, f, int(kk))
+        try:
+            return (*run_predict(ws, m, f, int(kk)), "")
+        except gr.Error as e:  # stays on the page (a toast would vanish)
+            return gr.skip(), gr.skip(), gr.skip(), problem(e)
 
-    run.click(on_predict, [model, files, k], [model, best, table])
+    run.click(on_predict, [model, files, k], [model, best, table, status])

@@ -8,7 +8,7 @@ import gradio as gr
 
 from smarthub.atomicio import read_json
 from smarthub.errors import SmartHubError
-from smarthub.ui._common import StopSwitch, user_errors
+from smarthub.ui._common import StopSwitch, problem, user_errors
 from smarthub.workspace import Workspace
 
 ARCHS = ["mobilenet_v2", "resnet18", "resnet34", "resnet50", "efficientnet_b0", "convnext_tiny"]
@@ -90,6 +90,10 @@ def progress_text(p: Any) -> tuple[float | None, str]:
     return None, p.stage
 
 
+CONTROLS = {"--arch": "'architecture' =", "--no-pretrained": "'start from ImageNet weights' unticked",
+            "--epochs": "the 'epochs' slider", "--size": "the 'image size (px)' slider"}
+
+
 def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: bool,
               progress: gr.Progress | None = None,
               stop: StopSwitch | None = None) -> tuple[str, list[list[Any]], str | None]:
@@ -105,7 +109,7 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
 
     if stop is not None:
         stop.reset()
-    with user_errors():
+    with user_errors(CONTROLS):
         from smarthub.model import train
         options = train.TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
                                      pretrained=bool(pretrained))
@@ -132,6 +136,7 @@ def build(ws: Workspace) -> None:
         run = gr.Button("Train", variant="primary", elem_id="sh-train")
         stop_b = gr.Button("Stop", variant="stop", elem_id="sh-train-stop")
         reload = gr.Button("Show current model", elem_id="sh-train-reload")
+    status = gr.Markdown(elem_id="sh-train-status")
     summary = gr.Markdown(summary0, elem_id="sh-train-summary")
     with gr.Row():
         table = gr.Dataframe(value=rows0, headers=PER_CLASS_HEADERS, label="per class (validation)",
@@ -142,7 +147,10 @@ def build(ws: Workspace) -> None:
     switch = StopSwitch()
 
     def on_train(a: str, e: float, s: float, p: bool, progress=gr.Progress()):
-        return run_train(ws, a, int(e), int(s), p, progress, switch)
+        try:
+            return (*run_train(ws, a, int(e), int(s), p, progress, switch), "")
+        except gr.Error as e:  # stays on the page (a toast would vanish)
+            return gr.skip(), gr.skip(), gr.skip(), problem(e)
 
     def on_stop() -> None:
         switch.stop()
@@ -151,6 +159,6 @@ def build(ws: Workspace) -> None:
     def on_reload():
         return show_current(ws)
 
-    run.click(on_train, [arch, epochs, size, pretrained], [summary, table, confusion])
+    run.click(on_train, [arch, epochs, size, pretrained], [summary, table, confusion, status])
     reload.click(on_reload, None, [summary, table, confusion])
     stop_b.click(on_stop, None, None)

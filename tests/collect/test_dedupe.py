@@ -148,3 +148,67 @@ def test_near_threshold_separates_copies_from_distinct_photos():
         hashes.append(a)
     far = [hamming(a, b) for i, a in enumerate(hashes) for b in hashes[:i]]
     assert max(near) <= dedupe.DEFAULT_NEAR_THRESHOLD < min(far)
+
+
+# ---------------------------------------------------------------- which copy stays
+
+
+def _plant_provenance(ws, path: Path) -> None:
+    from smarthub.dataset import sha256_file
+    from smarthub.ledger import ProvenanceRecord, append_records
+
+    rel = path.relative_to(ws.data_dir).as_posix()
+    append_records(ws, [ProvenanceRecord(sha256=sha256_file(path), phash="", label=rel.split("/")[0], path=rel,
+                                         url=f"https://img.example/{path.name}")])
+
+
+@pytest.fixture
+def misfiled(ws):
+    """apple/orig.jpg came from the web (ledger); a larger re-encoded copy was filed by hand under banana/."""
+    d = ws.data_dir
+    _write(d / "apple" / "orig.jpg", photo(300, (120, 90)), quality=90)
+    _write(d / "banana" / "copy.jpg", photo(300, (120, 90)).resize((240, 180)), quality=95)
+    for i in range(2):
+        _write(d / "apple" / f"a{i}.jpg", photo(310 + i, (240, 180)))
+        _write(d / "banana" / f"b{i}.jpg", photo(320 + i, (240, 180)))
+    _plant_provenance(ws, d / "apple" / "orig.jpg")
+    return ws
+
+
+@pytest.mark.parametrize("policy,kept,reason", [
+    ("auto", "apple/orig.jpg", "it has provenance in the ledger"),
+    ("provenance", "apple/orig.jpg", "it has provenance in the ledger"),
+    ("largest", "banana/copy.jpg", "the largest copy"),
+    ("majority", "banana/copy.jpg", "no class holds most copies: the largest copy"),
+    ("first", "apple/orig.jpg", "first by path"),
+], ids=["auto", "provenance", "largest", "majority-tie", "first"])
+def test_keep_policy_with_planted_provenance(misfiled, policy, kept, reason):
+    found = dataset_duplicate_groups(misfiled, keep=policy)
+    (group,) = found.groups
+    assert group.keep.relative_to(misfiled.data_dir).as_posix() == kept and group.reason == reason
+
+
+def test_keep_majority_class_when_no_copy_has_provenance(ws):
+    d = ws.data_dir
+    _write(d / "apple" / "x1.jpg", photo(400, (120, 90)), quality=90)
+    (d / "apple" / "x2.jpg").write_bytes((d / "apple" / "x1.jpg").read_bytes())
+    _write(d / "banana" / "big.jpg", photo(400, (120, 90)).resize((240, 180)), quality=95)
+    (group,) = dataset_duplicate_groups(ws).groups
+    assert group.keep.parent.name == "apple"
+    assert group.reason == "its class 'apple' holds 2 of the 3 copies; the largest of those"
+
+
+def test_dedupe_quarantine_keeps_the_copy_with_provenance_and_says_why(misfiled, capsys):
+    data = str(misfiled.data_dir)
+    assert main(["dedupe", "--data", data, "--quarantine"]) == 0
+    out = capsys.readouterr().out
+    assert "keep  apple/orig.jpg  (it has provenance in the ledger)" in out and "extra banana/copy.jpg" in out
+    assert (misfiled.data_dir / "apple" / "orig.jpg").is_file() and not (misfiled.data_dir / "banana" / "copy.jpg").exists()
+    assert main(["undo", "--data", data]) == 0 and (misfiled.data_dir / "banana" / "copy.jpg").is_file()
+
+
+def test_unknown_keep_policy_is_refused():
+    from smarthub.errors import SmartHubError
+
+    with pytest.raises(SmartHubError, match="unknown keep policy 'newest'"):
+        dedupe.choose_keep([Path("a/1.jpg")], labels={}, policy="newest")
