@@ -126,4 +126,5 @@ def build(ws: Workspace) -> None:
     def on_run(fo, fi, d, c, i, u, e, progress=gr.Progress()):
         return run_annotate(ws, fo, fi, d, c, i, u, e, progress)
 
-    run.click(on_run, [folder, files, detector, conf, iou, use_classifier, existing], [report, download])
+    run.click(on_run, [folder, files, detector, conf, iou, use_classifier, existing], [report, download],
+              show_progress_on=[report])  # one bar per job

@@ -81,4 +81,4 @@ def build(ws: Workspace) -> None:
     def on_predict(m, f, kk):
         return run_predict(ws, m, f, int(kk))
 
-    run.click(on_predict, [model, files, k], [model, best, table])
+    run.click(on_predict, [model, files, k], [model, best, table], show_progress_on=[best])  # one bar per job
