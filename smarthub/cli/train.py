@@ -130,8 +130,7 @@ def run_train(args: argparse.Namespace) -> int:
     options = dataclasses.replace(train_options_from(args), promote=args.promote)
     with quiet_libraries():
         result = train(ws, options, progress=epoch_printer())
-    print_train_summary(result)
-    return print_promotion(result.report.get("promotion") or {})
+    return print_train_summary(result)
 
 
 def print_promotion(outcome: dict[str, Any]) -> int:
@@ -144,8 +143,11 @@ def print_promotion(outcome: dict[str, Any]) -> int:
     return 0
 
 
-def print_train_summary(result: Any) -> None:
-    """Accuracy, the per-class table and where the files went."""
+def print_train_summary(result: Any) -> int:
+    """Accuracy, the per-class table, where the files went and whether the run was promoted.
+
+    Returns the exit code: 2 when --promote if-better could not compare the run with the promoted one.
+    """
     r = result.report
     print(f"{r['arch']} ({'pretrained' if r['pretrained'] else 'from scratch'}), {r['n_train']} training / "
           f"{r['n_valid']} validation images, {r['seconds']:.0f} s")
@@ -156,6 +158,7 @@ def print_train_summary(result: Any) -> None:
     folder = Path((r.get("promotion") or {}).get("run_dir") or result.export_path.parent)
     print(f"wrote {folder / 'export.pkl'} (fastai learner, a pickle), {folder / 'report.json'}, "
           f"{folder / 'confusion.png'}, {folder / 'history.csv'}")
+    return print_promotion(r.get("promotion") or {})
 
 
 def run_predict(args: argparse.Namespace) -> int:
