@@ -212,10 +212,10 @@ def run_report(ws: Workspace, run_id: str) -> dict[str, Any]:
     run_dir = _run_dir(ws, run_id)
     if not run_dir.is_dir():
         raise ModelError(f"no run {run_id!r} in {ws.runs_dir} (deleted by hand?); `smarthub models` lists the runs")
-    problem = _problem(run_dir)
+    report, problem = _read_run(run_dir)
     if problem:
         raise ModelError(f"run {run_id} is broken: {problem}; promote another run (`smarthub models` lists them)")
-    return read_json(run_dir / "report.json", what="run report")
+    return report
 
 
 def list_runs(ws: Workspace) -> list[RunInfo]:
@@ -257,25 +257,23 @@ def _run_dir(ws: Workspace, run_id: str) -> Path:
     return ws.runs_dir / run_id
 
 
-def _problem(run_dir: Path) -> str | None:
+def _read_run(run_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """(report or {}, what is wrong with the run or None)."""
     if not (run_dir / "report.json").is_file():
-        return "report.json is missing"
+        return {}, "report.json is missing"
     try:
         report = read_json(run_dir / "report.json", what="run report")
     except SmartHubError as e:
-        return str(e)
+        return {}, str(e)
     if not isinstance(report, dict):
-        return f"{run_dir / 'report.json'} is not a training report"
+        return {}, f"{run_dir / 'report.json'} is not a training report"
     if not (run_dir / "export.pkl").is_file():
-        return "export.pkl is missing"
-    return None
+        return report, "export.pkl is missing"
+    return report, None
 
 
 def _info(run_dir: Path, *, promoted: bool) -> RunInfo:
-    problem = _problem(run_dir)
-    report: dict[str, Any] = {}
-    if problem is None or problem == "export.pkl is missing":
-        report = read_json(run_dir / "report.json", what="run report")
+    report, problem = _read_run(run_dir)
     export = run_dir / "export.pkl"
     acc = report.get("valid_accuracy")
     return RunInfo(run_id=run_dir.name, path=run_dir, created_at=str(report.get("created_at") or ""),
