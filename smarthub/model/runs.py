@@ -16,10 +16,11 @@ Imports nothing heavy: the app lists runs at start-up.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import shutil
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +37,7 @@ ARTEFACTS = ("export.pkl", "history.csv", "confusion.png", "report.json")  # rep
 POINTER_NAME = "promoted.json"
 INTENT_NAME = ".promotion-in-progress.tmp"
 LOG_NAME = "promotions.jsonl"
+LOCK_NAME = ".lock"  # in models/runs/
 _ID_TIME = "%Y%m%dT%H%M%S"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]+")
 
@@ -220,13 +222,16 @@ def run_report(ws: Workspace, run_id: str) -> dict[str, Any]:
 
 def list_runs(ws: Workspace) -> list[RunInfo]:
     """Every run folder, oldest first (a first-version model is adopted as a run first); broken ones flagged."""
-    prepare(ws)
-    pointer = _pointer_or_none(ws)
-    promoted_id = pointer["run_id"] if pointer else None
-    if not ws.runs_dir.is_dir():
+    if not _has_history(ws):
         return []
-    return [_info(d, promoted=d.name == promoted_id) for d in sorted(ws.runs_dir.iterdir())
-            if d.is_dir() and not d.name.startswith(".")]
+    with _locked(ws):
+        _prepare(ws)
+        pointer = _pointer_or_none(ws)
+        promoted_id = pointer["run_id"] if pointer else None
+        if not ws.runs_dir.is_dir():
+            return []
+        return [_info(d, promoted=d.name == promoted_id) for d in sorted(ws.runs_dir.iterdir())
+                if d.is_dir() and not d.name.startswith(".")]
 
 
 def promotion_log(ws: Workspace) -> list[dict[str, Any]]:
@@ -290,8 +295,34 @@ def _info(run_dir: Path, *, promoted: bool) -> RunInfo:
 
 def prepare(ws: Workspace) -> None:
     """Before any use: roll back a promotion a crash cut short, then adopt a first-version model as a run."""
+    if _has_history(ws):
+        with _locked(ws):
+            _prepare(ws)
+
+
+def _has_history(ws: Workspace) -> bool:
+    """Runs, or a first-version model to adopt (otherwise reading creates nothing)."""
+    return ws.runs_dir.is_dir() or ws.export_path.is_file()
+
+
+def _prepare(ws: Workspace) -> None:
     _recover(ws)
     _adopt_first_version(ws)
+
+
+@contextlib.contextmanager
+def _locked(ws: Workspace) -> Iterator[None]:
+    """One writer of the history at a time (the app's Train and Promote buttons, a CLI in another shell)."""
+    try:
+        ws.runs_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(ws.runs_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise SmartHubError(f"cannot open {ws.runs_dir / LOCK_NAME}: {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def record_run(ws: Workspace, report: dict[str, Any], *, save_export: Callable[[Path], object], history_csv: str,
@@ -304,33 +335,34 @@ def record_run(ws: Workspace, report: dict[str, Any], *, save_export: Callable[[
     """
     if policy not in PROMOTE_POLICIES:
         raise SmartHubError(f"--promote must be one of {', '.join(PROMOTE_POLICIES)} (got {policy!r})")
-    prepare(ws)
-    created = _parse_time(report.get("created_at")) or datetime.now(timezone.utc)
-    existing = [p.name for p in ws.runs_dir.iterdir()] if ws.runs_dir.is_dir() else []
-    run_id = new_run_id(str(report.get("arch") or "model"), now=created,
-                        existing=[n.lstrip(".").removesuffix(".partial") for n in existing])
-    report["run_id"] = run_id
-    staging = ws.runs_dir / f".{run_id}.partial"
-    try:
-        staging.mkdir(parents=True)
-    except OSError as e:
-        raise SmartHubError(f"cannot create {staging}: {e.strerror or e}") from e
-    run_dir = ws.runs_dir / run_id
-    try:
-        atomic_save_torch(staging / "export.pkl", save_export)
-        atomic_write_text(staging / "history.csv", history_csv)
-        atomic_write_bytes(staging / "confusion.png", confusion_png)
-        atomic_write_json(staging / "report.json", report)
+    with _locked(ws):
+        _prepare(ws)
+        created = _parse_time(report.get("created_at")) or datetime.now(timezone.utc)
+        existing = [p.name for p in ws.runs_dir.iterdir()] if ws.runs_dir.is_dir() else []
+        run_id = new_run_id(str(report.get("arch") or "model"), now=created,
+                            existing=[n.lstrip(".").removesuffix(".partial") for n in existing])
+        report["run_id"] = run_id
+        staging = ws.runs_dir / f".{run_id}.partial"
         try:
-            os.replace(staging, run_dir)
+            staging.mkdir(parents=True)
         except OSError as e:
-            raise SmartHubError(f"cannot write {run_dir}: {e.strerror or e}") from e
-    except SmartHubError:
-        # an empty staging folder goes; a partly written one stays hidden (never listed, never promoted)
-        with contextlib.suppress(OSError):
-            os.rmdir(staging)
-        raise
-    return _decide(ws, run_id, report, policy=policy)
+            raise SmartHubError(f"cannot create {staging}: {e.strerror or e}") from e
+        run_dir = ws.runs_dir / run_id
+        try:
+            atomic_save_torch(staging / "export.pkl", save_export)
+            atomic_write_text(staging / "history.csv", history_csv)
+            atomic_write_bytes(staging / "confusion.png", confusion_png)
+            atomic_write_json(staging / "report.json", report)
+            try:
+                os.replace(staging, run_dir)
+            except OSError as e:
+                raise SmartHubError(f"cannot write {run_dir}: {e.strerror or e}") from e
+        except SmartHubError:
+            # an empty staging folder goes; a partly written one stays hidden (never listed, never promoted)
+            with contextlib.suppress(OSError):
+                os.rmdir(staging)
+            raise
+        return _decide(ws, run_id, report, policy=policy)
 
 
 def _decide(ws: Workspace, run_id: str, report: dict[str, Any], *, policy: str) -> RunOutcome:
@@ -364,17 +396,18 @@ def promote(ws: Workspace, run_id: str) -> str:
     Returns a one-line summary. Raises ModelError (unknown, deleted or broken run; nothing to undo);
     SmartHubError when a file cannot be written. On any error the promoted model is unchanged.
     """
-    prepare(ws)
-    pointer = _pointer_or_none(ws)
-    current = pointer["run_id"] if pointer else None
-    if run_id == PREVIOUS:
-        run_id = (pointer or {}).get("previous") or ""
-        if not run_id:
-            raise ModelError("no previous promotion to go back to; `smarthub models` lists the runs")
-    run_report(ws, run_id)
-    if run_id == current:
-        return f"run {run_id} is already the promoted model"
-    _switch(ws, run_id, previous=current, reason="promoted by hand")
+    with _locked(ws):
+        _prepare(ws)
+        pointer = _pointer_or_none(ws)
+        current = pointer["run_id"] if pointer else None
+        if run_id == PREVIOUS:
+            run_id = (pointer or {}).get("previous") or ""
+            if not run_id:
+                raise ModelError("no previous promotion to go back to; `smarthub models` lists the runs")
+        run_report(ws, run_id)
+        if run_id == current:
+            return f"run {run_id} is already the promoted model"
+        _switch(ws, run_id, previous=current, reason="promoted by hand")
     back = f"; undo with `smarthub models promote {current}`" if current else ""
     return f"promoted run {run_id} to {ws.export_path}{back}"
 

@@ -335,3 +335,33 @@ def test_real_trainings_are_kept_compared_and_switched(ws: Workspace, capsys) ->
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "share no validation image" in errors[0] and "not promoted" in errors[0]
     assert len([p for p in ws.runs_dir.iterdir() if p.is_dir()]) == 3
+
+
+def test_concurrent_writers_keep_the_history_consistent(ws: Workspace) -> None:
+    """Two threads (the app's Train and Promote buttons, say) recording and promoting at once: every run gets
+    its own folder and the promoted files always belong to the run the pointer names."""
+    import threading
+
+    errors: list[BaseException] = []
+
+    def writer(name: str) -> None:
+        try:
+            for i in range(6):
+                outcome = _record(ws, _report([True, bool(i % 2)]), model=f"{name}{i}".encode(), policy="always")
+                runs.promote(ws, outcome.run_id)
+        except BaseException as e:  # noqa: BLE001 (reported to the test thread below)
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    infos = runs.list_runs(ws)
+    assert len(infos) == 12 and len({i.run_id for i in infos}) == 12
+    promoted = runs.read_pointer(ws)["run_id"]
+    assert json.loads(ws.report_path.read_text())["run_id"] == promoted
+    assert ws.export_path.read_bytes() == (ws.runs_dir / promoted / "export.pkl").read_bytes()
+    log = runs.promotion_log(ws)
+    assert len(log) >= 12 and {r["run_id"] for r in log} == {i.run_id for i in infos} and log[-1]["run_id"] == promoted
