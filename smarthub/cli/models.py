@@ -20,6 +20,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_promote)
     lg = msub.add_parser("log", help="the promotions so far, oldest first")
     lg.set_defaults(func=run_log)
+    for action in (a, lg):  # --models also after the action; SUPPRESS keeps the one given before it
+        action.add_argument("--models", metavar="DIR", default=argparse.SUPPRESS,
+                            help="models folder (default: ./models)")
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -58,5 +61,8 @@ def run_log(args: argparse.Namespace) -> int:
     runs.prepare(ws)
     rows = [(r.get("at", ""), r.get("run_id", ""), r.get("previous") or "-", r.get("reason", ""))
             for r in runs.promotion_log(ws)]
+    if not rows:
+        print(f"no promotions yet in {runs.log_path(ws)}: run `smarthub train`")
+        return 0
     print_table(rows, ("at", "run", "replaced", "reason"))
     return 0

@@ -159,8 +159,8 @@ def test_promote_previous_undoes_and_redoes(ws: Workspace, capsys) -> None:
     assert (rc, ws.export_path.read_bytes()) == (0, b"A") and f"promoted run {a}" in out and f"promote {b}" in out
     rc, out, _ = _cli(capsys, ws, "models", "promote", "PREVIOUS")
     assert (rc, ws.export_path.read_bytes()) == (0, b"B")
-    rc, out, _ = _cli(capsys, ws, "models", "promote", b)
-    assert rc == 0 and out.strip() == f"run {b} is already the promoted model"
+    rc, out, _ = main(["models", "promote", b, "--models", str(ws.models_dir)]), *capsys.readouterr()
+    assert rc == 0 and out.strip() == f"run {b} is already the promoted model"  # --models after the action too
     assert [(r["run_id"], r["previous"]) for r in runs.promotion_log(ws)] == [(a, None), (b, a), (a, b), (b, a)]
     rc, out, _ = _cli(capsys, ws, "models", "log")
     assert rc == 0 and [ln.split()[1:3] for ln in out.splitlines()[1:]] == [[a, "-"], [b, a], [a, b], [b, a]]
@@ -365,3 +365,10 @@ def test_concurrent_writers_keep_the_history_consistent(ws: Workspace) -> None:
     assert ws.export_path.read_bytes() == (ws.runs_dir / promoted / "export.pkl").read_bytes()
     log = runs.promotion_log(ws)
     assert len(log) >= 12 and {r["run_id"] for r in log} == {i.run_id for i in infos} and log[-1]["run_id"] == promoted
+
+
+def test_an_empty_models_folder_lists_nothing_and_creates_nothing(ws: Workspace, capsys) -> None:
+    for argv in (("models",), ("models", "log")):
+        rc, out, err = _cli(capsys, ws, *argv)
+        assert rc == 0 and out.startswith("no ") and "smarthub train" in out
+    assert not ws.models_dir.exists()
