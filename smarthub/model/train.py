@@ -388,9 +388,8 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     report["seconds"] = round(time.monotonic() - started, 2)
-    valid_items = [it for it, v in zip(items, is_valid) if v]  # learn.dls.valid's order (IndexSplitter)
-    write_artifacts(ws, learn, report, valid_items=valid_items,
-                    valid_preds=[vocab[i] for i in probs.numpy().argmax(axis=1)])
+    write_artifacts(ws, learn, report, valid_items=[it for it, v in zip(items, is_valid) if v],  # dls.valid order
+                    valid_preds=[vocab[i] for i in np.asarray(probs).argmax(axis=1)])
     _report(progress, "done")
     return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report=report,
                        seconds=report["seconds"])
