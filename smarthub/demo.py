@@ -24,6 +24,7 @@ SAMPLES_DIR = Path(__file__).parent / "samples"
 DEFAULT_DEMO_DIR = Path("demo")
 MARKER_NAME = "demo.json"
 PRETRAINED_ARCH = "mobilenet_v2"
+PRETRAINED_WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"  # = archs.expected_weights_file(PRETRAINED_ARCH), tested
 SCRATCH_ARCH = "resnet18"
 
 
@@ -96,11 +97,14 @@ def copy_samples(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR) -> tuple[int
 
 
 def pretrained_weights_cached(arch: str = PRETRAINED_ARCH) -> bool:
-    """True when the ImageNet weights of `arch` are already in the torch cache (no download is tried)."""
+    """True when the ImageNet weights of `arch` are already in the torch cache (no download is tried).
+
+    The demo's own arch is checked without importing torch (the app asks at start-up).
+    """
     from smarthub.model import archs
 
     try:
-        name = archs.expected_weights_file(arch)
+        name = PRETRAINED_WEIGHTS_FILE if arch == PRETRAINED_ARCH else archs.expected_weights_file(arch)
     except SmartHubError:
         return False
     return name is not None and (archs.checkpoints_dir() / name).is_file()

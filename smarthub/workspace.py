@@ -81,6 +81,11 @@ class Workspace:
     def history_path(self) -> Path:
         return self.models_dir / "history.csv"
 
+    @property
+    def runs_dir(self) -> Path:
+        """One folder per training run (model/runs.py); the files above are the promoted run's."""
+        return self.models_dir / "runs"
+
     def contains(self, path: Path) -> bool:
         """True when `path` (resolved, symlinks followed) lies inside the data or models folder."""
         resolved = Path(path).resolve()

@@ -296,7 +296,7 @@ def test_train_tab_stop_keeps_the_previous_model(small_ws: Workspace) -> None:
 
     ws = small_ws
     tab_train.run_train(ws, "mobilenet_v2", 1, 32, True)
-    before = {p.name: p.read_bytes() for p in ws.models_dir.iterdir()}
+    before = {p.relative_to(ws.models_dir): p.read_bytes() for p in ws.models_dir.rglob("*") if p.is_file()}
     switch = StopSwitch()
     switch.stop()  # pressed before this run: a new run starts fresh
     seen = []
@@ -310,7 +310,7 @@ def test_train_tab_stop_keeps_the_previous_model(small_ws: Workspace) -> None:
     assert any("epoch 1/4" in d for d in seen)
     assert summary.startswith("**Stopped:** training stopped after 0 complete epochs; nothing was written")
     assert "Validation accuracy" in summary and {r[0] for r in rows} == {"cat", "dog", "fish"}  # the old model
-    assert {p.name: p.read_bytes() for p in ws.models_dir.iterdir()} == before
+    assert {p.relative_to(ws.models_dir): p.read_bytes() for p in ws.models_dir.rglob("*") if p.is_file()} == before
 
 
 # ---------------------------------------------------------------- Bootstrap and Annotate tabs

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -71,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a classifier on the class folders and export it")
     add_workspace_args(p)
     add_train_args(p)
+    p.add_argument("--promote", choices=("if-better", "always", "never"), default="if-better",
+                   help="make the new run the model in use: if its validation accuracy is not worse than the "
+                        "promoted model's on the same images (default), always, or never (`smarthub models`)")
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("predict", help="predict the class of images with the exported model")
@@ -123,15 +127,27 @@ def run_train(args: argparse.Namespace) -> int:
     from smarthub.model.train import train
 
     ws = workspace_from(args)
-    options = train_options_from(args)
+    options = dataclasses.replace(train_options_from(args), promote=args.promote)
     with quiet_libraries():
         result = train(ws, options, progress=epoch_printer())
-    print_train_summary(result)
+    return print_train_summary(result)
+
+
+def print_promotion(outcome: dict[str, Any]) -> int:
+    """The promotion line (model/runs.py); exit code 2 when --promote if-better could not compare the runs."""
+    comparison = outcome.get("comparison") or {}
+    if outcome.get("policy") == "if-better" and comparison and not comparison.get("comparable"):
+        print(f"error: {outcome.get('message')}", file=sys.stderr)
+        return 2
+    print(outcome.get("message", ""))
     return 0
 
 
-def print_train_summary(result: Any) -> None:
-    """Accuracy, the per-class table and where the files went."""
+def print_train_summary(result: Any) -> int:
+    """Accuracy, the per-class table, where the files went and whether the run was promoted.
+
+    Returns the exit code: 2 when --promote if-better could not compare the run with the promoted one.
+    """
     r = result.report
     print(f"{r['arch']} ({'pretrained' if r['pretrained'] else 'from scratch'}), {r['n_train']} training / "
           f"{r['n_valid']} validation images, {r['seconds']:.0f} s")
@@ -139,9 +155,10 @@ def print_train_summary(result: Any) -> None:
     rows = [(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
             for label, m in r["per_class"].items()]
     print_table(rows, ("class", "precision", "recall", "f1", "support"))
-    folder = result.export_path.parent
-    print(f"wrote {result.export_path} (fastai learner, a pickle), {result.report_path}, "
+    folder = Path((r.get("promotion") or {}).get("run_dir") or result.export_path.parent)
+    print(f"wrote {folder / 'export.pkl'} (fastai learner, a pickle), {folder / 'report.json'}, "
           f"{folder / 'confusion.png'}, {folder / 'history.csv'}")
+    return print_promotion(r.get("promotion") or {})
 
 
 def run_predict(args: argparse.Namespace) -> int:

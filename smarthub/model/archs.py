@@ -8,7 +8,9 @@ lacks entries for several torchvision models (mobilenet_v2, mobilenet_v3, effici
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -147,8 +149,15 @@ def expected_weights_file(name: str) -> str | None:
 
 
 def checkpoints_dir() -> Path:
-    """$TORCH_HOME/hub/checkpoints (torch's cache folder for pretrained weights), read at call time."""
-    import torch.hub
+    """$TORCH_HOME/hub/checkpoints (torch's cache folder for pretrained weights), read at call time.
+
+    Before torch is loaded this is torch.hub.get_dir()'s documented default ($TORCH_HOME, else
+    $XDG_CACHE_HOME/torch, else ~/.cache/torch), so the app can check for weights without importing torch.
+    """
+    if "torch" not in sys.modules:
+        cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+        return Path(os.environ.get("TORCH_HOME") or Path(cache) / "torch").expanduser() / "hub" / "checkpoints"
+    import torch.hub  # torch.hub.set_dir() may have moved it
 
     return Path(torch.hub.get_dir()) / "checkpoints"
 

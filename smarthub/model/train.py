@@ -45,8 +45,11 @@ class TrainOptions:
     num_workers: int = DEFAULT_NUM_WORKERS
     lr: float | None = None
     freeze_epochs: int = 1
+    promote: str = "if-better"  # if-better | always | never (model/runs.py)
 
     def __post_init__(self) -> None:
+        if self.promote not in ("if-better", "always", "never"):
+            raise SmartHubError(f"promote must be if-better, always or never (got {self.promote!r})")
         if self.epochs < 1:
             raise SmartHubError(f"epochs must be at least 1 (got {self.epochs})")
         if self.freeze_epochs < 0:
@@ -385,7 +388,8 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     report["seconds"] = round(time.monotonic() - started, 2)
-    write_artifacts(ws, learn, report)
+    write_artifacts(ws, learn, report, valid_items=[it for it, v in zip(items, is_valid) if v],  # dls.valid order
+                    valid_preds=[vocab[i] for i in np.asarray(probs).argmax(axis=1)])
     _report(progress, "done")
     return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report=report,
                        seconds=report["seconds"])
@@ -463,15 +467,23 @@ def check_images_cached(ws: Any, items: Sequence[ImageItem], *, progress: Progre
                            f"--quarantine` to move them to the trash, then train again")
 
 
-def write_artifacts(ws: Any, learn: Any, report: dict) -> None:
-    """Write export.pkl, history.csv, confusion.png and report.json, each atomically (report last)."""
-    from smarthub.atomicio import atomic_save_torch, atomic_write_json, atomic_write_text, atomic_write_with
+def write_artifacts(ws: Any, learn: Any, report: dict, *, valid_items: Sequence[ImageItem],
+                    valid_preds: Sequence[str]) -> None:
+    """Record the run in models/runs/<run id>/ (export.pkl, history.csv, confusion.png, report.json with the
+    validation images) and promote it by `report["options"]["promote"]` (model/runs.py).
 
-    atomic_save_torch(ws.export_path, lambda tmp: learn.export(Path(tmp).absolute()))
-    atomic_write_text(ws.history_path, history_csv(report["history"]))
-    png = confusion_png(report["confusion_matrix"], report["vocab"])
-    atomic_write_with(ws.confusion_path, lambda f: f.write(png))
-    atomic_write_json(ws.report_path, report)
+    Sets report["run_id"] and report["promotion"] (RunOutcome.to_dict(): promoted, message, comparison).
+    """
+    from smarthub.model import runs
+
+    report["valid_images"] = runs.valid_image_records([it.path for it in valid_items],
+                                                      [it.label for it in valid_items], valid_preds,
+                                                      data_dir=ws.data_dir)
+    outcome = runs.record_run(ws, report, save_export=lambda tmp: learn.export(Path(tmp).absolute()),
+                              history_csv=history_csv(report["history"]),
+                              confusion_png=confusion_png(report["confusion_matrix"], report["vocab"]),
+                              policy=report["options"].get("promote", "if-better"))
+    report["promotion"] = outcome.to_dict()
 
 
 def history_csv(history: Sequence[dict]) -> str:

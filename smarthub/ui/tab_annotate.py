@@ -136,4 +136,5 @@ def build(ws: Workspace) -> None:
         except gr.Error as err:  # stays on the page (a toast would vanish)
             return gr.skip(), gr.skip(), problem(err)
 
-    run.click(on_run, [folder, files, detector, conf, iou, use_classifier, existing], [report, download, status])
+    run.click(on_run, [folder, files, detector, conf, iou, use_classifier, existing], [report, download, status],
+              show_progress_on=[report])  # one bar per job

@@ -398,7 +398,7 @@ def build(ws: Workspace) -> None:
         cleared = "" if view.state.counts["relabelled"] > done_before else gr.skip()
         return (*view.outputs(), cleared)
 
-    run.click(on_run, [state, method, threshold, folds], outputs)
+    run.click(on_run, [state, method, threshold, folds], outputs, show_progress_on=[status])  # one bar per job
     for widget in (kind, label, split):
         widget.input(on_filter, [state, kind, label, split], outputs)
     prev.click(on_prev, [state], outputs)

@@ -85,4 +85,4 @@ def build(ws: Workspace) -> None:
         except gr.Error as e:  # stays on the page (a toast would vanish)
             return gr.skip(), gr.skip(), gr.skip(), problem(e)
 
-    run.click(on_predict, [model, files, k], [model, best, table, status])
+    run.click(on_predict, [model, files, k], [model, best, table, status], show_progress_on=[best])  # one bar per job

@@ -27,7 +27,8 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
         f"{report.get('n_train')} train / {report.get('n_valid')} valid images"
         + (f" · {report['seconds']:.0f} s" if isinstance(report.get("seconds"), (int, float)) else ""),
         f"classes: {html.escape(', '.join(map(str, report.get('vocab', []))))}",
-        f"model: `{html.escape(str(ws.export_path))}`",
+        f"model: `{html.escape(str(ws.export_path))}`" + (f" (run {html.escape(str(report['run_id']))})"
+                                                          if report.get("run_id") else ""),
     ]
     folders = folder_classes(ws)
     vocab = [str(v) for v in report.get("vocab", [])]
@@ -37,7 +38,17 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
                         f"with the model")
     rows = [[label, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
             for label, m in (report.get("per_class") or {}).items()]
-    confusion = str(ws.confusion_path) if ws.confusion_path.is_file() else None
+    promotion = report.get("promotion") or {}
+    if promotion.get("message"):
+        head = "**Promoted:**" if promotion.get("promoted") else "**Kept, not promoted:**"
+        lines.insert(0, f"{head} {html.escape(promotion['message'])}")
+        if not promotion.get("promoted"):
+            lines[-1] = f"model: `{html.escape(str(promotion.get('run_dir')))}` (not in use)"
+    run_confusion = ws.runs_dir / str(report.get("run_id")) / "confusion.png" if report.get("run_id") else None
+    if run_confusion is not None and run_confusion.is_file():
+        confusion: str | None = str(run_confusion)
+    else:
+        confusion = str(ws.confusion_path) if ws.confusion_path.is_file() else None
     return "  \n".join(lines), rows, confusion
 
 
@@ -95,9 +106,12 @@ CONTROLS = {"--arch": "'architecture' =", "--no-pretrained": "'start from ImageN
 
 
 def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: bool,
-              progress: gr.Progress | None = None,
-              stop: StopSwitch | None = None) -> tuple[str, list[list[Any]], str | None]:
+              progress: gr.Progress | None = None, stop: StopSwitch | None = None,
+              promote: str = "if-better") -> tuple[str, list[list[Any]], str | None]:
     """Train with the core and return the report views; errors become gr.Error.
+
+    The run is kept in models/runs/ and promoted by `promote` (if-better, always, never); the summary says
+    which, with the new and the promoted model's accuracy side by side.
 
     `stop()` turning true (the Stop button) ends training after the current batch: nothing is written and
     the views show the previous model under a 'Stopped' line.
@@ -112,13 +126,63 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
     with user_errors(CONTROLS):
         from smarthub.model import train
         options = train.TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
-                                     pretrained=bool(pretrained))
+                                     pretrained=bool(pretrained), promote=promote or "if-better")
         try:
             result = train.train(ws, options, progress=cb, should_stop=stop)
         except train.TrainingStopped as e:
             summary, rows, confusion = show_current(ws)
             return f"**Stopped:** {html.escape(str(e))}.\n\n{summary}", rows, confusion
     return report_views(ws, result.report)
+
+
+HISTORY_HEADERS = ["run", "date (UTC)", "arch", "px", "accuracy", "vs promoted (shared images)", "promoted"]
+
+
+def history_views(ws: Workspace) -> tuple[list[list[Any]], list[str]]:
+    """(run history rows, ids of the runs that can be promoted) — newest first.
+
+    Each run shows its own validation accuracy and, beside it, both models' accuracy on the validation
+    images it shares with the promoted run; a broken run says what is wrong.
+    """
+    from smarthub.model import runs
+
+    infos = runs.list_runs(ws)
+    try:
+        current = runs.current_report(ws)
+    except SmartHubError:
+        current = None
+    rows = []
+    for info in reversed(infos):
+        versus = ""
+        if info.problem:
+            versus = f"broken: {info.problem}"
+        elif current is not None and not info.promoted:
+            c = runs.compare_reports(runs.run_report(ws, info.run_id), current)
+            versus = (f"{c.new_accuracy:.3f} vs {c.current_accuracy:.3f} on {c.n_shared}" if c.comparable
+                      else "not comparable")
+        rows.append([info.run_id, info.created_at.replace("T", " ")[:19], info.arch, info.size_px,
+                     None if info.valid_accuracy is None else round(info.valid_accuracy, 4), versus,
+                     "yes" if info.promoted else ""])
+    return rows, [i.run_id for i in reversed(infos) if i.problem is None]
+
+
+def promote_run(ws: Workspace, run_id: str | None) -> str:
+    """Promote a run from the history (or PREVIOUS); returns the status line. Errors become gr.Error."""
+    from smarthub.model import runs
+
+    if not run_id:
+        raise gr.Error("choose a run in the list first")
+    with user_errors():
+        return f"**Done:** {html.escape(runs.promote(ws, run_id))}"
+
+
+def show_history(ws: Workspace) -> tuple[list[list[Any]], list[str], str]:
+    """History rows, run choices and a problem line ('' when fine) — never raises (the tab must build)."""
+    try:
+        rows, choices = history_views(ws)
+    except SmartHubError as e:
+        return [], [], f"**Problem:** {html.escape(str(e))}"
+    return rows, choices, ""
 
 
 def build(ws: Workspace) -> None:
@@ -133,6 +197,9 @@ def build(ws: Workspace) -> None:
         pretrained = gr.Checkbox(value=d["pretrained"], label="start from ImageNet weights",
                                  info="offline, only cached weights work (`smarthub weights add`)")
     with gr.Row():
+        promote = gr.Radio(["if-better", "always", "never"], value="if-better", label="use the new model",
+                           elem_id="sh-train-promote",
+                           info="if-better: only when its validation accuracy is not worse on the same images")
         run = gr.Button("Train", variant="primary", elem_id="sh-train")
         stop_b = gr.Button("Stop", variant="stop", elem_id="sh-train-stop")
         reload = gr.Button("Show current model", elem_id="sh-train-reload")
@@ -144,21 +211,53 @@ def build(ws: Workspace) -> None:
         confusion = gr.Image(value=confusion0, type="filepath", label="confusion matrix", interactive=False,
                              elem_id="sh-train-confusion")
 
+    rows1, choices1, problem1 = show_history(ws)
+    with gr.Accordion("model history (models/runs/)", open=True):
+        history = gr.Dataframe(value=rows1, headers=HISTORY_HEADERS, interactive=False, elem_id="sh-train-history",
+                               label="runs, newest first: own validation accuracy; new vs promoted model on the "
+                                     "validation images they share")
+        with gr.Row():
+            pick = gr.Dropdown(choices1, value=None, label="run", elem_id="sh-train-run")
+            promote_b = gr.Button("Promote", elem_id="sh-train-promote-run")
+            undo_b = gr.Button("Undo last promotion", elem_id="sh-train-undo")
+        history_status = gr.Markdown(problem1, elem_id="sh-train-history-status")
+
     switch = StopSwitch()
 
-    def on_train(a: str, e: float, s: float, p: bool, progress=gr.Progress()):
+    def refreshed(status: str) -> tuple:
+        rows, choices, problem_line = show_history(ws)
+        return rows, gr.update(choices=choices, value=None), status or problem_line
+
+    def on_train(a: str, e: float, s: float, p: bool, how: str, progress=gr.Progress()):
         try:
-            return (*run_train(ws, a, int(e), int(s), p, progress, switch), "")
-        except gr.Error as e:  # stays on the page (a toast would vanish)
-            return gr.skip(), gr.skip(), gr.skip(), problem(e)
+            views = run_train(ws, a, int(e), int(s), p, progress, switch, promote=how)
+        except gr.Error as err:  # stays on the page (a toast would vanish)
+            return (*[gr.skip()] * 6, problem(err))
+        return (*views, *refreshed(""), "")
+
+    def on_promote(run_id: str | None):
+        try:
+            line = promote_run(ws, run_id)
+        except gr.Error as err:
+            return (gr.skip(), gr.skip(), problem(err), *[gr.skip()] * 3)
+        return (*refreshed(line), *show_current(ws))
+
+    def on_undo():
+        return on_promote("PREVIOUS")
 
     def on_stop() -> None:
         switch.stop()
         gr.Info("stopping after the current batch; the previous model stays as it is")
 
     def on_reload():
-        return show_current(ws)
+        return (*show_current(ws), *refreshed(""))
 
-    run.click(on_train, [arch, epochs, size, pretrained], [summary, table, confusion, status])
-    reload.click(on_reload, None, [summary, table, confusion])
+    views = [summary, table, confusion]
+    history_views_ = [history, pick, history_status]
+    # one progress display per job: on the summary only, not on each output
+    run.click(on_train, [arch, epochs, size, pretrained, promote], views + history_views_ + [status],
+              show_progress_on=[summary])
+    promote_b.click(on_promote, [pick], history_views_ + views, show_progress_on=[history_status])
+    undo_b.click(on_undo, None, history_views_ + views, show_progress_on=[history_status])
+    reload.click(on_reload, None, views + history_views_, show_progress_on=[summary])
     stop_b.click(on_stop, None, None)

@@ -199,7 +199,8 @@ def test_failed_write_keeps_the_previous_model(trained: Workspace, capsys, monke
     assert len(errors) == 1 and "export.pkl" in errors[0] and "No space left" in errors[0]
     assert {p: p.read_bytes() for p in before} == before
     assert sorted(p.name for p in ws.models_dir.iterdir()) == ["confusion.png", "export.pkl", "history.csv",
-                                                               "report.json"]
+                                                               "promoted.json", "report.json", "runs"]
+    assert len([p for p in ws.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
 
 
 @pytest.mark.parametrize(("pretrained", "stop_after_calls", "epochs_done"),
@@ -212,7 +213,7 @@ def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace
     from smarthub.model.train import TrainingStopped, TrainOptions, train
 
     ws = trained
-    before = {p.name: p.read_bytes() for p in ws.models_dir.iterdir()}
+    before = {p.relative_to(ws.models_dir): p.read_bytes() for p in ws.models_dir.rglob("*") if p.is_file()}
     calls = []
 
     def should_stop() -> bool:
@@ -226,7 +227,7 @@ def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace
                                               f"written, the previous model is unchanged$"):
         train(ws, options, should_stop=should_stop)
     assert len(calls) == stop_after_calls  # not polled again after it said stop: the second stage never ran
-    assert {p.name: p.read_bytes() for p in ws.models_dir.iterdir()} == before
+    assert {p.relative_to(ws.models_dir): p.read_bytes() for p in ws.models_dir.rglob("*") if p.is_file()} == before
 
 
 def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_home: Path) -> None:
