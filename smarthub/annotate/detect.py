@@ -28,6 +28,9 @@ TORCHVISION_ARCHS = (
     "ssdlite320_mobilenet_v3_large",
     "fcos_resnet50_fpn",
 )
+# built here, not by torchvision: Faster R-CNN on an ImageNet MobileNetV2 backbone, whose weights can be had
+# offline (see DESIGN.md), so a detector can be fine-tuned from pretrained features without COCO weights.
+SMARTHUB_ARCHS = ("fasterrcnn_mobilenet_v2",)
 CHECKPOINT_FORMAT = "smarthub-detector"
 CHECKPOINT_VERSION = 1
 YOLO_SUFFIXES = frozenset({".pt", ".onnx"})
@@ -277,10 +280,38 @@ class TorchvisionDetector(Detector):
         return dets
 
 
+def build_fasterrcnn_mobilenet_v2(num_classes: int, *, min_size: int = 320, max_size: int = 320,
+                                  backbone_weights: bool = False) -> Any:
+    """Faster R-CNN on MobileNetV2 features (stride 32) reduced to 256 channels, with a light box head.
+
+    `backbone_weights`: start from torchvision's ImageNet MobileNetV2 file (must be in the torch cache).
+    """
+    from torch import nn
+    from torchvision.models import mobilenet_v2
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    features = mobilenet_v2(weights="IMAGENET1K_V1" if backbone_weights else None).features
+    backbone = nn.Sequential(features, nn.Conv2d(1280, 256, 1), nn.ReLU(inplace=True))
+    backbone.out_channels = 256
+    anchors = AnchorGenerator(sizes=((24, 48, 96, 192),), aspect_ratios=((0.5, 1.0, 2.0),))
+    pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
+    return FasterRCNN(backbone, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=pool,
+                      box_head=TwoMLPHead(256 * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes),
+                      min_size=min_size, max_size=max_size)
+
+
 def build_torchvision_model(arch: str, num_classes: int, **model_kwargs: Any) -> Any:
     """An untrained torchvision detection model (no weights, no download)."""
     from torchvision.models import get_model
 
+    if arch in SMARTHUB_ARCHS:
+        try:
+            return build_fasterrcnn_mobilenet_v2(num_classes, **model_kwargs)
+        except TypeError as e:
+            raise ModelError(f"cannot build detector {arch!r}: {e}") from e
     try:
         return get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes, **model_kwargs)
     except (ValueError, TypeError) as e:

@@ -13,6 +13,7 @@ from smarthub.annotate.labelme import image_path_of, load_labelme, shape_boxes
 if TYPE_CHECKING:
     from PIL import Image
 
+MIN_SIDE_PX = 320
 PALETTE = [(230, 25, 75), (60, 180, 75), (0, 130, 200), (245, 130, 48), (145, 30, 180), (70, 240, 240),
            (240, 50, 230), (210, 245, 60), (0, 128, 128), (170, 110, 40), (128, 0, 0), (0, 0, 128)]
 
@@ -28,8 +29,8 @@ def draw_boxes(image: Image.Image, boxes: list[tuple[str, tuple[float, float, fl
     from PIL import ImageDraw, ImageFont
 
     im = image.convert("RGB").copy()
-    scale = min(1.0, max_side_px / max(im.size))
-    if scale < 1.0:
+    scale = min(max_side_px, max(max(im.size), MIN_SIDE_PX)) / max(im.size)  # small images grow: legible tags
+    if scale != 1.0:
         im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))))
     draw = ImageDraw.Draw(im)
     font = ImageFont.load_default()

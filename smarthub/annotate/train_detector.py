@@ -65,9 +65,9 @@ class DetectorTrainOptions:
 
     @property
     def backend(self) -> str:
-        from smarthub.annotate.detect import TORCHVISION_ARCHS
+        from smarthub.annotate.detect import SMARTHUB_ARCHS, TORCHVISION_ARCHS
 
-        return "torchvision" if self.model in TORCHVISION_ARCHS else "ultralytics"
+        return "torchvision" if self.model in TORCHVISION_ARCHS + SMARTHUB_ARCHS else "ultralytics"
 
 
 @dataclass
@@ -288,10 +288,20 @@ def _torchvision_kwargs(arch: str, imgsz: int) -> dict[str, Any]:
     return {"min_size": imgsz, "max_size": imgsz} if arch.startswith(("fasterrcnn", "retinanet", "fcos")) else {}
 
 
-def _coco_init(model: Any, arch: str) -> bool:
-    """Load the COCO weights of `arch` (when in the torch cache) into every layer whose shape fits."""
-    from smarthub.annotate.detect import _torch_load, coco_weights_file, torch_checkpoint_dir
+def _pretrained_init(model: Any, arch: str) -> str | None:
+    """Load cached pretrained weights into every layer whose shape fits: COCO for torchvision detectors,
+    ImageNet MobileNetV2 for the backbone of fasterrcnn_mobilenet_v2. Returns what was loaded, or None."""
+    from smarthub.annotate.detect import SMARTHUB_ARCHS, _torch_load, coco_weights_file, torch_checkpoint_dir
 
+    if arch in SMARTHUB_ARCHS:
+        from smarthub.model.archs import expected_weights_file
+
+        local = torch_checkpoint_dir() / str(expected_weights_file("mobilenet_v2"))
+        if not local.is_file():
+            return None
+        state = {k: v for k, v in _torch_load(local, weights_only=True).items() if k.startswith("features.")}
+        model.backbone[0].load_state_dict({k[len("features."):]: v for k, v in state.items()})
+        return "ImageNet (backbone)"
     local = torch_checkpoint_dir() / coco_weights_file(arch)[0]
     if not local.is_file():
         return False
@@ -299,13 +309,13 @@ def _coco_init(model: Any, arch: str) -> bool:
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict(fitting, strict=False)
-    return True
+    return "COCO"
 
 
 def train_torchvision(items: list[DetItem], names: list[str], out: Path, options: DetectorTrainOptions,
-                      device: str, report: Callable[[TrainProgress], None]) -> tuple[Path, bool]:
-    """Fine-tune (COCO weights when cached) or train from scratch a torchvision detector; returns
-    (checkpoint, pretrained). `report` may raise TrainingStopped."""
+                      device: str, report: Callable[[TrainProgress], None]) -> tuple[Path, str | None]:
+    """Fine-tune (COCO weights, or ImageNet backbone weights, when cached) or train from scratch a torchvision
+    detector; returns (checkpoint, what pretrained weights were used). `report` may raise TrainingStopped."""
     import random
 
     import torch
@@ -318,7 +328,7 @@ def train_torchvision(items: list[DetItem], names: list[str], out: Path, options
     ids = {n: i for i, n in enumerate(labels)}
     kwargs = _torchvision_kwargs(options.model, options.imgsz)
     model = build_torchvision_model(options.model, len(labels), **kwargs)
-    pretrained = _coco_init(model, options.model)
+    pretrained = _pretrained_init(model, options.model)
     torch.manual_seed(options.seed)
     rng = random.Random(options.seed)
     model.to(device).train()
@@ -479,7 +489,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             data_yaml = write_yolo_tree(work / "dataset", {"train": train_items, "val": splits["val"]}, names)
             last = train_ultralytics(data_yaml, work, options, device, runs / ".cache" / "ultralytics", report)
             shutil.copyfile(last, staged / "weights.pt")
-            weights_name, pretrained = "weights.pt", options.model.endswith(".pt")
+            weights_name, pretrained = "weights.pt", ("Ultralytics weights" if options.model.endswith(".pt") else None)
         else:
             _, pretrained = train_torchvision(train_items, names, staged / "detector.pt", options, device, report)
             weights_name = "detector.pt"

@@ -121,7 +121,7 @@ def test_torchvision_backend(tmp_path: Path, arch: str, capsys: pytest.CaptureFi
     out = capsys.readouterr().out
     assert "(torchvision," in out and "fish" in out and "use it: smarthub annotate" in out
     run_dir = latest_run(tmp_path / "models")
-    assert (run_dir / "detector.pt").is_file() and json.loads((run_dir / "run.json").read_text())["pretrained"] is False
+    assert (run_dir / "detector.pt").is_file() and json.loads((run_dir / "run.json").read_text())["pretrained"] is None
     batch = tmp_path / "batch"
     batch.mkdir()
     (batch / "a.jpg").write_bytes((lm / "scene0000.jpg").read_bytes())
