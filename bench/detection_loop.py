@@ -79,7 +79,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="smarthub-loop-") as tmp:
         root = Path(tmp)
         contain_library_caches(root / "cache")
-        drawings = {k: load_drawings(v, max_side_px=160) for k, v in CLASSES.items()}
+        unreadable: list = []
+        drawings = {k: load_drawings(v, max_side_px=160, failed=unreadable) for k, v in CLASSES.items()}
         seen = {k: v[: int(len(v) * 0.7)] for k, v in drawings.items()}
         bgs = photos()
         sets = {"corrected": args.n, "batch A": args.batch, "batch B": args.batch, "pool": args.pool,
@@ -89,7 +90,8 @@ def main() -> None:
             boxes[name] = compose_scenes(root / name, n, seen, bgs, size=size, seed=args.seed + 101 * i,
                                          prefix=name.replace(" ", "_") + "_")
         print(f"scenes {size[0]}x{size[1]} px: " + ", ".join(f"{k} {sets[k]} ({boxes[k]} boxes)" for k in sets)
-              + "; drawings: " + ", ".join(f"{k} {len(v)}" for k, v in seen.items()), flush=True)
+              + "; drawings: " + ", ".join(f"{k} {len(v)}" for k, v in seen.items())
+              + f" ({len(unreadable)} unreadable skipped)", flush=True)
         images_a, truth_a = split_truth(root / "batch A")
         images_b, truth_b = split_truth(root / "batch B")
         images_t, truth_t = split_truth(root / "test")

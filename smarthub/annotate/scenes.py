@@ -31,13 +31,25 @@ def cutout(image: Image.Image, *, white_below: int = 235, max_side_px: int = 256
     return im
 
 
-def load_drawings(folder: Path, *, limit: int | None = None, max_side_px: int = 256) -> list[Image.Image]:
-    """The drawings of one class folder as RGBA cutouts (sorted by name, the first `limit`)."""
+def load_drawings(folder: Path, *, limit: int | None = None, max_side_px: int = 256,
+                  failed: list[tuple[Path, str]] | None = None) -> list[Image.Image]:
+    """The drawings of one class folder as RGBA cutouts (sorted by name, the first `limit`).
+
+    Unreadable files (e.g. a drawing too large to decode) are skipped and, when `failed` is given, listed there;
+    without `failed` they raise ImageError.
+    """
+    from smarthub.errors import ImageError
     from smarthub.imaging import IMAGE_SUFFIXES, open_image
 
     out = []
     for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-        im = cutout(open_image(path).image, max_side_px=max_side_px)
+        try:
+            im = cutout(open_image(path).image, max_side_px=max_side_px)
+        except ImageError as e:
+            if failed is None:
+                raise
+            failed.append((path, e.reason))
+            continue
         if im.getchannel("A").getbbox() is not None and min(im.size) >= 8:
             out.append(im)
         if limit is not None and len(out) >= limit:
