@@ -48,9 +48,6 @@ class ExportReport:
                 f"classes: {', '.join(self.names)}\nsplit kept in {self.split_file}")
 
 
-YoloExportReport = ExportReport  # the name callers of the first version used
-
-
 def split_file_of(labelme_dir: Path) -> Path:
     """Where the stable split of a Labelme folder is kept."""
     return Path(labelme_dir) / ".smarthub" / SPLIT_FILE

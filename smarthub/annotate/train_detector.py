@@ -108,12 +108,6 @@ class DetectorRun:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def weights(self) -> Path:
-        from smarthub.annotate.detect import read_run
-
-        return self.run_dir / read_run(self.run_dir)["weights"]
-
     def summary(self) -> str:
         def f(v: float | None) -> str:
             return "-" if v is None else f"{v:.3f}"
