@@ -298,7 +298,7 @@ def _pretrained_init(model: Any, arch: str) -> str | None:
         return "ImageNet (backbone)"
     local = torch_checkpoint_dir() / coco_weights_file(arch)[0]
     if not local.is_file():
-        return False
+        return None
     state = _torch_load(local, weights_only=True)
     own = model.state_dict()
     fitting = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}

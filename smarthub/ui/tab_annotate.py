@@ -230,7 +230,8 @@ def build(ws: Workspace) -> None:
             upload = gr.File(file_count="single", file_types=list(DETECTOR_SUFFIXES),
                              label="…or upload a detector file (kept in models/detectors/uploads)",
                              elem_id="sh-ann-upload")
-            conf = gr.Slider(0.01, 0.99, value=0.25, step=0.01, label="confidence threshold")
+            conf = gr.Slider(0.01, 0.99, value=0.25, step=0.01, label="confidence threshold",
+                             info="a trained run (detectors/…) uses its tuned per-class thresholds instead")
             iou = gr.Slider(0.1, 0.95, value=0.7, step=0.05, label="NMS IoU")
             use_classifier = gr.Checkbox(value=False, label="classify boxes with models/export.pkl")
             existing = gr.Radio(["skip", "overwrite", "merge"], value="skip",
