@@ -67,6 +67,13 @@ def test_annotate_uses_the_tuned_thresholds_unless_conf_is_given(trained, tmp_pa
     assert main(["annotate", str(batch), "--model", str(run_dir), "--conf", "0.5", "--overwrite"]) == 0
     stamp = load_labelme(batch / "scene0000.json").stamp
     assert stamp["conf"] == 0.5 and "class_conf" not in stamp
+    assert main(["annotate", str(batch), "--model", str(run_dir), "--conf", "0.01", "--silver-min-conf", "0.6",
+                 "--overwrite"]) == 0
+    for p in batch.glob("*.json"):
+        lf = load_labelme(p)
+        assert lf.stamp["silver_min_conf"] == 0.6 and lf.flags["silver"] == (
+            bool(lf.shapes) and all(s.extra["score"] >= 0.6 for s in lf.shapes))
+        assert all(s.flags["silver"] == (s.extra["score"] >= 0.6) for s in lf.shapes)
 
 
 def test_stop_mid_epoch_writes_nothing_and_the_previous_detector_stays(trained) -> None:
