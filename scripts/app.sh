@@ -4,4 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+if [[ " $* " == *" --demo "* ]]; then
+  # the demo's detector is trained with the optional Ultralytics extra (AGPL-3.0), pinned as in requirements-test.txt
+  .venv/bin/python -m pip install -q "ultralytics==8.4.190"
+fi
 exec .venv/bin/python app.py "$@"

@@ -39,6 +39,7 @@ class DemoReport:
     arch: str = ""
     pretrained: bool = False
     valid_accuracy: float | None = None
+    detector: Path | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -49,6 +50,8 @@ class DemoReport:
             acc = f"{self.valid_accuracy:.0%}" if self.valid_accuracy is not None else "n/a"
             lines.append(f"trained {self.arch} ({'pretrained' if self.pretrained else 'from scratch'}): "
                          f"validation accuracy {acc}")
+        if self.detector is not None:
+            lines.append(f"demo detector: {self.detector}")
         lines += self.notes
         lines.append(f"ready in {self.seconds:.0f} s")
         return "\n".join(lines)
@@ -197,5 +200,55 @@ def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPL
         report.valid_accuracy = result.report.get("valid_accuracy")
     elif ws.export_path.exists():
         report.notes.append(f"using the existing model {ws.export_path}")
+    if train:
+        report.detector = prepare_demo_detector(ws, samples_dir=samples_dir, say=say, notes=report.notes)
     report.seconds = time.monotonic() - started
     return report
+
+
+# ---------------------------------------------------------------- the demo's detector
+
+DEMO_DETECTOR_RUN = "demo-objects"
+DEMO_DETECTOR_CLASS = "object"
+
+
+def demo_detector_options():
+    """yolov8n from scratch on small scenes: about half a minute on two idle CPU cores (see README)."""
+    from smarthub.annotate.train_detector import DetectorTrainOptions
+
+    return DetectorTrainOptions(model="yolov8n.yaml", epochs=40, imgsz=128, batch=16, device="cpu",
+                                name=DEMO_DETECTOR_RUN)
+
+
+def prepare_demo_detector(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR, say: Callable[[str], None],
+                          notes: list[str], scenes: int = 64) -> Path | None:
+    """Train the demo's one-class ('object') detector on scenes composed from the shipped drawings, unless
+    it exists. Boxes are named by the demo classifier (Annotate tab: 'classify boxes'). Needs the optional
+    Ultralytics extra; without it, a note says how to get it and the demo runs without a detector."""
+    import importlib.util
+
+    from smarthub.annotate.train_detector import detectors_dir, train_detector
+
+    run = detectors_dir(ws.models_dir) / DEMO_DETECTOR_RUN
+    if run.is_dir():
+        return run
+    if importlib.util.find_spec("ultralytics") is None:
+        notes.append("no demo detector: it is trained with the optional Ultralytics extra "
+                     "(pip install -e .[yolo], AGPL-3.0; scripts/app.sh --demo installs it)")
+        return None
+    from PIL import Image
+
+    from smarthub.annotate.scenes import compose_scenes, load_drawings, texture_backgrounds
+
+    drawings = [d for images in sample_images(samples_dir).values() for d in
+                load_drawings(images[0].parent, max_side_px=96)]
+    backgrounds = texture_backgrounds(6, size=(256, 256)) + [Image.new("RGB", (256, 256), (255, 255, 255))] * 3
+    folder = ws.cache_dir / "demo-scenes"
+    options = demo_detector_options()
+    say(f"training the demo detector ({options.model} from scratch, {options.epochs} epochs at {options.imgsz} px "
+        f"on {scenes} scenes of the sample drawings)…")
+    compose_scenes(folder, scenes, {DEMO_DETECTOR_CLASS: drawings}, backgrounds,
+                   size=(options.imgsz, options.imgsz * 3 // 4), objects=(1, 2), side_frac=(0.35, 0.9))
+    result = train_detector(folder, ws.models_dir, options)
+    say(f"demo detector: validation mAP50 {result.map50 or 0:.2f}")
+    return result.run_dir

@@ -500,3 +500,38 @@ def _missing_folders(ws: Workspace, destinations: Iterable[Path]) -> list[str]:
             missing.add(_rel(ws, folder))
             folder = folder.parent
     return sorted(missing)
+
+
+# ---------------------------------------------------------------- derived folders (exports, detector runs)
+
+
+def replace_folder(staged: Path, dest: Path) -> None:
+    """Put the fully written folder `staged` in place of `dest` (an export or run smarthub wrote).
+
+    `dest` is first renamed aside, then `staged` renamed into place, then the old copy removed:
+    a crash at any point leaves the old folder or the new one under `dest` (the other one, if any,
+    beside it under a dot name). Not for user images: those go through relabel/trash.
+    """
+    import shutil
+
+    staged, dest = Path(staged), Path(dest)
+    aside = dest.with_name(f".{dest.name}.old-{secrets.token_hex(4)}")
+    had_old = dest.exists()
+    if had_old:
+        os.rename(dest, aside)
+    try:
+        os.rename(staged, dest)
+    except OSError:
+        if had_old:
+            os.rename(aside, dest)
+        raise
+    if had_old:
+        shutil.rmtree(aside)
+
+
+def discard_folder(path: Path) -> None:
+    """Remove a folder smarthub staged and did not finish (a stopped export or training run)."""
+    import shutil
+
+    if Path(path).exists():
+        shutil.rmtree(Path(path))

@@ -241,6 +241,31 @@ def test_an_error_stays_in_the_status_area(served, page) -> None:
     page.screenshot(path=str(ARTIFACTS / "predict-error.png"))
 
 
+def test_annotate_tab_gallery_and_detector_upload_in_the_browser(served, page) -> None:
+    """Upload a detector file (kept in models/), annotate, see every image drawn, open one large, see the counts."""
+    from playwright.sync_api import expect
+
+    ws, _ = served
+    page.get_by_role("tab", name="Annotate").click()
+    page.locator("#sh-ann-upload input[type=file]").set_input_files(str(ws.models_dir / "det.pt"))
+    detector = page.locator("#sh-ann-detector input").first
+    expect(detector).to_have_value(re.compile(r"detectors/uploads/det(_\d+)?\.pt"), timeout=TIMEOUT_MS)
+    assert (ws.models_dir / "detectors" / "uploads" / "det.pt").is_file()
+    n_images = len(list((ws.data_dir / "dog").glob("*.jpg")))
+    page.locator("#sh-ann-folder textarea, #sh-ann-folder input").first.fill("dog")
+    page.locator("#sh-ann-run").click()
+    thumbs = page.locator("#sh-ann-gallery img")
+    expect(thumbs).to_have_count(n_images, timeout=TIMEOUT_MS)
+    expect(page.locator("#sh-ann-counts")).to_contain_text("(no boxes)")
+    expect(page.locator("#sh-ann-gallery")).to_contain_text("boxes")
+    thumbs.first.click()  # opens the image large
+    preview = page.locator("#sh-ann-gallery .preview img, #sh-ann-gallery [data-testid='detailed-image']").first
+    preview.wait_for(timeout=TIMEOUT_MS)
+    box = preview.bounding_box()
+    assert box is not None and box["width"] > 200
+    page.screenshot(path=str(ARTIFACTS / "annotate-gallery.png"), full_page=True)
+
+
 def test_train_tab_stop_in_the_browser(served, page) -> None:
     """Train, then Stop while the first epochs run: the page says Stopped and no model is written."""
     ws, _ = served

@@ -381,11 +381,14 @@ def test_annotate_uploaded_images_gives_labelme_zip(small_ws: Workspace, tmp_pat
     ws = small_ws
     det = tiny_detector(ws.models_dir / "det.pt")
     uploads = [make_image(tmp_path / f"up{i}.jpg", size=(64, 48), pattern=i) for i in range(2)]
-    text, zipped = tab_annotate.run_annotate(ws, "", [str(p) for p in uploads], "det.pt", 0.01, 0.7, False, "skip")
+    text, zipped, gallery, counts = tab_annotate.run_annotate(ws, "", [str(p) for p in uploads], "det.pt", 0.01,
+                                                              0.7, False, "skip")
     assert "2 images" in text and zipped and ws.contains(Path(zipped))
     with zipfile.ZipFile(zipped) as zf:
         assert sorted(zf.namelist()) == ["up0.json", "up1.json"]
-    text, zipped = tab_annotate.run_annotate(ws, "cat", None, str(det), 0.5, 0.7, False, "skip")
+    text, zipped, gallery, counts = tab_annotate.run_annotate(ws, "cat", None, str(det), 0.5, 0.7, False, "skip")
+    assert len(gallery) == 6 and all(caption.endswith(("box", "boxes")) for _, caption in gallery)
+    assert counts[-1][0] == "(no boxes)" and sum(r[2] for r in counts) >= 6
     assert "6 images" in text and len(list((ws.data_dir / "cat").glob("*.json"))) == 6
     assert len(scan_dataset(ws.data_dir)) == 18  # JSON files are not taken for images
 

@@ -28,6 +28,9 @@ TORCHVISION_ARCHS = (
     "ssdlite320_mobilenet_v3_large",
     "fcos_resnet50_fpn",
 )
+# built here, not by torchvision: Faster R-CNN on an ImageNet MobileNetV2 backbone, whose weights can be had
+# offline (see DESIGN.md), so a detector can be fine-tuned from pretrained features without COCO weights.
+SMARTHUB_ARCHS = ("fasterrcnn_mobilenet_v2",)
 CHECKPOINT_FORMAT = "smarthub-detector"
 CHECKPOINT_VERSION = 1
 YOLO_SUFFIXES = frozenset({".pt", ".onnx"})
@@ -112,6 +115,8 @@ class DetectorOptions:
     batch: int = 4
     device: str = "cpu"
     config_dir: Path | None = None  # where Ultralytics may keep its settings.json
+    class_conf: dict[str, float] = field(default_factory=dict)  # per model class; `conf` for the others
+    run_thresholds: bool = True  # a detector run folder's tuned thresholds replace `conf` (False: --conf given)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.conf <= 1.0:
@@ -122,6 +127,13 @@ class DetectorOptions:
             raise SmartHubError("--max-det and --batch must be at least 1")
         if self.imgsz is not None and self.imgsz < 16:
             raise SmartHubError(f"--imgsz must be at least 16, got {self.imgsz}")
+        if any(not 0.0 <= v <= 1.0 for v in self.class_conf.values()):
+            raise SmartHubError(f"per-class thresholds must be between 0 and 1, got {self.class_conf}")
+
+    @property
+    def backend_conf(self) -> float:
+        """The lowest threshold of any class: what the model itself may filter at."""
+        return min([self.conf, *self.class_conf.values()])
 
 
 def parse_label_map(text: str) -> dict[str, str]:
@@ -168,7 +180,10 @@ class Detector:
     def postprocess(self, det: Detections) -> Detections:
         """Apply conf, classes, max_det and the label map to raw detections."""
         opts = self.options
-        keep = det.confidence >= opts.conf
+        if opts.class_conf:
+            keep = det.confidence >= np.array([opts.class_conf.get(lab, opts.conf) for lab in det.labels])
+        else:
+            keep = det.confidence >= opts.conf
         if opts.classes:
             wanted = set(opts.classes)
             keep &= np.array([lab in wanted for lab in det.labels], dtype=bool)
@@ -196,6 +211,8 @@ class Detector:
             prov["imgsz"] = o.imgsz
         if o.label_map:
             prov["label_map"] = dict(o.label_map)
+        if o.class_conf:
+            prov["class_conf"] = {k: round(v, 4) for k, v in sorted(o.class_conf.items())}
         return prov
 
 
@@ -236,7 +253,7 @@ class TorchvisionDetector(Detector):
         m, o = self.model, self.options
         heads = getattr(m, "roi_heads", m)
         if hasattr(heads, "score_thresh"):
-            heads.score_thresh = o.conf
+            heads.score_thresh = o.backend_conf
         if hasattr(heads, "nms_thresh"):
             heads.nms_thresh = o.iou
         if hasattr(heads, "detections_per_img"):
@@ -263,10 +280,38 @@ class TorchvisionDetector(Detector):
         return dets
 
 
+def build_fasterrcnn_mobilenet_v2(num_classes: int, *, min_size: int = 320, max_size: int = 320,
+                                  backbone_weights: bool = False) -> Any:
+    """Faster R-CNN on MobileNetV2 features (stride 32) reduced to 256 channels, with a light box head.
+
+    `backbone_weights`: start from torchvision's ImageNet MobileNetV2 file (must be in the torch cache).
+    """
+    from torch import nn
+    from torchvision.models import mobilenet_v2
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+    from torchvision.ops import MultiScaleRoIAlign
+
+    features = mobilenet_v2(weights="IMAGENET1K_V1" if backbone_weights else None).features
+    backbone = nn.Sequential(features, nn.Conv2d(1280, 256, 1), nn.ReLU(inplace=True))
+    backbone.out_channels = 256
+    anchors = AnchorGenerator(sizes=((24, 48, 96, 192),), aspect_ratios=((0.5, 1.0, 2.0),))
+    pool = MultiScaleRoIAlign(featmap_names=["0"], output_size=7, sampling_ratio=2)
+    return FasterRCNN(backbone, num_classes=None, rpn_anchor_generator=anchors, box_roi_pool=pool,
+                      box_head=TwoMLPHead(256 * 7 * 7, 256), box_predictor=FastRCNNPredictor(256, num_classes),
+                      min_size=min_size, max_size=max_size)
+
+
 def build_torchvision_model(arch: str, num_classes: int, **model_kwargs: Any) -> Any:
     """An untrained torchvision detection model (no weights, no download)."""
     from torchvision.models import get_model
 
+    if arch in SMARTHUB_ARCHS:
+        try:
+            return build_fasterrcnn_mobilenet_v2(num_classes, **model_kwargs)
+        except TypeError as e:
+            raise ModelError(f"cannot build detector {arch!r}: {e}") from e
     try:
         return get_model(arch, weights=None, weights_backbone=None, num_classes=num_classes, **model_kwargs)
     except (ValueError, TypeError) as e:
@@ -385,7 +430,7 @@ class YoloDetector(Detector):
 
     def forward(self, images: Sequence[Image.Image]) -> list[Detections]:
         o = self.options
-        kwargs: dict[str, Any] = {"conf": o.conf, "iou": o.iou, "max_det": o.max_det,
+        kwargs: dict[str, Any] = {"conf": o.backend_conf, "iou": o.iou, "max_det": o.max_det,
                                   "device": o.device, "verbose": False, "save": False}
         if o.imgsz:
             kwargs["imgsz"] = o.imgsz
@@ -453,7 +498,7 @@ def load_detector(spec: str | Path, options: DetectorOptions | None = None) -> D
     if not path.exists():
         raise ModelError(f"detector {text!r} not found: give a weights file or one of {', '.join(TORCHVISION_ARCHS)}")
     if path.is_dir():
-        raise ModelError(f"{path} is a folder, not a detector weights file")
+        return load_run_detector(path, options)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         return YoloDetector(path, options)
@@ -475,3 +520,47 @@ def load_detector(spec: str | Path, options: DetectorOptions | None = None) -> D
     kind = "a plain state_dict" if isinstance(obj, dict) else type(obj).__name__
     raise ModelError(f"{path} is not a detector: it holds {kind}, not a smarthub detector checkpoint "
                      f"(see detect.save_detector_checkpoint) or Ultralytics YOLO weights")
+
+
+# ---------------------------------------------------------------- detector runs (smarthub train-detector)
+
+RUN_FORMAT = "smarthub-detector-run"
+RUN_FILE = "run.json"
+
+
+def read_run(run_dir: Path) -> dict[str, Any]:
+    """The run.json of a detector run folder; ModelError when the folder is not one."""
+    import json
+
+    path = Path(run_dir) / RUN_FILE
+    if not path.is_file():
+        raise ModelError(f"{run_dir} is a folder without {RUN_FILE}: give a detector run folder "
+                         f"(models/detectors/<run>) or a weights file")
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelError(f"{path} cannot be read: {e}") from e
+    if not isinstance(run, dict) or run.get("format") != RUN_FORMAT or not isinstance(run.get("weights"), str):
+        raise ModelError(f"{path} is not a smarthub detector run (format {RUN_FORMAT!r} with a weights file)")
+    return run
+
+
+def load_run_detector(run_dir: Path, options: DetectorOptions) -> Detector:
+    """The detector of a run folder written by `smarthub train-detector`, with its tuned per-class
+    thresholds unless `options.run_thresholds` is False (the user gave --conf)."""
+    import dataclasses
+
+    run_dir = Path(run_dir)
+    run = read_run(run_dir)
+    weights = (run_dir / run["weights"]).resolve()
+    if not weights.is_relative_to(run_dir.resolve()) or not weights.is_file():
+        raise ModelError(f"{run_dir / RUN_FILE}: weights {run['weights']!r} missing from the run folder")
+    thresholds = run.get("thresholds") or {}
+    if options.run_thresholds and thresholds:
+        conf = {str(k): float(v["conf"]) for k, v in thresholds.items() if isinstance(v, dict) and "conf" in v}
+        options = dataclasses.replace(options, class_conf={**conf, **options.class_conf})
+    if options.imgsz is None and isinstance(run.get("imgsz"), int):
+        options = dataclasses.replace(options, imgsz=run["imgsz"])
+    detector = load_detector(weights, options)
+    detector.name = run_dir.name
+    return detector

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from smarthub.errors import AnnotationError, DatasetError
-from smarthub.annotate.labelme import load_labelme, shape_boxes
+from smarthub.annotate.labelme import edit_state, load_labelme, shape_boxes
 
 MATCH_IOU = 0.5          # a prediction counts as found at IoU >= 0.5 (precision/recall, mAP50)
 SAME_OBJECT_IOU = 0.3    # correction effort: boxes this close are the same object, edited
@@ -70,14 +70,30 @@ class EvalReport:
     missing_pred: list[Path] = field(default_factory=list)   # truth files with no prediction (counted as empty)
     unpaired_pred: list[Path] = field(default_factory=list)  # predictions with no truth (ignored)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    iou: float = MATCH_IOU
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        """Every figure as plain JSON (paths as strings, missing figures as null)."""
+        return {"images": self.images, "iou": self.iou, "map50": self.map50, "map50_95": self.map50_95,
+                "labels": {s.label: {"truth": s.truth, "predicted": s.predicted, "true_positives": s.true_positives,
+                                     "precision": s.precision, "recall": s.recall, "ap50": s.ap50,
+                                     "ap50_95": s.ap50_95} for s in self.labels.values()},
+                "effort": {"kept": self.effort.kept, "added": self.effort.added, "deleted": self.effort.deleted,
+                           "moved": self.effort.moved, "relabelled": self.effort.relabelled,
+                           "edits": self.effort.edits},
+                "missing_pred": [str(p) for p in self.missing_pred],
+                "unpaired_pred": [str(p) for p in self.unpaired_pred],
+                "failed": [{"file": str(p), "reason": r} for p, r in self.failed], "warnings": list(self.warnings)}
 
     def summary(self) -> str:
         """A table per label and the overall figures."""
         def f(v: float | None) -> str:
             return "-" if v is None else f"{v:.3f}"
 
+        at = f"@{self.iou:g}"
         lines = [f"{self.images} images compared; mAP50 {f(self.map50)}, mAP50-95 {f(self.map50_95)}",
-                 f"{'label':<20} {'truth':>6} {'pred':>6} {'P@.5':>6} {'R@.5':>6} {'AP50':>6} {'AP50-95':>7}"]
+                 f"{'label':<20} {'truth':>6} {'pred':>6} {'P' + at:>6} {'R' + at:>6} {'AP50':>6} {'AP50-95':>7}"]
         for s in self.labels.values():
             lines.append(f"{s.label:<20} {s.truth:>6} {s.predicted:>6} {f(s.precision):>6} {f(s.recall):>6} "
                          f"{f(s.ap50):>6} {f(s.ap50_95):>7}")
@@ -201,8 +217,23 @@ def _json_index(folder: Path) -> dict[str, Path]:
             if not any(part.startswith(".") for part in p.relative_to(folder).parts)}
 
 
-def evaluate_annotations(pred_dir: Path, truth_dir: Path) -> EvalReport:
+def folder_warnings(preds: list, truths: list) -> list[str]:
+    """Warnings when the prediction files look like corrected truth (no score, no smarthub stamp on any)
+    or every truth file is an untouched smarthub prediction (PRED and TRUTH probably swapped)."""
+    out = []
+    if preds and not any(p.stamp is not None or any(b[2] is not None for b in shape_boxes(p)) for p in preds):
+        out.append("the prediction folder looks like ground truth (no box has a score and no file a smarthub "
+                   "stamp): are PRED_DIR and TRUTH_DIR swapped?")
+    if truths and all(edit_state(t) == "ours" for t in truths):
+        out.append("the truth folder looks like predictions (every file is a smarthub pre-annotation nobody "
+                   "corrected): are PRED_DIR and TRUTH_DIR swapped?")
+    return out
+
+
+def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_IOU) -> EvalReport:
     """Compare predicted Labelme files with corrected ones paired by relative path.
+
+    Precision and recall count a prediction found at IoU >= `iou`.
 
     Raises DatasetError when a folder is missing or the truth folder has no Labelme files.
     Broken files are reported in `failed` and left out.
@@ -211,11 +242,16 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path) -> EvalReport:
     for d in (pred_dir, truth_dir):
         if not d.is_dir():
             raise DatasetError(f"folder not found: {d}")
+    if not 0.0 < iou <= 1.0:
+        from smarthub.errors import SmartHubError
+
+        raise SmartHubError(f"--iou must be in (0, 1], got {iou}")
     preds, truths = _json_index(pred_dir), _json_index(truth_dir)
     if not truths:
         raise DatasetError(f"no Labelme .json files under {truth_dir}")
-    report = EvalReport(unpaired_pred=[preds[k] for k in sorted(set(preds) - set(truths))])
+    report = EvalReport(unpaired_pred=[preds[k] for k in sorted(set(preds) - set(truths))], iou=iou)
     pairs: list[tuple[list[Box], list[Box], int, int]] = []
+    loaded_p, loaded_t = [], []
     for key, tpath in truths.items():
         try:
             t = load_labelme(tpath)
@@ -223,8 +259,11 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path) -> EvalReport:
         except AnnotationError as e:
             report.failed.append((tpath, str(e)))
             continue
+        loaded_t.append(t)
         if p is None:
             report.missing_pred.append(tpath)
+        else:
+            loaded_p.append(p)
         pairs.append((shape_boxes(p) if p else [], shape_boxes(t), t.image_width, t.image_height))
     report.images = len(pairs)
     labels = sorted({b[0] for pr, tr, _, _ in pairs for b in pr + tr})
@@ -236,7 +275,7 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path) -> EvalReport:
             s = stats[lab]
             s.predicted += len(pl)
             s.truth += len(tl)
-            s.true_positives += greedy_tp(pl, tl)
+            s.true_positives += greedy_tp(pl, tl, iou=iou)
         e = correction_effort(pred, truth)
         for name in ("kept", "added", "deleted", "moved", "relabelled"):
             setattr(report.effort, name, getattr(report.effort, name) + getattr(e, name))
@@ -244,5 +283,6 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path) -> EvalReport:
     for lab, (ap50, ap) in per_label.items():
         stats[lab].ap50, stats[lab].ap50_95 = ap50, ap
     report.labels = stats
+    report.warnings = folder_warnings(loaded_p, loaded_t)
     return report
 

@@ -1,32 +1,41 @@
-"""Close the loop: corrected Labelme files → a YOLO detection dataset (images, labels, data.yaml).
+"""Corrected Labelme files → a YOLO or COCO detection dataset, and a YOLO dataset → Labelme files.
 
-Images are copied (never moved). Labels are `class cx cy w h` normalised by the EXIF-corrected
-image size the Labelme file records (Ultralytics reads images EXIF-corrected too). Class names
-are sorted alphabetically so the class ids are stable across exports.
+Images are copied (never moved). The split is `split.stable_split`: stratified, seeded and stored in
+`<labelme dir>/.smarthub/split.json`, so an image keeps its split when the dataset grows. The export is
+written into a staged folder and put in place whole (`fileops.replace_folder`): a non-empty output is
+refused unless `overwrite`, and a crash leaves the old export or the new one, never a mix.
+YOLO labels are `class cx cy w h` normalised by the EXIF-corrected size the Labelme file records.
+Class names are sorted alphabetically so class ids are stable across exports.
 """
 from __future__ import annotations
 
 import json
-import random
+import secrets
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smarthub.errors import AnnotationError, DatasetError, SmartHubError
-from smarthub.annotate.labelme import LabelmeFile, image_path_of, load_labelme, shape_boxes
+from smarthub.errors import DatasetError, SmartHubError
+from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
+from smarthub.annotate.split import (SPLIT_FILE, SPLITS, SplitRecord, check_split, parse_split,  # noqa: F401
+                                     split_counts, stable_split)
 
-SPLITS = ("train", "val", "test")
+FORMATS = ("yolo", "coco")
 
 
 @dataclass
-class YoloExportReport:
-    """What `export_yolo` wrote: images per split, boxes, class names, failures."""
+class ExportReport:
+    """What an export wrote: images per split, background images, boxes, class names."""
 
     out_dir: Path
+    fmt: str = "yolo"
     names: list[str] = field(default_factory=list)
     images: dict[str, int] = field(default_factory=dict)
+    backgrounds: int = 0
     boxes: int = 0
-    failed: list[tuple[Path, str]] = field(default_factory=list)
+    split_file: Path | None = None
 
     @property
     def data_yaml(self) -> Path:
@@ -34,50 +43,32 @@ class YoloExportReport:
 
     def summary(self) -> str:
         per = ", ".join(f"{k} {v}" for k, v in self.images.items())
-        lines = [f"YOLO dataset in {self.out_dir}: {sum(self.images.values())} images ({per}), {self.boxes} boxes, "
-                 f"{len(self.names)} classes: {', '.join(self.names)}"]
-        lines += [f"failed  {p}: {r}" for p, r in self.failed]
-        return "\n".join(lines)
+        return (f"{self.fmt.upper()} dataset in {self.out_dir}: {sum(self.images.values())} images ({per}; "
+                f"{self.backgrounds} without boxes kept as background), {self.boxes} boxes, {len(self.names)} "
+                f"classes: {', '.join(self.names)}\nsplit kept in {self.split_file}")
 
 
-def parse_split(text: str) -> tuple[float, float, float]:
-    """'0.8,0.1,0.1' → (0.8, 0.1, 0.1); fractions must be >= 0 and sum to 1."""
-    try:
-        parts = tuple(float(p) for p in text.split(","))
-    except ValueError as e:
-        raise SmartHubError(f"--split {text!r} must be three numbers like 0.8,0.1,0.1") from e
-    if len(parts) != 3:
-        raise SmartHubError(f"--split {text!r} must be three numbers like 0.8,0.1,0.1")
-    return check_split(parts)
+def split_file_of(labelme_dir: Path) -> Path:
+    """Where the stable split of a Labelme folder is kept."""
+    return Path(labelme_dir) / ".smarthub" / SPLIT_FILE
 
 
-def check_split(split: tuple[float, float, float]) -> tuple[float, float, float]:
-    if len(split) != 3 or any(f < 0 for f in split) or abs(sum(split) - 1.0) > 1e-6 or split[0] <= 0:
-        raise SmartHubError(f"split {split} must be three fractions >= 0 summing to 1, train > 0")
-    return tuple(float(f) for f in split)  # type: ignore[return-value]
+def dataset_split(dataset: DetSet, *, split: tuple[float, float, float], seed: int) -> SplitRecord:
+    """The stable, stratified split of a scanned folder (stored beside it)."""
+    items = {it.key: it.labels for it in dataset.items}
+    return stable_split(items, split_file_of(dataset.root), fractions=split, seed=seed)
 
 
-def split_counts(n: int, split: tuple[float, float, float]) -> tuple[int, int, int]:
-    """How many of n items go to train/val/test: rounded, val gets one when asked for and n >= 2."""
-    n_val = round(n * split[1])
-    n_test = round(n * split[2])
-    if split[1] > 0 and n_val == 0 and n >= 2:
-        n_val = 1
-    if split[2] > 0 and n_test == 0 and n >= 3:
-        n_test = 1
-    while n_val + n_test >= n and n > 0:  # train keeps at least one
-        if n_test:
-            n_test -= 1
-        else:
-            n_val -= 1
-    return n - n_val - n_test, n_val, n_test
+def flat_stem(key: str) -> str:
+    """'nested/img1.png' → 'nested__img1' (file names in the flat export folders)."""
+    return "__".join(Path(key).with_suffix("").parts)
 
 
-def yolo_lines(lf: LabelmeFile, class_ids: dict[str, int]) -> list[str]:
-    """`class cx cy w h` lines (normalised, clipped) for the boxes of one Labelme file."""
-    w, h = lf.image_width, lf.image_height
+def yolo_lines(item: DetItem, class_ids: dict[str, int]) -> list[str]:
+    """`class cx cy w h` lines (normalised, clipped) for the boxes of one image."""
+    w, h = item.width, item.height
     lines = []
-    for label, (x1, y1, x2, y2), _ in shape_boxes(lf):
+    for label, (x1, y1, x2, y2) in item.boxes:
         x1, x2 = max(0.0, min(x1, w)), max(0.0, min(x2, w))
         y1, y2 = max(0.0, min(y1, h)), max(0.0, min(y2, h))
         if x2 <= x1 or y2 <= y1:
@@ -87,65 +78,216 @@ def yolo_lines(lf: LabelmeFile, class_ids: dict[str, int]) -> list[str]:
     return lines
 
 
-def export_yolo(labelme_dir: Path, out_dir: Path, *, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                seed: int = 0) -> YoloExportReport:
-    """Write a YOLO dataset from the Labelme files under `labelme_dir`.
+def check_output(src: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse an output inside the input (or around it) and a non-empty output without `overwrite`."""
+    check_not_nested(src, out)
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"output {out} is a file, not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise DatasetError(f"output folder {out} is not empty: choose a new folder or pass --overwrite "
+                           f"(replaces it whole)")
 
-    Layout: out/images/<split>/<name>, out/labels/<split>/<name>.txt, out/data.yaml. Nested files
-    are flattened to `sub__name`. A file that fails to load or whose image is missing is reported
-    in `failed`. Raises DatasetError when no usable file is found.
-    """
+
+@contextmanager
+def staged_folder(out: Path) -> Iterator[Path]:
+    """A fresh folder beside `out`; on success it replaces `out` whole, on any failure it is removed."""
+    from smarthub import fileops
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staged = out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}")
+    staged.mkdir()
+    try:
+        yield staged
+        fileops.replace_folder(staged, out)
+    finally:
+        fileops.discard_folder(staged)
+
+
+def _write_yolo(staged: Path, dataset: DetSet, record: SplitRecord, names: list[str], report: ExportReport) -> None:
     from smarthub.atomicio import atomic_write_text
 
+    class_ids = {n: i for i, n in enumerate(names)}
+    for item in dataset.items:
+        split = record.assignments[item.key]
+        stem = flat_stem(item.key)
+        img_dst = staged / "images" / split / f"{stem}{item.image.suffix.lower()}"
+        img_dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(item.image, img_dst)
+        lines = yolo_lines(item, class_ids)
+        atomic_write_text(staged / "labels" / split / f"{stem}.txt", "".join(x + "\n" for x in lines))
+        report.boxes += len(lines)
+    used = [s for s in SPLITS if report.images.get(s)]
+    yaml = ["# written by smarthub export-yolo; paths are relative to this file",
+            "train: images/train", "val: images/val" if "val" in used else "val: images/train"]
+    if "test" in used:
+        yaml.append("test: images/test")
+    yaml.append(f"nc: {len(names)}")
+    yaml.append("names:")
+    yaml += [f"  {i}: {json.dumps(n, ensure_ascii=False)}" for i, n in enumerate(names)]
+    atomic_write_text(staged / "data.yaml", "\n".join(yaml) + "\n")
+
+
+def coco_dict(items: list[DetItem], names: list[str]) -> dict:
+    """A COCO detection dict (images, annotations, categories with ids from 1) for `items`."""
+    cat = {n: i + 1 for i, n in enumerate(names)}
+    images, annotations = [], []
+    for img_id, item in enumerate(items, start=1):
+        images.append({"id": img_id, "file_name": f"{flat_stem(item.key)}{item.image.suffix.lower()}",
+                       "width": item.width, "height": item.height})
+        for label, (x1, y1, x2, y2) in item.boxes:
+            x1, x2 = max(0.0, min(x1, item.width)), max(0.0, min(x2, item.width))
+            y1, y2 = max(0.0, min(y1, item.height)), max(0.0, min(y2, item.height))
+            if x2 <= x1 or y2 <= y1:
+                continue
+            annotations.append({"id": len(annotations) + 1, "image_id": img_id, "category_id": cat[label],
+                                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                                "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": i, "name": n, "supercategory": "object"} for n, i in cat.items()]}
+
+
+def _write_coco(staged: Path, dataset: DetSet, record: SplitRecord, names: list[str], report: ExportReport) -> None:
+    from smarthub.atomicio import atomic_write_json
+
+    for split in SPLITS:
+        items = [it for it in dataset.items if record.assignments[it.key] == split]
+        if not items:
+            continue
+        folder = staged / "images" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in items:
+            shutil.copy2(item.image, folder / f"{flat_stem(item.key)}{item.image.suffix.lower()}")
+        coco = coco_dict(items, names)
+        report.boxes += len(coco["annotations"])
+        atomic_write_json(staged / "annotations" / f"instances_{split}.json", coco)
+
+
+def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
+                   split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+                   overwrite: bool = False) -> ExportReport:
+    """Write a YOLO (images/, labels/, data.yaml) or COCO (images/, annotations/instances_<split>.json)
+    dataset from the Labelme folder `labelme_dir`, replacing `out_dir` whole.
+
+    Nested files are flattened to `sub__name`. Raises DatasetError (one line) for a bad input file,
+    a folder without any box, a non-empty output without `overwrite`, or an output inside the input.
+    """
     labelme_dir, out_dir = Path(labelme_dir), Path(out_dir)
-    split = check_split(tuple(split))  # type: ignore[arg-type]
+    if fmt not in FORMATS:
+        raise SmartHubError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    split = check_split(tuple(split))
     if not labelme_dir.is_dir():
         raise DatasetError(f"Labelme folder not found: {labelme_dir}")
-    report = YoloExportReport(out_dir=out_dir)
-    items: list[tuple[Path, LabelmeFile, Path, str]] = []
-    for jpath in sorted(labelme_dir.rglob("*.json")):
-        rel = jpath.relative_to(labelme_dir)
-        if any(part.startswith(".") for part in rel.parts) or out_dir.resolve() in jpath.resolve().parents:
-            continue
-        try:
-            lf = load_labelme(jpath)
-        except AnnotationError as e:
-            report.failed.append((jpath, str(e)))
-            continue
-        image = image_path_of(jpath, lf)
-        if not image.is_file():
-            report.failed.append((jpath, f"image {lf.image_path} not found"))
-            continue
-        stem = "__".join(rel.with_suffix("").parts)
-        items.append((jpath, lf, image, stem))
-    if not items:
-        raise DatasetError(f"no usable Labelme files under {labelme_dir}")
-    report.names = sorted({b[0] for _, lf, _, _ in items for b in shape_boxes(lf)})
-    class_ids = {n: i for i, n in enumerate(report.names)}
-    random.Random(seed).shuffle(items)
-    counts = split_counts(len(items), split)
-    start = 0
-    for name, count in zip(SPLITS, counts):
-        report.images[name] = 0
-        for jpath, lf, image, stem in items[start:start + count]:
-            img_dst = out_dir / "images" / name / f"{stem}{image.suffix.lower()}"
+    check_output(labelme_dir, out_dir, overwrite=overwrite)
+    dataset = scan_labelme_dir(labelme_dir)
+    names = dataset.names
+    if not names:
+        raise DatasetError(f"no boxes in any Labelme file under {labelme_dir} ({len(dataset.items)} images): "
+                           f"annotate or correct some images first")
+    record = dataset_split(dataset, split=split, seed=seed)
+    report = ExportReport(out_dir=out_dir, fmt=fmt, names=names, backgrounds=dataset.backgrounds,
+                          images=record.counts([it.key for it in dataset.items]), split_file=split_file_of(labelme_dir))
+    try:
+        with staged_folder(out_dir) as staged:
+            (_write_yolo if fmt == "yolo" else _write_coco)(staged, dataset, record, names, report)
+    except OSError as e:
+        raise DatasetError(f"cannot write the export {out_dir}: {e.strerror or e}; the previous one is intact") from e
+    return report
+
+
+def export_yolo(labelme_dir: Path, out_dir: Path, *, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                seed: int = 0, overwrite: bool = False) -> ExportReport:
+    """`export_dataset` in YOLO format."""
+    return export_dataset(labelme_dir, out_dir, fmt="yolo", split=split, seed=seed, overwrite=overwrite)
+
+
+# ---------------------------------------------------------------- YOLO → Labelme
+
+
+@dataclass
+class ImportReport:
+    """What `import_yolo` wrote."""
+
+    out_dir: Path
+    images: int = 0
+    boxes: int = 0
+    backgrounds: int = 0
+
+    def summary(self) -> str:
+        return (f"{self.images} Labelme files written to {self.out_dir} ({self.boxes} boxes, "
+                f"{self.backgrounds} images without boxes)")
+
+
+def read_yolo_names(yolo_dir: Path) -> list[str]:
+    """Class names from `data.yaml` (a list or an {id: name} mapping)."""
+    import yaml
+
+    path = Path(yolo_dir) / "data.yaml"
+    try:
+        obj = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise DatasetError(f"{path} not found: a YOLO dataset has a data.yaml naming its classes") from e
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise DatasetError(f"{path} cannot be read: {e}") from e
+    names = obj.get("names") if isinstance(obj, dict) else None
+    if isinstance(names, dict) and all(isinstance(k, int) for k in names):
+        return [str(names[i]) for i in sorted(names)]
+    if isinstance(names, list):
+        return [str(n) for n in names]
+    raise DatasetError(f"{path}: 'names' must be a list or a mapping of class ids to names")
+
+
+def parse_yolo_line(line: str, *, names: list[str], width: int, height: int,
+                    where: str) -> tuple[str, tuple[float, float, float, float]]:
+    """One `class cx cy w h` line → (label, xyxy in pixels)."""
+    parts = line.split()
+    try:
+        cid, cx, cy, bw, bh = int(parts[0]), *(float(v) for v in parts[1:5])
+    except (ValueError, IndexError) as e:
+        raise DatasetError(f"{where}: {line!r} is not 'class cx cy w h'") from e
+    if not 0 <= cid < len(names):
+        raise DatasetError(f"{where}: class id {cid} is not in data.yaml ({len(names)} classes)")
+    return names[cid], ((cx - bw / 2) * width, (cy - bh / 2) * height, (cx + bw / 2) * width, (cy + bh / 2) * height)
+
+
+def import_yolo(yolo_dir: Path, out_dir: Path, *, overwrite: bool = False) -> ImportReport:
+    """Copy the images of a YOLO dataset (images/<split>/…) into `out_dir/<split>/` with a Labelme file
+    beside each. Raises DatasetError for a missing data.yaml, a bad label line or a non-empty output."""
+    from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
+    from smarthub.annotate.preannotate import iter_images
+    from smarthub.errors import ImageError
+    from smarthub.imaging import check_image
+
+    yolo_dir, out_dir = Path(yolo_dir), Path(out_dir)
+    if not yolo_dir.is_dir():
+        raise DatasetError(f"YOLO dataset folder not found: {yolo_dir}")
+    check_output(yolo_dir, out_dir, overwrite=overwrite)
+    names = read_yolo_names(yolo_dir)
+    images_root = yolo_dir / "images"
+    images = list(iter_images(images_root)) if images_root.is_dir() else []
+    if not images:
+        raise DatasetError(f"no images under {images_root}")
+    report = ImportReport(out_dir=out_dir)
+    with staged_folder(out_dir) as staged:
+        for image in images:
+            rel = image.relative_to(images_root)
+            label_file = (yolo_dir / "labels" / rel).with_suffix(".txt")
             try:
-                img_dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(image, img_dst)
-                lines = yolo_lines(lf, class_ids)
-                atomic_write_text(out_dir / "labels" / name / f"{stem}.txt", "".join(x + "\n" for x in lines))
-            except (OSError, SmartHubError) as e:
-                report.failed.append((jpath, str(e)))
-                continue
-            report.images[name] += 1
-            report.boxes += len(lines)
-        start += count
-    yaml = ["# written by smarthub export-yolo; paths are relative to this file",
-            "train: images/train", "val: images/val" if counts[1] else "val: images/train"]
-    if counts[2]:
-        yaml.append("test: images/test")
-    yaml.append(f"nc: {len(report.names)}")
-    yaml.append("names:")
-    yaml += [f"  {i}: {json.dumps(n, ensure_ascii=False)}" for i, n in enumerate(report.names)]
-    atomic_write_text(out_dir / "data.yaml", "\n".join(yaml) + "\n")
+                width, height = check_image(image)
+            except ImageError as e:
+                raise DatasetError(f"{image}: {e.reason}") from e
+            lines = label_file.read_text(encoding="utf-8").splitlines() if label_file.is_file() else []
+            shapes = []
+            for n, line in enumerate(x for x in lines if x.strip()):
+                label, (x1, y1, x2, y2) = parse_yolo_line(line, names=names, width=width, height=height,
+                                                          where=f"{label_file}:{n + 1}")
+                shapes.append(Shape(label=label, points=[[round(max(0.0, x1), 2), round(max(0.0, y1), 2)],
+                                                         [round(min(width, x2), 2), round(min(height, y2), 2)]]))
+            dst = staged / rel
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(image, dst)
+            save_labelme(dst.with_suffix(".json"), LabelmeFile(image_path=dst.name, image_height=height,
+                                                              image_width=width, shapes=shapes))
+            report.images += 1
+            report.boxes += len(shapes)
+            report.backgrounds += not shapes
     return report

@@ -228,6 +228,19 @@ def detections_to_labelme(det: Any, *, image_path: str, width: int, height: int,
     return lf
 
 
+SILVER_FLAG = "silver"
+
+
+def mark_silver(lf: LabelmeFile, min_conf: float) -> LabelmeFile:
+    """Flag shapes scored >= min_conf as silver, and the image when it has boxes and all of them are."""
+    for s in lf.shapes:
+        score = s.extra.get("score")
+        if _is_num(score):
+            s.flags[SILVER_FLAG] = bool(score >= min_conf)
+    lf.flags[SILVER_FLAG] = bool(lf.shapes) and all(s.flags.get(SILVER_FLAG) for s in lf.shapes)
+    return lf
+
+
 def stamp_file(lf: LabelmeFile, provenance: dict[str, Any], *, merged: bool = False) -> LabelmeFile:
     """Write our stamp (provenance + hash of the current shapes) into `lf.extra`."""
     from smarthub import __version__
@@ -276,3 +289,20 @@ def save_labelme(path: Path, lf: LabelmeFile) -> Path:
 def image_path_of(json_path: Path, lf: LabelmeFile) -> Path:
     """The image a Labelme file points at (imagePath resolved from the JSON's folder)."""
     return (Path(json_path).parent / lf.image_path.replace("\\", "/")).resolve()
+
+
+def contained_image_path(json_path: Path, lf: LabelmeFile, root: Path) -> Path:
+    """The image of a Labelme file, refused unless it resolves inside `root` and has an image suffix.
+
+    Raises AnnotationError naming the JSON file and its imagePath (e.g. '../../etc/passwd').
+    """
+    from smarthub.imaging import IMAGE_SUFFIXES
+
+    image = image_path_of(json_path, lf)
+    if not image.is_relative_to(Path(root).resolve()):
+        raise AnnotationError(f"{json_path}: imagePath {lf.image_path!r} points outside {root}; "
+                              f"keep images inside the Labelme folder")
+    if image.suffix.lower() not in IMAGE_SUFFIXES:
+        raise AnnotationError(f"{json_path}: imagePath {lf.image_path!r} is not an image "
+                              f"({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return image

@@ -27,7 +27,7 @@ from smarthub.imaging import (draft_target, encode_jpeg, encode_png, exif_orient
 from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
 from smarthub.annotate.evaluate import iou_matrix
 from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
-                              relative_image_path, save_labelme, stamp_file)
+                                       mark_silver, relative_image_path, save_labelme, stamp_file)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -250,14 +250,15 @@ def merge_shapes(person: list[Shape], ours: list[Shape], *, duplicate_iou: float
 def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | None = None, overwrite: bool = False,
                     merge: bool = False, embed_image: bool = False, classifier: Path | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    max_side_px: int | None = None) -> AnnotateReport:
+                    max_side_px: int | None = None, silver_min_conf: float | None = None) -> AnnotateReport:
     """Pre-annotate every image under `images_dir` with `detector`; write Labelme JSON files.
 
     JSON goes next to each image, or into the mirrored tree under `out_dir`. Files a person edited
     are skipped unless `overwrite` (replace) or `merge` (keep theirs, add ours). Undecodable images
     are reported in `failed`, never fatal. `progress(done, total)` is called from this thread after
     each image. `max_side_px` overrides the size images are shrunk to before detection (default:
-    what the detector would shrink them to anyway). Raises AnnotationError when the output folder
+    what the detector would shrink them to anyway). `silver_min_conf`: flag boxes scored at least this
+    (and images whose boxes all are) as silver in their Labelme flags. Raises AnnotationError when the output folder
     is not writable and DatasetError when `images_dir` is not a folder.
     """
     t0 = time.perf_counter()
@@ -266,6 +267,8 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         raise DatasetError(f"images folder not found: {images_dir}")
     if overwrite and merge:
         raise SmartHubError("choose one of --overwrite and --merge")
+    if silver_min_conf is not None and not 0.0 < silver_min_conf <= 1.0:
+        raise SmartHubError(f"--silver-min-conf must be in (0, 1], got {silver_min_conf}")
     root = Path(out_dir) if out_dir is not None else images_dir
     _probe_writable(root)
     crop_classifier = CropClassifier(Path(classifier)) if classifier is not None else None
@@ -274,6 +277,8 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
     provenance = detector.provenance()
     if crop_classifier is not None:
         provenance["classifier"] = crop_classifier.path.name
+    if silver_min_conf is not None:
+        provenance["silver_min_conf"] = silver_min_conf
 
     images = list(iter_images(images_dir, exclude=Path(out_dir) if out_dir is not None else None))
     report = AnnotateReport(images=len(images), images_dir=images_dir, out_dir=Path(out_dir) if out_dir else None)
@@ -336,7 +341,8 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
                 dets = detector.detect([im for _, im, _ in loaded])
                 for (job, im, size), det in zip(loaded, dets):
                     try:
-                        lf, ours = _to_labelme(job, im, size, det, crop_classifier, provenance, embed_image)
+                        lf, ours = _to_labelme(job, im, size, det, crop_classifier, provenance, embed_image,
+                                               silver_min_conf)
                     except (AnnotationError, ImageError, OSError) as e:
                         report.failed.append((job.image, str(e)))
                         tick()
@@ -366,7 +372,7 @@ def _load_batch(batch: list[_Job], sides: tuple[int, int | None]
 
 def _to_labelme(job: _Job, im: Image.Image, size: tuple[int, int], det: Detections,
                 crop_classifier: CropClassifier | None, provenance: dict[str, Any],
-                embed_image: bool) -> tuple[LabelmeFile, list[Shape]]:
+                embed_image: bool, silver_min_conf: float | None = None) -> tuple[LabelmeFile, list[Shape]]:
     """Detections on the (maybe downscaled) image → the Labelme file to write and the shapes we add."""
     w, h = size
     if crop_classifier is not None:
@@ -375,10 +381,14 @@ def _to_labelme(job: _Job, im: Image.Image, size: tuple[int, int], det: Detectio
     lf = detections_to_labelme(det, image_path=relative_image_path(job.json_path, job.image), width=w, height=h,
                                provenance=provenance, image_data=_embedded_bytes(job.image) if embed_image else None)
     if job.existing is None:
+        if silver_min_conf is not None:
+            stamp_file(mark_silver(lf, silver_min_conf), provenance)  # the stamp hashes the flags too
         return lf, lf.shapes
     merged = job.existing
     before = len(merged.shapes)
     merged.shapes = merge_shapes(merged.shapes, lf.shapes)
+    if silver_min_conf is not None:
+        mark_silver(merged, silver_min_conf)
     stamp_file(merged, provenance, merged=True)
     return merged, merged.shapes[before:]
 

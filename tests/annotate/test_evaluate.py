@@ -179,3 +179,44 @@ def test_torchvision_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert n_truth - e.added == n_pred - e.deleted >= e.kept  # the same matched pairs seen from both sides
     perfect = evaluate_annotations(t, t)
     assert perfect.map50 == pytest.approx(1.0) and perfect.map50_95 == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- --iou, --json and swapped folders
+
+
+def test_iou_option_changes_what_counts_as_found(tmp_path: Path) -> None:
+    t = write_set(tmp_path / "t", TRUTH)
+    p = write_set(tmp_path / "p", shifted(TRUTH, 5), scores=True)  # IoU 0.6-0.85 for every box
+    loose, strict = evaluate_annotations(p, t, iou=0.5), evaluate_annotations(p, t, iou=0.9)
+    assert loose.labels["cat"].true_positives == 2 and strict.labels["cat"].true_positives == 0
+    assert loose.map50 == strict.map50  # the COCO figures do not depend on the option
+
+
+def test_cli_json_and_swapped_folders_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from smarthub.annotate.labelme import stamp_file
+
+    t = write_set(tmp_path / "t", TRUTH)
+    p = tmp_path / "p"
+    for key, items in TRUTH.items():  # predictions as smarthub writes them: scores and our stamp, unedited
+        shapes = [Shape(label=lab, points=[[x1 + 3, y1], [x2 + 3, y2]], extra={"score": 0.8})
+                  for lab, (x1, y1, x2, y2) in items]
+        lf = LabelmeFile(image_path=f"{Path(key).name}.jpg", image_height=200, image_width=200, shapes=shapes)
+        save_labelme(p / f"{key}.json", stamp_file(lf, {"model": "m"}))
+    assert main(["evaluate-annotations", str(p), str(t), "--iou", "0.5", "--json"]) == 0
+    out = capsys.readouterr()
+    data = json.loads(out.out)
+    assert data["images"] == 3 and data["iou"] == 0.5 and data["labels"]["dog"]["truth"] == 3
+    assert data["effort"]["moved"] + data["effort"]["kept"] == 5 and data["warnings"] == [] and out.err == ""
+    # swapped: the truth folder given as predictions and the other way round
+    assert main(["evaluate-annotations", str(t), str(p)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: the prediction folder looks like ground truth" in err
+    assert "warning: the truth folder looks like predictions" in err
+
+
+def test_cli_bad_iou(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    t = write_set(tmp_path / "t", TRUTH)
+    assert main(["evaluate-annotations", str(t), str(t), "--iou", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --iou must be in (0, 1], got 0.0"

@@ -40,7 +40,6 @@ def test_export_writes_images_labels_and_yaml(tmp_path: Path) -> None:
     out = tmp_path / "yolo"
     r = export_yolo(src, out, split=(0.6, 0.2, 0.2), seed=1)
     assert r.names == ["blue", "red"] and r.images == {"train": 6, "val": 2, "test": 2} and r.boxes == 20
-    assert not r.failed
     assert len(list(src.rglob("*.png"))) == 10  # copied, not moved
     yaml = (out / "data.yaml").read_text()
     assert "train: images/train" in yaml and "val: images/val" in yaml and "test: images/test" in yaml
@@ -69,23 +68,20 @@ def test_exif_rotated_image_uses_the_labelme_frame(tmp_path: Path) -> None:
     assert row == pytest.approx([0, 25 / 96, 19 / 64, 30 / 96, 22 / 64], abs=0.035)  # JPEG bleeds a pixel
 
 
-def test_polygons_broken_files_and_missing_images(tmp_path: Path) -> None:
+def test_polygons_become_boxes_points_are_ignored(tmp_path: Path) -> None:
     src = tmp_path / "lm"
     src.mkdir()
     Image.new("RGB", (100, 50)).save(src / "p.png")
     save_labelme(src / "p.json", LabelmeFile("p.png", 50, 100, [
         Shape("leaf", [[10, 10], [30, 5], [20, 40]], shape_type="polygon"),
         Shape("dot", [[1, 1]], shape_type="point")]))
-    save_labelme(src / "gone.json", LabelmeFile("gone.png", 50, 100, []))
-    (src / "broken.json").write_text('{"imagePath": 3}')
     r = export_yolo(src, tmp_path / "y", split=(1.0, 0.0, 0.0))
     assert r.names == ["leaf"] and r.images["train"] == 1
-    assert sorted(p.name for p, _ in r.failed) == ["broken.json", "gone.json"]
     (row,) = read_labels(tmp_path / "y" / "labels" / "train" / "p.txt")
     assert row == pytest.approx([0, 0.2, 0.45, 0.2, 0.7])
     assert "val: images/train" in (tmp_path / "y" / "data.yaml").read_text()  # no val images: reuse train
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DatasetError, match="no usable Labelme files"):
+    with pytest.raises(DatasetError, match="no boxes in any Labelme file"):
         export_yolo(tmp_path / "empty", tmp_path / "y2")
 
 
@@ -112,7 +108,7 @@ def test_split_counts(n: int, split, expected) -> None:
 def test_cli_export_yolo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = annotated_folder(tmp_path / "lm", n=4)
     assert main(["export-yolo", str(src), str(tmp_path / "y"), "--split", "0.5,0.5,0", "--seed", "3"]) == 0
-    assert "4 images (train 2, val 2, test 0)" in capsys.readouterr().out
+    assert "4 images (train 2, val 2, test 0; 0 without boxes kept as background)" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- Ultralytics end to end

@@ -1,0 +1,99 @@
+"""Per-class confidence thresholds from scored predictions on a validation split (pure functions).
+
+`match_scores` turns one image's predictions of one class into (score, is true positive) pairs with
+COCO's greedy rule at an IoU; `choose_threshold` picks, from all such pairs of a class, the lowest
+score to keep that maximises F1, or the one with the best recall among those reaching a precision.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from smarthub.annotate.evaluate import iou_matrix
+
+DEFAULT_CONF = 0.25  # used for a class the validation split cannot tune (no truth or no prediction)
+
+
+@dataclass(frozen=True)
+class ThresholdChoice:
+    """The chosen confidence for one class and what it gives on the validation split."""
+
+    conf: float
+    precision: float | None
+    recall: float | None
+    f1: float | None
+    tuned: bool = True  # False: no truth, prediction or true positive in validation; DEFAULT_CONF used
+    reached: bool = True  # False: --min-precision was not reached; the most precise point was taken
+
+    def to_json(self) -> dict:
+        return {"conf": self.conf, "precision": self.precision, "recall": self.recall, "f1": self.f1,
+                "tuned": self.tuned, "reached_min_precision": self.reached}
+
+
+def match_scores(pred_xyxy: np.ndarray, pred_scores: np.ndarray, truth_xyxy: np.ndarray, *,
+                 iou: float = 0.5) -> list[tuple[float, bool]]:
+    """(score, true positive) for each prediction of one class in one image: by descending score, each
+    prediction takes the free truth box it overlaps most if IoU >= `iou`."""
+    scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    truth = np.asarray(truth_xyxy, dtype=np.float64).reshape(-1, 4)
+    if not len(truth):
+        return [(float(scores[i]), False) for i in order]
+    m = iou_matrix(np.asarray(pred_xyxy, dtype=np.float64).reshape(-1, 4)[order], truth)
+    free = np.ones(len(truth), dtype=bool)
+    out = []
+    for row, i in zip(m, order):
+        cand = np.where(free, row, -1.0)
+        j = int(cand.argmax())
+        hit = bool(cand[j] >= iou)
+        if hit:
+            free[j] = False
+        out.append((float(scores[i]), hit))
+    return out
+
+
+def pr_points(pairs: list[tuple[float, bool]], n_truth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(thresholds, precision, recall) keeping every prediction scored >= each threshold (descending)."""
+    if not pairs:
+        return np.zeros(0), np.zeros(0), np.zeros(0)
+    scores = np.array([s for s, _ in pairs], dtype=np.float64)
+    hits = np.array([h for _, h in pairs], dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")
+    scores, hits = scores[order], hits[order]
+    tp = np.cumsum(hits)
+    kept = np.arange(1, len(scores) + 1)
+    last = np.r_[scores[1:] != scores[:-1], True]  # a threshold keeps all predictions with equal scores
+    precision = tp / kept
+    recall = tp / n_truth if n_truth else np.zeros_like(tp)
+    return scores[last], precision[last], recall[last]
+
+
+def choose_threshold(pairs: list[tuple[float, bool]], n_truth: int, *, min_precision: float | None = None,
+                     default: float = DEFAULT_CONF) -> ThresholdChoice:
+    """The confidence threshold of one class from its validation (score, hit) pairs and truth count.
+
+    Maximises F1 (ties: the higher threshold, fewer boxes). With `min_precision`, the lowest threshold
+    whose precision reaches it (most recall); when none does, the most precise point (`reached=False`).
+    """
+    if min_precision is not None and not 0.0 < min_precision <= 1.0:
+        from smarthub.errors import SmartHubError
+
+        raise SmartHubError(f"--min-precision must be in (0, 1], got {min_precision}")
+    thresholds, precision, recall = pr_points(pairs, n_truth)
+    if not len(thresholds) or n_truth == 0:
+        return ThresholdChoice(default, None, None, None, tuned=False)
+    if not any(hit for _, hit in pairs):  # nothing found: no threshold is better than another
+        return ThresholdChoice(default, 0.0, 0.0, 0.0, tuned=False)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
+    reached = True
+    if min_precision is None:
+        best = int(np.flatnonzero(f1 == f1.max())[0])
+    else:
+        ok = np.flatnonzero(precision >= min_precision - 1e-12)
+        if len(ok):
+            best = int(ok[recall[ok] == recall[ok].max()][0])
+        else:
+            best, reached = int(np.argmax(precision)), False
+    return ThresholdChoice(float(thresholds[best]), float(precision[best]), float(recall[best]), float(f1[best]),
+                           reached=reached)

@@ -1,0 +1,205 @@
+"""train-detector for real: a tiny YOLO (yolov8n.yaml from scratch) and a tiny torchvision detector trained on
+scenes of the shipped drawings; the run folder, tuned thresholds used by annotate, Stop, silver, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from test_annotate import BLUE, RED, scene
+from test_detect import SquareDetector
+from test_export import files_under, scenes
+
+from smarthub.annotate.labelme import load_labelme, save_labelme
+from smarthub.annotate.preannotate import annotate_folder
+from smarthub.annotate.train_detector import (DetectorTrainOptions, TrainingStopped, latest_run, list_runs,
+                                              train_detector)
+from smarthub.cli import main
+
+pytestmark = pytest.mark.slow
+TINY = dict(epochs=2, imgsz=64, batch=8)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    """(labelme dir, models dir, run folder) of one real Ultralytics training."""
+    if "ultralytics" not in sys.modules:
+        os.environ.setdefault("YOLO_OFFLINE", "1")
+    pytest.importorskip("ultralytics")
+    root = tmp_path_factory.mktemp("trained")
+    lm = scenes(root / "lm", 16)
+    Image.new("RGB", (96, 72), (80, 140, 60)).save(lm / "field.jpg")  # a background negative
+    run = train_detector(lm, root / "models", DetectorTrainOptions(**TINY, name="first"))
+    return lm, root / "models", run.run_dir
+
+
+def test_the_run_folder(trained) -> None:
+    lm, models, run_dir = trained
+    assert sorted(p.name for p in run_dir.iterdir()) == ["pr_curves.png", "run.json", "split.json", "weights.pt"]
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["backend"] == "ultralytics" and run["names"] == ["fish", "fruit"] and run["imgsz"] == 64
+    assert run["split"]["counts"]["train"] + run["split"]["counts"]["val"] == 17
+    assert sum(run["split"]["backgrounds"].values()) == 1
+    for label in ("fish", "fruit"):
+        v = run["validation"]["classes"][label]
+        assert v["truth"] > 0 and set(v) == {"truth", "ap50", "ap50_95", "precision", "recall"}
+        assert 0.0 <= run["thresholds"][label]["conf"] <= 1.0
+    split = json.loads((run_dir / "split.json").read_text())
+    assert split == json.loads((lm / ".smarthub" / "split.json").read_text())  # the run records the split
+    assert "field.jpg" in split["assignments"]
+    with Image.open(run_dir / "pr_curves.png") as im:
+        assert im.format == "PNG" and im.width > 100
+    assert latest_run(models) == run_dir and list_runs(models) == [run_dir]
+
+
+def test_annotate_uses_the_tuned_thresholds_unless_conf_is_given(trained, tmp_path: Path) -> None:
+    _, _, run_dir = trained
+    tuned = {k: v["conf"] for k, v in json.loads((run_dir / "run.json").read_text())["thresholds"].items()}
+    batch = scenes(tmp_path / "batch", 2)
+    for p in batch.glob("*.json"):
+        p.unlink()
+    assert main(["annotate", str(batch), "--model", str(run_dir), "--device", "cpu"]) == 0
+    stamp = load_labelme(batch / "scene0000.json").stamp
+    assert stamp["model"] == run_dir.name and stamp["class_conf"] == pytest.approx(tuned, abs=1e-4)
+    assert main(["annotate", str(batch), "--model", str(run_dir), "--conf", "0.5", "--overwrite"]) == 0
+    stamp = load_labelme(batch / "scene0000.json").stamp
+    assert stamp["conf"] == 0.5 and "class_conf" not in stamp
+    assert main(["annotate", str(batch), "--model", str(run_dir), "--conf", "0.01", "--silver-min-conf", "0.6",
+                 "--overwrite"]) == 0
+    for p in batch.glob("*.json"):
+        lf = load_labelme(p)
+        assert lf.stamp["silver_min_conf"] == 0.6 and lf.flags["silver"] == (
+            bool(lf.shapes) and all(s.extra["score"] >= 0.6 for s in lf.shapes))
+        assert all(s.flags["silver"] == (s.extra["score"] >= 0.6) for s in lf.shapes)
+
+
+def test_stop_mid_epoch_writes_nothing_and_the_previous_detector_stays(trained) -> None:
+    lm, models, run_dir = trained
+    before = files_under(models)
+    seen = []
+
+    def should_stop() -> bool:
+        return len(seen) >= 1  # after the first batch of the first epoch
+
+    with pytest.raises(TrainingStopped, match="training stopped at epoch 1/2: nothing was written, the previous "
+                                              "detector stays"):
+        train_detector(lm, models, DetectorTrainOptions(**TINY, name="second"), progress=seen.append,
+                       should_stop=should_stop)
+    after = files_under(models)
+    assert [p for p in after if ".cache/" not in p] == [p for p in before if ".cache/" not in p]
+    assert latest_run(models) == run_dir
+
+
+def test_silver_images_go_to_train_only(trained, tmp_path: Path) -> None:
+    lm, models, _ = trained
+    silver = tmp_path / "silver"
+    silver.mkdir()
+    for i in range(4):  # the square detector is sure of red (score 1.0) and less of a ragged blue
+        im = scene(squares=((RED, (10 + i, 8, 40, 30)), (BLUE, (50, 20, 80, 50))))
+        if i % 2:
+            im.paste((255, 255, 255), (60, 30, 70, 40))  # a hole in blue: score 0.89 < 0.95
+        im.save(silver / f"s{i}.png")
+    report = annotate_folder(silver, SquareDetector(), silver_min_conf=0.95)
+    assert len(report.written) == 4
+    flags = {p.stem: load_labelme(p) for p in silver.glob("*.json")}
+    assert [k for k, lf in sorted(flags.items()) if lf.flags["silver"]] == ["s0", "s2"]
+    assert all(s.flags["silver"] == (s.extra["score"] >= 0.95) for lf in flags.values() for s in lf.shapes)
+    # the classes must be the corrected set's: rename red/blue to fish/fruit as a person would
+    for p, lf in flags.items():
+        for s in lf.shapes:
+            s.label = {"red": "fish", "blue": "fruit"}[s.label]
+        save_labelme(silver / f"{p}.json", lf)
+    run = train_detector(lm, models, DetectorTrainOptions(epochs=1, imgsz=64, batch=8, name="silver",
+                                                          silver_dir=silver))
+    data = json.loads((run.run_dir / "run.json").read_text())
+    assert data["split"]["silver"] == 2 == run.silver
+    assert not any("s0" in k or "s2" in k for k in json.loads((run.run_dir / "split.json").read_text())["assignments"])
+    assert "2 silver images added to train" in run.summary()
+
+
+@pytest.mark.parametrize("arch", ["fasterrcnn_mobilenet_v3_large_320_fpn"], ids=["fasterrcnn-mobilenet"])
+def test_torchvision_backend(tmp_path: Path, arch: str, capsys: pytest.CaptureFixture[str]) -> None:
+    lm = scenes(tmp_path / "lm", 8)
+    assert main(["train-detector", str(lm), "--models", str(tmp_path / "models"), "--data", str(tmp_path / "data"),
+                 "--model", arch, "--epochs", "1", "--imgsz", "64", "--batch", "4", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "(torchvision," in out and "fish" in out and "use it: smarthub annotate" in out
+    run_dir = latest_run(tmp_path / "models")
+    from smarthub.annotate.detect import coco_weights_file, torch_checkpoint_dir
+
+    cached = (torch_checkpoint_dir() / coco_weights_file(arch)[0]).is_file()  # another test may have cached them
+    assert (run_dir / "detector.pt").is_file()
+    assert json.loads((run_dir / "run.json").read_text())["pretrained"] == ("COCO" if cached else None)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    (batch / "a.jpg").write_bytes((lm / "scene0000.jpg").read_bytes())
+    assert main(["annotate", str(batch), "--model", str(run_dir)]) == 0
+    assert load_labelme(batch / "a.json").stamp["model"] == run_dir.name
+
+
+def _one_image_class(lm: Path) -> None:
+    lf = load_labelme(lm / "scene0000.json")
+    lf.shapes[0].label = "unicorn"
+    save_labelme(lm / "scene0000.json", lf)
+
+
+def _no_boxes(lm: Path) -> None:
+    for p in lm.glob("*.json"):
+        lf = load_labelme(p)
+        lf.shapes = []
+        save_labelme(p, lf)
+
+
+def _corrupt(lm: Path) -> None:
+    (lm / "scene0001.json").write_text("{not json")
+
+
+def _missing_image(lm: Path) -> None:
+    (lm / "scene0002.jpg").unlink()
+
+
+BAD = [
+    (_one_image_class, [], "class 'unicorn' is in one image only (scene0000.jpg)"),
+    (_no_boxes, [], "no boxes in any Labelme file"),
+    (_corrupt, [], "scene0001.json is not valid JSON"),
+    (_missing_image, [], "scene0002.json: its image 'scene0002.jpg' is missing"),
+    (None, ["--models", "{lm}/models"], "is inside the input folder"),
+    (None, ["--model", "{tmp}/notes.pt"], "cannot load Ultralytics model"),
+    (None, ["--epochs", "0"], "--epochs and --batch must be at least 1"),
+]
+
+
+@pytest.mark.parametrize("spoil,extra,message", BAD, ids=["class-in-one-image", "no-boxes", "corrupt-json",
+                                                          "missing-image", "output-inside-input", "not-a-model",
+                                                          "zero-epochs"])
+def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], spoil, extra: list[str], message: str) -> None:
+    lm = scenes(tmp_path / "lm", 6)
+    (tmp_path / "notes.pt").write_text("not weights")
+    if spoil:
+        spoil(lm)
+    before = files_under(lm)
+    args = [a.format(lm=lm, tmp=tmp_path) for a in extra]
+    if "--models" not in args:
+        args += ["--models", str(tmp_path / "models")]
+    assert main(["train-detector", str(lm), "--data", str(tmp_path / "data"), "--epochs", "1", "--imgsz", "64",
+                 *args]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.strip().count("\n") == 0 and err.startswith("error: ")
+    assert [p for p in files_under(lm) if not p.startswith(".smarthub/")] == before
+    assert list_runs(tmp_path / "models") == [] and list_runs(lm / "models") == []
+
+
+def test_annotate_refuses_a_detector_file_that_is_not_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "imgs").mkdir()
+    scene().save(tmp_path / "imgs" / "a.png")
+    (tmp_path / "det.pt").write_bytes(b"\x00garbage" * 50)
+    (tmp_path / "run").mkdir()
+    for model, message in ((tmp_path / "det.pt", "not a detector weights file torch can read"),
+                           (tmp_path / "run", "is a folder without run.json")):
+        assert main(["annotate", str(tmp_path / "imgs"), "--model", str(model)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.strip().count("\n") == 0
+    assert not list((tmp_path / "imgs").glob("*.json"))
