@@ -168,7 +168,7 @@ def make_frozen_bn() -> Any:
     augmented batches do not disturb the ImageNet statistics."""
     import torch.nn as nn
     from fastai.callback.core import Callback
-    from fastai.torch_core import bn_types
+    from fastai.callback.training import bn_types
 
     kinds = (*bn_types, nn.SyncBatchNorm)
 
