@@ -401,10 +401,9 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
                            seconds=round(time.monotonic() - started, 2), wrote=False)
 
     _report(progress, "evaluating")
-    with learn.no_bar():
-        probs, targets = learn.get_preds(dl=learn.dls.valid)
+    probs, targets = valid_predictions(learn)
     vocab = [str(v) for v in learn.dls.vocab]
-    metrics = classification_report(targets.numpy(), probs.float().numpy().argmax(axis=1), vocab)
+    metrics = classification_report(targets, probs.argmax(axis=1), vocab)
 
     _report(progress, "saving")
     n_valid = sum(is_valid)
@@ -450,6 +449,20 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     _report(progress, "done")
     return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report=report,
                        seconds=report["seconds"])
+
+
+def valid_predictions(learn: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, targets) on the validation set, in this process only (fastai's get_preds would gather
+    across ranks after a distributed fit, and rank 0 evaluates alone)."""
+    import torch
+
+    learn.model.eval()
+    probs, targets = [], []
+    with torch.inference_mode():
+        for xb, yb in learn.dls.valid:
+            probs.append(torch.softmax(learn.model(xb).float(), dim=1).cpu().numpy())
+            targets.append(yb.cpu().numpy())
+    return np.concatenate(probs), np.concatenate(targets)
 
 
 def _cached_head_data(ws: Any, learn: Any, cached: Sequence[ImageItem], shas: Sequence[str],
