@@ -173,6 +173,7 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--epochs", type=int, default=3, help="E: fastai fine_tune(E), smarthub --epochs E")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--only", choices=("fashion-mnist", "openclipart"), default=None, help="one dataset")
     args = parser.parse_args()
 
     import os
@@ -184,12 +185,9 @@ def main() -> int:
         os.environ["TORCH_HOME"] = str(fill_torch_home(root / "torch"))
         per_fashion, per_clip = (20, 12) if args.quick else (100, 60)
         epochs = 1 if args.quick else args.epochs
-        results = [
-            compare("fashion-mnist", fashion_folders, per_class=per_fashion, size_px=64, epochs=epochs,
-                    batch_size=32, root=root),
-            compare("openclipart", clipart_folders, per_class=per_clip, size_px=96, epochs=epochs,
-                    batch_size=32, root=root),
-        ]
+        datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96)}
+        results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, batch_size=32, root=root)
+                   for name, (make, n, size) in datasets.items() if args.only in (None, name)]
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "time_to_accuracy.png")
     (args.out / "time_to_accuracy.json").write_text(json.dumps(results, indent=2))

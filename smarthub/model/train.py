@@ -104,6 +104,7 @@ def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options:
     Mixed precision on CUDA. Raises DatasetError (empty split, a validation class unseen in training),
     ModelError (weights, device).
     """
+    import torch
     from fastai.data.block import CategoryBlock, DataBlock
     from fastai.data.transforms import IndexSplitter, parent_label
     from fastai.metrics import accuracy, error_rate
@@ -148,8 +149,6 @@ def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options:
         batch_tfms=aug_transforms(),
     )
     bs = max(2, min(options.batch_size, n_train))
-    import torch
-
     dls = block.dataloaders([Path(it.path) for it in items], bs=bs, num_workers=options.num_workers,
                             device=torch.device(device))
     # pretrained: a head that is exactly a linear layer on the pooled body features (stage 1 fits it)
@@ -226,7 +225,7 @@ def _no_log(*_args: Any) -> None:
 @dataclass(frozen=True)
 class HeadData:
     """Stage-1 input: pooled body features and class indices (dls.vocab order) of the training and
-    validation images, in the Learner's item order."""
+    validation images (rows in any order, features matching labels)."""
 
     train_x: np.ndarray
     train_y: np.ndarray
