@@ -156,14 +156,12 @@ def use_packaged_weights(ws: Workspace, say: Callable[[str], None] | None = None
 
 
 def quick_train_options(*, pretrained: bool):
-    """Tiny settings that train in well under two minutes on two CPU cores."""
+    """Tiny settings that train in well under two minutes on two CPU cores (TrainOptions' defaults otherwise)."""
     from smarthub.model.train import TrainOptions
 
     if pretrained:
-        return TrainOptions(arch=PRETRAINED_ARCH, epochs=4, size_px=128, batch_size=16, valid_pct=0.25,
-                            pretrained=True, freeze_epochs=1)
-    return TrainOptions(arch=SCRATCH_ARCH, epochs=4, size_px=64, batch_size=16, valid_pct=0.25,
-                        pretrained=False)
+        return TrainOptions(arch=PRETRAINED_ARCH, size_px=128, batch_size=16, valid_pct=0.25)
+    return TrainOptions(arch=SCRATCH_ARCH, size_px=64, batch_size=16, valid_pct=0.25, pretrained=False)
 
 
 def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPLES_DIR,

@@ -277,7 +277,8 @@ def test_train_tab_stop_in_the_browser(served, page) -> None:
     arch = page.locator("#sh-train-arch input").first
     arch.fill("mobilenet_v2")
     arch.press("Enter")
-    for elem, value in (("#sh-train-epochs", "30"), ("#sh-train-size", "32")):
+    # 224 px: epochs long enough that Stop lands before early stopping (patience 2) could end the run
+    for elem, value in (("#sh-train-epochs", "30"), ("#sh-train-size", "224")):
         box = page.locator(f"{elem} input[type=number]").first
         box.fill(value)
         box.press("Enter")

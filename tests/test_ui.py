@@ -307,7 +307,7 @@ def test_train_tab_stop_keeps_the_previous_model(small_ws: Workspace) -> None:
             switch.stop()
 
     summary, rows, confusion = tab_train.run_train(ws, "mobilenet_v2", 3, 32, True, progress, switch)
-    assert any("epoch 1/4" in d for d in seen)
+    assert any("epoch 1/3" in d for d in seen)  # --epochs means epochs in total
     assert summary.startswith("**Stopped:** training stopped after 0 complete epochs; nothing was written")
     assert "Validation accuracy" in summary and {r[0] for r in rows} == {"cat", "dog", "fish"}  # the old model
     assert {p.relative_to(ws.models_dir): p.read_bytes() for p in ws.models_dir.rglob("*") if p.is_file()} == before
@@ -467,4 +467,6 @@ def test_build_app_sets_no_analytics_and_offline_defaults(small_ws: Workspace) -
     assert os.environ["GRADIO_ANALYTICS_ENABLED"] == "False"
     assert isinstance(app, gr.Blocks)
     assert tab_clean.default_method(small_ws) == "fast"  # MobileNetV2 weights are cached in tests
-    assert tab_train.defaults(small_ws)["arch"] == "resnet18"
+    from smarthub.model.options import TrainOptions
+
+    assert tab_train.defaults(small_ws)["arch"] == TrainOptions().arch  # one source of defaults

@@ -19,43 +19,66 @@ ORDER = 20
 
 def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training options",
                    prefixed: frozenset[str] = frozenset()) -> None:
-    """Add the training options (shared by `train`, `review` and `bootstrap --train`).
+    """Add the training options (shared by `train`, `review` and `bootstrap --train`); defaults come from
+    TrainOptions, the one source.
 
     Flags named in `prefixed` (e.g. {"size", "workers"}) are spelled `--train-<name>` for commands that use
     the plain flag for something else; the destination stays the same, so `train_options_from` works.
     """
+    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, TrainOptions
+
+    d = TrainOptions()
     g = parser.add_argument_group(title)
 
     def flag(name: str) -> str:
         return f"--train-{name}" if name in prefixed else f"--{name}"
 
-    g.add_argument("--arch", default="resnet18", metavar="NAME",
-                   help="model architecture: resnet18/34/50, mobilenet_v2, efficientnet_b0, convnext_tiny, "
-                        "... or a timm name (default resnet18)")
-    g.add_argument("--epochs", type=int, default=4, metavar="N", help="epochs after the frozen one(s) (default 4)")
-    g.add_argument(flag("size"), dest="size", type=int, default=224, metavar="PX", help="image side in pixels (default 224)")
-    g.add_argument("--batch-size", type=int, default=32, metavar="N", help="images per batch (default 32)")
-    g.add_argument("--valid-pct", type=float, default=0.2, metavar="FRACTION",
-                   help="share of each class held out for validation when there are no train/ and valid/ "
-                        "folders (default 0.2)")
-    g.add_argument("--seed", type=int, default=42, metavar="N", help="random seed for the split and training (default 42)")
+    g.add_argument("--arch", default=d.arch, metavar="NAME",
+                   help=f"model architecture: mobilenet_v2, resnet18/34/50, efficientnet_b0, convnext_tiny, "
+                        f"... or a timm name (default {d.arch})")
+    g.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
+                   help=f"fine-tuning epochs in total, after the head is fitted on cached embeddings; training "
+                        f"stops earlier when validation stops improving (default {d.epochs})")
+    g.add_argument(flag("size"), dest="size", type=int, default=d.size_px, metavar="PX",
+                   help=f"image side in pixels (default {d.size_px})")
+    g.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
+                   help=f"images per batch (default {d.batch_size})")
+    g.add_argument("--valid-pct", type=float, default=d.valid_pct, metavar="FRACTION",
+                   help=f"share of each class held out for validation when there are no train/ and valid/ "
+                        f"folders (default {d.valid_pct})")
+    g.add_argument("--seed", type=int, default=d.seed, metavar="N",
+                   help=f"random seed for the split and training (default {d.seed})")
     g.add_argument("--no-pretrained", action="store_true",
                    help="start from random weights (no ImageNet download needed; much less accurate)")
-    g.add_argument(flag("workers"), dest="workers", type=int, default=None, metavar="N",
-                   help="DataLoader worker processes (default 0: load in the main process, fastest here)")
-    g.add_argument("--lr", type=float, default=None, help="base learning rate (default: fastai's 0.002)")
-    g.add_argument("--freeze-epochs", type=int, default=1, metavar="N",
-                   help="epochs training only the new head before unfreezing (pretrained only; default 1)")
+    g.add_argument("--head-only", action="store_true",
+                   help="only fit the head on the cached embeddings (seconds), no fine-tuning")
+    g.add_argument(flag("workers"), dest="workers", type=int, default=d.num_workers, metavar="N",
+                   help=f"DataLoader worker processes (default {d.num_workers}: load in the main process)")
+    g.add_argument("--lr", type=float, default=d.lr, metavar="RATE",
+                   help=f"peak learning rate (default {DEFAULT_FINETUNE_LR} fine-tuning, {DEFAULT_SCRATCH_LR} "
+                        f"from scratch)")
+    g.add_argument("--patience", type=int, default=d.patience, metavar="N",
+                   help=f"stop after N epochs without a better validation accuracy (default {d.patience})")
 
 
 def train_options_from(args: argparse.Namespace) -> Any:
-    """TrainOptions from the arguments added by `add_train_args`."""
-    from smarthub.model.train import DEFAULT_NUM_WORKERS, TrainOptions
+    """TrainOptions from the arguments added by `add_train_args` (and `--device` where the command has it)."""
+    from smarthub.model.options import TrainOptions
 
+    extra = {"device": args.device} if getattr(args, "device", None) else {}
     return TrainOptions(arch=args.arch, epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,
                         valid_pct=args.valid_pct, seed=args.seed, pretrained=not args.no_pretrained,
-                        num_workers=DEFAULT_NUM_WORKERS if args.workers is None else args.workers, lr=args.lr,
-                        freeze_epochs=args.freeze_epochs)
+                        num_workers=args.workers, lr=args.lr, head_only=args.head_only,
+                        patience=args.patience, **extra)
+
+
+def add_device_arg(parser: argparse.ArgumentParser) -> None:
+    """--device auto|cpu|cuda|cuda:N|mps."""
+    from smarthub.model.devices import DEFAULT_DEVICE, DEVICE_CHOICES
+
+    parser.add_argument("--device", default=DEFAULT_DEVICE, metavar="DEVICE",
+                        help=f"where to run: {DEVICE_CHOICES} (default {DEFAULT_DEVICE}: the best one present; "
+                             f"mixed precision on CUDA)")
 
 
 @contextmanager
@@ -75,6 +98,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--promote", choices=("if-better", "always", "never"), default="if-better",
                    help="make the new run the model in use: if its validation accuracy is not worse than the "
                         "promoted model's on the same images (default), always, or never (`smarthub models`)")
+    add_device_arg(p)
+    p.add_argument("--distributed", type=int, default=None, metavar="N",
+                   help="train in N processes on this machine through `accelerate launch` (one per GPU; "
+                        "on the CPU, gloo); see the README for several machines")
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("predict", help="predict the class of images with the exported model")
@@ -83,6 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="exported model (default: models/export.pkl); a pickle: load only files you trust")
     p.add_argument("--top-k", type=int, default=3, help="labels to show per image (default 3)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    add_device_arg(p)
     p.set_defaults(func=run_predict)
 
     p = sub.add_parser("weights", help="pretrained weights in the torch cache: add a file, list")
@@ -102,6 +130,12 @@ def epoch_printer() -> Any:
     last_live = [0.0]
 
     def progress(p: Any) -> None:
+        if p.stage == "head" and "accuracy" in p.metrics:
+            m = p.metrics
+            print(f"head fitted on cached embeddings: valid_loss {m['valid_loss']:.4f}  accuracy "
+                  f"{m['accuracy']:.4f}  {m.get('time', 0):.1f}s", file=sys.stderr, flush=True)
+            last_stage[0] = p.stage
+            return
         if p.epoch == 0:  # a stage outside the epochs
             if p.stage != last_stage[0] and p.stage not in ("done",):
                 print(f"{p.stage}…", file=sys.stderr, flush=True)
@@ -124,13 +158,18 @@ def epoch_printer() -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from smarthub.model import distributed
     from smarthub.model.train import train
 
     ws = workspace_from(args)
     options = dataclasses.replace(train_options_from(args), promote=args.promote)
+    if args.distributed is not None and not distributed.is_distributed():
+        return launch_distributed(ws, options, n_processes=args.distributed)
     with quiet_libraries():
-        result = train(ws, options, progress=epoch_printer())
-    return print_train_summary(result)
+        result = train(ws, options, progress=epoch_printer() if distributed.is_main_process() else None)
+    if result.wrote:
+        return print_train_summary(result)
+    return 0
 
 
 def print_promotion(outcome: dict[str, Any]) -> int:
@@ -143,6 +182,36 @@ def print_promotion(outcome: dict[str, Any]) -> int:
     return 0
 
 
+def train_argv(ws: Any, options: Any) -> list[str]:
+    """The `smarthub train` arguments that reproduce `options` on workspace `ws`."""
+    argv = ["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--arch", options.arch,
+            "--epochs", str(options.epochs), "--size", str(options.size_px), "--batch-size", str(options.batch_size),
+            "--valid-pct", str(options.valid_pct), "--seed", str(options.seed), "--workers", str(options.num_workers),
+            "--patience", str(options.patience), "--device", options.device, "--promote", options.promote]
+    if options.lr is not None:
+        argv += ["--lr", str(options.lr)]
+    argv += ["--no-pretrained"] * (not options.pretrained) + ["--head-only"] * options.head_only
+    return argv
+
+
+def launch_distributed(ws: Any, options: Any, *, n_processes: int) -> int:
+    """Run this training in `n_processes` processes through `accelerate launch`; its exit code."""
+    import subprocess
+
+    from smarthub.errors import SmartHubError
+    from smarthub.model.devices import resolve_device
+    from smarthub.model.distributed import launch_command
+
+    resolve_device(options.device)  # a bad --device is one line here, not one per process
+    cmd = launch_command(n_processes, train_argv(ws, options))
+    print(f"launching {n_processes} processes: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    rc = subprocess.run(cmd, check=False).returncode
+    if rc != 0:
+        raise SmartHubError(f"distributed training failed (exit code {rc}; the messages above say why); "
+                            f"the current model is unchanged")
+    return 0
+
+
 def print_train_summary(result: Any) -> int:
     """Accuracy, the per-class table, where the files went and whether the run was promoted.
 
@@ -152,6 +221,7 @@ def print_train_summary(result: Any) -> int:
     print(f"{r['arch']} ({'pretrained' if r['pretrained'] else 'from scratch'}), {r['n_train']} training / "
           f"{r['n_valid']} validation images, {r['seconds']:.0f} s")
     print(f"validation accuracy: {r['valid_accuracy']:.3f}  (error rate {r['error_rate']:.3f})")
+    print(recipe_line(r))
     rows = [(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
             for label, m in r["per_class"].items()]
     print_table(rows, ("class", "precision", "recall", "f1", "support"))
@@ -159,6 +229,20 @@ def print_train_summary(result: Any) -> int:
     print(f"wrote {folder / 'export.pkl'} (fastai learner, a pickle), {folder / 'report.json'}, "
           f"{folder / 'confusion.png'}, {folder / 'history.csv'}")
     return print_promotion(r.get("promotion") or {})
+
+
+def recipe_line(r: dict) -> str:
+    """How the model was trained, in one line (which epoch was kept, on which device)."""
+    head = r.get("head_valid_accuracy")
+    parts = [f"recipe {r.get('recipe')} on {r.get('device')}"]
+    if head is not None:
+        parts.append(f"head alone {head:.3f}")
+    if r.get("recipe") != "head-only":
+        kept = r.get("best_epoch")
+        parts.append(f"{r.get('epochs_run')}/{r.get('epochs')} epochs run"
+                     + (" (stopped early: validation stopped improving)" if r.get("stopped_early") else ""))
+        parts.append("kept the fitted head (epoch 0)" if kept == 0 else f"kept epoch {kept}")
+    return ", ".join(parts)
 
 
 def run_predict(args: argparse.Namespace) -> int:
@@ -169,7 +253,7 @@ def run_predict(args: argparse.Namespace) -> int:
     ws.contain_library_caches()
     model = args.model or ws.export_path
     with quiet_libraries():
-        preds = predict(model, args.images, top_k=args.top_k)
+        preds = predict(model, args.images, top_k=args.top_k, device=args.device)
     if args.json:
         print(json.dumps([p.to_dict() for p in preds], indent=2, ensure_ascii=False))
         return 0

@@ -182,7 +182,7 @@ def check_weights_available(name: str) -> None:
         raise ModelError(
             f"pretrained weights for {spec.name} are not cached at {target} and could not be downloaded "
             f"({reason}); copy the file there with `smarthub weights add {spec.weights_file}`, "
-            f"or train without them (--no-pretrained)"
+            f"or train without them (--no-pretrained); {cached_archs_hint()}"
         ) from e
 
 
@@ -249,3 +249,18 @@ def cached_weights() -> list[Path]:
     folder = checkpoints_dir()
     return sorted(p for p in folder.iterdir() if p.is_file()) if folder.is_dir() else []
 
+
+
+def cached_archs() -> list[str]:
+    """torchvision archs smarthub offers whose pretrained weights are in the torch cache now."""
+    folder = checkpoints_dir()
+    have = {p.name for p in folder.iterdir()} if folder.is_dir() else set()
+    return [name for name in TORCHVISION_ARCHS if expected_weights_file(name) in have] if have else []
+
+
+def cached_archs_hint() -> str:
+    """'cached: mobilenet_v2 → `--arch mobilenet_v2`' (or that none are), for offline error messages."""
+    names = cached_archs()
+    if not names:
+        return "no pretrained weights are cached (`smarthub weights list` shows what each arch expects)"
+    return "cached: " + ", ".join(f"{n} → `--arch {n}`" for n in names)

@@ -34,10 +34,12 @@ def top_k_from_probs(probs: np.ndarray, vocab: Sequence[str], *, top_k: int) -> 
     return [[(str(vocab[j]), float(row[j])) for j in idx] for row, idx in zip(probs, order)]
 
 
-def predict(model_path: Path, paths: Sequence[Path], *, top_k: int = 3, batch_size: int = 64) -> list[Prediction]:
-    """Load the model once and predict every image in `paths`, in batches.
+def predict(model_path: Path, paths: Sequence[Path], *, top_k: int = 3, batch_size: int = 64,
+            device: str = "auto") -> list[Prediction]:
+    """Load the model once (on `device`: auto, cpu, cuda, cuda:N, mps) and predict every image in `paths`, in
+    batches; images are opened through smarthub.imaging.
 
-    Raises ImageError (a path is missing or unreadable: the message names it), ModelError (model file).
+    Raises ImageError (a path is missing or unreadable: the message names it), ModelError (model file, device).
     """
     from smarthub.model.train import load_classifier
 
@@ -48,7 +50,7 @@ def predict(model_path: Path, paths: Sequence[Path], *, top_k: int = 3, batch_si
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ImageError(f"no image at {missing[0]}{more}")
-    learner = load_classifier(model_path)
+    learner = load_classifier(model_path, device=device)
     return _predict_with(learner, paths, top_k=top_k, batch_size=batch_size)
 
 

@@ -1,7 +1,9 @@
-"""Train a classifier on the class folders: fastai DataBlock → vision_learner → fine_tune → export + report.
+"""Train a classifier on the class folders: fastai DataBlock → vision_learner → LP-FT → export + report.
 
-The middle is reusable on its own (the review module runs K-fold fine-tunes with it):
-`build_learner(items, is_valid, options, work_dir=...)` then `fit(learner, options)`.
+The recipe (model/lpft.py): fit a linear head on cached frozen-body embeddings, then fine-tune the whole
+Learner from it with fastai's aug_transforms, keeping the best epoch. The middle is reusable on its own (the
+review module runs K-fold fine-tunes with it): `build_learner(items, is_valid, options, work_dir=...)` then
+`fit(learner, options)`.
 `train(ws, options)` is the whole job: scan, check, split, fit, evaluate, write the artefacts atomically.
 `load_classifier` / `predict_probs` are the inference half.
 """
@@ -22,55 +24,22 @@ import numpy as np
 
 from smarthub.dataset import ImageItem
 from smarthub.errors import DatasetError, ImageError, ModelError, SmartHubError
+from smarthub.model.options import DEFAULT_NUM_WORKERS, TrainOptions
 
-# Measured in bench/train_speed.py: on this 2-core CPU, DataLoader worker processes compete with
-# torch's compute threads and slow training down, so images are loaded in the main process by default.
-DEFAULT_NUM_WORKERS = 0
+__all__ = ["DEFAULT_NUM_WORKERS", "TrainOptions", "TrainProgress", "TrainResult", "TrainingStopped", "build_learner",
+           "fit", "train", "load_classifier", "predict_probs", "split_items"]
+
 _CHECK_CACHE_NAME = "verified-images.json"
 # get_preds swaps callbacks and data loaders on the learner: one prediction at a time (the app is threaded)
 _PREDICT_LOCK = threading.Lock()
 
 
-@dataclass
-class TrainOptions:
-    """Everything that decides a training run (all of it is recorded in report.json)."""
-
-    arch: str = "resnet18"
-    epochs: int = 4
-    size_px: int = 224
-    batch_size: int = 32
-    valid_pct: float = 0.2
-    seed: int = 42
-    pretrained: bool = True
-    num_workers: int = DEFAULT_NUM_WORKERS
-    lr: float | None = None
-    freeze_epochs: int = 1
-    promote: str = "if-better"  # if-better | always | never (model/runs.py)
-
-    def __post_init__(self) -> None:
-        if self.promote not in ("if-better", "always", "never"):
-            raise SmartHubError(f"promote must be if-better, always or never (got {self.promote!r})")
-        if self.epochs < 1:
-            raise SmartHubError(f"epochs must be at least 1 (got {self.epochs})")
-        if self.freeze_epochs < 0:
-            raise SmartHubError(f"freeze_epochs must be 0 or more (got {self.freeze_epochs})")
-        if not 16 <= self.size_px <= 2048:
-            raise SmartHubError(f"image size must be between 16 and 2048 px (got {self.size_px})")
-        if self.batch_size < 2:
-            raise SmartHubError(f"batch size must be at least 2 (got {self.batch_size})")
-        if not 0.0 < self.valid_pct < 1.0:
-            raise SmartHubError(f"valid_pct must be between 0 and 1, e.g. 0.2 (got {self.valid_pct})")
-        if self.num_workers < 0:
-            raise SmartHubError(f"num_workers must be 0 or more (got {self.num_workers})")
-        if self.lr is not None and not 0.0 < self.lr < 10.0:
-            raise SmartHubError(f"learning rate must be a small positive number, e.g. 0.002 (got {self.lr})")
-
-
 @dataclass(frozen=True)
 class TrainProgress:
-    """A progress report: stage ('checking images', 'building', 'frozen', 'training', 'evaluating', 'saving',
-    'done'), epoch (1-based over all stages, 0 outside training) of `epochs`, batch of `batches`, and the
-    metrics so far (train_loss while in an epoch; train/valid loss, error_rate, accuracy at an epoch's end)."""
+    """A progress report: stage ('checking images', 'resizing images', 'building', 'embedding', 'fitting the
+    head', 'head', 'training', 'evaluating', 'saving', 'done'), epoch (1-based, 0 outside the epochs) of
+    `epochs`, batch of `batches`, and the metrics so far (train_loss while in an epoch; train/valid loss,
+    error_rate, accuracy at an epoch's end, and for 'head', the fitted head's)."""
 
     stage: str
     epoch: int
@@ -96,29 +65,7 @@ class TrainResult:
     report_path: Path
     report: dict
     seconds: float
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Pickled into export.pkl: module-level, importable functions only.
-
-def load_rgb(x: object):  # noqa: ANN201 (fastai infers test-time types from these annotations)
-    """Open an image (ImageItem, path, or PIL image) with its EXIF orientation applied, as an RGB PILImage.
-
-    Raises ImageError naming the file when it cannot be decoded.
-    """
-    from fastai.vision.core import PILImage
-    from PIL import Image
-
-    from smarthub.imaging import as_rgb, open_rgb
-
-    if isinstance(x, Image.Image):
-        return PILImage.create(as_rgb(x))
-    return PILImage.create(open_rgb(x.path if isinstance(x, ImageItem) else Path(x)))
-
-
-def item_label(x: ImageItem) -> str:
-    """The label of a training item."""
-    return x.label
+    wrote: bool = True
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -148,19 +95,28 @@ def split_items(items: Sequence[ImageItem], *, valid_pct: float, seed: int) -> l
 
 def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options: TrainOptions, *,
                   work_dir: Path) -> Any:
-    """An untrained fastai Learner over `items` (validation = items flagged in `is_valid`).
+    """An untrained fastai Learner over `items` (validation = items flagged in `is_valid`) on `options.device`.
 
-    The vocab is every label in `items`, sorted. Metrics: error_rate, accuracy.
-    Raises DatasetError (empty split, a validation class unseen in training) or ModelError (weights).
+    The DataBlock pickles only fastai names: items are image paths whose folder is the label (`parent_label`);
+    items that do not sit in a folder named after their label are read through pre-resized copies in
+    `work_dir`. Pretrained: the head is pool → flatten → Linear (stage 1 fits it, see `fit`); from scratch:
+    fastai's default head. The vocab is every label in `items`, sorted. Metrics: error_rate, accuracy.
+    Mixed precision on CUDA. Raises DatasetError (empty split, a validation class unseen in training),
+    ModelError (weights, device).
     """
-    from fastai.data.block import CategoryBlock, DataBlock, TransformBlock
-    from fastai.data.transforms import IndexSplitter, IntToFloatTensor
+    import torch
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter, parent_label
     from fastai.metrics import accuracy, error_rate
     from fastai.torch_core import set_seed
     from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+    from fastai.vision.data import ImageBlock
     from fastai.vision.learner import vision_learner
 
+    from smarthub.dataset import sha256_file
     from smarthub.model.archs import check_weights_available, resolve_arch
+    from smarthub.model.devices import resolve_device, uses_mixed_precision
+    from smarthub.model.imagecache import resized_copies
 
     items = list(items)
     if len(items) != len(is_valid):
@@ -176,27 +132,35 @@ def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options:
     if unseen:
         raise DatasetError(f"classes {', '.join(map(repr, unseen))} have validation images but no training "
                            f"images: add training images for them")
+    device = resolve_device(options.device)
     spec = resolve_arch(options.arch)
     if options.pretrained:
         check_weights_available(spec.name)
+    if any(Path(it.path).parent.name != it.label for it in items):
+        items = resized_copies(Path(work_dir) / "cache", items, [sha256_file(it.path) for it in items],
+                               size_px=options.size_px)
     set_seed(options.seed)
     vocab = sorted({it.label for it in items})
     block = DataBlock(
-        blocks=(TransformBlock(type_tfms=load_rgb, batch_tfms=IntToFloatTensor), CategoryBlock(vocab=vocab)),
-        get_y=item_label,
+        blocks=(ImageBlock, CategoryBlock(vocab=vocab)),
+        get_y=parent_label,
         splitter=IndexSplitter(valid_idx),
         item_tfms=Resize(options.size_px, method=ResizeMethod.Squish),
         batch_tfms=aug_transforms(),
     )
     bs = max(2, min(options.batch_size, n_train))
-    dls = block.dataloaders(items, bs=bs, num_workers=options.num_workers, device="cpu")
+    dls = block.dataloaders([Path(it.path) for it in items], bs=bs, num_workers=options.num_workers,
+                            device=torch.device(device))
+    # pretrained: a head that is exactly a linear layer on the pooled body features (stage 1 fits it)
+    head_args = dict(concat_pool=False, lin_ftrs=[], ps=0.0, first_bn=False) if options.pretrained else {}
     try:
-        learn = vision_learner(dls, spec.model_fn, pretrained=options.pretrained,
-                               metrics=[error_rate, accuracy], path=Path(work_dir))
+        learn = vision_learner(dls, spec.model_fn, pretrained=options.pretrained, metrics=[error_rate, accuracy],
+                               path=Path(work_dir), **head_args)
     except (OSError, RuntimeError) as e:
         raise ModelError(f"cannot build {spec.name} (pretrained={options.pretrained}): {e}; if the weights "
                          f"file is damaged replace it with `smarthub weights add FILE`, or use --no-pretrained") from e
-    learn.smarthub_pretrained = options.pretrained
+    if uses_mixed_precision(device):
+        learn = learn.to_fp16()
     return learn
 
 
@@ -236,14 +200,14 @@ def _make_progress_callback(progress: ProgressFn | None, *, silence_logger: bool
             self.train_batches = self.n_iter
             if progress is None:
                 return
-            progress(TrainProgress(self.stage, len(history) + 1, n_stages_epochs, self.iter + 1, self.n_iter,
+            progress(TrainProgress(self.stage, self.epoch + 1, n_stages_epochs, self.iter + 1, self.n_iter,
                                    {"train_loss": float(self.learn.smooth_loss)}))
 
         def after_epoch(self) -> None:
             rec = self.learn.recorder
             names = [n for n in rec.metric_names[1:] if n != "time"]
             values = dict(zip(names, (float(v) if v is not None else float("nan") for v in rec.final_record)))
-            row = {"epoch": len(history) + 1, **values,
+            row = {"epoch": self.epoch + 1, **values,
                    "time": round(time.monotonic() - self.epoch_start, 3), "stage": self.stage}
             history.append(row)
             if progress is not None:
@@ -258,44 +222,100 @@ def _no_log(*_args: Any) -> None:
     """fastai's Recorder logger when progress is reported by smarthub instead."""
 
 
-def fit(learner: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
-        bars: bool = False, should_stop: StopFn | None = None) -> list[dict]:
-    """Train `learner`: fastai's fine_tune (freeze_epochs frozen, then epochs unfrozen) when pretrained,
-    fit_one_cycle otherwise. fastai's own progress bars only when `bars`.
+@dataclass(frozen=True)
+class HeadData:
+    """Stage-1 input: pooled body features and class indices (dls.vocab order) of the training and
+    validation images (rows in any order, features matching labels)."""
 
-    Returns the per-epoch history: dicts with epoch, train_loss, valid_loss, error_rate, accuracy, time, stage.
+    train_x: np.ndarray
+    train_y: np.ndarray
+    valid_x: np.ndarray
+    valid_y: np.ndarray
+
+
+@dataclass(frozen=True)
+class FitResult:
+    """What `fit` did: the per-epoch history (the fitted head is epoch 0), the epoch whose weights were kept,
+    whether it stopped early, and the fitted head's validation accuracy (None from scratch)."""
+
+    history: list[dict]
+    best_epoch: int
+    stopped_early: bool
+    head_accuracy: float | None
+
+
+def head_data_from_learner(learner: Any) -> HeadData:
+    """Stage-1 input computed through the Learner's own body (when no embeddings cache is at hand)."""
+    from smarthub.model.lpft import learner_features
+
+    o2i = {str(v): i for i, v in enumerate(learner.dls.vocab)}
+    parts = []
+    for dl in (learner.dls.train, learner.dls.valid):
+        paths = list(dl.items)
+        parts += [learner_features(learner, paths), np.array([o2i[Path(p).parent.name] for p in paths])]
+    return HeadData(*parts)
+
+
+def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = None,
+        progress: ProgressFn | None = None, bars: bool = False, should_stop: StopFn | None = None,
+        cbs: Sequence[Any] = ()) -> FitResult:
+    """Train a Learner from `build_learner` with the recipe of `options` (see TrainOptions).
+
+    Pretrained: stage 1 fits the linear head on `head_data` (computed through the Learner when None), then
+    (unless head_only) stage 2 fine-tunes everything for `options.epochs` epochs with early stopping, keeping
+    the best epoch. From scratch: fit_one_cycle for `options.epochs` epochs, best epoch kept. `cbs` join
+    stage 2 (e.g. the distributed trainer). fastai's own progress bars only when `bars`.
     Raises TrainingStopped when `should_stop()` turned true (polled after every batch).
     """
     from contextlib import nullcontext
 
-    pretrained = getattr(learner, "smarthub_pretrained", options.pretrained)
-    freeze = options.freeze_epochs if pretrained else 0
+    from smarthub.model.lpft import fit_linear_head, make_frozen_bn, make_keep_best, score_head, set_head
+    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR
+
     history: list[dict] = []
-    cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=freeze + options.epochs,
+    baseline = None
+    if options.pretrained:
+        started = time.monotonic()
+        _report(progress, "fitting the head")
+        data = head_data if head_data is not None else head_data_from_learner(learner)
+        n_classes = len(learner.dls.vocab)
+        head = fit_linear_head(data.train_x, data.train_y, n_classes)
+        set_head(learner, head)
+        baseline = score_head(head, data.valid_x, data.valid_y)
+        train_score = score_head(head, data.train_x, data.train_y)
+        row = {"epoch": 0, "train_loss": round(train_score.valid_loss, 6), "valid_loss": round(baseline.valid_loss, 6),
+               "error_rate": round(1 - baseline.accuracy, 6), "accuracy": round(baseline.accuracy, 6),
+               "time": round(time.monotonic() - started, 3), "stage": "head"}
+        history.append(row)
+        if progress is not None:
+            progress(TrainProgress("head", 0, options.epochs, 0, 0,
+                                   {k: v for k, v in row.items() if k not in ("epoch", "stage")}))
+        if options.head_only:
+            return FitResult(history=history, best_epoch=0, stopped_early=False, head_accuracy=baseline.accuracy)
+        if should_stop is not None and should_stop():
+            raise TrainingStopped("training stopped after fitting the head; nothing was written, the previous "
+                                  "model is unchanged")
+    cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=options.epochs,
                                  history=history, should_stop=should_stop)
+    keep = make_keep_best(baseline=baseline, patience=options.patience)
     with learner.no_bar() if not bars else nullcontext():
-        if pretrained:
-            base_lr = options.lr or 2e-3
-            learner.freeze()
-            if freeze:
-                cb.stage = "frozen"
-                learner.fit_one_cycle(freeze, slice(base_lr), pct_start=0.99, cbs=[cb])
-                _raise_if_stopped(cb, history)
-            cb.stage = "training"
+        if options.pretrained:
+            lr = options.lr or DEFAULT_FINETUNE_LR
             learner.unfreeze()
-            learner.fit_one_cycle(options.epochs, slice(base_lr / 200, base_lr / 2), pct_start=0.3, div=5.0,
-                                  cbs=[cb])
+            learner.fit_one_cycle(options.epochs, slice(lr / 10, lr), pct_start=0.25,
+                                  cbs=[cb, keep, make_frozen_bn(), *cbs])
         else:
-            cb.stage = "training"
-            learner.fit_one_cycle(options.epochs, options.lr or 1e-3, cbs=[cb])
+            learner.fit_one_cycle(options.epochs, options.lr or DEFAULT_SCRATCH_LR, cbs=[cb, keep, *cbs])
     _raise_if_stopped(cb, history)
-    return history
+    return FitResult(history=history, best_epoch=keep.best_epoch, stopped_early=keep.stopped_early,
+                     head_accuracy=None if baseline is None else baseline.accuracy)
 
 
 def _raise_if_stopped(cb: Any, history: list[dict]) -> None:
     if cb.stopped:
-        raise TrainingStopped(f"training stopped after {len(history)} complete epoch"
-                              f"{'s' * (len(history) != 1)}; nothing was written, the previous model is unchanged")
+        done = sum(1 for h in history if h.get("stage") != "head")
+        raise TrainingStopped(f"training stopped after {done} complete epoch"
+                              f"{'s' * (done != 1)}; nothing was written, the previous model is unchanged")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -330,13 +350,25 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     """Train on `ws.data_dir` and write export.pkl, report.json, confusion.png, history.csv to `ws.models_dir`.
 
     Uses the train/ and valid/ folders when the data folder has them, else a seeded per-class random split.
+    Images are checked through smarthub.imaging, hashed, decoded and resized once into the image cache;
+    stage 1 reads the embeddings cache shared with review. Launched distributed (see model/distributed.py),
+    every rank trains on the same split and only rank 0 writes (`TrainResult.wrote`).
     Raises DatasetError (no/too few images, unreadable images — run `smarthub verify`), ModelError
-    (weights), SmartHubError (cannot write), TrainingStopped (`should_stop()` turned true: nothing written).
+    (weights, device), SmartHubError (cannot write), TrainingStopped (`should_stop()` turned true: nothing
+    written). On any error the current model files are left as they were.
     """
-    from smarthub.model.archs import check_weights_available, resolve_arch
+    from dataclasses import replace
+
     from smarthub.dataset import check_trainable, dataset_fingerprint, scan_dataset
+    from smarthub.model import distributed
+    from smarthub.model.archs import check_weights_available, resolve_arch
+    from smarthub.model.devices import resolve_device
+    from smarthub.model.embeddings import hash_items
+    from smarthub.model.imagecache import resized_copies
 
     started = time.monotonic()
+    device = distributed.rank_device(resolve_device(options.device))
+    options = replace(options, device=device)
     items = scan_dataset(ws.data_dir)
     check_trainable(items)
     spec = resolve_arch(options.arch)
@@ -345,17 +377,32 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     split_layout = any(it.split for it in items)
     is_valid = ([it.split == "valid" for it in items] if split_layout
                 else split_items(items, valid_pct=options.valid_pct, seed=options.seed))
-    check_images_cached(ws, items, progress=progress)
-
-    _report(progress, "building")
-    learn = build_learner(items, is_valid, options, work_dir=ws.models_dir)
-    history = fit(learn, options, progress=progress, bars=bars, should_stop=should_stop)
+    with distributed.main_process_first(device):  # rank 0 fills the caches, the other ranks read them
+        check_images_cached(ws, items, progress=progress)
+        hashed = hash_items(ws, items)
+        if hashed.skipped:
+            path, reason = hashed.skipped[0]
+            raise DatasetError(f"{path}: {reason}; scan again (the data folder changed during training)")
+        shas = hashed.shas
+        _report(progress, "resizing images")
+        cached = resized_copies(ws.cache_dir, items, shas, size_px=options.size_px,
+                                progress=lambda d, t: _report(progress, "resizing images", d, t))
+        _report(progress, "building")
+        learn = build_learner(cached, is_valid, options, work_dir=ws.models_dir)
+        head_data = (_cached_head_data(ws, learn, cached, shas, is_valid, options, spec, progress)
+                     if options.pretrained else None)
+    extra_cbs = [distributed.trainer_callback(device)] if distributed.is_distributed() else []
+    result = fit(learn, options, head_data=head_data, progress=progress, bars=bars, should_stop=should_stop,
+                 cbs=extra_cbs)
+    used_device = str(next(learn.model.parameters()).device)
+    if not distributed.is_main_process():
+        return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report={},
+                           seconds=round(time.monotonic() - started, 2), wrote=False)
 
     _report(progress, "evaluating")
-    with learn.no_bar():
-        probs, targets = learn.get_preds(dl=learn.dls.valid)
+    probs, targets = valid_predictions(learn)
     vocab = [str(v) for v in learn.dls.vocab]
-    metrics = classification_report(targets.numpy(), probs.numpy().argmax(axis=1), vocab)
+    metrics = classification_report(targets, probs.argmax(axis=1), vocab)
 
     _report(progress, "saving")
     n_valid = sum(is_valid)
@@ -363,8 +410,12 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "arch": spec.name,
         "vocab": vocab,
         "size_px": options.size_px,
+        "recipe": options.recipe,
         "epochs": options.epochs,
-        "freeze_epochs": options.freeze_epochs if options.pretrained else 0,
+        "epochs_run": sum(1 for h in result.history if h.get("stage") != "head"),
+        "best_epoch": result.best_epoch,
+        "stopped_early": result.stopped_early,
+        "head_valid_accuracy": None if result.head_accuracy is None else round(result.head_accuracy, 4),
         "batch_size": options.batch_size,
         "valid_pct": options.valid_pct,
         "seed": options.seed,
@@ -372,6 +423,9 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "weights_file": spec.weights_file if options.pretrained else None,
         "lr": options.lr,
         "num_workers": options.num_workers,
+        "device": used_device,
+        "mixed_precision": used_device.startswith("cuda"),
+        "processes": distributed.world_size(),
         "split": "folders" if split_layout else "random",
         "n_train": len(items) - n_valid,
         "n_valid": n_valid,
@@ -380,7 +434,8 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "error_rate": metrics["error_rate"],
         "per_class": metrics["per_class"],
         "confusion_matrix": metrics["confusion_matrix"],
-        "history": history,
+        "history": result.history,
+        "valid_sha256": sorted({s for s, v in zip(shas, is_valid) if v}),
         "data_dir": str(ws.data_dir),
         "dataset_fingerprint": dataset_fingerprint(items, ws.data_dir),
         "versions": library_versions(),
@@ -388,11 +443,57 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     report["seconds"] = round(time.monotonic() - started, 2)
+    portable_learner(learn)
     write_artifacts(ws, learn, report, valid_items=[it for it, v in zip(items, is_valid) if v],  # dls.valid order
                     valid_preds=[vocab[i] for i in np.asarray(probs).argmax(axis=1)])
     _report(progress, "done")
     return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report=report,
                        seconds=report["seconds"])
+
+
+def valid_predictions(learn: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, targets) on the validation set, in this process only (fastai's get_preds would gather
+    across ranks after a distributed fit, and rank 0 evaluates alone)."""
+    import torch
+
+    learn.model.eval()
+    probs, targets = [], []
+    with torch.inference_mode():
+        for xb, yb in learn.dls.valid:
+            probs.append(torch.softmax(learn.model(xb).float(), dim=1).cpu().numpy())
+            targets.append(yb.cpu().numpy())
+    return np.concatenate(probs), np.concatenate(targets)
+
+
+def _cached_head_data(ws: Any, learn: Any, cached: Sequence[ImageItem], shas: Sequence[str],
+                      is_valid: Sequence[bool], options: TrainOptions, spec: Any,
+                      progress: ProgressFn | None) -> HeadData:
+    """Stage-1 input from the embeddings cache shared with review (torchvision archs: the cache's extractor
+    is the Learner's body + average pooling); timm archs compute it through the Learner."""
+    from smarthub.model.embeddings import embed_items
+
+    if spec.is_timm:
+        return head_data_from_learner(learn)
+    _report(progress, "embedding")
+    feats, failed = embed_items(ws, [it.path for it in cached], list(shas), arch=spec.name, size_px=options.size_px,
+                                pretrained=True, progress=lambda what, d, t: _report(progress, "embedding", d, t))
+    if failed:
+        path, reason = failed[0]
+        raise DatasetError(f"{path}: {reason}; delete the image cache folder {ws.cache_dir} and train again")
+    o2i = {str(v): i for i, v in enumerate(learn.dls.vocab)}
+    parts = []
+    for want_valid in (False, True):
+        idx = [i for i, v in enumerate(is_valid) if v == want_valid]
+        parts += [np.stack([feats[shas[i]] for i in idx]), np.array([o2i[cached[i].label] for i in idx])]
+    return HeadData(*parts)
+
+
+def portable_learner(learn: Any) -> None:
+    """Make the Learner what a plain `load_learner` expects: full precision, on the CPU, no smarthub callbacks."""
+    if hasattr(learn, "mixed_precision"):
+        learn.to_fp32()
+    learn.model.cpu()
+    learn.dls.cpu()
 
 
 def _report(progress: ProgressFn | None, stage: str, batch: int = 0, batches: int = 0) -> None:
@@ -527,11 +628,13 @@ def confusion_png(matrix: Sequence[Sequence[int]], vocab: Sequence[str]) -> byte
 # ---------------------------------------------------------------------------------------------------------
 # Inference
 
-def load_classifier(path: Path) -> Any:
-    """Load an exported fastai learner on the CPU.
+def load_classifier(path: Path, *, device: str = "auto") -> Any:
+    """Load an exported fastai learner onto `device` (auto, cpu, cuda, cuda:N, mps; see model/devices.py).
 
+    Models exported by smarthub's first version load too (model/compat.py maps their old names).
     export.pkl is a pickle: loading runs code from the file, so load only files you trust.
-    Raises ModelError: missing file (run `smarthub train` first), corrupt file, or not a fastai learner.
+    Raises ModelError: missing file (run `smarthub train` first), corrupt file, not a fastai learner, or a
+    device the machine does not have.
     """
     import pickle
     import warnings
@@ -539,14 +642,18 @@ def load_classifier(path: Path) -> Any:
     import torch
     from fastai.learner import Learner
 
+    from smarthub.model.compat import PICKLE_MODULE
+    from smarthub.model.devices import resolve_device
+
     path = Path(path)
+    target = resolve_device(device)
     if not path.is_file():
         raise ModelError(f"no model at {path}: run `smarthub train` first")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             # what fastai's load_learner does, with the type checked before the learner is touched
-            learn = torch.load(path, map_location="cpu", weights_only=False)
+            learn = torch.load(path, map_location="cpu", weights_only=False, pickle_module=PICKLE_MODULE)
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError, TypeError, KeyError,
             AttributeError, ImportError, IndexError) as e:
         raise ModelError(f"{path} is not a readable fastai model ({type(e).__name__}: {e}); "
@@ -554,26 +661,35 @@ def load_classifier(path: Path) -> Any:
     if not isinstance(learn, Learner) or getattr(learn, "dls", None) is None:
         raise ModelError(f"{path} does not hold a fastai learner (found {type(learn).__name__}); "
                          f"train again with `smarthub train`")
-    learn.dls.cpu()
     if hasattr(learn, "channels_last"):
         learn = learn.to_contiguous(to_fp32=True)
     elif hasattr(learn, "mixed_precision"):
         learn = learn.to_fp32()
+    learn.dls.to(torch.device(target))
+    learn.model.to(torch.device(target))
     return learn
 
 
-def predict_probs(learner: Any, paths: Sequence[Path | Any], *, batch_size: int = 64) -> np.ndarray:
+def predict_probs(learner: Any, images: Sequence[Path | Any], *, batch_size: int = 64) -> np.ndarray:
     """Class probabilities [N, n_classes] in `learner.dls.vocab` order for images (paths or PIL images).
 
-    Batched through `dls.test_dl` + `get_preds`. The first unreadable image raises ImageError naming it
-    (use `dataset.verify_images` first to get a per-image report).
+    Every image is opened through smarthub.imaging (EXIF orientation, pixel limit, alpha on white) and handed
+    to the learner's own pipeline (`dls.test_dl` + `get_preds`) batch by batch. The first unreadable image
+    raises ImageError naming it (use `dataset.verify_images` first to get a per-image report).
     """
-    paths = list(paths)
+    from PIL import Image
+
+    from smarthub.imaging import as_rgb, open_rgb
+
+    images = list(images)
     n_classes = len(learner.dls.vocab)
-    if not paths:
-        return np.zeros((0, n_classes), dtype=np.float32)
+    out = [np.zeros((0, n_classes), dtype=np.float32)]
     with _PREDICT_LOCK:
-        dl = learner.dls.test_dl(paths, bs=batch_size, num_workers=0)
-        with learner.no_bar():
-            probs, _ = learner.get_preds(dl=dl)
-    return probs.numpy()
+        for start in range(0, len(images), batch_size):
+            chunk = [as_rgb(x) if isinstance(x, Image.Image) else open_rgb(Path(x))
+                     for x in images[start:start + batch_size]]
+            dl = learner.dls.test_dl(chunk, bs=batch_size, num_workers=0)
+            with learner.no_bar():
+                probs, _ = learner.get_preds(dl=dl)
+            out.append(probs.float().cpu().numpy())
+    return np.concatenate(out)

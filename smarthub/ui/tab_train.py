@@ -8,6 +8,7 @@ import gradio as gr
 
 from smarthub.atomicio import read_json
 from smarthub.errors import SmartHubError
+from smarthub.model.options import TrainOptions
 from smarthub.ui._common import StopSwitch, problem, user_errors
 from smarthub.workspace import Workspace
 
@@ -79,7 +80,8 @@ def show_current(ws: Workspace) -> tuple[str, list[list[Any]], str | None]:
 
 def defaults(ws: Workspace) -> dict[str, Any]:
     """Form defaults: the current model's settings when there is one, else TrainOptions' defaults."""
-    out: dict[str, Any] = {"arch": "resnet18", "epochs": 4, "size_px": 224, "pretrained": True}
+    d = TrainOptions()
+    out: dict[str, Any] = {"arch": d.arch, "epochs": d.epochs, "size_px": d.size_px, "pretrained": d.pretrained}
     try:
         report = current_report(ws) or {}
     except SmartHubError:

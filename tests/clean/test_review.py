@@ -252,7 +252,7 @@ def test_finetune_method_scores_every_image_out_of_sample(tmp_path):
     ws = Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=8, classes=("trouser", "bag"), size_px=32)
     opts = review.ReviewOptions(method="finetune", folds=2, train=TrainOptions(
-        arch="mobilenet_v2", size_px=32, epochs=1, freeze_epochs=0, batch_size=8, num_workers=0))
+        arch="mobilenet_v2", size_px=32, epochs=1, batch_size=8, num_workers=0))
     result = review.review(ws, opts)
     assert result.method == "finetune" and len(result.probs_by_sha) == 16
     probs = np.stack(list(result.probs_by_sha.values()))

@@ -140,16 +140,28 @@ def test_predict_unreadable_image_names_it(model_ws: Workspace, tmp_path: Path) 
         predict(model_ws.export_path, [bad])
 
 
-def test_exif_orientation_is_applied(tmp_path: Path) -> None:
-    from smarthub.model.train import load_rgb
+def test_exif_orientation_is_applied(model_ws: Workspace, tmp_path: Path) -> None:
+    """A sideways-stored photo is predicted upright: the same figures as its upright pixels, not its raw ones."""
+    from PIL import ImageOps
+
+    from smarthub.model.train import load_classifier, predict_probs
 
     path = tmp_path / "rotated.jpg"
-    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    src = sorted((model_ws.data_dir / "trouser").glob("*.png"))[0]
+    with Image.open(src) as img:
+        img = img.convert("RGB").resize((40, 20))
     exif = img.getexif()
     exif[0x0112] = 6  # rotate 90° on display
     img.save(path, exif=exif)
-    loaded = load_rgb(path)
-    assert loaded.size == (20, 40) and loaded.mode == "RGB"
+    learner = load_classifier(model_ws.export_path)
+    with Image.open(path) as raw:
+        # pixels only (no EXIF left to apply): upright, and as stored
+        upright = Image.fromarray(np.asarray(ImageOps.exif_transpose(raw).convert("RGB")))
+        stored = Image.fromarray(np.asarray(raw.convert("RGB")))
+    assert upright.size == (20, 40)
+    got = predict_probs(learner, [path, upright, stored])
+    np.testing.assert_allclose(got[0], got[1], atol=1e-6)
+    assert not np.allclose(got[0], got[2], atol=1e-6)
 
 
 def test_predict_cli_table_and_json(model_ws: Workspace, capsys) -> None:

@@ -1,0 +1,199 @@
+"""Accuracy against wall seconds: smarthub's LP-FT recipe (`train()`, what `smarthub train` runs) and fastai's
+default `fine_tune` recipe, in the same process, same arch (MobileNetV2, ImageNet weights from the offline
+package), same images, split, image size and batch size.
+
+    .venv/bin/python bench/time_to_accuracy.py            # both datasets (a few minutes on 2 cores)
+    .venv/bin/python bench/time_to_accuracy.py --quick    # smoke run
+
+Datasets (real, installable here): Fashion-MNIST class folders, 100 per class (Debian dataset-fashion-mnist),
+and openclipart drawings of eight subject folders (Debian openclipart-png), flattened on white once before
+either recipe starts so both read the same RGB pixels.
+
+fastai side: `DataBlock(ImageBlock, CategoryBlock, parent_label, Resize(squish), aug_transforms)` →
+`vision_learner(mobilenet_v2)` → `fine_tune(E)` (one frozen epoch, then E), timed from building the
+DataLoaders; the accuracy after each epoch. smarthub side: `train(ws, TrainOptions(epochs=E))` from a cold
+cache (image check, hashing, resizing, embedding all counted), the fitted head's accuracy, then each epoch's;
+its final figure is report.json's (the best epoch kept). Targets (issue 11): smarthub reaches fastai's final
+accuracy in ≤ 1/5 of fastai's wall time, and ends ≥ fastai + 5 points in no more total time.
+Writes bench/out/time_to_accuracy.png (the curves) and .json (the figures).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+CLIPART = Path("/usr/share/openclipart/png")
+CLIPART_CLASSES = {"mammal": "animals/mammals", "bird": "animals/birds", "bug": "animals/bugs",
+                   "fruit": "food/fruit", "dessert": "food/desserts", "vehicle": "transportation/vehicles",
+                   "music": "recreation/music", "clothing": "people/clothing"}
+
+
+def fashion_folders(data_dir: Path, *, per_class: int) -> None:
+    from helpers import write_fashion_folders
+
+    write_fashion_folders(data_dir, per_class=per_class, size_px=28)
+
+
+def clipart_folders(data_dir: Path, *, per_class: int) -> None:
+    """Each subject folder's drawings (the first `per_class` readable ones by name), alpha flattened on white,
+    as RGB PNGs."""
+    from smarthub.errors import ImageError
+    from smarthub.imaging import open_rgb
+
+    for label, sub in CLIPART_CLASSES.items():
+        target = data_dir / label
+        target.mkdir(parents=True, exist_ok=True)
+        written = 0
+        for src in sorted((CLIPART / sub).rglob("*.png")):
+            if written == per_class:
+                break
+            try:
+                img = open_rgb(src, max_side_px=256)
+            except ImageError:
+                continue  # a few drawings exceed the pixel limit (smarthub refuses them everywhere)
+            img.save(target / f"{written:03d}.png")
+            written += 1
+
+
+def fastai_fine_tune(items: list, is_valid: list[bool], *, size_px: int, epochs: int, batch_size: int) -> dict:
+    """fastai's default recipe; returns {"curve": [(seconds, accuracy)], "seconds": total}."""
+    from fastai.callback.core import Callback
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter, parent_label
+    from fastai.metrics import accuracy
+    from fastai.torch_core import set_seed
+    from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+    from fastai.vision.data import ImageBlock
+    from fastai.vision.learner import vision_learner
+
+    from smarthub.model.archs import resolve_arch
+
+    spec = resolve_arch("mobilenet_v2")  # registers fastai's model_meta entry (cut, stats, weights)
+    curve: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+
+    class Record(Callback):
+        order = 60
+
+        def after_epoch(self) -> None:
+            values = dict(zip(self.recorder.metric_names[1:], self.recorder.final_record))
+            curve.append((time.monotonic() - t0, float(values["accuracy"])))
+
+    set_seed(42)
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=parent_label,
+                      splitter=IndexSplitter([i for i, v in enumerate(is_valid) if v]),
+                      item_tfms=Resize(size_px, method=ResizeMethod.Squish), batch_tfms=aug_transforms())
+    dls = block.dataloaders([it.path for it in items], bs=batch_size, num_workers=0)
+    learn = vision_learner(dls, spec.model_fn, metrics=accuracy, cbs=[Record()])
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(epochs)
+    return {"curve": curve, "seconds": time.monotonic() - t0, "final": curve[-1][1]}
+
+
+def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int) -> dict:
+    """smarthub's train() from a cold cache; returns the curve (head, then epochs) and the kept accuracy."""
+    from smarthub.model.train import TrainOptions, train
+
+    curve: list[tuple[float, float]] = []
+    t0 = time.monotonic()
+
+    def progress(p) -> None:
+        if "accuracy" in p.metrics and (p.stage == "head" or "valid_loss" in p.metrics):
+            curve.append((time.monotonic() - t0, float(p.metrics["accuracy"])))
+
+    result = train(ws, TrainOptions(arch="mobilenet_v2", size_px=size_px, epochs=epochs, batch_size=batch_size),
+                   progress=progress)
+    return {"curve": curve, "seconds": time.monotonic() - t0, "final": float(result.report["valid_accuracy"]),
+            "best_epoch": result.report["best_epoch"], "stopped_early": result.report["stopped_early"]}
+
+
+def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, batch_size: int, root: Path) -> dict:
+    from smarthub.dataset import scan_dataset
+    from smarthub.model.train import split_items
+    from smarthub.workspace import Workspace
+
+    ws = Workspace(root / name / "data", root / name / "models")
+    make(ws.data_dir, per_class=per_class)
+    items = scan_dataset(ws.data_dir)
+    is_valid = split_items(items, valid_pct=0.2, seed=42)  # what train() uses with the default options
+    print(f"{name}: {len(items)} images, {sum(is_valid)} valid, {len({i.label for i in items})} classes, "
+          f"{size_px} px", flush=True)
+    fa = fastai_fine_tune(items, is_valid, size_px=size_px, epochs=epochs, batch_size=batch_size)
+    print(f"  fastai fine_tune({epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in fa["curve"]), flush=True)
+    sh = smarthub_recipe(ws, size_px=size_px, epochs=epochs, batch_size=batch_size)
+    print(f"  smarthub LP-FT ({epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in sh["curve"])
+          + f"; kept {sh['final']:.3f} (epoch {sh['best_epoch']}) in {sh['seconds']:.0f}s", flush=True)
+    reach = next((t for t, a in sh["curve"] if a >= fa["final"]), None)
+    out = {"dataset": name, "n_images": len(items), "n_valid": sum(is_valid), "size_px": size_px, "epochs": epochs,
+           "fastai": fa, "smarthub": sh, "smarthub_reaches_fastai_final_s": reach,
+           "reach_ratio": None if reach is None else reach / fa["seconds"],
+           "final_gain_points": 100 * (sh["final"] - fa["final"]), "time_ratio": sh["seconds"] / fa["seconds"]}
+    ok1 = out["reach_ratio"] is not None and out["reach_ratio"] <= 0.2
+    ok2 = out["final_gain_points"] >= 5 and out["time_ratio"] <= 1.0
+    print(f"  reach fastai's final {fa['final']:.3f}: "
+          + (f"{reach:.1f}s = {out['reach_ratio']:.3f}× fastai's {fa['seconds']:.0f}s" if reach is not None else "never")
+          + f" ({'✔' if ok1 else '✘'} ≤ 0.2×); final {sh['final']:.3f} vs {fa['final']:.3f}: "
+            f"{out['final_gain_points']:+.1f} points in {out['time_ratio']:.2f}× the time ({'✔' if ok2 else '✘'})",
+          flush=True)
+    return out
+
+
+def plot(results: list[dict], path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6 * len(results), 4.5), dpi=100)
+    for k, r in enumerate(results):
+        ax = fig.add_subplot(1, len(results), k + 1)
+        for key, label, style in (("fastai", "fastai fine_tune (1 frozen + E epochs)", "o-"),
+                                  ("smarthub", "smarthub LP-FT (head, then E epochs)", "s-")):
+            xs = [0.0] + [t for t, _ in r[key]["curve"]]
+            ys = [None] + [a for _, a in r[key]["curve"]]
+            ax.plot(xs[1:], ys[1:], style, label=label)
+        ax.axhline(r["fastai"]["final"], color="grey", linestyle="--", linewidth=0.8)
+        ax.axvline(0.2 * r["fastai"]["seconds"], color="grey", linestyle=":", linewidth=0.8)
+        ax.set_title(f"{r['dataset']}: {r['n_images']} images, {r['size_px']} px, MobileNetV2")
+        ax.set_xlabel("wall seconds (2 shared CPU cores)")
+        ax.set_ylabel("validation accuracy")
+        ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small smoke run")
+    parser.add_argument("--epochs", type=int, default=3, help="E: fastai fine_tune(E), smarthub --epochs E")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
+    parser.add_argument("--only", choices=("fashion-mnist", "openclipart"), default=None, help="one dataset")
+    args = parser.parse_args()
+
+    import os
+
+    from helpers import fill_torch_home
+
+    with tempfile.TemporaryDirectory(prefix="smarthub-tta-") as tmp:
+        root = Path(tmp)
+        os.environ["TORCH_HOME"] = str(fill_torch_home(root / "torch"))
+        per_fashion, per_clip = (20, 12) if args.quick else (100, 60)
+        epochs = 1 if args.quick else args.epochs
+        datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96)}
+        results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, batch_size=32, root=root)
+                   for name, (make, n, size) in datasets.items() if args.only in (None, name)]
+    args.out.mkdir(parents=True, exist_ok=True)
+    plot(results, args.out / "time_to_accuracy.png")
+    (args.out / "time_to_accuracy.json").write_text(json.dumps(results, indent=2))
+    print(f"wrote {args.out / 'time_to_accuracy.png'} and {args.out / 'time_to_accuracy.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

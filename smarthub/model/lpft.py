@@ -1,0 +1,189 @@
+"""Linear probing, then fine-tuning (LP-FT): the head, fitted on frozen-body embeddings, starts the fine-tune.
+
+The Learner's head is `custom_head = AdaptiveAvgPool2d(1) → Flatten → Linear`, exactly the pooled features
+`archs.feature_extractor` (and so the embeddings cache) computes: the logistic regression fitted on cached
+embeddings *is* the Learner's head, with no approximation (the pickle names only torch modules).
+`KeepBest` is the early-stopping callback of stage 2: it keeps the best epoch's weights in memory (no files).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+# L2 penalty of the head fit (mean cross-entropy + wd/2 * |W|^2 on standardised features). On the embeddings of
+# bench/time_to_accuracy.py's two datasets the head's validation accuracy is flat (within one image) from 1e-3
+# to 3e-2 (bench/RESULTS.md, time to accuracy)
+HEAD_WEIGHT_DECAY = 3e-3
+HEAD_MAX_ITER = 200
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """weight [n_classes, n_features] and bias [n_classes] acting on raw (unstandardised) features."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+
+    def logits(self, feats: np.ndarray) -> np.ndarray:
+        return np.asarray(feats, dtype=np.float64) @ self.weight.T.astype(np.float64) + self.bias
+
+
+@dataclass(frozen=True)
+class HeadScore:
+    """Validation loss (mean cross-entropy) and accuracy of a head."""
+
+    valid_loss: float
+    accuracy: float
+
+
+def fit_linear_head(feats: np.ndarray, labels: np.ndarray, n_classes: int, *,
+                    weight_decay: float = HEAD_WEIGHT_DECAY, max_iter: int = HEAD_MAX_ITER) -> LinearHead:
+    """Multinomial logistic regression (full-batch L-BFGS, deterministic) on standardised features, folded back
+    into one Linear layer on the raw features."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(feats, dtype=np.float32))
+    y = torch.as_tensor(np.asarray(labels, dtype=np.int64))
+    mean = x.mean(0)
+    std = x.std(0, unbiased=False).clamp_min(1e-6)
+    z = (x - mean) / std
+    w = torch.zeros(n_classes, x.shape[1], requires_grad=True)
+    b = torch.zeros(n_classes, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                            tolerance_grad=1e-6, tolerance_change=1e-9)
+
+    def closure() -> Any:
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(z @ w.T + b, y) + 0.5 * weight_decay * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    with torch.no_grad():
+        weight = w / std
+        bias = b - weight @ mean
+    return LinearHead(weight=weight.numpy().astype(np.float32), bias=bias.numpy().astype(np.float32))
+
+
+def score_head(head: LinearHead, feats: np.ndarray, labels: np.ndarray) -> HeadScore:
+    """Mean cross-entropy and accuracy of `head` on (feats, labels) (pure numpy)."""
+    if len(labels) == 0:
+        return HeadScore(valid_loss=float("nan"), accuracy=float("nan"))
+    logits = head.logits(feats)
+    logits -= logits.max(axis=1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    labels = np.asarray(labels, dtype=int)
+    loss = float(-log_probs[np.arange(len(labels)), labels].mean())
+    acc = float((logits.argmax(axis=1) == labels).mean())
+    return HeadScore(valid_loss=loss, accuracy=acc)
+
+
+def linear_head_module(n_features: int, n_classes: int) -> Any:
+    """pool → flatten → Linear: the Learner's head in the LP-FT recipe (torch modules only)."""
+    import torch.nn as nn
+
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(n_features, n_classes))
+
+
+def body_features(learner: Any) -> int:
+    """Number of features the Learner's body outputs (the Linear layer's input width)."""
+    return int(learner.model[1][-1].in_features)
+
+
+def set_head(learner: Any, head: LinearHead) -> None:
+    """Copy a fitted head into the Learner's Linear layer."""
+    import torch
+
+    linear = learner.model[1][-1]
+    with torch.no_grad():
+        linear.weight.copy_(torch.as_tensor(head.weight))
+        linear.bias.copy_(torch.as_tensor(head.bias))
+
+
+def learner_features(learner: Any, items: list) -> np.ndarray:
+    """Pooled body features of `items` computed through the Learner itself (validation transforms, no
+    augmentation): the stage-1 input when no embeddings cache is at hand (review's K folds, timm archs)."""
+    import torch
+
+    body = learner.model[0]
+    pool = learner.model[1][:2]
+    dl = learner.dls.test_dl(items, num_workers=0)
+    learner.model.eval()
+    out = []
+    with torch.inference_mode():
+        for (xb,) in dl:
+            out.append(pool(body(xb)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, body_features(learner)), np.float32)
+
+
+def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
+    """A fastai Callback that, after each epoch, keeps the best weights so far in memory (best = highest
+    validation accuracy, then lowest validation loss; `baseline` is the fitted head's score, epoch 0), ends the
+    fit after `patience` epochs without improvement, and restores the best weights when the fit ends."""
+    from fastai.callback.core import Callback, CancelFitException
+
+    class KeepBest(Callback):
+        order = 75  # after Recorder (50) and the progress callback (70) have the epoch: a stop here loses no row
+
+        def __init__(self) -> None:
+            self.best_key = (-math.inf, -math.inf) if baseline is None else (baseline.accuracy, -baseline.valid_loss)
+            self.best_epoch = 0
+            self.best_state: dict | None = None
+            self.epochs_run = 0
+            self.stopped_early = False
+
+        def before_fit(self) -> None:
+            if baseline is not None:
+                self.best_state = copy.deepcopy(_unwrapped(self.learn.model).state_dict())
+
+        def after_epoch(self) -> None:
+            self.epochs_run += 1
+            rec = self.learn.recorder
+            names = list(rec.metric_names[1:])
+            values = dict(zip(names, rec.final_record))
+            acc, loss = values.get("accuracy"), values.get("valid_loss")
+            key = (float(acc) if acc is not None else -math.inf, -float(loss) if loss is not None else -math.inf)
+            if key > self.best_key:
+                self.best_key, self.best_epoch = key, self.epochs_run
+                self.best_state = copy.deepcopy(_unwrapped(self.learn.model).state_dict())
+            elif self.epochs_run - self.best_epoch >= patience and self.epochs_run < self.n_epoch:
+                self.stopped_early = True
+                raise CancelFitException()
+
+        def after_fit(self) -> None:
+            if self.best_state is not None and self.best_epoch != self.epochs_run:
+                _unwrapped(self.learn.model).load_state_dict(self.best_state)
+            self.best_state = None
+
+    return KeepBest()
+
+
+def make_frozen_bn() -> Any:
+    """A fastai Callback that keeps every BatchNorm layer on its running statistics while training (affine
+    weights still learn): the fine-tune starts from exactly the network the head was fitted on, and small
+    augmented batches do not disturb the ImageNet statistics."""
+    import torch.nn as nn
+    from fastai.callback.core import Callback
+    from fastai.callback.training import bn_types
+
+    kinds = (*bn_types, nn.SyncBatchNorm)
+
+    class FrozenBatchNorm(Callback):
+        order = 15  # after TrainEvalCallback (-10) has put the model in training mode
+
+        def before_train(self) -> None:
+            for m in self.learn.model.modules():
+                if isinstance(m, kinds):
+                    m.eval()
+
+    return FrozenBatchNorm()
+
+
+def _unwrapped(model: Any) -> Any:
+    """The module inside DistributedDataParallel (or the model itself)."""
+    return getattr(model, "module", model)

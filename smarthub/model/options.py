@@ -1,0 +1,73 @@
+"""The one source of training defaults: `TrainOptions` (read by the CLI, the app, the demo and review).
+
+Kept free of heavy imports so `smarthub --help` can read the defaults without loading numpy or torch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from smarthub.errors import SmartHubError
+
+# Measured in bench/train_speed.py: on a 2-core CPU, DataLoader worker processes compete with torch's
+# compute threads and slow training down, so images are loaded in the main process by default.
+DEFAULT_NUM_WORKERS = 0
+# Stage 2 (fine-tuning from the fitted head): the peak learning rate of the new layers; the body gets
+# a tenth of it at its deepest layers (bench/time_to_accuracy.py)
+DEFAULT_FINETUNE_LR = 1e-3
+# Training from scratch (no pretrained body): fit_one_cycle's peak rate
+DEFAULT_SCRATCH_LR = 1e-3
+PROMOTE_POLICIES = ("if-better", "always", "never")
+
+
+@dataclass
+class TrainOptions:
+    """Everything that decides a training run (all of it is recorded in report.json).
+
+    The recipe (pretrained): stage 1 fits a linear head on cached frozen-body embeddings (seconds); stage 2
+    fine-tunes the whole network from that head for `epochs` epochs with fastai's `aug_transforms`, stopping
+    after `patience` epochs without improvement and keeping the best epoch (the fitted head counts as
+    epoch 0). `head_only` skips stage 2. From scratch (`pretrained=False`): `epochs` epochs of
+    fit_one_cycle, best epoch kept. `device`: auto, cpu, cuda, cuda:N or mps (model/devices.py).
+    """
+
+    arch: str = "mobilenet_v2"
+    epochs: int = 4
+    size_px: int = 224
+    batch_size: int = 32
+    valid_pct: float = 0.2
+    seed: int = 42
+    pretrained: bool = True
+    num_workers: int = DEFAULT_NUM_WORKERS
+    lr: float | None = None
+    head_only: bool = False
+    patience: int = 2
+    device: str = "auto"
+    promote: str = "if-better"  # if-better | always | never (model/runs.py)
+
+    def __post_init__(self) -> None:
+        if self.promote not in PROMOTE_POLICIES:
+            raise SmartHubError(f"promote must be if-better, always or never (got {self.promote!r})")
+        if self.epochs < 1:
+            raise SmartHubError(f"epochs must be at least 1 (got {self.epochs})")
+        if not 16 <= self.size_px <= 2048:
+            raise SmartHubError(f"image size must be between 16 and 2048 px (got {self.size_px})")
+        if self.batch_size < 2:
+            raise SmartHubError(f"batch size must be at least 2 (got {self.batch_size})")
+        if not 0.0 < self.valid_pct < 1.0:
+            raise SmartHubError(f"valid_pct must be between 0 and 1, e.g. 0.2 (got {self.valid_pct})")
+        if self.num_workers < 0:
+            raise SmartHubError(f"num_workers must be 0 or more (got {self.num_workers})")
+        if self.lr is not None and not 0.0 < self.lr < 10.0:
+            raise SmartHubError(f"learning rate must be a small positive number, e.g. 0.001 (got {self.lr})")
+        if self.patience < 1:
+            raise SmartHubError(f"patience must be at least 1 epoch (got {self.patience})")
+        if self.head_only and not self.pretrained:
+            raise SmartHubError("--head-only needs a pretrained body (its embeddings are what the head is fitted "
+                                "on): drop --no-pretrained, or drop --head-only to train from scratch")
+
+    @property
+    def recipe(self) -> str:
+        """'head-only', 'lp-ft' (head, then fine-tune) or 'scratch'."""
+        if not self.pretrained:
+            return "scratch"
+        return "head-only" if self.head_only else "lp-ft"

@@ -1,0 +1,139 @@
+"""The LP-FT recipe on real images with the offline MobileNetV2 weights: the head fitted on cached embeddings
+is exactly the Learner's head, embeddings are computed once per image (shared with review), head-only mode,
+and the device choice reaches the Learner."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from helpers import write_fashion_folders
+from smarthub.cli import main
+from smarthub.errors import ModelError
+from smarthub.workspace import Workspace
+
+CLASSES = ("trouser", "bag", "sneaker")
+
+
+def _fashion_ws(root: Path, per_class: int = 10) -> Workspace:
+    ws = Workspace(root / "data", root / "models")
+    write_fashion_folders(ws.data_dir, per_class=per_class, classes=CLASSES, size_px=28)
+    return ws
+
+
+def _recorder() -> tuple[list, object]:
+    seen: list = []
+    return seen, seen.append
+
+
+def _embedded(events: list) -> int:
+    """How many images stage 1 ran through the network (the embedding progress reports its total)."""
+    totals = [p.batches for p in events if p.stage == "embedding" and p.batches]
+    return max(totals) if totals else 0
+
+
+def test_head_only_uses_the_embeddings_cache_and_is_the_learners_head(tmp_path: Path) -> None:
+    from smarthub.model import embeddings
+    from smarthub.model.train import TrainOptions, load_classifier, predict_probs, train
+
+    ws = _fashion_ws(tmp_path)
+    options = TrainOptions(size_px=32, batch_size=8, head_only=True)
+    events, progress = _recorder()
+    result = train(ws, options, progress=progress)
+    report = result.report
+    assert _embedded(events) == 30  # every image once
+    assert report["recipe"] == "head-only" and report["epochs_run"] == 0 and report["best_epoch"] == 0
+    assert [h["stage"] for h in report["history"]] == ["head"]
+    # the exported Learner's own validation accuracy is the head's, measured on the embeddings
+    assert report["valid_accuracy"] == pytest.approx(report["head_valid_accuracy"], abs=1e-9)
+
+    # the cached embeddings (review's cache: sha256 → vector) through the fitted Linear layer give the same
+    # probabilities as the exported Learner on the same (pre-resized) images: same pixels, same pooled features
+    learner = load_classifier(ws.export_path)
+    cached = sorted((ws.cache_dir / "images" / "32px").rglob("*.png"))
+    assert len(cached) == 30
+    feats = embeddings.load_embedding_cache(ws, "mobilenet_v2", 32)
+    x = np.stack([feats[p.stem] for p in cached])
+    linear = learner.model[1][-1]  # pool → flatten → Linear
+    logits = x @ linear.weight.detach().numpy().T + linear.bias.detach().numpy()
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    np.testing.assert_allclose(predict_probs(learner, cached), expected, atol=5e-3)  # float16 cache
+
+    # a second run embeds nothing; one new image is embedded alone; review reads the same cache
+    events, progress = _recorder()
+    train(ws, options, progress=progress)
+    assert _embedded(events) == 0
+    write_fashion_folders(ws.data_dir, per_class=1, classes=("bag",), size_px=28, offset=400)
+    events, progress = _recorder()
+    train(ws, options, progress=progress)
+    assert _embedded(events) == 1
+    hashed = embeddings.hash_items(ws, [i for i in _scan(ws)])
+    calls: list = []
+    got, failed = embeddings.embed_items(ws, [i.path for i in hashed.items], hashed.shas, arch="mobilenet_v2",
+                                         size_px=32, progress=lambda *a: calls.append(a))
+    assert calls == [] and failed == [] and len(got) == 31
+
+
+def _scan(ws: Workspace) -> list:
+    from smarthub.dataset import scan_dataset
+
+    return scan_dataset(ws.data_dir)
+
+
+def test_lpft_cli_prints_the_head_then_total_epochs(tmp_path: Path, capsys) -> None:
+    ws = _fashion_ws(tmp_path)
+    rc = main(["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--size", "32",
+               "--batch-size", "8", "--epochs", "2", "--patience", "2", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    report = json.loads(ws.report_path.read_text())
+    assert report["recipe"] == "lp-ft" and report["device"] == "cpu" and report["mixed_precision"] is False
+    assert report["epochs_run"] == 2 and [h["stage"] for h in report["history"]] == ["head", "training", "training"]
+    assert 0 <= report["best_epoch"] <= 2 and report["valid_accuracy"] >= report["head_valid_accuracy"]
+    assert len(report["valid_sha256"]) == report["n_valid"]
+    assert "head fitted on cached embeddings" in err
+    assert [ln.split(" (")[0] for ln in err.splitlines() if ln.startswith("epoch ")] == ["epoch 1/2", "epoch 2/2"]
+    assert "recipe lp-ft on cpu" in out
+
+
+@pytest.mark.parametrize(("device", "error"), [
+    ("cpu", None),
+    ("auto", None),
+    ("cuda", r"--device cuda asked for, but torch sees no CUDA GPU here"),
+    ("mps", r"--device mps asked for, but this machine has no Apple GPU"),
+], ids=["cpu", "auto-is-cpu-here", "cuda-missing", "mps-missing"])
+def test_device_flows_into_the_learner(tmp_path: Path, device: str, error: str | None) -> None:
+    from smarthub.dataset import scan_dataset
+    from smarthub.model.train import TrainOptions, build_learner, split_items
+
+    ws = _fashion_ws(tmp_path, per_class=4)
+    items = scan_dataset(ws.data_dir)
+    options = TrainOptions(size_px=32, batch_size=4, device=device)
+    is_valid = split_items(items, valid_pct=0.25, seed=1)
+    if error is not None:
+        with pytest.raises(ModelError, match=error):
+            build_learner(items, is_valid, options, work_dir=tmp_path / "work")
+        return
+    learn = build_learner(items, is_valid, options, work_dir=tmp_path / "work")
+    assert learn.dls.device.type == "cpu" and learn.dls.train.device.type == "cpu"
+    assert not hasattr(learn, "mixed_precision")  # fp16 on CUDA only
+
+
+def test_review_style_fit_without_a_cache_computes_the_head_through_the_learner(tmp_path: Path) -> None:
+    """`build_learner` + `fit` (review's K-fold entry points) run LP-FT without a workspace cache."""
+    from smarthub.dataset import scan_dataset
+    from smarthub.model.train import TrainOptions, build_learner, fit, predict_probs, split_items
+
+    ws = _fashion_ws(tmp_path, per_class=6)
+    items = scan_dataset(ws.data_dir)
+    is_valid = split_items(items, valid_pct=0.34, seed=3)
+    options = TrainOptions(size_px=32, batch_size=4, epochs=1)
+    learn = build_learner(items, is_valid, options, work_dir=tmp_path / "work")
+    result = fit(learn, options)
+    assert [h["stage"] for h in result.history] == ["head", "training"]
+    assert result.head_accuracy is not None and result.head_accuracy > 0.5  # chance is 1/3
+    probs = predict_probs(learn, [i.path for i in items])
+    assert probs.shape == (18, 3)
