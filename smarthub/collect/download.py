@@ -1,17 +1,27 @@
 """Concurrent fetch of image URLs → verified, normalised image bytes, and atomic saving by content hash.
 
-The pipeline per URL: fetch (timeouts, byte cap, bounded redirects, a per-host limit) →
+The pipeline per URL: fetch (a wall-clock deadline, byte cap, bounded redirects, a per-host limit) →
 sniff (HTML and SVG are refused by name) → pixel-count check before decoding → full decode →
 normalise (EXIF orientation, RGB on white, 16-bit scaled, first frame, longest side ≤ max) →
 JPEG bytes + sha256 + pHash. Download threads only wait on the network; a per-core pool decodes.
 Neither writes: the caller decides what to save (see `bootstrap.py`).
+
+The deadline holds whatever the server does (a byte every few seconds, headers that never end, endless
+redirects): a watchdog thread shuts the socket of every fetch past its deadline, and closing
+`fetch_many` (Ctrl-C, the app's Stop) shuts the sockets of all fetches in flight.
+A redirect may not lead from an address to a more private one (public → loopback, private or
+link-local; loopback → link-local): URLs listed on purpose are the user's choice, redirects are not.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import io
+import ipaddress
 import os
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -120,22 +130,22 @@ class FetchOutcome:
 
 
 class Fetcher:
-    """Fetches URLs with one requests.Session per worker thread and a per-host concurrency limit."""
+    """Fetches URLs with one requests.Session per worker thread, a per-host concurrency limit and a deadline."""
 
     def __init__(self, options: DownloadOptions) -> None:
         self.options = options
         self._local = threading.local()
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._hosts_lock = threading.Lock()
+        self._watchdog = _Watchdog()
 
     def _session(self) -> Any:
         session = getattr(self._local, "session", None)
         if session is None:
             import requests
-            from requests.adapters import HTTPAdapter
 
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=self.options.per_host, max_retries=0)
+            adapter = _watched_adapter_class()(pool_connections=8, pool_maxsize=self.options.per_host, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers.update({"User-Agent": self.options.user_agent, "Accept": "image/*,*/*;q=0.5"})
@@ -150,52 +160,256 @@ class Fetcher:
                 sem = self._hosts[host] = threading.BoundedSemaphore(self.options.per_host)
             return sem
 
+    def abort_in_flight(self) -> None:
+        """End every fetch running now (their sockets are shut; they raise NetworkError 'stopped')."""
+        self._watchdog.abort_all()
+
     def fetch(self, url: str) -> tuple[bytes, str]:
         """Return (body, content type) of `url`, following at most `max_redirects` redirects.
 
+        The whole fetch (connect, headers, redirects, body) ends by `total_timeout_s`, whatever the server does.
+
         Raises:
-            NetworkError: HTTP error status, timeout, reset, redirect loop, body over the byte cap.
+            NetworkError: HTTP error status, timeout, reset, redirect loop or into a private address,
+                body over the byte cap, stopped.
         """
+        import requests
+
+        opts = self.options
+        watch = self._watchdog.start(time.monotonic() + opts.total_timeout_s)
+        _current.watch = watch
+        try:
+            body, ctype = self._fetch(url, watch)
+        except (NetworkError, requests.exceptions.RequestException) as e:
+            if watch.reason:
+                raise NetworkError(watch.message(opts.total_timeout_s)) from e
+            if isinstance(e, NetworkError):
+                raise
+            raise NetworkError(f"request failed ({type(e).__name__}: {e})") from e
+        finally:
+            _current.watch = None
+            self._watchdog.finish(watch)
+        if watch.reason:  # a body without Content-Length cut at the deadline looks complete: it is not
+            raise NetworkError(watch.message(opts.total_timeout_s))
+        return body, ctype
+
+    def _fetch(self, url: str, watch: _Watch) -> tuple[bytes, str]:
         import requests
 
         opts = self.options
         seen = {url}
         current = url
-        deadline = time.monotonic() + opts.total_timeout_s
         for _ in range(opts.max_redirects + 1):
             scheme = urlsplit(current).scheme.lower()
             if scheme not in ("http", "https"):
                 raise NetworkError(f"unsupported URL scheme {scheme or '(none)'!r}")
+            slot = self._host_slot(current)
+            if not slot.acquire(timeout=max(0.0, watch.deadline - time.monotonic())):
+                raise NetworkError(watch.message(opts.total_timeout_s))
             try:
-                with self._host_slot(current):
-                    resp = self._session().get(
-                        current, stream=True, allow_redirects=False,
-                        timeout=(opts.connect_timeout_s, opts.read_timeout_s),
-                    )
-                    try:
-                        if resp.is_redirect:
-                            location = resp.headers.get("location", "")
-                            nxt = urljoin(current, location)
-                            if nxt in seen:
-                                raise NetworkError(f"redirect loop ({current} → {nxt})")
-                            seen.add(nxt)
-                            current = nxt
-                            continue
-                        if resp.status_code >= 400:
-                            raise NetworkError(f"HTTP {resp.status_code} {resp.reason or ''}".rstrip())
-                        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-                        return _read_capped(resp, opts.max_bytes, deadline, opts.total_timeout_s), ctype
-                    finally:
-                        resp.close()
+                resp = self._session().get(
+                    current, stream=True, allow_redirects=False,
+                    timeout=(opts.connect_timeout_s, opts.read_timeout_s),
+                )
+                try:
+                    if resp.is_redirect:
+                        location = resp.headers.get("location", "")
+                        nxt = urljoin(current, location)
+                        if nxt in seen:
+                            raise NetworkError(f"redirect loop ({current} → {nxt})")
+                        refused = redirect_refusal(url, nxt)
+                        if refused:
+                            raise NetworkError(refused)
+                        seen.add(nxt)
+                        current = nxt
+                        continue
+                    if resp.status_code >= 400:
+                        raise NetworkError(f"HTTP {resp.status_code} {resp.reason or ''}".rstrip())
+                    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                    return _read_capped(resp, opts.max_bytes, watch.deadline, opts.total_timeout_s), ctype
+                finally:
+                    resp.close()
             except requests.exceptions.ConnectTimeout as e:
                 raise NetworkError(f"timed out connecting (after {opts.connect_timeout_s:g} s)") from e
             except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout) as e:
                 raise NetworkError(f"timed out (no data for {opts.read_timeout_s:g} s)") from e
             except requests.exceptions.ConnectionError as e:
                 raise NetworkError(f"connection failed ({_short_conn_error(e)})") from e
-            except requests.exceptions.RequestException as e:
-                raise NetworkError(f"request failed ({type(e).__name__}: {e})") from e
+            finally:
+                slot.release()
         raise NetworkError(f"too many redirects (more than {opts.max_redirects})")
+
+
+# ---------------------------------------------------------------- deadlines
+
+
+_current = threading.local()  # the _Watch of the fetch running in this thread (read by _WatchedConnection)
+
+
+class _Watch:
+    """One fetch's deadline and the connections it used; `expire` shuts their sockets."""
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.reason = ""  # '' while running; 'deadline' or 'stopped' once ended from outside
+        self._conns: list[Any] = []
+        self._lock = threading.Lock()
+
+    def attach(self, conn: Any) -> None:
+        with self._lock:
+            self._conns.append(conn)
+        if self.reason:
+            _shut(conn)
+
+    def expire(self, reason: str) -> None:
+        """Mark the fetch ended (first reason wins) and shut its sockets."""
+        with self._lock:
+            self.reason = self.reason or reason
+            conns = list(self._conns)
+        for conn in conns:
+            _shut(conn)
+
+    def message(self, total_s: float) -> str:
+        if self.reason == "stopped":
+            return "stopped (the collection was stopped)"
+        return f"timed out (download took more than {total_s:g} s)"
+
+
+def _shut(conn: Any) -> None:
+    sock = getattr(conn, "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
+
+
+class _Watchdog:
+    """A daemon thread that expires fetches past their deadline, ten times a second, while any run."""
+
+    TICK_S = 0.1
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._watches: set[_Watch] = set()
+        self._thread: threading.Thread | None = None
+
+    def start(self, deadline: float) -> _Watch:
+        watch = _Watch(deadline)
+        with self._lock:
+            self._watches.add(watch)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="smarthub-deadline", daemon=True)
+                self._thread.start()
+        return watch
+
+    def finish(self, watch: _Watch) -> None:
+        with self._lock:
+            self._watches.discard(watch)
+
+    def abort_all(self) -> None:
+        with self._lock:
+            watches = list(self._watches)
+        for watch in watches:
+            watch.expire("stopped")
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(self.TICK_S)
+            now = time.monotonic()
+            with self._lock:
+                if not self._watches:
+                    self._thread = None
+                    return
+                due = [w for w in self._watches if w.reason or now >= w.deadline]
+            for watch in due:  # again each tick: a socket still connecting at the deadline is shut once it exists
+                watch.expire("deadline")
+
+
+@functools.lru_cache(maxsize=1)
+def _watched_adapter_class() -> type:
+    """A requests HTTPAdapter whose connections register with the running fetch's `_Watch`."""
+    from requests.adapters import HTTPAdapter
+    from urllib3.connection import HTTPConnection, HTTPSConnection
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    class WatchedHTTPConnection(HTTPConnection):
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            watch = getattr(_current, "watch", None)
+            if watch is not None:
+                watch.attach(self)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPSConnection(HTTPSConnection):
+        def request(self, *args: Any, **kwargs: Any) -> None:
+            watch = getattr(_current, "watch", None)
+            if watch is not None:
+                watch.attach(self)
+            super().request(*args, **kwargs)
+
+    class WatchedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = WatchedHTTPConnection
+
+    class WatchedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = WatchedHTTPSConnection
+
+    class WatchedAdapter(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            super().init_poolmanager(*args, **kwargs)
+            self.poolmanager.pool_classes_by_scheme = {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
+
+    return WatchedAdapter
+
+
+# ---------------------------------------------------------------- redirects into private networks
+
+
+def address_kind(host: str) -> str:
+    """'public', 'private', 'loopback', 'link-local' or 'reserved' for a host name or address (resolved).
+
+    A name with several addresses takes the most private one; an unresolvable name is 'public'
+    (the request itself will fail).
+    """
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        return "public"
+    kinds = {_ip_kind(info[4][0]) for info in infos}
+    for kind in ("link-local", "loopback", "private", "reserved"):
+        if kind in kinds:
+            return kind
+    return "public"
+
+
+def _ip_kind(text: str) -> str:
+    ip = ipaddress.ip_address(text.split("%", 1)[0])
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link-local"
+    if ip.is_private:
+        return "private"
+    if not ip.is_global:
+        return "reserved"
+    return "public"
+
+
+def redirect_refusal(origin_url: str, target_url: str) -> str:
+    """Why a redirect from the listed `origin_url` to `target_url` is refused, or '' when it may be followed.
+
+    A redirect may stay within the kind of address it started from or go public; it may not go from a
+    public address to a private, loopback, link-local or reserved one, nor between different private kinds
+    (the cloud metadata address 169.254.169.254 is link-local).
+    """
+    target_host = urlsplit(target_url).hostname or ""
+    target = address_kind(target_host)
+    if target == "public":
+        return ""
+    origin = address_kind(urlsplit(origin_url).hostname or "")
+    if origin == target:
+        return ""
+    return (f"redirect refused: {urlsplit(origin_url).hostname} ({origin} address) redirected to "
+            f"{target_host} ({target} address)")
 
 
 def _read_capped(resp: Any, max_bytes: int, deadline: float, total_s: float) -> bytes:
@@ -297,12 +511,14 @@ def fetch_and_normalise(fetcher: Fetcher, url: str) -> NormalisedImage:
 
 
 def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = DownloadOptions(),
-               fetcher: Fetcher | None = None) -> Iterator[FetchOutcome]:
+               fetcher: Fetcher | None = None,
+               should_stop: Callable[[], bool] | None = None) -> Iterator[FetchOutcome]:
     """Fetch and normalise `(url, tag)` pairs concurrently, yielding outcomes as they complete.
 
     Two pools: `options.workers` threads only wait on the network, and a small pool (one thread per
     core) decodes and normalises, so CPU work never holds a download slot. Closing the generator
-    early (break, an exception in the consumer) cancels what has not started; nothing is written here.
+    early (break, an exception in the consumer, Ctrl-C) cancels what has not started and ends the fetches
+    in flight; `should_stop` is polled a few times a second and ends it the same way. Nothing is written here.
     """
     fetcher = fetcher or Fetcher(options)
     source = iter(urls)
@@ -329,7 +545,9 @@ def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = Do
                 fetching[net_pool.submit(fetcher.fetch, item[0])] = item
             if not fetching and not normalising:
                 return
-            done, _ = wait([*fetching, *normalising], return_when=FIRST_COMPLETED)
+            if should_stop is not None and should_stop():
+                return
+            done, _ = wait([*fetching, *normalising], timeout=0.25, return_when=FIRST_COMPLETED)
             for fut in done:
                 if fut in fetching:
                     url, tag = fetching.pop(fut)
@@ -345,6 +563,7 @@ def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = Do
     finally:
         for fut in [*fetching, *normalising]:
             fut.cancel()
+        fetcher.abort_in_flight()
         net_pool.shutdown(wait=False, cancel_futures=True)
         cpu_pool.shutdown(wait=False, cancel_futures=True)
 
