@@ -88,6 +88,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.send_response(302)
                 self.send_header("Location", self.path.split("?", 1)[0] + "/x")
                 self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
                 self.end_headers()
                 return
             if route.behaviour == "slow_headers":

@@ -298,9 +298,9 @@ class _RunState:
                                 append_records(self.ws, [self._record(label, query, hit, image, match.path)])
                                 self.ledger_shas.add(image.sha256)
                             rep.duplicates.append((outcome.url, f"{what} as {rel}"))
-                if len(pending) >= LEDGER_BATCH or accepted >= need:
-                    flush()
                 settle(wait_all=False)
+                if len(pending) >= LEDGER_BATCH or accepted >= need or not writes:
+                    flush()  # batch while the writers are busy, write at once while they are idle
                 self.emit(BootstrapProgress(label, "download", rep.existing + accepted, rep.existing + need,
                                             f"{label}: {accepted}/{need} new ({len(rep.failed)} failed, "
                                             f"{len(rep.duplicates) + len(rep.conflicts)} duplicates)"))

@@ -247,27 +247,31 @@ _current = threading.local()  # the _Watch of the fetch running in this thread (
 
 
 class _Watch:
-    """One fetch's deadline and the connections it used; `expire` shuts their sockets."""
+    """One fetch's deadline and the sockets it used; `expire` shuts them."""
 
     def __init__(self, deadline: float) -> None:
         self.deadline = deadline
         self.reason = ""  # '' while running; 'deadline' or 'stopped' once ended from outside
-        self._conns: list[Any] = []
+        self._socks: list[Any] = []
         self._lock = threading.Lock()
 
     def attach(self, conn: Any) -> None:
+        """Remember `conn`'s socket (http.client drops its reference on `Connection: close`; the body still reads it)."""
+        sock = getattr(conn, "sock", None)
+        if sock is None:
+            return
         with self._lock:
-            self._conns.append(conn)
+            self._socks.append(sock)
         if self.reason:
-            _shut(conn)
+            _shut(sock)
 
     def expire(self, reason: str) -> None:
         """Mark the fetch ended (first reason wins) and shut its sockets."""
         with self._lock:
             self.reason = self.reason or reason
-            conns = list(self._conns)
-        for conn in conns:
-            _shut(conn)
+            socks = list(self._socks)
+        for sock in socks:
+            _shut(sock)
 
     def message(self, total_s: float) -> str:
         if self.reason == "stopped":
@@ -275,11 +279,9 @@ class _Watch:
         return f"timed out (download took more than {total_s:g} s)"
 
 
-def _shut(conn: Any) -> None:
-    sock = getattr(conn, "sock", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
+def _shut(sock: Any) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
 
 
 class _Watchdog:
@@ -331,18 +333,27 @@ def _watched_adapter_class() -> type:
     from urllib3.connection import HTTPConnection, HTTPSConnection
     from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+    def attach(conn: Any) -> None:
+        watch = getattr(_current, "watch", None)
+        if watch is not None:
+            watch.attach(conn)
+
     class WatchedHTTPConnection(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            attach(self)
+
         def request(self, *args: Any, **kwargs: Any) -> None:
-            watch = getattr(_current, "watch", None)
-            if watch is not None:
-                watch.attach(self)
+            attach(self)  # a kept-alive connection is not connected again
             super().request(*args, **kwargs)
 
     class WatchedHTTPSConnection(HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            attach(self)
+
         def request(self, *args: Any, **kwargs: Any) -> None:
-            watch = getattr(_current, "watch", None)
-            if watch is not None:
-                watch.attach(self)
+            attach(self)
             super().request(*args, **kwargs)
 
     class WatchedHTTPPool(HTTPConnectionPool):
@@ -389,7 +400,7 @@ def _ip_kind(text: str) -> str:
         return "link-local"
     if ip.is_private:
         return "private"
-    if not ip.is_global:
+    if not ip.is_global or ip.is_multicast or ip.is_unspecified:
         return "reserved"
     return "public"
 
