@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
+from smarthub.cli._common import (add_workspace_args, int_in, print_table, progress_printer, quarantine,
+                                  workspace_from)
 
 ORDER = 30
 
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--min-side", type=int, default=64, metavar="PX",
                    help="refuse images whose shorter side is under PX (default 64)")
     d.add_argument("--keep-original", action="store_true", help="save the original bytes (no re-encoding)")
-    d.add_argument("--threshold", type=int, default=None, metavar="BITS",
+    d.add_argument("--threshold", type=int_in(0, 63), default=None, metavar="BITS",
                    help="pHash Hamming distance counted as a near duplicate (default 6)")
     p.add_argument("--train", action="store_true", help="retrain the model after collecting")
     p.add_argument("--verbose", "-v", action="store_true", help="list every URL not saved, with its reason")
@@ -54,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("dedupe", help="report exact and near-duplicate images across all classes")
     add_workspace_args(p, models=False)
     p.add_argument("--quarantine", action="store_true", help="move the extra copies to the trash (undoable)")
-    p.add_argument("--threshold", type=int, default=None, metavar="BITS",
+    p.add_argument("--threshold", type=int_in(0, 63), default=None, metavar="BITS",
                    help="pHash Hamming distance counted as a near duplicate (default 6)")
     p.set_defaults(func=run_dedupe)
 

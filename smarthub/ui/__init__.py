@@ -129,6 +129,8 @@ def launch(ws: Workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
         SmartHubError: non-loopback host without auth, or the port is taken.
     """
     check_host(host, auth)
+    if not 1 <= port <= 65535:
+        raise SmartHubError(f"port {port} is out of range; pick one in 1..65535 with --port")
     if not port_free(host, port):
         raise SmartHubError(f"port {port} on {host} is already in use; pick another with --port")
     app = build_app(ws, selected_tab=selected_tab)
