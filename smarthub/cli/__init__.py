@@ -20,6 +20,9 @@ from smarthub import __version__
 from smarthub.errors import SmartHubError
 
 
+MODEL_LOADING_COMMANDS = ("predict", "review", "annotate", "app")
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with usage errors on one line (exit 2), like every other error."""
 
@@ -42,6 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
             modules.append(importlib.import_module(f"{__name__}.{info.name}"))
     for module in sorted(modules, key=lambda m: getattr(m, "ORDER", 100)):
         module.register(sub)
+    for name in MODEL_LOADING_COMMANDS:
+        if name in sub.choices:
+            sub.choices[name].add_argument(
+                "--trust", action="store_true",
+                help="load model files smarthub did not write (they are pickles: loading runs their code)")
     return parser
 
 
@@ -53,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     debug = args.debug or bool(os.environ.get("SMARTHUB_DEBUG"))
+    from smarthub import trust
+
+    previous = trust.require_known_models(not getattr(args, "trust", False))
     try:
         return int(args.func(args) or 0)
     except SmartHubError as e:
@@ -79,6 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"internal error: {type(e).__name__}: {e} (rerun with --debug for the traceback and report it)",
               file=sys.stderr)
         return 3
+    finally:
+        trust.require_known_models(previous)  # main() called in-process (tests, scripts) leaves no trace
 
 
 def _silence_stdout() -> None:

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from smarthub import trust
 from smarthub.dataset import ImageItem
 from smarthub.errors import DatasetError, ImageError, ModelError, SmartHubError
 
@@ -530,6 +531,7 @@ def load_classifier(path: Path) -> Any:
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"no model at {path}: run `smarthub train` first")
+    notice = trust.check_pickle(path, what="classifier")  # refuses a pickle smarthub did not write (unless --trust)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -542,6 +544,7 @@ def load_classifier(path: Path) -> Any:
     if not isinstance(learn, Learner) or getattr(learn, "dls", None) is None:
         raise ModelError(f"{path} does not hold a fastai learner (found {type(learn).__name__}); "
                          f"train again with `smarthub train`")
+    trust.announce(notice)
     learn.dls.cpu()
     if hasattr(learn, "channels_last"):
         learn = learn.to_contiguous(to_fp32=True)

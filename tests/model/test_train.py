@@ -198,8 +198,8 @@ def test_failed_write_keeps_the_previous_model(trained: Workspace, capsys, monke
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "export.pkl" in errors[0] and "No space left" in errors[0]
     assert {p: p.read_bytes() for p in before} == before
-    assert sorted(p.name for p in ws.models_dir.iterdir()) == ["confusion.png", "export.pkl", "history.csv",
-                                                               "report.json"]
+    assert sorted(p.name for p in ws.models_dir.iterdir() if not p.name.startswith(".")) == [
+        "confusion.png", "export.pkl", "history.csv", "report.json"]
 
 
 @pytest.mark.parametrize(("pretrained", "stop_after_calls", "epochs_done"),
