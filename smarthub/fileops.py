@@ -108,6 +108,8 @@ def workspace_lock(ws: Workspace, *, wait_s: float = LOCK_WAIT_S) -> Iterator[No
 
 def _acquire(ws: Workspace, wait_s: float) -> int:
     path = ws.meta_dir / LOCK_FILENAME
+    if not ws.data_dir.is_dir():  # never create a workspace by locking it (a --data typo)
+        raise FileOpError(f"no data folder at {ws.data_dir}; check --data")
     _check_journal(ws)
     try:
         ws.meta_dir.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,7 @@ def _acquire(ws: Workspace, wait_s: float) -> int:
                 os.close(fd)
                 raise FileOpError(f"another smarthub process is changing files in {ws.data_dir} "
                                   f"({holder}); waited {wait_s:g} s — try again when it has finished") from None
-            time.sleep(0.05)
+            time.sleep(0.01)
         except OSError as e:
             os.close(fd)
             raise FileOpError(f"cannot lock {path}: {e.strerror or e}") from e

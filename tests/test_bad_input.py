@@ -92,6 +92,7 @@ CASES: dict[str, Case] = {
                                     r"given twice"),
     "relabel-no-arguments": Case(("relabel",), 2, r"the following arguments are required"),
     "delete-missing-file": Case(("delete", "data/dog/nope.png"), 2, r"does not exist"),
+    "delete-data-typo": Case(("delete", "--data", "dta", "dta/cat/cat0.png"), 2, r"no data folder at .*dta"),
     "undo-nothing-to-undo": Case(("undo",), 2, r"nothing to undo"),
     "undo-unknown-id": Case(("undo", "20260101T000000-abcdef"), 2, r"no operation '20260101T000000-abcdef'"),
     "relabel-journal-is-a-folder": Case(("relabel", "data/cat/cat0.png", "dog"), 2,

@@ -53,6 +53,7 @@ def main() -> int:
             counts["ok"] += 1
         except SmartHubError:
             counts["refused"] += 1  # a file the other process moved first, nothing to undo, same label
+        time.sleep(rng.uniform(0, 0.03))  # between two commands (a click, a shell loop) the lock is free a moment
     print(json.dumps(counts))
     return 0
 
