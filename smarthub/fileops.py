@@ -151,11 +151,13 @@ def _read_holder(fd: int) -> str:
 
 
 def _check_journal(ws: Workspace) -> None:
-    for path in (ws.meta_dir, ws.journal_path):
-        if path.exists() and not (path.is_dir() if path == ws.meta_dir else path.is_file()):
-            kind = "a file" if path == ws.meta_dir else "not a regular file"
-            raise FileOpError(f"{path} is {kind}; smarthub keeps its bookkeeping there — move it aside "
-                              f"and run the command again")
+    """Refuse damaged bookkeeping: a `.smarthub` that is a file, or a journal that is not a regular file."""
+    if ws.meta_dir.exists() and not ws.meta_dir.is_dir():
+        raise FileOpError(f"{ws.meta_dir} is a file; smarthub keeps its bookkeeping in that folder — move the "
+                          f"file aside and run the command again")
+    if ws.journal_path.exists() and not ws.journal_path.is_file():
+        raise FileOpError(f"{ws.journal_path} is not a regular file; smarthub keeps its journal there — move it "
+                          f"aside and run the command again")
 
 
 def _process_start(pid: int) -> str | None:

@@ -14,14 +14,10 @@ link-local; loopback → link-local): URLs listed on purpose are the user's choi
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import io
-import ipaddress
 import os
 import re
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,6 +28,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from smarthub.atomicio import atomic_write_bytes
+from smarthub.collect.netguard import Watch, Watchdog, current_watch, redirect_refusal, watched_adapter_class
 from smarthub.imaging import MAX_IMAGE_PIXELS, flatten_to_rgb, open_image, phash_int
 from smarthub.errors import ImageError, NetworkError, SmartHubError
 
@@ -137,7 +134,7 @@ class Fetcher:
         self._local = threading.local()
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._hosts_lock = threading.Lock()
-        self._watchdog = _Watchdog()
+        self._watchdog = Watchdog()
 
     def _session(self) -> Any:
         session = getattr(self._local, "session", None)
@@ -145,7 +142,7 @@ class Fetcher:
             import requests
 
             session = requests.Session()
-            adapter = _watched_adapter_class()(pool_connections=8, pool_maxsize=self.options.per_host, max_retries=0)
+            adapter = watched_adapter_class()(pool_connections=8, pool_maxsize=self.options.per_host, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers.update({"User-Agent": self.options.user_agent, "Accept": "image/*,*/*;q=0.5"})
@@ -177,7 +174,7 @@ class Fetcher:
 
         opts = self.options
         watch = self._watchdog.start(time.monotonic() + opts.total_timeout_s)
-        _current.watch = watch
+        current_watch.watch = watch
         try:
             body, ctype = self._fetch(url, watch)
         except (NetworkError, requests.exceptions.RequestException) as e:
@@ -187,13 +184,13 @@ class Fetcher:
                 raise
             raise NetworkError(f"request failed ({type(e).__name__}: {e})") from e
         finally:
-            _current.watch = None
+            current_watch.watch = None
             self._watchdog.finish(watch)
         if watch.reason:  # a body without Content-Length cut at the deadline looks complete: it is not
             raise NetworkError(watch.message(opts.total_timeout_s))
         return body, ctype
 
-    def _fetch(self, url: str, watch: _Watch) -> tuple[bytes, str]:
+    def _fetch(self, url: str, watch: Watch) -> tuple[bytes, str]:
         import requests
 
         opts = self.options
@@ -238,189 +235,6 @@ class Fetcher:
             finally:
                 slot.release()
         raise NetworkError(f"too many redirects (more than {opts.max_redirects})")
-
-
-# ---------------------------------------------------------------- deadlines
-
-
-_current = threading.local()  # the _Watch of the fetch running in this thread (read by _WatchedConnection)
-
-
-class _Watch:
-    """One fetch's deadline and the sockets it used; `expire` shuts them."""
-
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self.reason = ""  # '' while running; 'deadline' or 'stopped' once ended from outside
-        self._socks: list[Any] = []
-        self._lock = threading.Lock()
-
-    def attach(self, conn: Any) -> None:
-        """Remember `conn`'s socket (http.client drops its reference on `Connection: close`; the body still reads it)."""
-        sock = getattr(conn, "sock", None)
-        if sock is None:
-            return
-        with self._lock:
-            self._socks.append(sock)
-        if self.reason:
-            _shut(sock)
-
-    def expire(self, reason: str) -> None:
-        """Mark the fetch ended (first reason wins) and shut its sockets."""
-        with self._lock:
-            self.reason = self.reason or reason
-            socks = list(self._socks)
-        for sock in socks:
-            _shut(sock)
-
-    def message(self, total_s: float) -> str:
-        if self.reason == "stopped":
-            return "stopped (the collection was stopped)"
-        return f"timed out (download took more than {total_s:g} s)"
-
-
-def _shut(sock: Any) -> None:
-    with contextlib.suppress(OSError):
-        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked in another thread
-
-
-class _Watchdog:
-    """A daemon thread that expires fetches past their deadline, ten times a second, while any run."""
-
-    TICK_S = 0.1
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._watches: set[_Watch] = set()
-        self._thread: threading.Thread | None = None
-
-    def start(self, deadline: float) -> _Watch:
-        watch = _Watch(deadline)
-        with self._lock:
-            self._watches.add(watch)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="smarthub-deadline", daemon=True)
-                self._thread.start()
-        return watch
-
-    def finish(self, watch: _Watch) -> None:
-        with self._lock:
-            self._watches.discard(watch)
-
-    def abort_all(self) -> None:
-        with self._lock:
-            watches = list(self._watches)
-        for watch in watches:
-            watch.expire("stopped")
-
-    def _run(self) -> None:
-        while True:
-            time.sleep(self.TICK_S)
-            now = time.monotonic()
-            with self._lock:
-                if not self._watches:
-                    self._thread = None
-                    return
-                due = [w for w in self._watches if w.reason or now >= w.deadline]
-            for watch in due:  # again each tick: a socket still connecting at the deadline is shut once it exists
-                watch.expire("deadline")
-
-
-@functools.lru_cache(maxsize=1)
-def _watched_adapter_class() -> type:
-    """A requests HTTPAdapter whose connections register with the running fetch's `_Watch`."""
-    from requests.adapters import HTTPAdapter
-    from urllib3.connection import HTTPConnection, HTTPSConnection
-    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
-
-    def attach(conn: Any) -> None:
-        watch = getattr(_current, "watch", None)
-        if watch is not None:
-            watch.attach(conn)
-
-    class WatchedHTTPConnection(HTTPConnection):
-        def connect(self) -> None:
-            super().connect()
-            attach(self)
-
-        def request(self, *args: Any, **kwargs: Any) -> None:
-            attach(self)  # a kept-alive connection is not connected again
-            super().request(*args, **kwargs)
-
-    class WatchedHTTPSConnection(HTTPSConnection):
-        def connect(self) -> None:
-            super().connect()
-            attach(self)
-
-        def request(self, *args: Any, **kwargs: Any) -> None:
-            attach(self)
-            super().request(*args, **kwargs)
-
-    class WatchedHTTPPool(HTTPConnectionPool):
-        ConnectionCls = WatchedHTTPConnection
-
-    class WatchedHTTPSPool(HTTPSConnectionPool):
-        ConnectionCls = WatchedHTTPSConnection
-
-    class WatchedAdapter(HTTPAdapter):
-        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-            super().init_poolmanager(*args, **kwargs)
-            self.poolmanager.pool_classes_by_scheme = {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
-
-    return WatchedAdapter
-
-
-# ---------------------------------------------------------------- redirects into private networks
-
-
-def address_kind(host: str) -> str:
-    """'public', 'private', 'loopback', 'link-local' or 'reserved' for a host name or address (resolved).
-
-    A name with several addresses takes the most private one; an unresolvable name is 'public'
-    (the request itself will fail).
-    """
-    try:
-        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return "public"
-    kinds = {_ip_kind(info[4][0]) for info in infos}
-    for kind in ("link-local", "loopback", "private", "reserved"):
-        if kind in kinds:
-            return kind
-    return "public"
-
-
-def _ip_kind(text: str) -> str:
-    ip = ipaddress.ip_address(text.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_loopback:
-        return "loopback"
-    if ip.is_link_local:
-        return "link-local"
-    if ip.is_private:
-        return "private"
-    if not ip.is_global or ip.is_multicast or ip.is_unspecified:
-        return "reserved"
-    return "public"
-
-
-def redirect_refusal(origin_url: str, target_url: str) -> str:
-    """Why a redirect from the listed `origin_url` to `target_url` is refused, or '' when it may be followed.
-
-    A redirect may stay within the kind of address it started from or go public; it may not go from a
-    public address to a private, loopback, link-local or reserved one, nor between different private kinds
-    (the cloud metadata address 169.254.169.254 is link-local).
-    """
-    target_host = urlsplit(target_url).hostname or ""
-    target = address_kind(target_host)
-    if target == "public":
-        return ""
-    origin = address_kind(urlsplit(origin_url).hostname or "")
-    if origin == target:
-        return ""
-    return (f"redirect refused: {urlsplit(origin_url).hostname} ({origin} address) redirected to "
-            f"{target_host} ({target} address)")
 
 
 def _read_capped(resp: Any, max_bytes: int, deadline: float, total_s: float) -> bytes:

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from http_server import ImageServer, Route, encode, photo
-from smarthub.collect.download import DownloadOptions, Fetcher, fetch_many, redirect_refusal
+from smarthub.collect.download import DownloadOptions, Fetcher, fetch_many
+from smarthub.collect.netguard import redirect_refusal
 from smarthub.errors import NetworkError
 from smarthub.ledger import read_records
 from smarthub.workspace import Workspace
