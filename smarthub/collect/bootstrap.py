@@ -272,7 +272,7 @@ class _RunState:
                 raise error
 
         outcomes = fetch_many(((h.image_url, h) for h in hits), options=self.options, fetcher=self.fetcher,
-                              should_stop=self.should_stop)
+                              should_stop=self.should_stop, on_idle=flush)  # slow hosts never hold back a batch
         try:
             for outcome in outcomes:
                 hit: SearchHit = outcome.tag

@@ -336,14 +336,15 @@ def fetch_and_normalise(fetcher: Fetcher, url: str) -> NormalisedImage:
 
 
 def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = DownloadOptions(),
-               fetcher: Fetcher | None = None,
-               should_stop: Callable[[], bool] | None = None) -> Iterator[FetchOutcome]:
+               fetcher: Fetcher | None = None, should_stop: Callable[[], bool] | None = None,
+               on_idle: Callable[[], None] | None = None) -> Iterator[FetchOutcome]:
     """Fetch and normalise `(url, tag)` pairs concurrently, yielding outcomes as they complete.
 
     Two pools: `options.workers` threads only wait on the network, and a small pool (one thread per
     core) decodes and normalises, so CPU work never holds a download slot. Closing the generator
     early (break, an exception in the consumer, Ctrl-C) cancels what has not started and ends the fetches
-    in flight; `should_stop` is polled a few times a second and ends it the same way. Nothing is written here.
+    in flight; `should_stop` is polled a few times a second and ends it the same way; `on_idle` is called
+    when a quarter second passes without an outcome (the caller writes what it holds). Nothing is written here.
     """
     fetcher = fetcher or Fetcher(options)
     source = iter(urls)
@@ -373,6 +374,8 @@ def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = Do
             if should_stop is not None and should_stop():
                 return
             done, _ = wait([*fetching, *normalising], timeout=0.25, return_when=FIRST_COMPLETED)
+            if not done and on_idle is not None:
+                on_idle()
             for fut in done:
                 if fut in fetching:
                     url, tag = fetching.pop(fut)

@@ -134,6 +134,7 @@ def test_ctrl_c_ends_a_collection_promptly_and_keeps_what_was_saved(tmp_path: Pa
             if folder.is_dir() and len(list(folder.glob("*.jpg"))) == 3:
                 break
             time.sleep(0.05)
+        assert proc.poll() is None  # still collecting (the trickles hold it) when Ctrl-C comes
         proc.send_signal(signal.SIGINT)
         out, err = proc.communicate(timeout=GUARD_S)
     assert proc.returncode == 130, err
