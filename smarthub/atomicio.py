@@ -60,7 +60,10 @@ def atomic_write_with(path: Path, writer: Callable[[Any], object]) -> None:
 
 
 def atomic_save_torch(path: Path, save: Callable[[Path], object]) -> None:
-    """Run `save(tmp_path)` (e.g. learn.export / torch.save), then atomically replace `path`."""
+    """Run `save(tmp_path)` (e.g. learn.export / torch.save), then atomically replace `path`.
+
+    The file is then listed as written by smarthub (`trust.record_written`), so it may be loaded again.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -78,6 +81,9 @@ def atomic_save_torch(path: Path, save: Callable[[Path], object]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+    from smarthub.trust import record_written  # here, not at the top: trust imports this module
+
+    record_written(path)
 
 
 def append_jsonl(path: Path, records: list[dict[str, Any]] | dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from smarthub.errors import DatasetError, ImageError, LabelError
 from smarthub.imaging import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, check_image, is_image_file  # noqa: F401 (re-exported)
 
 MAX_LABEL_CHARS = 100
+MAX_LABEL_BYTES = 255  # the longest folder name on common file systems
 # Above this many pixels an image is refused as a likely decompression bomb (Pillow warns at ~89M).
 SPLIT_NAMES = ("train", "valid")
 
@@ -42,7 +43,7 @@ class VerifyReport:
 def validate_label(label: str) -> str:
     """Return `label` (NFC-normalised) if it is a valid class/folder name, else raise LabelError.
 
-    Rules: non-empty, at most 100 characters, no path separators, not '.' or '..',
+    Rules: non-empty, at most 100 characters and 255 UTF-8 bytes (a folder name), no path separators, not '.' or '..',
     no leading dot, no control characters, no leading/trailing whitespace. Unicode is fine.
     """
     if not isinstance(label, str) or label == "":
@@ -53,6 +54,9 @@ def validate_label(label: str) -> str:
         raise LabelError(f"label {shown} starts or ends with whitespace")
     if len(label) > MAX_LABEL_CHARS:
         raise LabelError(f"label {shown} is {len(label)} characters long; the limit is {MAX_LABEL_CHARS}")
+    if len(label.encode("utf-8")) > MAX_LABEL_BYTES:
+        raise LabelError(f"label {shown} takes {len(label.encode('utf-8'))} bytes in UTF-8; folder names are "
+                         f"limited to {MAX_LABEL_BYTES} bytes — use a shorter label")
     if "/" in label or "\\" in label or "\x00" in label:
         raise LabelError(f"label {shown} contains a path separator; labels are single folder names")
     if label in (".", "..") or label.startswith("."):

@@ -6,15 +6,24 @@ Moves never overwrite (hard link + unlink, or a unique new name on collision), a
 verified afterwards (source gone, destination present, same sha256), and an operation
 either completes or is rolled back. A crash between "begin" and "commit" is repaired by
 `recover()`, which every mutating call runs first: no image is ever lost.
+
+One writer at a time per workspace, across processes: recovery and every journaled operation run
+under `workspace_lock` (an `fcntl.flock` on `data/.smarthub/lock`, which names its holder). Each
+"begin" line records its owner (pid, process start time, boot id), and recovery leaves alone an
+operation whose owner is still running.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import json
 import os
 import secrets
+import sys
 import threading
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +34,9 @@ from smarthub.errors import FileOpError, MissingFileError
 from smarthub.workspace import META_DIRNAME, Workspace
 
 _OP_LOCK = threading.RLock()  # one file operation at a time per process (app handlers run in threads)
+_held = threading.local()  # depth of workspace_lock held by this thread (flock is not re-entrant per open)
+LOCK_WAIT_S = 5.0  # how long a second process waits for the workspace lock before saying who holds it
+LOCK_FILENAME = "lock"
 
 
 @dataclass(frozen=True)
@@ -50,6 +62,7 @@ class Operation:
     undone_by: str | None = None
     notes: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # folders this operation made (undo removes them when empty)
+    owner: dict | None = None  # {"pid", "start", "boot"} of the process that began it
 
     def to_record(self) -> dict:
         return {
@@ -59,9 +72,127 @@ class Operation:
             "label": self.label,
             "undoes": self.undoes,
             "at": self.at,
+            "owner": self.owner,
             "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256} for m in self.moves],
             **({"created": self.created} if self.created else {}),
         }
+
+
+# ---------------------------------------------------------------- one writer per workspace
+
+
+@contextlib.contextmanager
+def workspace_lock(ws: Workspace, *, wait_s: float = LOCK_WAIT_S) -> Iterator[None]:
+    """Hold the workspace's writer lock (threads of this process and other processes); re-entrant.
+
+    Waits up to `wait_s` for another process to finish, then raises FileOpError naming the holder
+    (pid, command, since when), which the holder writes into the lock file.
+    """
+    with _OP_LOCK:
+        depth = getattr(_held, "depth", 0)
+        if depth:
+            _held.depth = depth + 1
+            try:
+                yield
+            finally:
+                _held.depth = depth
+            return
+        fd = _acquire(ws, wait_s)
+        _held.depth = 1
+        try:
+            yield
+        finally:
+            _held.depth = 0
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the descriptor releases the flock
+
+
+def _acquire(ws: Workspace, wait_s: float) -> int:
+    path = ws.meta_dir / LOCK_FILENAME
+    if not ws.data_dir.is_dir():  # never create a workspace by locking it (a --data typo)
+        raise FileOpError(f"no data folder at {ws.data_dir}; check --data")
+    _check_journal(ws)
+    try:
+        ws.meta_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise FileOpError(f"cannot open the workspace lock {path}: {e.strerror or e}; "
+                          f"check that {ws.meta_dir} is a writable folder") from e
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise FileOpError(f"another smarthub process is changing files in {ws.data_dir} "
+                                  f"({holder}); waited {wait_s:g} s — try again when it has finished") from None
+            time.sleep(0.01)
+        except OSError as e:
+            os.close(fd)
+            raise FileOpError(f"cannot lock {path}: {e.strerror or e}") from e
+    me = {"pid": os.getpid(), "command": " ".join(sys.argv)[:200], "since": _now()}
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+    return fd
+
+
+def _read_holder(fd: int) -> str:
+    """'pid 123, `smarthub relabel …`, since …' from the lock file (what the holder wrote)."""
+    try:
+        rec = json.loads(os.pread(fd, 4096, 0).decode("utf-8", "replace") or "{}")
+    except (OSError, ValueError):
+        rec = {}
+    if not isinstance(rec, dict) or "pid" not in rec:
+        return "holder unknown"
+    return f"held by pid {rec.get('pid')}, `{rec.get('command', '?')}`, since {rec.get('since', '?')}"
+
+
+def _check_journal(ws: Workspace) -> None:
+    """Refuse damaged bookkeeping: a `.smarthub` that is a file, or a journal that is not a regular file."""
+    if ws.meta_dir.exists() and not ws.meta_dir.is_dir():
+        raise FileOpError(f"{ws.meta_dir} is a file; smarthub keeps its bookkeeping in that folder — move the "
+                          f"file aside and run the command again")
+    if ws.journal_path.exists() and not ws.journal_path.is_file():
+        raise FileOpError(f"{ws.journal_path} is not a regular file; smarthub keeps its journal there — move it "
+                          f"aside and run the command again")
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of `pid` in clock ticks since boot (/proc), or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _this_owner() -> dict:
+    return {"pid": os.getpid(), "start": _process_start(os.getpid()) or "", "boot": _boot_id()}
+
+
+def _owner_alive(owner: object) -> bool:
+    """True when the process that began an operation is still running (and is not this process)."""
+    if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
+        return False  # a line from before owners were recorded: its writer is long gone
+    pid = owner["pid"]
+    if pid == os.getpid() or (owner.get("boot") and owner.get("boot") != _boot_id()):
+        return False
+    start = _process_start(pid)
+    if start is None:
+        return False
+    return not owner.get("start") or start == owner.get("start")
 
 
 def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operation:
@@ -72,7 +203,7 @@ def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operatio
         FileOpError: a path is missing, outside the data folder, or already has that label.
     """
     label = validate_label(label)
-    with _OP_LOCK:
+    with workspace_lock(ws):
         recover(ws)
         plans: list[tuple[Path, Path]] = []
         for src in _as_list(paths):
@@ -88,7 +219,7 @@ def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operatio
 
 def trash(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
     """Move images to `data/.smarthub/trash/<op id>/…` (restorable with `undo`)."""
-    with _OP_LOCK:
+    with workspace_lock(ws):
         recover(ws)
         op_id = _new_op_id()
         plans = []
@@ -106,7 +237,7 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
     Raises:
         FileOpError: nothing to undo, unknown id, or a file of that operation has been moved since.
     """
-    with _OP_LOCK:
+    with workspace_lock(ws):
         recover(ws)
         ops = history(ws)
         if op_id is None:
@@ -137,6 +268,7 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
 def history(ws: Workspace) -> list[Operation]:
     """All operations in journal order with their state and, if undone, the id of the undo."""
     ops: dict[str, Operation] = {}
+    _check_journal(ws)
     for rec in read_jsonl(ws.journal_path):
         event, op_id = rec.get("event"), rec.get("op_id")
         if not isinstance(op_id, str):
@@ -149,7 +281,7 @@ def history(ws: Workspace) -> list[Operation]:
             ]
             ops[op_id] = Operation(
                 op_id=op_id, kind=str(rec.get("kind")), moves=moves, at=str(rec.get("at")),
-                label=rec.get("label"), undoes=rec.get("undoes"),
+                label=rec.get("label"), undoes=rec.get("undoes"), owner=rec.get("owner"),
                 created=[str(d) for d in rec.get("created") or [] if isinstance(d, str)],
             )
         elif op_id in ops and event in ("commit", "abort"):
@@ -179,14 +311,16 @@ def recover(ws: Workspace) -> list[Operation]:
     """Close operations a crash left open: finish moves that were half done, then commit what moved.
 
     A move is "done" when its destination holds the file; a hard link left with both names
-    is completed by removing the source after checking both hashes match. Returns the repaired ops.
+    is completed by removing the source after checking both hashes match. Operations whose owner
+    process is still running are left alone. Returns the repaired ops.
     """
-    repaired = []
+    repaired: list[Operation] = []
+    _check_journal(ws)
     if not ws.journal_path.exists():
         return repaired
-    with _OP_LOCK:
+    with workspace_lock(ws):
         for op in history(ws):
-            if op.state != "begun":
+            if op.state != "begun" or _owner_alive(op.owner):
                 continue
             done = []
             for m in op.moves:
@@ -227,9 +361,25 @@ def _run(
     undoes: str | None = None,
     op_id: str | None = None,
 ) -> Operation:
-    """Journal, execute and verify a list of (src, dst) moves as one all-or-nothing operation."""
+    """Journal, execute and verify a list of (src, dst) moves as one all-or-nothing operation.
+
+    Runs under `workspace_lock` (callers that plan from the files on disk should hold it too).
+    """
     if not plans:
         raise FileOpError("no files given")
+    with workspace_lock(ws):
+        return _run_locked(ws, kind, plans, label=label, undoes=undoes, op_id=op_id)
+
+
+def _run_locked(
+    ws: Workspace,
+    kind: str,
+    plans: list[tuple[Path, Path]],
+    *,
+    label: str | None,
+    undoes: str | None,
+    op_id: str | None,
+) -> Operation:
     moves = []
     for src, dst in plans:
         try:
@@ -238,7 +388,7 @@ def _run(
             raise FileOpError(f"cannot read {_rel(ws, src)}: {e.strerror or e}") from e
         moves.append(Move(src=_rel(ws, src), dst=_rel(ws, dst), sha256=digest))
     op = Operation(op_id=op_id or _new_op_id(), kind=kind, moves=moves, at=_now(), label=label, undoes=undoes,
-                   created=_missing_folders(ws, [dst for _, dst in plans]))
+                   created=_missing_folders(ws, [dst for _, dst in plans]), owner=_this_owner())
     append_jsonl(ws.journal_path, op.to_record())  # write-ahead: the plan is on disk before any file moves
     done: list[Move] = []
     try:
@@ -285,12 +435,23 @@ def _move_no_clobber(src: Path, dst: Path) -> Path:
             return candidate
         try:
             os.unlink(src)
+        except FileNotFoundError:
+            return candidate  # the source name vanished meanwhile: the new name is the only one left, keep it
         except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(candidate)  # undo the link so the file keeps exactly one name
+            if _same_file(src, candidate):
+                with contextlib.suppress(OSError):
+                    os.unlink(candidate)  # undo the link so the file keeps exactly one name
             raise
         return candidate
     raise FileOpError(f"no free file name for {dst} after 10,000 tries")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    """True when both names exist and are the same inode (a hard link pair)."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _verify_move(ws: Workspace, m: Move) -> None:
@@ -430,7 +591,7 @@ def rename_class(ws: Workspace, old: str, new: str) -> Operation:
         FileOpError: `old` has no folder, `new` exists already (merge instead), or a move failed (rolled back).
     """
     old, new = validate_label(old), validate_label(new)
-    with _OP_LOCK:
+    with workspace_lock(ws):
         recover(ws)
         sources = _class_sources(ws, old, new)
         taken = [f for f in sources if (f.parent / new).exists()]
@@ -448,7 +609,7 @@ def merge_classes(ws: Workspace, source: str, target: str) -> Operation:
         FileOpError: either class has no folder, or a move failed (rolled back).
     """
     source, target = validate_label(source), validate_label(target)
-    with _OP_LOCK:
+    with workspace_lock(ws):
         recover(ws)
         sources = _class_sources(ws, source, target)
         if not class_folders(ws, target):

@@ -23,7 +23,9 @@ class Route:
     content_type: str = "image/jpeg"
     status: int = 200
     delay_s: float = 0.0  # sleep before answering (slower than a client's timeout)
-    behaviour: str = "normal"  # normal | reset | redirect | no_length
+    behaviour: str = "normal"  # normal | reset | redirect | no_length | trickle | trickle_no_length | slow_headers
+    #                             | endless_redirect
+    interval_s: float = 0.0  # trickle / slow_headers: seconds between bytes or header lines
     location: str = ""  # redirect target (path or URL)
     headers: dict[str, str] = field(default_factory=dict)
 
@@ -53,6 +55,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.connection.close()
             self.close_connection = True
             return
+        if route.behaviour in ("trickle", "trickle_no_length", "slow_headers", "endless_redirect"):
+            self._hostile(route)
+            return
         if route.behaviour == "redirect":
             self.send_response(route.status if route.status in (301, 302, 303, 307, 308) else 302)
             self.send_header("Location", route.location)
@@ -74,6 +79,36 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(route.body)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True  # the client gave up (byte cap, timeout): fine
+
+    def _hostile(self, route: Route) -> None:
+        """A server that never finishes: a byte at a time, headers without end, or redirects without end."""
+        self.close_connection = True
+        try:
+            if route.behaviour == "endless_redirect":
+                self.send_response(302)
+                self.send_header("Location", self.path.split("?", 1)[0] + "/x")
+                self.send_header("Content-Length", "0")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                return
+            if route.behaviour == "slow_headers":
+                self.wfile.write(b"HTTP/1.1 200 OK\r\n")
+                for i in range(100_000):
+                    time.sleep(route.interval_s)
+                    self.wfile.write(f"X-Slow-{i}: a\r\n".encode())
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", route.content_type)
+            if route.behaviour == "trickle":
+                self.send_header("Content-Length", str(len(route.body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            for i in range(len(route.body)):
+                self.wfile.write(route.body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(route.interval_s)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # the client gave up: what the test wants
 
     def finish(self) -> None:
         try:

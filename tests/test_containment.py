@@ -77,6 +77,7 @@ def test_a_cli_session_writes_only_inside_its_workspace(tmp_path: Path, torch_ho
     assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == []
     assert sorted(p.relative_to(tmp).as_posix() for p in tmp.rglob("*")) == []
     assert _snapshot(torch_home) == torch_before
-    assert sorted(p.name for p in work.iterdir()) == ["batch", "data", "det.pt", "models", "urls.csv"]
+    assert sorted(p.name for p in work.iterdir() if not p.name.startswith(".")) == ["batch", "data", "det.pt",
+                                                                                 "models", "urls.csv"]
     # the library caches went into the workspace's bookkeeping
     assert (work / "data" / ".smarthub" / "cache" / "matplotlib").is_dir()

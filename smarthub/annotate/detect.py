@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from smarthub import trust
 from smarthub.errors import ModelError, SmartHubError
 
 if TYPE_CHECKING:
@@ -389,6 +390,20 @@ def _torch_load(path: Path, *, weights_only: bool) -> Any:
         raise ModelError(f"{path} is not a detector weights file torch can read ({type(e).__name__}: {kind})") from e
 
 
+def _check_ultralytics_pickle(path: Path) -> str:
+    """Ultralytics checkpoints pickle whole model objects, so `torch.load(weights_only=True)` refuses them:
+    try it first (a plain tensor file passes), else the file must be one smarthub wrote (or --trust)."""
+    import pickle
+
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, AttributeError):
+        return trust.check_pickle(path, what="Ultralytics detector")
+    return f"loaded detector {path} (checked with weights_only=True: holds only tensors)"
+
+
 def _is_ultralytics_pt(path: Path) -> bool:
     """True when a torch zip pickle references ultralytics classes (checked without unpickling)."""
     try:
@@ -512,7 +527,10 @@ def load_detector(spec: str | Path, options: DetectorOptions | None = None) -> D
                 shutil.copyfile(path, dest)
             return _load_coco_model(arch, options)
     if suffix == ".pt" and _is_ultralytics_pt(path):
-        return YoloDetector(path, options)
+        notice = _check_ultralytics_pickle(path)  # before Ultralytics unpickles it (that runs the file's code)
+        detector = YoloDetector(path, options)
+        trust.announce(notice)
+        return detector
     obj = _torch_load(path, weights_only=True)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT or (
             isinstance(obj, dict) and {"arch", "state_dict"} <= set(obj)):

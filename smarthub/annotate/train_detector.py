@@ -441,7 +441,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     from smarthub import fileops
     from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, load_detector
     from smarthub.annotate.export import dataset_split
-    from smarthub.atomicio import atomic_write_json
+    from smarthub.atomicio import atomic_save_torch, atomic_write_json
     from smarthub.model.devices import resolve_device
 
     started = time.monotonic()
@@ -482,7 +482,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
         if options.backend == "ultralytics":
             data_yaml = write_yolo_tree(work / "dataset", {"train": train_items, "val": splits["val"]}, names)
             last = train_ultralytics(data_yaml, work, options, device, runs / ".cache" / "ultralytics", report)
-            shutil.copyfile(last, staged / "weights.pt")
+            # through atomic_save_torch: the run's weights are recorded as written by smarthub (trust.py)
+            atomic_save_torch(staged / "weights.pt", lambda tmp: shutil.copyfile(last, tmp))
             weights_name, pretrained = "weights.pt", ("Ultralytics weights" if options.model.endswith(".pt") else None)
         else:
             _, pretrained = train_torchvision(train_items, names, staged / "detector.pt", options, device, report)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from smarthub.cli._common import add_workspace_args
+from smarthub.cli._common import add_workspace_args, int_in
 
 ORDER = 60
 
@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workspace_args(p)
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1; any other address requires --auth)")
-    p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    p.add_argument("--port", type=int_in(1, 65535), default=7860, help="port 1..65535 (default 7860)")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login (mandatory off loopback)")
     p.add_argument("--demo", action="store_true",
                    help="build a demo workspace from the shipped sample images (in ./demo unless --data/--models), "
@@ -26,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_app(args: argparse.Namespace) -> int:
     import sys
 
+    from smarthub.cli._common import check_folders
+    from smarthub.errors import SmartHubError
     from smarthub.ui import check_host, launch, parse_auth
     from smarthub.workspace import Workspace
 
@@ -39,6 +41,10 @@ def run_app(args: argparse.Namespace) -> int:
         print(report, file=sys.stderr)
     else:
         ws = Workspace.from_args(args.data, args.models)
+        check_folders(ws)
+        if args.data and not ws.data_dir.is_dir():  # a typo must not become a new empty workspace
+            raise SmartHubError(f"--data {ws.data_dir} does not exist; check the spelling, or create it first "
+                                f"(mkdir -p {ws.data_dir}) to start an empty workspace")
     print(f"serving smarthub on http://{args.host}:{args.port} (data {ws.data_dir}, models {ws.models_dir}); "
           f"Ctrl-C stops", file=sys.stderr, flush=True)
     launch(ws, host=args.host, port=args.port, auth=auth, inbrowser=args.inbrowser, quiet=True)

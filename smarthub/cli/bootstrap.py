@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
+from smarthub.cli._common import (add_workspace_args, int_in, print_table, progress_printer, quarantine,
+                                  workspace_from)
 
 ORDER = 30
 
@@ -41,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--min-side", type=int, default=64, metavar="PX",
                    help="refuse images whose shorter side is under PX (default 64)")
     d.add_argument("--keep-original", action="store_true", help="save the original bytes (no re-encoding)")
-    d.add_argument("--threshold", type=int, default=None, metavar="BITS",
+    d.add_argument("--threshold", type=int_in(0, 63), default=None, metavar="BITS",
                    help="pHash Hamming distance counted as a near duplicate (default 6)")
     p.add_argument("--train", action="store_true", help="retrain the model after collecting")
     p.add_argument("--verbose", "-v", action="store_true", help="list every URL not saved, with its reason")
@@ -57,7 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep", choices=("auto", "provenance", "majority", "largest", "first"), default="auto",
                    help="which copy of each group stays: auto (default) = the one with provenance, then the one "
                         "in the class most copies share, then the largest")
-    p.add_argument("--threshold", type=int, default=None, metavar="BITS",
+    p.add_argument("--threshold", type=int_in(0, 63), default=None, metavar="BITS",
                    help="pHash Hamming distance counted as a near duplicate (default 6)")
     p.set_defaults(func=run_dedupe)
 

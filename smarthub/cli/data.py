@@ -107,6 +107,14 @@ def run_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def _names_a_file(text: str) -> bool:
+    """True when `text` is the path of an existing file (a name too long for the OS is no file)."""
+    try:
+        return Path(text).is_file()
+    except OSError:
+        return False
+
+
 def check_relabel_target(ws: Workspace, label: str, *, new_class: bool) -> None:
     """Refuse a target that is a file, and a class that does not exist yet unless `new_class` (typo guard).
 
@@ -118,7 +126,7 @@ def check_relabel_target(ws: Workspace, label: str, *, new_class: bool) -> None:
     from smarthub.dataset import validate_label
     from smarthub.errors import SmartHubError
 
-    if Path(label).is_file():
+    if _names_a_file(label):
         raise SmartHubError(f"{label} is a file, not a class: relabel takes the images first and the class name last, "
                             f"e.g. `smarthub relabel IMAGE... apple`")
     label = validate_label(label)

@@ -1,8 +1,9 @@
 """Bootstrap categories: search → download → verify/normalise → dedupe → save → ledger.
 
 Resumable and idempotent: images already in `data/<label>/` count towards `count`, URLs in
-the ledger are not fetched again, each image is written (atomically) before its ledger line,
-and a rerun after a crash completes the job without duplicates.
+the ledger are not fetched again, each image's ledger line is on disk before the image appears
+(atomically) in its folder, so a kill never leaves an image without provenance, and a rerun after a
+crash completes the job without duplicates.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from smarthub.collect.search import (DEFAULT_QUERY_TEMPLATES, SearchBackend, Sea
 from smarthub.workspace import Workspace
 
 WRITER_THREADS = 4  # file writes in flight (their fsyncs overlap)
-LEDGER_BATCH = 16  # ledger lines appended together (one fsync), always after their files
+LEDGER_BATCH = 16  # ledger lines appended together (one fsync), always before their files are written
 
 
 @dataclass(frozen=True)
@@ -150,10 +151,14 @@ def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = 100, backend
 
     records = read_records(ws)
     report = BootstrapReport(data_dir=ws.data_dir, count=count, backend=getattr(backend, "name", ""))
+    unfinished: set[tuple[str, str]] = set()
     if records:
-        report.ledger_missing = len(split_present(ws, records)[1])
+        missing = split_present(ws, records)[1]
+        unfinished = _unfinished(ws, missing)
+        report.ledger_missing = len(missing) - len(unfinished)
     ledger_shas = {r.sha256 for r in records}
-    seen_urls = {_url_key(r.url) for r in records}
+    # a line whose image was never written (killed between the two) does not stop that URL being fetched again
+    seen_urls = {_url_key(r.url) for r in records if (r.sha256, r.path) not in unfinished}
     state = _RunState(ws=ws, backend=backend, options=dl, near_threshold=near_threshold, emit=emit,
                       ledger_shas=ledger_shas, fetcher=Fetcher(dl), should_stop=should_stop)
     # a URL list is not searched: one "query" per label returns its URLs
@@ -224,43 +229,50 @@ class _RunState:
     def collect(self, label: str, query: str, hits: list[SearchHit], rep: DownloadReport, need: int) -> str:
         """Download `hits` until `need` new images of `label` are saved; returns a stop reason or ''.
 
-        Decisions (dedupe against the index) are made here, one image at a time; the files are
-        written by a few writer threads (their fsyncs overlap) and each image's ledger line is
-        appended only after its file is on disk, in small batches. Whatever happens (an error,
-        Ctrl-C), the writes already started are finished and recorded before this returns.
+        Decisions (dedupe against the index) are made here, one image at a time; accepted images wait
+        in small batches whose ledger lines are appended (one fsync) before their files are handed to
+        a few writer threads (their fsyncs overlap): provenance is on disk before an image is visible.
+        Whatever happens (an error, Ctrl-C, Stop), the batch decided so far is recorded and written
+        before this returns.
         """
         folder = self.ws.data_dir / label
         index = self.index
         if index is None:
             raise RuntimeError("build_index() must run before collect()")
-        writes: list[tuple[Future, ProvenanceRecord]] = []
-        written: list[ProvenanceRecord] = []
+        writes: list[Future] = []
+        pending: list[tuple[object, ProvenanceRecord]] = []  # accepted, not yet recorded nor written
         accepted = len(rep.saved)  # saved by earlier queries of this label
         writer = ThreadPoolExecutor(max_workers=WRITER_THREADS, thread_name_prefix="smarthub-write")
 
+        def flush() -> None:
+            """Ledger lines of the pending images first, then their files."""
+            if pending:
+                recorded = self.ledger_shas
+                # an image whose line a killed run already wrote (its file never made it) keeps that line
+                append_records(self.ws, [record for _, record in pending if record.sha256 not in recorded])
+                self.ledger_shas.update(record.sha256 for _, record in pending)
+                writes.extend(writer.submit(save_image, folder, image) for image, _ in pending)
+                pending.clear()
+
         def settle(*, wait_all: bool) -> None:
-            """Move finished writes to `written`; append their ledger lines (all of them when wait_all)."""
+            """Move finished writes to `rep.saved` (all of them when wait_all); re-raise a failed write."""
             nonlocal writes
             still = []
             error: BaseException | None = None
-            for fut, record in writes:
+            for fut in writes:
                 if not (wait_all or fut.done()):
-                    still.append((fut, record))
+                    still.append(fut)
                     continue
                 try:
                     rep.saved.append(fut.result())
-                    written.append(record)
-                except BaseException as e:  # noqa: BLE001 - re-raised below once the others are recorded
+                except BaseException as e:  # noqa: BLE001 - re-raised below once the others are collected
                     error = error or e
             writes = still
-            if written and (wait_all or error is not None or len(written) >= LEDGER_BATCH):
-                append_records(self.ws, written)  # the files are on disk: now their lines
-                self.ledger_shas.update(r.sha256 for r in written)
-                written.clear()
             if error is not None:
                 raise error
 
-        outcomes = fetch_many(((h.image_url, h) for h in hits), options=self.options, fetcher=self.fetcher)
+        outcomes = fetch_many(((h.image_url, h) for h in hits), options=self.options, fetcher=self.fetcher,
+                              should_stop=self.should_stop, on_idle=flush)  # slow hosts never hold back a batch
         try:
             for outcome in outcomes:
                 hit: SearchHit = outcome.tag
@@ -272,8 +284,7 @@ class _RunState:
                     if match is None:
                         path = folder / image.file_name
                         index.add(image.sha256, image.phash, path, label)
-                        writes.append((writer.submit(save_image, folder, image),
-                                       self._record(label, query, hit, image, path)))
+                        pending.append((image, self._record(label, query, hit, image, path)))
                         accepted += 1
                     else:
                         rel = _rel(self.ws, match.path)
@@ -282,13 +293,14 @@ class _RunState:
                             rep.conflicts.append((outcome.url, f"{what} already filed under {match.label!r}: {rel}"))
                         else:
                             if match.kind == "exact" and image.sha256 not in self.ledger_shas and \
-                                    match.path.is_file() and all(r.sha256 != image.sha256 for _, r in writes) and \
-                                    all(r.sha256 != image.sha256 for r in written):
-                                # saved by a run killed before its ledger line: record its provenance now
+                                    match.path.is_file() and all(r.sha256 != image.sha256 for _, r in pending):
+                                # saved before provenance came first, by a run killed before its line: record it now
                                 append_records(self.ws, [self._record(label, query, hit, image, match.path)])
                                 self.ledger_shas.add(image.sha256)
                             rep.duplicates.append((outcome.url, f"{what} as {rel}"))
                 settle(wait_all=False)
+                if len(pending) >= LEDGER_BATCH or accepted >= need or not writes:
+                    flush()  # batch while the writers are busy, write at once while they are idle
                 self.emit(BootstrapProgress(label, "download", rep.existing + accepted, rep.existing + need,
                                             f"{label}: {accepted}/{need} new ({len(rep.failed)} failed, "
                                             f"{len(rep.duplicates) + len(rep.conflicts)} duplicates)"))
@@ -296,9 +308,12 @@ class _RunState:
                     return ""
                 if self.should_stop is not None and self.should_stop():
                     return "stopped on request"
+            if self.should_stop is not None and self.should_stop():
+                return "stopped on request"  # fetch_many ended early because of it
             return ""
         finally:
-            outcomes.close()  # cancels the fetches not started yet
+            outcomes.close()  # cancels the fetches not started yet and ends those in flight
+            flush()
             writer.shutdown(wait=True)
             settle(wait_all=True)
 
@@ -321,6 +336,13 @@ def _check_url_list(backend: UrlListBackend, labels: list[str]) -> None:
         if unknown:
             raise DatasetError(f"{backend.path} has no URLs labelled {', '.join(map(repr, unknown))} "
                                f"(it has {', '.join(map(repr, named[:10]))})")
+
+
+def _unfinished(ws: Workspace, missing: list[ProvenanceRecord]) -> set[tuple[str, str]]:
+    """(sha256, path) of ledger lines whose image is neither in the data folder nor in the trash:
+    a run was killed after writing the line and before the image (deleted images are in the trash)."""
+    trashed = {p.name for p in ws.trash_dir.rglob("*") if p.is_file()} if ws.trash_dir.is_dir() else set()
+    return {(r.sha256, r.path) for r in missing if Path(r.path).name not in trashed}
 
 
 def _url_key(url: str) -> str:

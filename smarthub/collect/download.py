@@ -1,10 +1,16 @@
 """Concurrent fetch of image URLs → verified, normalised image bytes, and atomic saving by content hash.
 
-The pipeline per URL: fetch (timeouts, byte cap, bounded redirects, a per-host limit) →
+The pipeline per URL: fetch (a wall-clock deadline, byte cap, bounded redirects, a per-host limit) →
 sniff (HTML and SVG are refused by name) → pixel-count check before decoding → full decode →
 normalise (EXIF orientation, RGB on white, 16-bit scaled, first frame, longest side ≤ max) →
 JPEG bytes + sha256 + pHash. Download threads only wait on the network; a per-core pool decodes.
 Neither writes: the caller decides what to save (see `bootstrap.py`).
+
+The deadline holds whatever the server does (a byte every few seconds, headers that never end, endless
+redirects): a watchdog thread shuts the socket of every fetch past its deadline, and closing
+`fetch_many` (Ctrl-C, the app's Stop) shuts the sockets of all fetches in flight.
+A redirect may not lead from an address to a more private one (public → loopback, private or
+link-local; loopback → link-local): URLs listed on purpose are the user's choice, redirects are not.
 """
 from __future__ import annotations
 
@@ -22,6 +28,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from smarthub.atomicio import atomic_write_bytes
+from smarthub.collect.netguard import Watch, Watchdog, current_watch, redirect_refusal, watched_adapter_class
 from smarthub.imaging import MAX_IMAGE_PIXELS, flatten_to_rgb, open_image, phash_int
 from smarthub.errors import ImageError, NetworkError, SmartHubError
 
@@ -120,22 +127,22 @@ class FetchOutcome:
 
 
 class Fetcher:
-    """Fetches URLs with one requests.Session per worker thread and a per-host concurrency limit."""
+    """Fetches URLs with one requests.Session per worker thread, a per-host concurrency limit and a deadline."""
 
     def __init__(self, options: DownloadOptions) -> None:
         self.options = options
         self._local = threading.local()
         self._hosts: dict[str, threading.BoundedSemaphore] = {}
         self._hosts_lock = threading.Lock()
+        self._watchdog = Watchdog()
 
     def _session(self) -> Any:
         session = getattr(self._local, "session", None)
         if session is None:
             import requests
-            from requests.adapters import HTTPAdapter
 
             session = requests.Session()
-            adapter = HTTPAdapter(pool_connections=8, pool_maxsize=self.options.per_host, max_retries=0)
+            adapter = watched_adapter_class()(pool_connections=8, pool_maxsize=self.options.per_host, max_retries=0)
             session.mount("http://", adapter)
             session.mount("https://", adapter)
             session.headers.update({"User-Agent": self.options.user_agent, "Accept": "image/*,*/*;q=0.5"})
@@ -150,51 +157,83 @@ class Fetcher:
                 sem = self._hosts[host] = threading.BoundedSemaphore(self.options.per_host)
             return sem
 
+    def abort_in_flight(self) -> None:
+        """End every fetch running now (their sockets are shut; they raise NetworkError 'stopped')."""
+        self._watchdog.abort_all()
+
     def fetch(self, url: str) -> tuple[bytes, str]:
         """Return (body, content type) of `url`, following at most `max_redirects` redirects.
 
+        The whole fetch (connect, headers, redirects, body) ends by `total_timeout_s`, whatever the server does.
+
         Raises:
-            NetworkError: HTTP error status, timeout, reset, redirect loop, body over the byte cap.
+            NetworkError: HTTP error status, timeout, reset, redirect loop or into a private address,
+                body over the byte cap, stopped.
         """
+        import requests
+
+        opts = self.options
+        watch = self._watchdog.start(time.monotonic() + opts.total_timeout_s)
+        current_watch.watch = watch
+        try:
+            body, ctype = self._fetch(url, watch)
+        except (NetworkError, requests.exceptions.RequestException) as e:
+            if watch.reason:
+                raise NetworkError(watch.message(opts.total_timeout_s)) from e
+            if isinstance(e, NetworkError):
+                raise
+            raise NetworkError(f"request failed ({type(e).__name__}: {e})") from e
+        finally:
+            current_watch.watch = None
+            self._watchdog.finish(watch)
+        if watch.reason:  # a body without Content-Length cut at the deadline looks complete: it is not
+            raise NetworkError(watch.message(opts.total_timeout_s))
+        return body, ctype
+
+    def _fetch(self, url: str, watch: Watch) -> tuple[bytes, str]:
         import requests
 
         opts = self.options
         seen = {url}
         current = url
-        deadline = time.monotonic() + opts.total_timeout_s
         for _ in range(opts.max_redirects + 1):
             scheme = urlsplit(current).scheme.lower()
             if scheme not in ("http", "https"):
                 raise NetworkError(f"unsupported URL scheme {scheme or '(none)'!r}")
+            slot = self._host_slot(current)
+            if not slot.acquire(timeout=max(0.0, watch.deadline - time.monotonic())):
+                raise NetworkError(watch.message(opts.total_timeout_s))
             try:
-                with self._host_slot(current):
-                    resp = self._session().get(
-                        current, stream=True, allow_redirects=False,
-                        timeout=(opts.connect_timeout_s, opts.read_timeout_s),
-                    )
-                    try:
-                        if resp.is_redirect:
-                            location = resp.headers.get("location", "")
-                            nxt = urljoin(current, location)
-                            if nxt in seen:
-                                raise NetworkError(f"redirect loop ({current} → {nxt})")
-                            seen.add(nxt)
-                            current = nxt
-                            continue
-                        if resp.status_code >= 400:
-                            raise NetworkError(f"HTTP {resp.status_code} {resp.reason or ''}".rstrip())
-                        ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
-                        return _read_capped(resp, opts.max_bytes, deadline, opts.total_timeout_s), ctype
-                    finally:
-                        resp.close()
+                resp = self._session().get(
+                    current, stream=True, allow_redirects=False,
+                    timeout=(opts.connect_timeout_s, opts.read_timeout_s),
+                )
+                try:
+                    if resp.is_redirect:
+                        location = resp.headers.get("location", "")
+                        nxt = urljoin(current, location)
+                        if nxt in seen:
+                            raise NetworkError(f"redirect loop ({current} → {nxt})")
+                        refused = redirect_refusal(url, nxt)
+                        if refused:
+                            raise NetworkError(refused)
+                        seen.add(nxt)
+                        current = nxt
+                        continue
+                    if resp.status_code >= 400:
+                        raise NetworkError(f"HTTP {resp.status_code} {resp.reason or ''}".rstrip())
+                    ctype = resp.headers.get("content-type", "").split(";")[0].strip().lower()
+                    return _read_capped(resp, opts.max_bytes, watch.deadline, opts.total_timeout_s), ctype
+                finally:
+                    resp.close()
             except requests.exceptions.ConnectTimeout as e:
                 raise NetworkError(f"timed out connecting (after {opts.connect_timeout_s:g} s)") from e
             except (requests.exceptions.ReadTimeout, requests.exceptions.Timeout) as e:
                 raise NetworkError(f"timed out (no data for {opts.read_timeout_s:g} s)") from e
             except requests.exceptions.ConnectionError as e:
                 raise NetworkError(f"connection failed ({_short_conn_error(e)})") from e
-            except requests.exceptions.RequestException as e:
-                raise NetworkError(f"request failed ({type(e).__name__}: {e})") from e
+            finally:
+                slot.release()
         raise NetworkError(f"too many redirects (more than {opts.max_redirects})")
 
 
@@ -297,12 +336,15 @@ def fetch_and_normalise(fetcher: Fetcher, url: str) -> NormalisedImage:
 
 
 def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = DownloadOptions(),
-               fetcher: Fetcher | None = None) -> Iterator[FetchOutcome]:
+               fetcher: Fetcher | None = None, should_stop: Callable[[], bool] | None = None,
+               on_idle: Callable[[], None] | None = None) -> Iterator[FetchOutcome]:
     """Fetch and normalise `(url, tag)` pairs concurrently, yielding outcomes as they complete.
 
     Two pools: `options.workers` threads only wait on the network, and a small pool (one thread per
     core) decodes and normalises, so CPU work never holds a download slot. Closing the generator
-    early (break, an exception in the consumer) cancels what has not started; nothing is written here.
+    early (break, an exception in the consumer, Ctrl-C) cancels what has not started and ends the fetches
+    in flight; `should_stop` is polled a few times a second and ends it the same way; `on_idle` is called
+    when a quarter second passes without an outcome (the caller writes what it holds). Nothing is written here.
     """
     fetcher = fetcher or Fetcher(options)
     source = iter(urls)
@@ -329,7 +371,11 @@ def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = Do
                 fetching[net_pool.submit(fetcher.fetch, item[0])] = item
             if not fetching and not normalising:
                 return
-            done, _ = wait([*fetching, *normalising], return_when=FIRST_COMPLETED)
+            if should_stop is not None and should_stop():
+                return
+            done, _ = wait([*fetching, *normalising], timeout=0.25, return_when=FIRST_COMPLETED)
+            if not done and on_idle is not None:
+                on_idle()
             for fut in done:
                 if fut in fetching:
                     url, tag = fetching.pop(fut)
@@ -345,6 +391,7 @@ def fetch_many(urls: Iterable[tuple[str, Any]], *, options: DownloadOptions = Do
     finally:
         for fut in [*fetching, *normalising]:
             fut.cancel()
+        fetcher.abort_in_flight()
         net_pool.shutdown(wait=False, cancel_futures=True)
         cpu_pool.shutdown(wait=False, cancel_futures=True)
 

@@ -26,6 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from smarthub import trust
 from smarthub.atomicio import (append_jsonl, atomic_save_torch, atomic_write_bytes, atomic_write_json, atomic_write_text,
                                discard_temp, read_json, read_jsonl)
 from smarthub.errors import ModelError, SmartHubError
@@ -439,6 +440,8 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
                     os.replace(target, models / f".{name}.stale.tmp")
                 done.append(name)
             _write_pointer(ws, run_id, previous=previous)
+            if "export.pkl" in staged and trust.written_by_smarthub(run_dir / "export.pkl") is not None:
+                trust.record_written(models / "export.pkl")  # the promoted link loads without --trust too
             settled = True
         except (OSError, SmartHubError) as e:
             try:

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from smarthub import trust
 from smarthub.dataset import ImageItem
 from smarthub.errors import DatasetError, ImageError, ModelError, SmartHubError
 from smarthub.model.options import DEFAULT_NUM_WORKERS, TrainOptions
@@ -649,6 +650,7 @@ def load_classifier(path: Path, *, device: str = "auto") -> Any:
     target = resolve_device(device)
     if not path.is_file():
         raise ModelError(f"no model at {path}: run `smarthub train` first")
+    notice = trust.check_pickle(path, what="classifier")  # refuses a pickle smarthub did not write (unless --trust)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -661,6 +663,7 @@ def load_classifier(path: Path, *, device: str = "auto") -> Any:
     if not isinstance(learn, Learner) or getattr(learn, "dls", None) is None:
         raise ModelError(f"{path} does not hold a fastai learner (found {type(learn).__name__}); "
                          f"train again with `smarthub train`")
+    trust.announce(notice)
     if hasattr(learn, "channels_last"):
         learn = learn.to_contiguous(to_fp32=True)
     elif hasattr(learn, "mixed_precision"):

@@ -9,8 +9,10 @@ import ipaddress
 import os
 import socket
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from smarthub.dataset import SPLIT_NAMES
 from smarthub.errors import SmartHubError
 from smarthub.workspace import Workspace
 
@@ -78,18 +80,57 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def served_paths(ws: Workspace) -> list[str]:
+    """What a page may load, by real path: the thumbnail cache, annotate outputs, the confusion matrix and
+    the class folders (each only when its real path lies inside the workspace).
+
+    Gradio lower-cases paths before resolving them against its block list, so a block list fails on a
+    mixed-case real path reached through a symlink; an allow-list of resolved real paths does not (its
+    allow check resolves both sides and keeps the case). Nothing else of the workspace is served:
+    not `.smarthub/` (journal, ledger, keep list, trash), not `models/` (export.pkl).
+    """
+    from smarthub.ui._common import thumbs_dir
+    from smarthub.ui.tab_annotate import runs_dir
+
+    data_root = ws.data_dir.resolve()
+    roots = [thumbs_dir(ws).resolve(), runs_dir(ws).resolve()]
+    if ws.confusion_path.is_file() and ws.contains(ws.confusion_path):
+        roots.append(ws.confusion_path.resolve())
+    if ws.data_dir.is_dir():
+        for folder in sorted(_class_folders(ws.data_dir)):
+            real = folder.resolve()
+            if data_root in real.parents and ws.meta_dir.resolve() not in (real, *real.parents):
+                roots.append(real)
+    return [str(r) for r in roots]
+
+
+def _class_folders(data_dir: Path) -> list[Path]:
+    """Class folders (and those under train/ valid/ splits), bookkeeping folders skipped."""
+    out = []
+    for p in data_dir.iterdir():
+        if p.name.startswith(".") or not p.is_dir():
+            continue
+        out.append(p)
+        if p.name in SPLIT_NAMES:
+            out.extend(q for q in p.iterdir() if q.is_dir() and not q.name.startswith("."))
+    return out
+
+
 def launch(ws: Workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, auth: tuple[str, str] | None = None,
            prevent_thread_lock: bool = False, quiet: bool = False, inbrowser: bool = False,
            selected_tab: str | None = None) -> gr.Blocks:
     """Build and serve the app; blocks until closed unless `prevent_thread_lock`.
 
-    Only the workspace folders are served (gradio `allowed_paths`); the journal, ledger, keep list,
-    trash and the exported pickle are blocked even there.
+    Only what a page needs is served (`served_paths`: thumbnails, annotate outputs, the confusion matrix,
+    class folders, by real path); the journal, ledger, keep list, trash and the exported pickle are also
+    on gradio's block list.
 
     Raises:
         SmartHubError: non-loopback host without auth, or the port is taken.
     """
     check_host(host, auth)
+    if not 1 <= port <= 65535:
+        raise SmartHubError(f"port {port} is out of range; pick one in 1..65535 with --port")
     if not port_free(host, port):
         raise SmartHubError(f"port {port} on {host} is already in use; pick another with --port")
     app = build_app(ws, selected_tab=selected_tab)
@@ -100,7 +141,7 @@ def launch(ws: Workspace, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
         server_name=host,
         server_port=port,
         auth=auth,
-        allowed_paths=[str(ws.data_dir), str(ws.models_dir)],
+        allowed_paths=served_paths(ws),
         blocked_paths=[str(ws.trash_dir), str(ws.journal_path), str(ws.ledger_path), str(ws.keep_path),
                        str(ws.export_path)],
         prevent_thread_lock=prevent_thread_lock,

@@ -273,7 +273,7 @@ def test_cli_subprocess_with_checkpoint_and_classifier(tmp_path: Path, tiny_clas
     scene().save(d / "a.jpg")
     r = subprocess.run([sys.executable, "-m", "smarthub", "annotate", str(d), "--model", str(ckpt), "--conf", "0",
                         "--max-det", "3", "--classifier", str(tiny_classifier), "--out", str(tmp_path / "out"),
-                        "--zip", str(tmp_path / "a.zip")], capture_output=True, text=True, timeout=300)
+                        "--zip", str(tmp_path / "a.zip"), "--trust"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "1 Labelme files written" in r.stdout and (tmp_path / "a.zip").exists()
     lf = load_labelme(tmp_path / "out" / "a.json")

@@ -38,7 +38,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
 
 def test_the_run_folder(trained) -> None:
     lm, models, run_dir = trained
-    assert sorted(p.name for p in run_dir.iterdir()) == ["pr_curves.png", "run.json", "split.json", "weights.pt"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".smarthub-models.jsonl", "pr_curves.png", "run.json",
+                                                         "split.json", "weights.pt"]
     run = json.loads((run_dir / "run.json").read_text())
     assert run["backend"] == "ultralytics" and run["names"] == ["fish", "fruit"] and run["imgsz"] == 64
     assert run["split"]["counts"]["train"] + run["split"]["counts"]["val"] == 17

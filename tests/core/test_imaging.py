@@ -127,8 +127,9 @@ def test_hashes_agree_with_imagehash_and_are_stable() -> None:
 
 def test_a_library_that_replaces_image_open_does_not_change_our_decoding(monkeypatch, tmp_path: Path) -> None:
     """Ultralytics assigns its own Image.open at import (it retries through pi-heif); ours stays Pillow's."""
-    original = Image.open
-    namespace = {"_image_open": original}
+    original = pillow_open()  # Pillow's own (an earlier test may have imported ultralytics already)
+    assert original.__module__ == "PIL.Image"
+    namespace = {"_image_open": Image.open}
 
     def image_open(fp, *args, **kwargs):  # shaped like ultralytics.utils.patches.image_open
         raise ModuleNotFoundError("No module named 'pi_heif'")

@@ -11,6 +11,7 @@ import pytest
 
 from helpers import write_fashion_folders
 from smarthub.cli import main
+from smarthub.trust import RECORD_NAME
 from smarthub.errors import SmartHubError
 from smarthub.model import runs
 from smarthub.workspace import Workspace
@@ -49,13 +50,18 @@ def test_first_run_is_promoted_into_its_own_folder(ws: Workspace) -> None:
     outcome = _record(ws, _report([True, False]), model=b"model A")
     assert outcome.promoted and outcome.run_id == "20261128T011530-mobilenet_v2"
     run_dir = ws.runs_dir / outcome.run_id
-    assert sorted(p.name for p in run_dir.iterdir()) == ["confusion.png", "export.pkl", "history.csv", "report.json"]
+    # the record that smarthub wrote export.pkl (trust.py) travels with the run
+    assert sorted(p.name for p in run_dir.iterdir()) == [RECORD_NAME, "confusion.png", "export.pkl", "history.csv",
+                                                         "report.json"]
     assert ws.export_path.read_bytes() == b"model A"
     assert json.loads(ws.report_path.read_text())["run_id"] == outcome.run_id
     assert runs.read_pointer(ws)["run_id"] == outcome.run_id
     assert [r["run_id"] for r in runs.promotion_log(ws)] == [outcome.run_id]
-    assert sorted(p.name for p in ws.models_dir.iterdir()) == ["confusion.png", "export.pkl", "history.csv",
-                                                               "promoted.json", "report.json", "runs"]
+    assert sorted(p.name for p in ws.models_dir.iterdir()) == [RECORD_NAME, "confusion.png", "export.pkl",
+                                                               "history.csv", "promoted.json", "report.json", "runs"]
+    from smarthub.trust import written_by_smarthub
+
+    assert written_by_smarthub(ws.export_path) is not None  # the promoted model loads without --trust
 
 
 def test_run_ids_sort_by_time_and_never_collide(ws: Workspace) -> None:
@@ -125,7 +131,7 @@ def test_a_failed_promotion_keeps_the_previous_model_whole(ws: Workspace, monkey
         runs.promote(ws, second)
     monkeypatch.undo()
     assert _promoted_files(ws) == before and runs.read_pointer(ws)["run_id"] == first
-    assert [p.name for p in ws.models_dir.iterdir() if p.name.startswith(".")] == []  # no temp left behind
+    assert [p.name for p in ws.models_dir.iterdir() if p.name.startswith(".") and p.name != RECORD_NAME] == []  # no temp
     assert "promoted run" in runs.promote(ws, second) and ws.export_path.read_bytes() == b"model B"
 
 
@@ -148,7 +154,7 @@ def test_a_crash_mid_promotion_is_rolled_back_on_next_use(ws: Workspace, monkeyp
     infos = runs.list_runs(ws)  # any next use recovers
     assert _promoted_files(ws) == before
     assert [i.run_id for i in infos if i.promoted] == [first]
-    assert [p.name for p in ws.models_dir.iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in ws.models_dir.iterdir() if p.name.startswith(".") and p.name != RECORD_NAME] == []
 
 
 def test_promote_previous_undoes_and_redoes(ws: Workspace, capsys) -> None:

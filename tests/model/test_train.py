@@ -204,8 +204,8 @@ def test_failed_write_keeps_the_previous_model(trained: Workspace, capsys, monke
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "export.pkl" in errors[0] and "No space left" in errors[0]
     assert {p: p.read_bytes() for p in before} == before
-    assert sorted(p.name for p in ws.models_dir.iterdir()) == ["confusion.png", "export.pkl", "history.csv",
-                                                               "promoted.json", "report.json", "runs"]
+    assert sorted(p.name for p in ws.models_dir.iterdir() if not p.name.startswith(".")) == [
+        "confusion.png", "export.pkl", "history.csv", "promoted.json", "report.json", "runs"]
     assert len([p for p in ws.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 1
 
 
