@@ -34,9 +34,10 @@ def test_two_cpu_processes_train_like_one(tmp_path: Path, capsys) -> None:
     runs = [p for p in (double.models_dir / "runs").iterdir() if p.is_dir()]
     assert len(runs) == 1 and not any(p.name.startswith(".") for p in (double.models_dir / "runs").iterdir()
                                       if p.is_dir())
-    assert sorted(p.name for p in runs[0].iterdir()) == ["confusion.png", "export.pkl", "history.csv", "report.json"]
+    assert sorted(p.name for p in runs[0].iterdir()) == [".smarthub-models.jsonl", "confusion.png", "export.pkl",
+                                                         "history.csv", "report.json"]
     assert sorted(p.name for p in double.models_dir.iterdir() if p.is_file()) == [
-        "confusion.png", "export.pkl", "history.csv", "promoted.json", "report.json"]
+        ".smarthub-models.jsonl", "confusion.png", "export.pkl", "history.csv", "promoted.json", "report.json"]
     assert len(list(double.models_dir.rglob("export.pkl"))) == 2  # the run's file and its promoted link
     assert double.export_path.samefile(runs[0] / "export.pkl") or \
         double.export_path.read_bytes() == (runs[0] / "export.pkl").read_bytes()
