@@ -106,9 +106,10 @@ def _unfocus(page) -> None:
 def test_clean_tab_relabel_delete_undo_in_the_browser(served, page) -> None:
     ws, _ = served
     page.get_by_role("tab", name="Clean").click()
+    page.locator("#sh-show").get_by_label("all images").check()  # the tiny set has no estimated errors: list all
     page.locator("#sh-run-review").click()
     page.locator("#sh-gallery img").first.wait_for()
-    assert "suspects among 18 images" in _wait_status(page, "suspects among")
+    assert "label errors among 18 images" in _wait_status(page, "label errors among")
 
     # relabel the selected image to a new class through the text box and the button
     first = _selected(page)

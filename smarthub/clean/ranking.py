@@ -92,9 +92,10 @@ def neighbour_label_probs(index: np.ndarray, similarity: np.ndarray, labels: np.
 
     Votes are weighted by cosine similarity (negative similarity counts 0) and smoothed towards the class
     frequencies with `smoothing` votes, so an image with few or far neighbours is not certain.
-    index/similarity: [n, k] from `neighbours.nearest`, -1 where there is no neighbour.
+    index/similarity: [n, k] from `neighbours.nearest` (or `neighbours.query` against the rows `labels`
+    describes), -1 where there is no neighbour.
     """
-    n = len(labels)
+    n = len(index)
     prior = np.bincount(labels, minlength=n_classes).astype(np.float64)
     prior /= max(1.0, prior.sum())
     votes = np.zeros((n, n_classes), dtype=np.float64)

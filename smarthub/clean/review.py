@@ -461,4 +461,11 @@ def check_options(ws: Workspace, options: ReviewOptions) -> ReviewOptions:
     return _resolved(ws, options)
 
 
-__all__ += ["DEFAULT_EMBEDDER", "DEFAULT_SIZE_PX", "Queue", "check_options", "expand_filters", "queue"]
+__all__ += ["DEFAULT_EMBEDDER", "DEFAULT_SIZE_PX", "Queue", "check_options", "expand_filters", "queue", "requeue"]
+
+
+def requeue(ws: Workspace, result: ReviewResult, *, include: Iterable[str] = (),
+            show_all: bool = False) -> ReviewResult:
+    """The same review with other filters turned on: no scan, no inference (the Clean tab's filter boxes)."""
+    options = replace(result.options or ReviewOptions(), include=frozenset(include), show_all=show_all)
+    return _ranked(ws, replace(result, options=options, notes=[]), time.perf_counter())

@@ -67,7 +67,8 @@ def run_review(args: argparse.Namespace) -> int:
     from smarthub.cli.train import quiet_libraries
 
     ws = workspace_from(args)
-    options = review.check_options(ws, review_options_from(args, ws))  # type: ignore[arg-type]
+    with quiet_libraries():
+        options = review.check_options(ws, review_options_from(args, ws))  # type: ignore[arg-type]
     printers: dict[str, object] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
@@ -75,7 +76,7 @@ def run_review(args: argparse.Namespace) -> int:
         printer(done, total)  # type: ignore[operator]
 
     with quiet_libraries():
-        result = review.review(ws, options, progress=progress)
+        result = review.review(ws, options, progress=progress)  # type: ignore[arg-type]
     for path, reason in result.skipped:
         print(f"skipped {_show(ws, path)}: {reason}")
     for note in result.notes:

@@ -167,9 +167,10 @@ def check_embedder(name: str) -> str:
             raise SmartHubError(f"--embedder {name}: open_clip is not installed (`pip install open_clip_torch`); "
                                 f"or use {cached_alternatives()}")
         return name
-    if name in DINOV2_NAMES:
+    from smarthub.model.archs import TORCHVISION_ARCHS, resolve_arch
+
+    if name in DINOV2_NAMES or name in TORCHVISION_ARCHS:  # known without importing torchvision
         return name
-    from smarthub.model.archs import resolve_arch
 
     try:
         return resolve_arch(name).name
