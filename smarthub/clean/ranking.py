@@ -15,7 +15,7 @@ import numpy as np
 HEAD_C = 3.0  # inverse L2 regularisation of the linear head on unit-norm embeddings
 # A fold's head learns from at most this many images (a random stratified share beyond): a linear head on
 # frozen features has learnt what it can by then, and it keeps a million embeddings within minutes.
-HEAD_MAX_TRAIN_ROWS = 20_000
+HEAD_MAX_TRAIN_ROWS = 10_000
 KNN_K = 10  # neighbours whose labels vote (bench/review_quality.py)
 HEAD_WEIGHT = 0.5  # share of the head in the combined probabilities; the rest is neighbour agreement
 DUPLICATE_MIN_SIMILARITY = 0.97  # cosine similarity of embeddings above which two images are near duplicates
@@ -44,8 +44,9 @@ def fit_linear_head(feats: np.ndarray, labels: np.ndarray) -> Any:
 def head_probs(head: Any, feats: np.ndarray, n_classes: int) -> np.ndarray:
     """Probabilities [N, n_classes] in vocab order; classes the head never saw get 0."""
     out = np.zeros((len(feats), n_classes), dtype=np.float64)
-    if len(feats):
-        out[:, head.classes_] = head.predict_proba(normalise_rows(feats))
+    for start in range(0, len(feats), 65_536):  # chunks: scikit-learn copies its input to float64
+        chunk = normalise_rows(np.asarray(feats[start:start + 65_536], dtype=np.float32))
+        out[start:start + len(chunk), head.classes_] = head.predict_proba(chunk)
     return out
 
 
