@@ -177,11 +177,12 @@ def test_near_duplicate_across_classes_and_corrupt_image_are_reported(planted, t
     ("lonely", {}, DatasetError, "class 'dog' has only one image"),
     ("two_each", {}, DatasetError, "only 4 different images for 5 folds: use --folds 4"),
     ("small", {"embedder": "no_such_net"}, SmartHubError, "--embedder 'no_such_net': unknown architecture"),
+    ("small", {"embedder": "resnet18"}, ModelError, r"pick another embedder: --embedder mobilenet_v2 \(its weights"),
     ("small", {"method": "model"}, ModelError, "run `smarthub train`"),
     ("small", {"method": "magic"}, SmartHubError, "unknown review method"),
     ("small", {"folds": 1}, SmartHubError, "folds"),
     ("small", {"threshold": 1.5}, SmartHubError, "threshold"),
-], ids=["empty", "one-class", "class-of-one", "fewer-than-folds", "no-such-embedder", "no-model", "bad-method",
+], ids=["empty", "one-class", "class-of-one", "fewer-than-folds", "no-such-embedder", "embedder-offline", "no-model", "bad-method",
         "bad-folds", "bad-threshold"])
 def test_bad_input(ws, setup, options, error, match, capsys):
     per_class = {"one_class": {"cat": 3}, "small": {"cat": 3, "dog": 3}, "lonely": {"cat": 3, "dog": 1},
