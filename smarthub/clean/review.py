@@ -325,13 +325,15 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
         bad = {str(p) for p, _ in failed}
         entries_ok = [e for e in entries if str(e.path) not in bad]
         unreadable = _unreadable(entries, failed)
+        if options.method == "fast":  # the unreadable ones aside, the rest must still be reviewable
+            _check_reviewable(entries_ok, ws, options.folds)
         uniq = scorers.unique_by_sha(entries_ok)
         nb = scorers.neighbours_of(feats, [e.sha256 for e in uniq], seed=train.seed) if feats and len(uniq) > 1 \
             else None
         split_by_sha: dict[str, str] = {}
         if options.method == "fast":
+            # invariant: fast requires embeddings (ModelError above) and at least 4 readable images remain
             assert feats is not None and nb is not None
-            _check_reviewable(entries_ok, ws, options.folds)
             probs_by_sha = scorers.fast_probs(uniq, feats, nb, vocab, folds=options.folds, seed=train.seed)
         elif options.method == "finetune":
             probs_by_sha = scorers.finetune_probs(ws, entries_ok, vocab, train, folds=options.folds,
