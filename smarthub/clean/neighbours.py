@@ -85,6 +85,7 @@ def _approximate(x: np.ndarray, k: int, *, seed: int) -> tuple[np.ndarray, np.nd
     quantizer = faiss.IndexFlatIP(dims)
     index = faiss.IndexIVFFlat(quantizer, dims, nlist, faiss.METRIC_INNER_PRODUCT)
     train_rows = reduced[rng.choice(n, size=min(n, max(10 * nlist, 10_000)), replace=False)]
+    index.cp.min_points_per_centroid = 5  # 10 per list is our choice: no "provide more points" warning
     index.train(train_rows)
     index.add(reduced)
     index.nprobe = NPROBE
