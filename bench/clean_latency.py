@@ -160,7 +160,7 @@ def browser_latency(n_images: int, n_actions: int) -> None:
                 page.goto(f"http://127.0.0.1:{port}/")
                 t0 = time.perf_counter()
                 page.locator("#sh-run-review").click()
-                page.locator("#sh-status:has-text('suspects among'), [data-testid=toast-body]").first.wait_for()
+                page.locator("#sh-status:has-text('label errors among'), [data-testid=toast-body]").first.wait_for()
                 if page.get_by_test_id("toast-body").count():
                     raise SystemExit(f"review failed: {page.get_by_test_id('toast-body').first.inner_text()}")
                 print(f"\nbrowser: real fast review of {n_images} images in {time.perf_counter() - t0:.1f} s",

@@ -96,7 +96,7 @@ def rank_latency(n: int, n_classes: int, *, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        review.rank(entries, by_sha, vocab, threshold=0.6)
+        review.rank(entries, by_sha, vocab, threshold=0.6, show_all=True)
         times.append(time.perf_counter() - t)
     return float(np.median(times))
 
@@ -126,10 +126,10 @@ def refresh_latency(n: int, n_classes: int, *, repeats: int) -> tuple[float, flo
         entries, _ = review._scan(ws, None)  # first pass hashes every file and writes the sha index
         first = time.perf_counter() - t
         probs = {e.sha256: rng.dirichlet(np.full(n_classes, 0.3)) for e in entries}
-        suspects, _ = review.rank(entries, probs, vocab, threshold=0.6)
+        suspects, _ = review.rank(entries, probs, vocab, threshold=0.6, show_all=True)
         result = review.ReviewResult(suspects=suspects, vocab=vocab, n_images=len(entries), method="fast",
                                      seconds=0.0, probs_by_sha=probs, entries=entries,
-                                     options=review.ReviewOptions(train=None))
+                                     options=review.ReviewOptions(train=None, show_all=True))
         times, moves = [], []
         for r in range(repeats):
             s = result.suspects[0]
@@ -180,11 +180,11 @@ def main() -> int:
                     return 0
             rows = []
             t = time.perf_counter()
-            fast = review.review(ws, review.ReviewOptions(method="fast", folds=args.folds, train=topts))
+            fast = review.review(ws, review.ReviewOptions(method="fast", folds=args.folds, train=topts, show_all=True))
             fast_s = time.perf_counter() - t
             rows.append(("fast (OOS linear head)", fast_s, *topk([s.path for s in fast.suspects], planted)))
             t = time.perf_counter()
-            again = review.review(ws, review.ReviewOptions(method="fast", folds=args.folds, train=topts))
+            again = review.review(ws, review.ReviewOptions(method="fast", folds=args.folds, train=topts, show_all=True))
             rows.append(("fast, cached rerun", time.perf_counter() - t,
                          *topk([s.path for s in again.suspects], planted)))
             # in-sample linear head: same features, same C, fit on all and scoring the same images
@@ -198,12 +198,12 @@ def main() -> int:
             head = ranking.fit_linear_head(x, y)
             probs = ranking.head_probs(head, x, len(fast.vocab))
             ins, _ = review.rank(fast.entries, {e.sha256: p for e, p in zip(fast.entries, probs)}, fast.vocab,
-                                 threshold=0.6)
+                                 threshold=0.6, show_all=True)
             rows.append(("in-sample linear head (same C)", time.perf_counter() - t,
                          *topk([s.path for s in ins], planted)))
             if not args.skip_finetune:
                 t = time.perf_counter()
-                ft = review.review(ws, review.ReviewOptions(method="finetune", folds=args.folds, train=topts))
+                ft = review.review(ws, review.ReviewOptions(method="finetune", folds=args.folds, train=topts, show_all=True))
                 rows.append((f"finetune ({args.folds} folds, OOS)", time.perf_counter() - t,
                              *topk([s.path for s in ft.suspects], planted)))
                 t = time.perf_counter()

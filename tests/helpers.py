@@ -120,6 +120,7 @@ def in_sample_suspects(ws, options) -> list:
     hashed = hash_items(ws, items)
     entries = [review.Entry(i.path, i.label, s) for i, s in zip(hashed.items, hashed.shas)]
     vocab = [str(v) for v in learner.dls.vocab]
-    suspects, _ = review.rank(entries, {e.sha256: p for e, p in zip(entries, probs)}, vocab, threshold=0.6)
+    suspects, _ = review.rank(entries, {e.sha256: p for e, p in zip(entries, probs)}, vocab, threshold=0.6,
+                              show_all=True)
     return suspects
 

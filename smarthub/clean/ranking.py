@@ -1,8 +1,9 @@
 """Label-issue ranking as pure functions, arrays in and decisions out: no files, no models.
 
-Out-of-sample probabilities from embeddings (a K-fold cross-validated logistic-regression head),
-near duplicates (nearest neighbour by cosine similarity), outliers (cleanlab's OutOfDistribution),
-and the suspect order and kinds from cleanlab's label quality. `review.py` feeds them and caches.
+Out-of-sample probabilities from embeddings: a K-fold cross-validated logistic-regression head combined
+with the labels of each image's nearest neighbours (never its own); near duplicates and outliers from the
+same neighbour search (`neighbours.nearest`); the queue size from cleanlab's `find_label_issues` and the
+order from cleanlab's label quality. `review.py` feeds them and caches.
 """
 from __future__ import annotations
 
@@ -12,6 +13,11 @@ from typing import Any
 import numpy as np
 
 HEAD_C = 3.0  # inverse L2 regularisation of the linear head on unit-norm embeddings
+# A fold's head learns from at most this many images (a random stratified share beyond): a linear head on
+# frozen features has learnt what it can by then, and it keeps a million embeddings within minutes.
+HEAD_MAX_TRAIN_ROWS = 10_000
+KNN_K = 10  # neighbours whose labels vote (bench/review_quality.py)
+HEAD_WEIGHT = 0.5  # share of the head in the combined probabilities; the rest is neighbour agreement
 DUPLICATE_MIN_SIMILARITY = 0.97  # cosine similarity of embeddings above which two images are near duplicates
 
 
@@ -38,16 +44,18 @@ def fit_linear_head(feats: np.ndarray, labels: np.ndarray) -> Any:
 def head_probs(head: Any, feats: np.ndarray, n_classes: int) -> np.ndarray:
     """Probabilities [N, n_classes] in vocab order; classes the head never saw get 0."""
     out = np.zeros((len(feats), n_classes), dtype=np.float64)
-    if len(feats):
-        out[:, head.classes_] = head.predict_proba(normalise_rows(feats))
+    for start in range(0, len(feats), 65_536):  # chunks: scikit-learn copies its input to float64
+        chunk = normalise_rows(np.asarray(feats[start:start + 65_536], dtype=np.float32))
+        out[start:start + len(chunk), head.classes_] = head.predict_proba(chunk)
     return out
 
 
 def fold_assignment(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
-    """Stratified fold index per image; classes with fewer images than folds are spread as far as they go."""
+    """Stratified fold index per image; classes with fewer images than folds are spread as far as they go
+    (at most as many folds as the largest class has images, which scikit-learn requires)."""
     from sklearn.model_selection import StratifiedKFold
 
-    n_splits = int(min(folds, len(labels)))
+    n_splits = int(min(folds, len(labels), np.bincount(labels).max()))
     fold = np.zeros(len(labels), dtype=int)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
@@ -58,59 +66,83 @@ def fold_assignment(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
 
 
 def cross_val_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
-                    seed: int = 42) -> np.ndarray:
+                    seed: int = 42, max_train_rows: int = HEAD_MAX_TRAIN_ROWS) -> np.ndarray:
     """Out-of-sample probabilities: each image scored by a linear head fit on the other folds.
 
     An image whose class has no other image in its training folds gets 0 for that class
-    (it is then ranked as doubtful, which a class of one image is).
+    (it is then ranked as doubtful, which a class of one image is). Each fold's head learns from at most
+    `max_train_rows` images (a seeded random share), so the cost stays linear in the number of images.
     """
     fold = fold_assignment(labels, folds=folds, seed=seed)
     probs = np.zeros((len(labels), n_classes), dtype=np.float64)
+    rng = np.random.default_rng(seed)
     for k in np.unique(fold):
-        test, train = fold == k, fold != k
+        test, train = fold == k, np.flatnonzero(fold != k)
+        if len(train) > max_train_rows:
+            train = np.sort(rng.choice(train, size=max_train_rows, replace=False))
         if len(np.unique(labels[train])) < 2:
-            probs[test] = np.bincount(labels[train], minlength=n_classes) / max(1, train.sum())
+            probs[test] = np.bincount(labels[train], minlength=n_classes) / max(1, len(train))
             continue
         probs[test] = head_probs(fit_linear_head(feats[train], labels[train]), feats[test], n_classes)
     return probs
 
 
-def near_duplicates(feats: np.ndarray, *, min_similarity: float = DUPLICATE_MIN_SIMILARITY) -> np.ndarray:
-    """For each row, the index of its nearest other row if their cosine similarity ≥ min_similarity, else -1.
+def neighbour_label_probs(index: np.ndarray, similarity: np.ndarray, labels: np.ndarray, *,
+                          n_classes: int, smoothing: float = 1.0) -> np.ndarray:
+    """Each image's neighbours' labels as a distribution over classes (out-of-sample: never its own label).
 
-    Uses sklearn NearestNeighbors (chunked, memory O(n)), never a dense n×n matrix.
+    Votes are weighted by cosine similarity (negative similarity counts 0) and smoothed towards the class
+    frequencies with `smoothing` votes, so an image with few or far neighbours is not certain.
+    index/similarity: [n, k] from `neighbours.nearest` (or `neighbours.query` against the rows `labels`
+    describes), -1 where there is no neighbour.
     """
-    from sklearn.neighbors import NearestNeighbors
+    n = len(index)
+    prior = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    prior /= max(1.0, prior.sum())
+    votes = np.zeros((n, n_classes), dtype=np.float64)
+    valid = index >= 0
+    weights = np.where(valid, np.clip(similarity, 0.0, None), 0.0).astype(np.float64)
+    neighbour_labels = labels[np.where(valid, index, 0)]
+    rows = np.repeat(np.arange(n), index.shape[1])
+    np.add.at(votes, (rows, neighbour_labels.ravel()), weights.ravel())
+    votes += smoothing * prior
+    return votes / votes.sum(axis=1, keepdims=True)
 
-    out = np.full(len(feats), -1, dtype=int)
-    if len(feats) < 2:
+
+def combine_probs(head: np.ndarray, knn: np.ndarray, *, head_weight: float = HEAD_WEIGHT) -> np.ndarray:
+    """Weighted mean of the head's and the neighbours' class probabilities (rows sum to 1)."""
+    return head_weight * head + (1.0 - head_weight) * knn
+
+
+def estimated_issues(labels: np.ndarray, probs: np.ndarray) -> np.ndarray:
+    """cleanlab's `find_label_issues` (confident learning, prune by noise rate): the default review queue."""
+    return label_issue_scores(labels, probs)[1]
+
+
+def duplicates_from_neighbours(index: np.ndarray, similarity: np.ndarray, *,
+                               min_similarity: float = DUPLICATE_MIN_SIMILARITY) -> np.ndarray:
+    """For each row, its nearest other row if their cosine similarity ≥ min_similarity, else -1."""
+    out = np.full(len(index), -1, dtype=np.int64)
+    if index.shape[1] == 0:
         return out
-    x = normalise_rows(feats.astype(np.float32))
-    nn = NearestNeighbors(n_neighbors=2, metric="euclidean", algorithm="brute").fit(x)
-    dist, idx = nn.kneighbors(x)
-    # the first neighbour is usually the row itself; identical rows may swap, so take the first that is not
-    other = np.where(idx[:, 0] == np.arange(len(x)), idx[:, 1], idx[:, 0])
-    d_other = np.where(idx[:, 0] == np.arange(len(x)), dist[:, 1], dist[:, 0])
-    similarity = 1.0 - d_other ** 2 / 2.0  # unit vectors: |a-b|² = 2 - 2 cos
-    hit = similarity >= min_similarity
-    out[hit] = other[hit]
+    hit = (index[:, 0] >= 0) & (similarity[:, 0] >= min_similarity)
+    out[hit] = index[hit, 0]
     return out
 
 
-def outlier_mask(feats: np.ndarray, *, max_fraction: float = 0.02) -> np.ndarray:
-    """Images unlike the rest: cleanlab OutOfDistribution scores below the lower Tukey fence (≤ 2 %)."""
-    mask = np.zeros(len(feats), dtype=bool)
-    if len(feats) <= 20:
-        return mask
-    from cleanlab.outlier import OutOfDistribution
+def outliers_from_neighbours(similarity: np.ndarray, *, max_fraction: float = 0.02) -> np.ndarray:
+    """Images unlike the rest: mean similarity to their neighbours below the lower Tukey fence (≤ 2 %).
 
-    k = min(10, len(feats) - 1)
-    scores = OutOfDistribution(params={"k": k}).fit_score(features=normalise_rows(feats), verbose=False)
+    The same k-nearest-neighbour distance cleanlab's OutOfDistribution scores by, from the shared search.
+    """
+    mask = np.zeros(len(similarity), dtype=bool)
+    if len(similarity) <= 20 or similarity.shape[1] == 0:
+        return mask
+    scores = similarity.mean(axis=1)
     q1, q3 = np.percentile(scores, [25, 75])
     fence = q1 - 1.5 * (q3 - q1)
     cap = np.sort(scores)[max(0, int(max_fraction * len(scores)) - 1)]
-    mask = (scores < fence) & (scores <= cap)
-    return mask
+    return (scores < fence) & (scores <= cap)
 
 
 def label_issue_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -127,12 +159,13 @@ def label_issue_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarra
     return quality, issues
 
 
-def classify_suspects(labels: np.ndarray, probs: np.ndarray, *, threshold: float,
-                      duplicate: np.ndarray, outlier: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (order of suspect indices worst first, kind per image or '' if not a suspect, quality).
+def triage(labels: np.ndarray, probs: np.ndarray, *, threshold: float, duplicate: np.ndarray,
+           outlier: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (kind per image, '' when nothing is wrong; cleanlab label quality, lower worse; label-issue mask).
 
-    Order: cleanlab label quality ascending (measured to find more planted errors in the top k than
-    putting cleanlab's `find_label_issues` flags first); the flags mark otherwise-confident images 'unsure'.
+    The issue mask (cleanlab `find_label_issues`) sizes the default queue; the order within it is by quality
+    (measured to find more planted errors in the top k than putting the flags first).
+    Kind: wrong (predicted ≠ given) > duplicate > unsure (p_given < threshold, or flagged) > outlier.
     """
     quality, issues = label_issue_scores(labels, probs)
     pred = probs.argmax(axis=1)
@@ -142,6 +175,18 @@ def classify_suspects(labels: np.ndarray, probs: np.ndarray, *, threshold: float
     kind[(p_given < threshold) | issues] = "unsure"
     kind[duplicate] = "duplicate"
     kind[pred != labels] = "wrong"
-    idx = np.flatnonzero(kind != "")
-    order = idx[np.argsort(quality[idx], kind="stable")]
-    return order, kind, quality
+    return kind, quality, issues
+
+
+def default_label_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
+                        seed: int = 42, neighbours: Any = None) -> np.ndarray:
+    """smarthub's default out-of-sample probabilities: the cross-validated head and neighbour agreement combined.
+
+    `neighbours` (a `neighbours.Neighbours` over the same rows) is computed when not given.
+    """
+    from smarthub.clean.neighbours import nearest
+
+    head = cross_val_probs(feats, labels, n_classes=n_classes, folds=folds, seed=seed)
+    nb = neighbours if neighbours is not None else nearest(feats, k=KNN_K, seed=seed)
+    knn = neighbour_label_probs(nb.index, nb.similarity, labels, n_classes=n_classes)
+    return combine_probs(head, knn)

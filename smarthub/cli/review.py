@@ -1,4 +1,4 @@
-"""Review commands: rank label suspects (review) and mark images as correct (keep)."""
+"""Review commands: the review queue of estimated label errors (review) and marking images as correct (keep)."""
 from __future__ import annotations
 
 import argparse
@@ -13,20 +13,30 @@ SHOWN = 20
 def register(sub: argparse._SubParsersAction) -> None:
     from smarthub.cli.train import add_train_args
 
-    p = sub.add_parser("review", help="rank the images whose label looks wrong, worst first")
+    p = sub.add_parser("review", help="find the images whose label looks wrong: the estimated label errors, worst "
+                                      "first")
     add_workspace_args(p)
     how = p.add_mutually_exclusive_group()
     how.add_argument("--finetune", action="store_true",
                      help="out-of-sample probabilities from K fine-tunes (slow) instead of the linear head")
     how.add_argument("--fast-model", action="store_true",
                      help="score with the exported model (models/export.pkl); its training images are in-sample")
+    p.add_argument("--embedder", metavar="NAME",
+                   help="embedding model: a torchvision or timm architecture, open_clip:MODEL[:PRETRAINED] or "
+                        "dinov2_vits14 (default: the trained model's arch and size from models/report.json, "
+                        "else mobilenet_v2 at 224 px)")
+    p.add_argument("--include", metavar="FILTERS", default="",
+                   help="also show images these filters flag, comma-separated: unsure, duplicate, outlier, quality "
+                        "(all image-quality issues) or one of blurry, dark, light, low_information, "
+                        "odd_aspect_ratio, odd_size")
+    p.add_argument("--all", dest="show_all", action="store_true", help="list every image, worst first")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
     p.add_argument("--threshold", type=float, default=0.6,
                    help="below this probability of its label an image is 'unsure' (default 0.6)")
-    p.add_argument("--out", type=Path, metavar="FILE", help="write all suspects to FILE (.csv or .json)")
-    p.add_argument("--limit", type=int, metavar="N", help="keep only the N worst suspects")
-    add_train_args(p)
-    p.set_defaults(func=run_review)
+    p.add_argument("--out", type=Path, metavar="FILE", help="write the listed images to FILE (.csv or .json)")
+    p.add_argument("--limit", type=int, metavar="N", help="keep only the N worst")
+    add_train_args(p, title="embedder and fine-tune options")
+    p.set_defaults(func=run_review, arch=None, size=None)
 
     p = sub.add_parser("keep", help="mark images as correctly labelled: hidden from review until they change")
     add_workspace_args(p, models=False)
@@ -35,43 +45,71 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_keep)
 
 
+def review_options_from(args: argparse.Namespace, ws: object) -> object:
+    """ReviewOptions from the flags; the embedder is --embedder (or --arch), else the documented default."""
+    from smarthub.clean import review
+    from smarthub.cli.train import train_options_from
+
+    default = review.default_train_options(ws)  # type: ignore[arg-type]
+    embedder = args.embedder or args.arch
+    size = args.size if args.size is not None else (default.size_px if embedder is None else review.DEFAULT_SIZE_PX)
+    args = argparse.Namespace(**{**vars(args), "arch": embedder or default.arch, "size": size})
+    train = train_options_from(args)
+    method = "finetune" if args.finetune else "model" if args.fast_model else "fast"
+    include = frozenset(x for x in args.include.split(",") if x.strip())
+    return review.ReviewOptions(method=method, folds=args.folds, threshold=args.threshold, train=train,
+                                limit=args.limit, include=include, show_all=args.show_all)
+
+
 def run_review(args: argparse.Namespace) -> int:
     from smarthub.clean import review
     from smarthub.cli._common import progress_printer
-    from smarthub.cli.train import train_options_from
+    from smarthub.cli.train import quiet_libraries
 
     ws = workspace_from(args)
-    method = "finetune" if args.finetune else "model" if args.fast_model else "fast"
-    options = review.ReviewOptions(method=method, folds=args.folds, threshold=args.threshold,
-                                   train=train_options_from(args), limit=args.limit)
+    with quiet_libraries():
+        options = review.check_options(ws, review_options_from(args, ws))  # type: ignore[arg-type]
     printers: dict[str, object] = {}
 
     def progress(stage: str, done: int, total: int) -> None:
         printer = printers.setdefault(stage, progress_printer(stage))
         printer(done, total)  # type: ignore[operator]
 
-    from smarthub.cli.train import quiet_libraries
-
     with quiet_libraries():
-        result = review.review(ws, options, progress=progress)
+        result = review.review(ws, options, progress=progress)  # type: ignore[arg-type]
     for path, reason in result.skipped:
         print(f"skipped {_show(ws, path)}: {reason}")
     for note in result.notes:
         print(f"note: {note}")
     rows = [(i, _show(ws, s.path), s.given, s.predicted, f"{s.p_given:.2f}", f"{s.p_predicted:.2f}",
-             f"{s.score:.3f}", s.kind, s.split) for i, s in enumerate(result.suspects[:SHOWN], 1)]
+             f"{s.score:.3f}", s.kind, " ".join(t for t in s.tags if t != "issue") or "-")
+            for i, s in enumerate(result.suspects[:SHOWN], 1)]
     if rows:
-        print_table(rows, ("#", "path", "given", "predicted", "p_given", "p_pred", "score", "kind", "split"))
-    counts = ", ".join(f"{n} {k}" for k, n in result.by_kind().items() if n)
-    print(f"{len(result.suspects)} suspects among {result.n_images} images ({counts or 'none'}; "
-          f"{result.n_kept} kept) by the {result.method} method in {result.seconds:.1f} s")
+        print_table(rows, ("#", "path", "given", "predicted", "p_given", "p_pred", "score", "kind", "also"))
+    if len(result.suspects) > SHOWN:
+        print(f"... and {len(result.suspects) - SHOWN} more (--out FILE writes them all)")
+    print(f"{result.headline()} ({result.n_kept} kept; {result.method} method, embedder "
+          f"{options.train.arch} at {options.train.size_px} px, {result.seconds:.1f} s)")
+    print(_filters_line(result, options))
     if args.out is not None:
         out = review.write_suspects(result.suspects, args.out, base=ws.data_dir)
-        print(f"suspects written worst first to {out}")
+        print(f"{len(result.suspects)} images written worst first to {out}")
     if result.suspects:
         print("act with `smarthub relabel PATH LABEL`, `smarthub delete PATH`, `smarthub keep PATH`; undo with "
               "`smarthub undo`")
     return 0
+
+
+def _filters_line(result: object, options: object) -> str:
+    """'listed: 12 (…); filters: unsure 30 [on], duplicate 2, …' — what --include would add."""
+    counts = result.filter_counts  # type: ignore[attr-defined]
+    on = options.include  # type: ignore[attr-defined]
+    parts = [f"{name} {n}{' [on]' if name in on else ''}" for name, n in counts.items()]
+    what = "every image (--all)" if options.show_all else "the estimated label errors"  # type: ignore[attr-defined]
+    if on and not options.show_all:  # type: ignore[attr-defined]
+        what += " + " + ", ".join(sorted(on))
+    return (f"listed {len(result.suspects)}: {what}; filters (--include NAME,...): "  # type: ignore[attr-defined]
+            f"{', '.join(parts) or 'none'}")
 
 
 def run_keep(args: argparse.Namespace) -> int:

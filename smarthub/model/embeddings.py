@@ -6,8 +6,10 @@ rescan of 20,000 images hashes only what changed (a relabel moves a file by hard
 """
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
+import re
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -149,14 +151,59 @@ def hash_items(ws: Workspace, items: Sequence[ImageItem], *, progress: Progress 
 
 # ---------------------------------------------------------------- feature extractor
 
+OPEN_CLIP_PREFIX = "open_clip:"  # open_clip:MODEL[:PRETRAINED], e.g. open_clip:ViT-B-32:laion2b_s34b_b79k
+DINOV2_NAMES = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")  # torch.hub facebookresearch/dinov2
+
+
+def check_embedder(name: str) -> str:
+    """The embedder name, stripped, if smarthub knows how to build it here (weights are checked when loading).
+
+    Accepts a torchvision or timm architecture, `open_clip:MODEL[:PRETRAINED]` when open_clip is installed, or
+    a DINOv2 name (dinov2_vits14 ...). Raises SmartHubError naming the flag and the alternatives otherwise.
+    """
+    name = (name or "").strip()
+    if name.startswith(OPEN_CLIP_PREFIX):
+        if importlib.util.find_spec("open_clip") is None:
+            raise SmartHubError(f"--embedder {name}: open_clip is not installed (`pip install open_clip_torch`); "
+                                f"or use {cached_alternatives()}")
+        return name
+    from smarthub.model.archs import TORCHVISION_ARCHS, resolve_arch
+
+    if name in DINOV2_NAMES or name in TORCHVISION_ARCHS:  # known without importing torchvision
+        return name
+
+    try:
+        return resolve_arch(name).name
+    except SmartHubError as e:
+        raise SmartHubError(f"--embedder {name!r}: {e}") from e
+
+
+def cached_alternatives() -> str:
+    """'--embedder A (or B)' for the torchvision archs whose pretrained weights are in the torch cache."""
+    from smarthub.model.archs import TORCHVISION_ARCHS, cached_weights, expected_weights_file
+
+    files = {p.name for p in cached_weights()}
+    names = [a for a in TORCHVISION_ARCHS if files and expected_weights_file(a) in files]
+    if not names:
+        return "--embedder with an architecture whose weights you add with `smarthub weights add FILE` (none cached)"
+    if len(names) == 1:
+        return f"--embedder {names[0]} (its weights are cached)"
+    return f"--embedder NAME with cached weights: {', '.join(names)}"
+
+
 def load_extractor(arch: str, *, pretrained: bool = True) -> tuple[Any, tuple]:
     """(torch module mapping a normalised batch to one embedding per image, (mean, std)).
 
-    Uses `smarthub.model.archs.feature_extractor` when that module exists, else torchvision directly.
+    `arch` is a torchvision or timm architecture (through `smarthub.model.archs.feature_extractor`),
+    `open_clip:MODEL[:PRETRAINED]` (when open_clip is installed) or a DINOv2 name from torch.hub.
 
     Raises:
         ModelError: unknown arch, or its pretrained weights cannot be had (offline).
     """
+    if arch.startswith(OPEN_CLIP_PREFIX):
+        return _open_clip_extractor(arch.removeprefix(OPEN_CLIP_PREFIX))
+    if arch in DINOV2_NAMES:
+        return _dinov2_extractor(arch), IMAGENET_STATS
     try:
         from smarthub.model import archs
     except ImportError:
@@ -166,6 +213,40 @@ def load_extractor(arch: str, *, pretrained: bool = True) -> tuple[Any, tuple]:
         module.eval()
         return module, tuple(stats) if stats is not None else IMAGENET_STATS
     return _torchvision_extractor(arch, pretrained=pretrained), IMAGENET_STATS
+
+
+def _open_clip_extractor(spec: str) -> tuple[Any, tuple]:
+    import open_clip  # an optional package: check_embedder tells the user when it is missing
+    import torch
+
+    model_name, _, tag = spec.partition(":")
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag or None)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise ModelError(f"open_clip model {spec} is not available ({e}); connect once to download its weights, "
+                         f"or use {cached_alternatives()}") from e
+    norm = next((t for t in getattr(preprocess, "transforms", []) if hasattr(t, "mean") and hasattr(t, "std")), None)
+    stats = (tuple(norm.mean), tuple(norm.std)) if norm is not None else IMAGENET_STATS
+
+    class _Image(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, x: Any) -> Any:
+            return self.model.encode_image(x)
+
+    return _Image().eval(), stats
+
+
+def _dinov2_extractor(name: str) -> Any:
+    import torch
+
+    try:
+        return torch.hub.load("facebookresearch/dinov2", name, trust_repo=True).eval()
+    except (OSError, RuntimeError, ValueError, ImportError) as e:  # URLError is an OSError
+        raise ModelError(f"DINOv2 model {name} is not available ({e}); connect once so torch.hub can fetch it, "
+                         f"or use {cached_alternatives()}") from e
 
 
 def _torchvision_extractor(arch: str, *, pretrained: bool) -> Any:
@@ -257,8 +338,10 @@ def compute_embeddings(
 # ---------------------------------------------------------------- embedding cache (I/O)
 
 def _cache_file(ws: Workspace, arch: str, size_px: int, pretrained: bool) -> Path:
+    """The cache is keyed by embedder name + input size (+ scratch) and, inside, by image sha256."""
     tag = "" if pretrained else "-scratch"
-    return review_cache_dir(ws) / f"emb-{arch}-{size_px}{tag}.npz"
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", arch)
+    return review_cache_dir(ws) / f"emb-{safe}-{size_px}{tag}.npz"
 
 
 def load_embedding_cache(ws: Workspace, arch: str, size_px: int, pretrained: bool = True) -> dict[str, np.ndarray]:

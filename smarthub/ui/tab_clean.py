@@ -20,7 +20,8 @@ from smarthub.clean.session import ALL, PAGE_SIZE, CleanSession, suspect_path  #
 from smarthub.ui._common import PREVIEW_SIDE_PX, ok, problem, rel, thumbnail, user_errors, warn
 from smarthub.workspace import Workspace
 
-KINDS = ("all", "wrong", "unsure", "duplicate", "outlier")
+KINDS = ("all", "wrong", "unsure", "duplicate", "outlier", "quality")
+SHOW_ALL = "all images"  # the "also show" choice that lists every image, not a filter
 METHODS = ("fast", "finetune", "model")
 N_QUICK = 9  # relabel shortcut buttons / keys 1-9
 CONTROLS = {"--folds": "the 'folds' slider", "--threshold": "the 'unsure below p(given)' slider",
@@ -32,6 +33,7 @@ class CleanState(CleanSession):
     """Per-browser-session state of the Clean tab: the clean session plus what the page last showed."""
 
     labels_shown: tuple[str, ...] | None = None  # class list last sent to the menus and number buttons
+    result: Any = None  # the ReviewResult: turning a filter on re-queues it without inference
 
 
 @dataclass
@@ -157,10 +159,10 @@ def load_result(ws: Workspace, result: Any, st: CleanState | None = None) -> Cle
     """A fresh session state from a ReviewResult (keeps the action counts of `st`)."""
     new = CleanState()
     new.load(ws, result)
+    new.result = result
     if st is not None:
         new.counts = dict(st.counts)
-    msg = ok(f"{len(new.suspects)} suspects among {new.n_images} images "
-             f"({new.method} review, {getattr(result, 'seconds', 0.0):.1f} s)")
+    msg = ok(queue_summary(result))
     skipped = list(getattr(result, "skipped", []) or [])
     if skipped:
         listed = "; ".join(f"{rel(ws, Path(p))}: {reason}" for p, reason in skipped[:3])
@@ -173,17 +175,58 @@ def load_result(ws: Workspace, result: Any, st: CleanState | None = None) -> Cle
     return render(ws, new, msg)
 
 
+def queue_summary(result: Any) -> str:
+    """'estimated 12 label errors among 300 images · 12 listed … · filters: unsure 30, duplicate 2, …'."""
+    include = getattr(getattr(result, "options", None), "include", frozenset())
+    show_all = getattr(getattr(result, "options", None), "show_all", False)
+    shown = "every image" if show_all else "the estimated errors" + (f" + {', '.join(sorted(include))}"
+                                                                       if include else "")
+    counts = getattr(result, "filter_counts", {}) or {}
+    text = (f"estimated {getattr(result, 'estimated_issues', 0)} label errors among {result.n_images} images · "
+            f"{len(result.suspects)} listed ({shown}; {result.method} review, "
+            f"{getattr(result, 'seconds', 0.0):.1f} s)")
+    if counts:
+        text += " · filters: " + ", ".join(f"{k} {n}" for k, n in counts.items())
+    return text
+
+
+def filter_choices(result: Any) -> list[tuple[str, str]]:
+    """The 'also show' boxes, each with its count: [(label, value)]."""
+    from smarthub.clean.review import FILTERS, QUALITY_ISSUES
+
+    counts = getattr(result, "filter_counts", {}) or {}
+    n_quality = sum(counts.get(q, 0) for q in QUALITY_ISSUES)
+    out = [(SHOW_ALL, SHOW_ALL)]
+    for name in FILTERS:
+        n = (n_quality if name == "quality" else counts.get(name)) if counts else None
+        out.append((name if n is None else f"{name} ({n})", name))
+    return out
+
+
 def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, folds: int,
-               progress: gr.Progress | None = None) -> CleanView:
-    """Rank the dataset with the review core and show the worst suspects first."""
+               progress: gr.Progress | None = None, include: list[str] | tuple[str, ...] = ()) -> CleanView:
+    """Review the dataset and show the estimated label errors (and the images of the filters `include`)."""
     def cb(stage: str, done: int, total: int) -> None:
         if progress is not None:
             progress((done, total), desc=stage)
 
     with user_errors(CONTROLS):
         from smarthub.clean import review
-        options = review.ReviewOptions(method=method, folds=int(folds), threshold=float(threshold))
+        options = review.ReviewOptions(method=method, folds=int(folds), threshold=float(threshold),
+                                       include=frozenset(i for i in include if i != SHOW_ALL),
+                                       show_all=SHOW_ALL in include)
         result = review.review(ws, options, progress=cb)
+    return load_result(ws, result, st)
+
+
+def show_filters(ws: Workspace, st: CleanState, include: list[str]) -> CleanView:
+    """Turn 'also show' filters on or off: the queue is rebuilt from the review's cached scores."""
+    if st.result is None:
+        return render(ws, st)
+    with user_errors():
+        from smarthub.clean import review
+        result = review.requeue(ws, st.result, include=[i for i in include if i != SHOW_ALL],
+                                show_all=SHOW_ALL in include)
     return load_result(ws, result, st)
 
 
@@ -305,6 +348,8 @@ def build(ws: Workspace) -> None:
             threshold = gr.Slider(0.05, 0.95, value=0.6, step=0.05, label="unsure below p(given)")
             folds = gr.Slider(2, 10, value=5, step=1, label="folds")
             run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
+        show = gr.CheckboxGroup(filter_choices(None), value=[], label="also show (the queue holds the estimated "
+                                "label errors; counts after a review)", elem_id="sh-show")
         with gr.Row():
             kind = gr.Dropdown(list(KINDS), value=ALL, label="kind")
             label = gr.Dropdown([ALL], value=ALL, label="class (given)")
@@ -349,11 +394,20 @@ def build(ws: Workspace) -> None:
     outputs = [state, gallery, page_text, selected, detail, preview, status, counts, relabel_to, label, *quick,
                confirm_box, confirm_text]
 
-    def on_run(st, m, t, f, progress=gr.Progress()):
+    def on_run(st, m, t, f, inc, progress=gr.Progress()):
         try:
-            return run_review(ws, st, m, t, f, progress).outputs()
+            return run_review(ws, st, m, t, f, progress, inc).outputs()
         except gr.Error as e:  # shown in the status area, where it stays until the next action
             return page_error(ws, st, e).outputs()
+
+    def on_show(st, inc):
+        try:
+            return show_filters(ws, st, inc).outputs()
+        except gr.Error as e:
+            return page_error(ws, st, e).outputs()
+
+    def on_counts(st):
+        return gr.update(choices=filter_choices(st.result)) if st.result is not None else gr.skip()
 
     def on_filter(st, k, lab, sp):
         return set_filters(ws, st, k, lab, sp).outputs()
@@ -398,7 +452,9 @@ def build(ws: Workspace) -> None:
         cleared = "" if view.state.counts["relabelled"] > done_before else gr.skip()
         return (*view.outputs(), cleared)
 
-    run.click(on_run, [state, method, threshold, folds], outputs, show_progress_on=[status])  # one bar per job
+    run.click(on_run, [state, method, threshold, folds, show], outputs,
+              show_progress_on=[status]).then(on_counts, [state], [show])  # one bar per job
+    show.input(on_show, [state, show], outputs)
     for widget in (kind, label, split):
         widget.input(on_filter, [state, kind, label, split], outputs)
     prev.click(on_prev, [state], outputs)

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 import helpers
-from helpers import make_image, plant_label_noise, write_fashion_folders
+from clean_setup import CLASSES, IMAGE_PX, PER_CLASS, fast_options
+from helpers import make_image, write_fashion_folders
 from smarthub import fileops
 from smarthub.clean import ranking
 from smarthub.clean import review
@@ -19,32 +20,14 @@ from smarthub.cli import main
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.workspace import Workspace
 
-CLASSES = ("tshirt", "trouser", "pullover", "sneaker", "bag")
-PER_CLASS = 60
-IMAGE_PX = 64
 # Recall of the planted errors in the top k (k = number planted), fast method, this exact set-up.
 # Measured over seeds 0-7 (bench/RESULTS.md, Review): worst 0.867 (26 of 30), mean 0.90. Bound = 0.75
 # (23 of 30): three errors of margin below the worst seed, for BLAS / library-version jitter.
 MIN_RECALL = 0.75
 
 
-def fast_options(**kw) -> review.ReviewOptions:
-    from smarthub.model.train import TrainOptions
-
-    return review.ReviewOptions(train=TrainOptions(arch="mobilenet_v2", size_px=IMAGE_PX, epochs=1), **kw)
 
 
-def plant_noise(data_dir: Path, *, seed: int, per_class: int = PER_CLASS) -> set[Path]:
-    """Fashion-MNIST class folders with a seeded 10 % moved into wrong folders; returns the moved paths."""
-    return plant_label_noise(data_dir, classes=CLASSES, per_class=per_class, size_px=IMAGE_PX, seed=seed)
-
-
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory, torch_home):
-    root = tmp_path_factory.mktemp("planted")
-    ws = Workspace(data_dir=root / "data", models_dir=root / "models")
-    moved = plant_noise(ws.data_dir, seed=0)
-    return ws, moved
 
 
 def recall_at_k(suspects: list[review.Suspect], planted_paths: set[Path]) -> float:
@@ -61,7 +44,7 @@ def in_sample_suspects(ws: Workspace) -> list[review.Suspect]:
 
 def test_fast_review_finds_planted_errors_and_beats_in_sample(planted):
     ws, moved = planted
-    result = review.review(ws, fast_options())
+    result = review.review(ws, fast_options(show_all=True))
     assert result.n_images == PER_CLASS * len(CLASSES)
     assert result.vocab == sorted(CLASSES)
     assert all(s.split == "valid" for s in result.suspects)  # every image scored out-of-sample
@@ -91,7 +74,7 @@ def test_refresh_after_relabel_trash_undo_and_a_new_image(planted, tmp_path):
     src_ws, moved = planted
     ws = Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     shutil.copytree(src_ws.data_dir, ws.data_dir)  # the cache travels with it: no inference needed
-    result = review.review(ws, fast_options())
+    result = review.review(ws, fast_options(show_all=True))
     worst = result.suspects[0]
     op = fileops.relabel(ws, [worst.path], worst.predicted)
     after = review.refresh(ws, result)
@@ -122,7 +105,7 @@ def test_keep_hides_until_content_changes(planted, tmp_path):
     src_ws, _ = planted
     ws = Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     shutil.copytree(src_ws.data_dir, ws.data_dir)
-    result = review.review(ws, fast_options())
+    result = review.review(ws, fast_options(show_all=True))
     target = result.suspects[0].path
     [sha] = review.keep(ws, target)
     assert review.kept(ws) == {sha}
@@ -130,7 +113,7 @@ def test_keep_hides_until_content_changes(planted, tmp_path):
     after = review.refresh(ws, result)
     assert target not in {s.path for s in after.suspects}
     assert after.n_kept == 1
-    assert target not in {s.path for s in review.review(ws, fast_options()).suspects}
+    assert target not in {s.path for s in review.review(ws, fast_options(show_all=True)).suspects}
     # new content at the same path: the keep mark no longer applies
     other = next(s.path for s in result.suspects if s.path.parent == target.parent and s.path != target)
     target.write_bytes(other.read_bytes())
@@ -178,7 +161,7 @@ def test_near_duplicate_across_classes_and_corrupt_image_are_reported(planted, t
     sneaker = sorted((ws.data_dir / "sneaker").iterdir())[0]
     Image.open(sneaker).convert("RGB").save(ws.data_dir / "bag" / "dup.jpg", quality=90)
     (ws.data_dir / "trouser" / "broken.png").write_bytes(b"not an image at all")
-    result = review.review(ws, fast_options())
+    result = review.review(ws, fast_options(include={"duplicate"}))
     assert [(p.name, "not an image" in r) for p, r in result.skipped] == [("broken.png", True)]
     # reported again, never retried, by refresh and by a review served from the cache
     assert [p.name for p, _ in review.refresh(ws, result).skipped] == ["broken.png"]
@@ -191,21 +174,34 @@ def test_near_duplicate_across_classes_and_corrupt_image_are_reported(planted, t
 @pytest.mark.parametrize("setup, options, error, match", [
     ("empty", {}, DatasetError, "no images"),
     ("one_class", {}, DatasetError, "only one class"),
+    ("lonely", {}, DatasetError, "class 'dog' has only one image"),
+    ("two_each", {}, DatasetError, "only 4 different images for 5 folds: use --folds 4"),
+    ("small", {"embedder": "no_such_net"}, SmartHubError, "--embedder 'no_such_net': unknown architecture"),
+    ("small", {"embedder": "resnet18"}, ModelError, r"pick another embedder: --embedder mobilenet_v2 \(its weights"),
     ("small", {"method": "model"}, ModelError, "run `smarthub train`"),
     ("small", {"method": "magic"}, SmartHubError, "unknown review method"),
     ("small", {"folds": 1}, SmartHubError, "folds"),
     ("small", {"threshold": 1.5}, SmartHubError, "threshold"),
-], ids=["empty", "one-class", "no-model", "bad-method", "bad-folds", "bad-threshold"])
-def test_bad_input(ws, setup, options, error, match):
-    if setup == "one_class":
-        for i in range(3):
-            make_image(ws.data_dir / "cat" / f"{i}.jpg", pattern=i)
-    elif setup == "small":
-        for label in ("cat", "dog"):
-            for i in range(3):
-                make_image(ws.data_dir / label / f"{i}.jpg", pattern=i + (10 if label == "dog" else 0))
+], ids=["empty", "one-class", "class-of-one", "fewer-than-folds", "no-such-embedder", "embedder-offline", "no-model", "bad-method",
+        "bad-folds", "bad-threshold"])
+def test_bad_input(ws, setup, options, error, match, capsys):
+    per_class = {"one_class": {"cat": 3}, "small": {"cat": 3, "dog": 3}, "lonely": {"cat": 3, "dog": 1},
+                 "two_each": {"cat": 2, "dog": 2}}.get(setup, {})
+    for c, (label, n) in enumerate(per_class.items()):
+        for i in range(n):
+            make_image(ws.data_dir / label / f"{i}.jpg", pattern=10 * c + i)
+    embedder = options.pop("embedder", None)
     with pytest.raises(error, match=match):
-        review.review(ws, fast_options(**options))
+        opts = fast_options(**options)
+        if embedder:
+            opts.train.arch = embedder
+        review.review(ws, opts)
+    if setup in ("lonely", "two_each") or embedder:  # the CLI: one line on stderr, exit 2
+        argv = ["review", "--data", str(ws.data_dir), "--models", str(ws.models_dir)]
+        argv += ["--embedder", embedder] if embedder else []
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err
 
 
 def test_deleted_behind_our_back_is_skipped(small_ws):
@@ -267,7 +263,7 @@ def test_cli_review_and_keep(planted, tmp_path, capsys):
                  "--size", str(IMAGE_PX), "--out", str(out), "--limit", "7"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert "7 suspects among 300 images" in printed and f"written worst first to {out}" in printed
+    assert "label errors among 300 images" in printed and f"7 images written worst first to {out}" in printed
     assert len(out.read_text().splitlines()) == 8
     first = out.read_text().splitlines()[1].split(",")[0]
     assert main(["keep", "--data", str(ws.data_dir), str(ws.data_dir / first)]) == 0
