@@ -214,7 +214,7 @@ def demo_detector_options():
     """yolov8n from scratch on small scenes: about half a minute on two idle CPU cores (see README)."""
     from smarthub.annotate.train_detector import DetectorTrainOptions
 
-    return DetectorTrainOptions(model="yolov8n.yaml", epochs=40, imgsz=128, batch=16, device="cpu",
+    return DetectorTrainOptions(model="yolov8n.yaml", epochs=40, imgsz=128, batch=16, device="auto",
                                 name=DEMO_DETECTOR_RUN)
 
 
