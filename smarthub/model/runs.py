@@ -116,15 +116,14 @@ def new_run_id(arch: str, *, now: datetime, existing: Iterable[str] = ()) -> str
 
 
 def valid_image_records(paths: Sequence[Path], labels: Sequence[str], predicted: Sequence[str], *,
-                        data_dir: Path) -> list[dict[str, str]]:
-    """One record per validation image: sha256 of its bytes, path (relative to data_dir), label, prediction."""
-    from smarthub.dataset import sha256_file
-
+                        data_dir: Path, shas: Sequence[str]) -> list[dict[str, str]]:
+    """One record per validation image: sha256 of its bytes (as training hashed them), path (relative to
+    data_dir), label, prediction."""
     records = []
-    for path, label, pred in zip(paths, labels, predicted, strict=True):
+    for path, label, pred, sha in zip(paths, labels, predicted, shas, strict=True):
         path = Path(path)
         rel = path.relative_to(data_dir).as_posix() if path.is_relative_to(data_dir) else str(path)
-        records.append({"sha256": sha256_file(path), "path": rel, "label": str(label), "predicted": str(pred)})
+        records.append({"sha256": str(sha), "path": rel, "label": str(label), "predicted": str(pred)})
     return records
 
 

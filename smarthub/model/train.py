@@ -446,6 +446,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     report["seconds"] = round(time.monotonic() - started, 2)
     portable_learner(learn)
     write_artifacts(ws, learn, report, valid_items=[it for it, v in zip(items, is_valid) if v],  # dls.valid order
+                    valid_shas=[s for s, v in zip(shas, is_valid) if v],
                     valid_preds=[vocab[i] for i in np.asarray(probs).argmax(axis=1)])
     _report(progress, "done")
     return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report=report,
@@ -570,7 +571,7 @@ def check_images_cached(ws: Any, items: Sequence[ImageItem], *, progress: Progre
 
 
 def write_artifacts(ws: Any, learn: Any, report: dict, *, valid_items: Sequence[ImageItem],
-                    valid_preds: Sequence[str]) -> None:
+                    valid_shas: Sequence[str], valid_preds: Sequence[str]) -> None:
     """Record the run in models/runs/<run id>/ (export.pkl, history.csv, confusion.png, report.json with the
     validation images) and promote it by `report["options"]["promote"]` (model/runs.py).
 
@@ -580,7 +581,7 @@ def write_artifacts(ws: Any, learn: Any, report: dict, *, valid_items: Sequence[
 
     report["valid_images"] = runs.valid_image_records([it.path for it in valid_items],
                                                       [it.label for it in valid_items], valid_preds,
-                                                      data_dir=ws.data_dir)
+                                                      data_dir=ws.data_dir, shas=valid_shas)
     outcome = runs.record_run(ws, report, save_export=lambda tmp: learn.export(Path(tmp).absolute()),
                               history_csv=history_csv(report["history"]),
                               confusion_png=confusion_png(report["confusion_matrix"], report["vocab"]),
