@@ -6,12 +6,16 @@ embedded once with torchvision MobileNetV2 (offline ImageNet weights); labels ar
 20 % of them, either uniformly to another class or to the most similar class (the class whose embedding
 centroid is nearest: how real mistakes look). For each set-up and way it prints recall@k (k = planted count)
 and the default queue's size, precision and recall:
-  default      smarthub: out-of-sample head and neighbour agreement combined, queue = cleanlab find_label_issues
+  default      smarthub: out-of-sample head and neighbour agreement combined, one prune-and-refit round,
+               queue = cleanlab find_label_issues
+  no-refit     the same without the prune-and-refit round (the previous default)
   head         the 5-fold cross-validated linear head alone
   neighbours   kNN label agreement alone (k = 10, cosine, similarity-weighted)
   rank-mean    mean of the head's and the neighbours' ranks (the other way to combine, for the choice)
   in-sample    fastai fine-tune on all images ranking its own training images by loss (ImageClassifierCleaner)
   cleanlab-ft  cleanlab on out-of-fold probabilities of K fastai fine-tunes (1 frozen + 1 unfrozen epoch each)
+  true-labels  a ceiling, not a way: the 5-fold head trained on the TRUE labels, ranking the noisy ones; what
+               these embeddings can separate at best
 
 Timing: the whole default ranking (head + neighbours + queue) on synthetic clustered vectors of the real
 embedding dimension (1280) for the sizes given, against exact brute-force neighbours at the smallest size.
@@ -144,7 +148,8 @@ def scores(order: np.ndarray, queue: np.ndarray, moved: np.ndarray) -> tuple[flo
     return at_k, len(q), hits / max(1, len(q)), hits / k
 
 
-def cheap_ways(feats: np.ndarray, noisy: np.ndarray, n_classes: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def cheap_ways(feats: np.ndarray, noisy: np.ndarray, n_classes: int,
+               true_labels: np.ndarray | None = None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """way → (order worst first, queue mask) for the embedding-only ways."""
     from smarthub.clean import ranking
     from smarthub.clean.neighbours import nearest
@@ -162,6 +167,11 @@ def cheap_ways(feats: np.ndarray, noisy: np.ndarray, n_classes: int) -> dict[str
     out["rank-mean"] = (np.argsort(ranks, kind="stable"), out["mean-probs w=0.5"][1])
     default = ranking.default_label_probs(feats, noisy, n_classes=n_classes, folds=5, seed=42)
     out["default"] = (quality_rank(noisy, default), ranking.estimated_issues(noisy, default))
+    no_refit = ranking.default_label_probs(feats, noisy, n_classes=n_classes, folds=5, seed=42, refit_rounds=0)
+    out["no-refit"] = (quality_rank(noisy, no_refit), ranking.estimated_issues(noisy, no_refit))
+    if true_labels is not None:
+        ceiling = ranking.cross_val_probs(feats, true_labels, n_classes=n_classes, folds=5, seed=42)
+        out["true-labels (ceiling)"] = (quality_rank(noisy, ceiling), ranking.estimated_issues(noisy, ceiling))
     from cleanlab.count import num_label_issues
 
     n_est = num_label_issues(noisy, default)
@@ -221,8 +231,9 @@ def run_quality(args: argparse.Namespace) -> None:
                 for rate in args.rates:
                     for seed in range(args.seeds):
                         noisy, moved = plant(labels, feats, rate=rate, noise=noise, seed=seed)
-                        ways = cheap_ways(feats, noisy, len(vocab))
-                        if args.finetune and (args.finetune_rates is None or rate in args.finetune_rates):
+                        ways = cheap_ways(feats, noisy, len(vocab), true_labels=labels)
+                        if (args.finetune and seed < args.finetune_seeds
+                                and (args.finetune_rates is None or rate in args.finetune_rates)):
                             t = time.perf_counter()
                             ways.update(finetune_ways(paths, noisy, vocab, size_px=args.size, folds=args.ft_folds))
                             print(f"  fine-tunes {time.perf_counter() - t:.0f} s", flush=True)
@@ -232,13 +243,13 @@ def run_quality(args: argparse.Namespace) -> None:
                             print(f"{name:13s} {noise:7s} {rate:4.2f} s{seed} {way:18s} recall@k {r[5]:.3f} "
                                   f"queue {r[6]:4d} (2x truth {2 * r[9]:4d}) precision {r[7]:.3f} recall {r[8]:.3f}",
                                   flush=True)
-    print("\n| dataset | noise | rate | way | recall@k | queue (truth) | queue precision | queue recall |")
-    print("|---|---|---:|---|---:|---:|---:|---:|")
+    print("\n| dataset | noise | rate | way | draws | recall@k | queue (truth) | queue precision | queue recall |")
+    print("|---|---|---:|---|---:|---:|---:|---:|---:|")
     keys = sorted({(r[0], r[1], r[2], r[4]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
     for key in keys:
         sel = [r for r in rows if (r[0], r[1], r[2], r[4]) == key]
         m = np.mean([r[5:9] for r in sel], axis=0)
-        print(f"| {key[0]} | {key[1]} | {int(key[2] * 100)} % | {key[3]} | {m[0]:.3f} | {m[1]:.0f} ({sel[0][9]}) | "
+        print(f"| {key[0]} | {key[1]} | {int(key[2] * 100)} % | {key[3]} | {len(sel)} | {m[0]:.3f} | {m[1]:.0f} ({sel[0][9]}) | "
               f"{m[2]:.3f} | {m[3]:.3f} |")
 
 
@@ -279,10 +290,12 @@ def run_timing(sizes: list[int], dim: int) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--per-class", type=int, default=40)
-    ap.add_argument("--size", type=int, default=64, help="image side in px (written and model input)")
+    ap.add_argument("--per-class", type=int, default=100, help="images per class (the bootstrap case: 50-200)")
+    ap.add_argument("--size", type=int, default=224, help="image side in px (written and model input; 224 is "
+                    "what review embeds at without a trained model)")
     ap.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",")], default=list(RATES))
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=3, help="noise draws per set-up (figures are their mean)")
+    ap.add_argument("--finetune-seeds", type=int, default=1, help="of those, how many also run the fine-tunes")
     ap.add_argument("--no-finetune", dest="finetune", action="store_false")
     ap.add_argument("--finetune-rates", type=lambda s: [float(x) for x in s.split(",")], default=None)
     ap.add_argument("--ft-folds", type=int, default=3)

@@ -296,3 +296,41 @@ def test_keep_file_survives_a_failed_write(small_ws, monkeypatch):
     monkeypatch.undo()
     assert small_ws.keep_path.read_bytes() == before
     assert [p.name for p in small_ws.meta_dir.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_excluded_images_never_train_a_head():
+    """`exclude` keeps images out of every fold's head: moving their embeddings changes no other image's scores
+    (the folds depend on the labels only), while without `exclude` it does."""
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 20)
+    feats = rng.normal(size=(len(labels), 16)) + 2.0 * np.eye(3, 16)[labels]
+    excluded = np.zeros(len(labels), dtype=bool)
+    excluded[[0, 21, 45]] = True
+    moved = feats.copy()
+    moved[excluded] = rng.normal(size=(3, 16)) * 5.0
+    before = ranking.cross_val_probs(feats, labels, n_classes=3, folds=5, exclude=excluded)
+    after = ranking.cross_val_probs(moved, labels, n_classes=3, folds=5, exclude=excluded)
+    assert np.allclose(before[~excluded], after[~excluded])
+    plain_before = ranking.cross_val_probs(feats, labels, n_classes=3, folds=5)
+    plain_after = ranking.cross_val_probs(moved, labels, n_classes=3, folds=5)
+    assert not np.allclose(plain_before[~excluded], plain_after[~excluded])
+
+
+def test_prune_and_refit_round_refits_and_never_prunes_a_whole_class(monkeypatch):
+    rng = np.random.default_rng(2)
+    true = np.repeat(np.arange(4), 25)
+    feats = rng.normal(size=(len(true), 32)) + 1.5 * np.eye(4, 32)[true]
+    noisy = true.copy()
+    moved = rng.choice(len(true), size=10, replace=False)
+    noisy[moved] = (true[moved] + 1) % 4
+    once = ranking.default_label_probs(feats, noisy, n_classes=4, refit_rounds=0)
+    refit = ranking.default_label_probs(feats, noisy, n_classes=4, refit_rounds=1)
+    assert np.allclose(refit.sum(axis=1), 1.0)
+    assert not np.allclose(once, refit)  # the flagged images were pruned and the heads fitted again
+    # when the flags cover a whole class (here: the one image of class 4), pruning would remove the class:
+    # the first round stands
+    lone = np.append(noisy, 4)
+    lone_feats = np.vstack([feats, rng.normal(size=(1, 32))])
+    monkeypatch.setattr(ranking, "estimated_issues", lambda labels, probs: labels == 4)
+    assert np.allclose(ranking.default_label_probs(lone_feats, lone, n_classes=5, refit_rounds=1),
+                       ranking.default_label_probs(lone_feats, lone, n_classes=5, refit_rounds=0))
