@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import sys
 import tempfile
 import time
@@ -37,20 +36,6 @@ PHOTOS = ("grass", "gravel", "brick", "coffee", "chelsea", "astronaut", "rocket"
           "camera", "coins")
 
 
-def load_drawings(folder: Path, max_side: int = 256) -> list[Image.Image]:
-    """The RGBA drawings of one class, trimmed to their visible pixels."""
-    out = []
-    for path in sorted(folder.glob("*.png")):
-        im = Image.open(path).convert("RGBA")
-        bbox = im.getchannel("A").getbbox()
-        if bbox is None:
-            continue
-        im = im.crop(bbox)
-        im.thumbnail((max_side, max_side))
-        out.append(im)
-    return out
-
-
 def backgrounds() -> list[Image.Image]:
     import skimage.data as skd
 
@@ -60,47 +45,6 @@ def backgrounds() -> list[Image.Image]:
         arr = arr[0] if isinstance(arr, tuple) else arr
         out.append(Image.fromarray(arr).convert("RGB"))
     return out
-
-
-def make_scenes(folder: Path, n: int, drawings: dict[str, list[Image.Image]], photos: list[Image.Image], *,
-                size: tuple[int, int], seed: int) -> int:
-    """Write n scenes (JPEG) with their Labelme truth next to them; return the number of boxes."""
-    from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
-
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    w, h = size
-    n_boxes = 0
-    for i in range(n):
-        photo = rng.choice(photos)
-        scale = rng.uniform(0.3, 1.0)
-        cw, ch = int(min(photo.width, w / scale * 1.0)), int(min(photo.height, h / scale * 1.0))
-        x0, y0 = rng.randint(0, photo.width - cw), rng.randint(0, photo.height - ch)
-        im = photo.crop((x0, y0, x0 + cw, y0 + ch)).resize(size, Image.Resampling.BILINEAR)
-        shapes: list[Shape] = []
-        boxes: list[tuple[int, int, int, int]] = []
-        for _ in range(rng.randint(1, 3)):
-            label = rng.choice(sorted(drawings))
-            d = rng.choice(drawings[label])
-            side = rng.randint(int(0.22 * h), int(0.55 * h))
-            d = d.copy()
-            d.thumbnail((side, side))
-            for _attempt in range(20):
-                x, y = rng.randint(0, w - d.width), rng.randint(0, h - d.height)
-                box = (x, y, x + d.width, y + d.height)
-                if all(box[2] <= b[0] or b[2] <= box[0] or box[3] <= b[1] or b[3] <= box[1] for b in boxes):
-                    break
-            else:
-                continue
-            im.paste(d, (x, y), d)
-            boxes.append(box)
-            shapes.append(Shape(label=label, points=[[float(box[0]), float(box[1])], [float(box[2]), float(box[3])]]))
-        name = f"scene{i:04d}.jpg"
-        im.save(folder / name, quality=90)
-        save_labelme(folder / f"scene{i:04d}.json", LabelmeFile(image_path=name, image_height=h, image_width=w,
-                                                                shapes=shapes))
-        n_boxes += len(shapes)
-    return n_boxes
 
 
 def main() -> None:
@@ -118,8 +62,10 @@ def main() -> None:
     from smarthub.annotate.detect import DetectorOptions, import_ultralytics, load_detector
     from smarthub.annotate.evaluate import evaluate_annotations
     from smarthub.annotate.export import export_yolo
+    from smarthub.annotate.scenes import compose_scenes, load_drawings
 
-    drawings = {label: load_drawings(folder) for label, folder in CLASSES.items()}
+    skipped: list[tuple[Path, str]] = []  # a few drawings are rasters beyond the pixel limit
+    drawings = {label: load_drawings(folder, failed=skipped) for label, folder in CLASSES.items()}
     # the unseen batch uses drawings the detector never saw: every 4th drawing of each class is held out
     seen = {label: [d for i, d in enumerate(ds) if i % 4] for label, ds in drawings.items()}
     unseen = {label: [d for i, d in enumerate(ds) if not i % 4] for label, ds in drawings.items()}
@@ -127,9 +73,11 @@ def main() -> None:
     size = (args.imgsz, args.imgsz * 3 // 4)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        n_train = make_scenes(root / "train", args.train, seen, photos, size=size, seed=args.seed)
+        n_train = compose_scenes(root / "train", args.train, seen, photos, size=size, seed=args.seed,
+                                 side_frac=(0.22, 0.55))
         batches = {"new drawings": unseen, "seen drawings": seen}
-        n_truth = {name: make_scenes(root / name, args.batch, ds, photos, size=size, seed=args.seed + 1 + k)
+        n_truth = {name: compose_scenes(root / name, args.batch, ds, photos, size=size, seed=args.seed + 1 + k,
+                                       side_frac=(0.22, 0.55))
                    for k, (name, ds) in enumerate(batches.items())}
         print(f"{args.train} training scenes ({n_train} boxes), batches of {args.batch} scenes "
               f"({', '.join(f'{k}: {v} boxes' for k, v in n_truth.items())}), {size[0]}x{size[1]} px; drawings: "

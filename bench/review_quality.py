@@ -181,38 +181,57 @@ def cheap_ways(feats: np.ndarray, noisy: np.ndarray, n_classes: int,
     return out
 
 
+def fastai_fine_tune(paths: list[Path], labels: list[str], valid: list[int], *, size_px: int) -> object:
+    """fastai's own recipe: vision_learner(mobilenet_v2) + fine_tune(1) (1 frozen + 1 unfrozen epoch)."""
+    from fastai.data.block import CategoryBlock, DataBlock
+    from fastai.data.transforms import IndexSplitter
+    from fastai.vision.augment import Resize, ResizeMethod, aug_transforms
+    from fastai.vision.data import ImageBlock
+    from fastai.vision.learner import vision_learner
+
+    from smarthub.model.archs import resolve_arch
+
+    by_path = dict(zip(paths, labels))
+
+    def label_of(path: Path) -> str:
+        return by_path[path]
+
+    block = DataBlock(blocks=(ImageBlock, CategoryBlock), get_y=label_of, splitter=IndexSplitter(valid),
+                      item_tfms=Resize(size_px, method=ResizeMethod.Squish), batch_tfms=aug_transforms())
+    learn = vision_learner(block.dataloaders(paths, bs=32, num_workers=0), resolve_arch("mobilenet_v2").model_fn)
+    with learn.no_bar(), learn.no_logging():
+        learn.fine_tune(1)
+    return learn
+
+
+def fastai_probs(learn: object, paths: list[Path], vocab: list[str]) -> np.ndarray:
+    probs, _ = learn.get_preds(dl=learn.dls.test_dl(paths))  # type: ignore[attr-defined]
+    learner_vocab = [str(v) for v in learn.dls.vocab]  # type: ignore[attr-defined]
+    return np.asarray(probs, dtype=np.float64)[:, [learner_vocab.index(c) for c in vocab]]
+
+
 def finetune_ways(paths: list[Path], noisy: np.ndarray, vocab: list[str], *, size_px: int,
                   folds: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """in-sample fastai top losses and cleanlab on K-fold fine-tunes (each 1 frozen + 1 unfrozen epoch)."""
+    """in-sample fastai top losses (what ImageClassifierCleaner shows) and cleanlab on K-fold fastai fine-tunes."""
+    from fastai.torch_core import set_seed
+
     from smarthub.clean import ranking
-    from smarthub.dataset import ImageItem
-    from smarthub.model import train
 
-    opts = train.TrainOptions(arch="mobilenet_v2", size_px=size_px, epochs=1, freeze_epochs=1, batch_size=32,
-                              num_workers=0)
-    items = [ImageItem(path=p, label=vocab[y]) for p, y in zip(paths, noisy)]
+    labels = [vocab[y] for y in noisy]
     out = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        learner = train.build_learner(items, [i == 0 for i in range(len(items))], opts, work_dir=Path(tmp) / "all")
-        train.fit(learner, opts)
-        probs = _in_vocab(train.predict_probs(learner, paths), learner, vocab)
-        p_given = probs[np.arange(len(noisy)), noisy]
-        out["in-sample"] = (np.argsort(p_given, kind="stable"), probs.argmax(axis=1) != noisy)
-        fold = ranking.fold_assignment(noisy, folds=folds, seed=42)
-        oof = np.zeros_like(probs)
-        for k in range(folds):
-            learner = train.build_learner(items, list(fold == k), opts, work_dir=Path(tmp) / f"f{k}")
-            train.fit(learner, opts)
-            held = np.flatnonzero(fold == k)
-            oof[held] = _in_vocab(train.predict_probs(learner, [paths[i] for i in held]), learner, vocab)
-        out["cleanlab-ft"] = (quality_rank(noisy, oof), ranking.estimated_issues(noisy, oof))
+    set_seed(42)
+    learn = fastai_fine_tune(paths, labels, [0], size_px=size_px)  # fastai needs a validation set: one image
+    probs = fastai_probs(learn, paths, vocab)
+    p_given = probs[np.arange(len(noisy)), noisy]
+    out["in-sample"] = (np.argsort(p_given, kind="stable"), probs.argmax(axis=1) != noisy)
+    fold = ranking.fold_assignment(noisy, folds=folds, seed=42)
+    oof = np.zeros_like(probs)
+    for k in range(int(fold.max()) + 1):
+        held = np.flatnonzero(fold == k)
+        learn = fastai_fine_tune(paths, labels, held.tolist(), size_px=size_px)
+        oof[held] = fastai_probs(learn, [paths[i] for i in held], vocab)
+    out["cleanlab-ft"] = (quality_rank(noisy, oof), ranking.estimated_issues(noisy, oof))
     return out
-
-
-def _in_vocab(probs: np.ndarray, learner: object, vocab: list[str]) -> np.ndarray:
-    learner_vocab = [str(v) for v in learner.dls.vocab]  # type: ignore[attr-defined]
-    cols = [learner_vocab.index(c) for c in vocab]
-    return np.asarray(probs, dtype=np.float64)[:, cols]
 
 
 def run_quality(args: argparse.Namespace) -> None:
@@ -245,7 +264,8 @@ def run_quality(args: argparse.Namespace) -> None:
                                   flush=True)
     print("\n| dataset | noise | rate | way | draws | recall@k | queue (truth) | queue precision | queue recall |")
     print("|---|---|---:|---|---:|---:|---:|---:|---:|")
-    keys = sorted({(r[0], r[1], r[2], r[4]) for r in rows}, key=lambda k: (k[0], k[1], k[2]))
+    way_order = list(dict.fromkeys(r[4] for r in rows))  # first-seen order: the same in every set-up
+    keys = sorted({(r[0], r[1], r[2], r[4]) for r in rows}, key=lambda k: (k[0], k[1], k[2], way_order.index(k[3])))
     for key in keys:
         sel = [r for r in rows if (r[0], r[1], r[2], r[4]) == key]
         m = np.mean([r[5:9] for r in sel], axis=0)
