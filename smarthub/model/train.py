@@ -271,7 +271,7 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     from contextlib import nullcontext
 
     from smarthub.model.lpft import fit_linear_head, make_frozen_bn, make_keep_best, score_head, set_head
-    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR
+    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV
 
     history: list[dict] = []
     baseline = None
@@ -303,7 +303,7 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
         if options.pretrained:
             lr = options.lr or DEFAULT_FINETUNE_LR
             learner.unfreeze()
-            learner.fit_one_cycle(options.epochs, slice(lr / 10, lr), pct_start=0.25,
+            learner.fit_one_cycle(options.epochs, slice(lr / FINETUNE_BODY_LR_DIV, lr), pct_start=0.25,
                                   cbs=[cb, keep, make_frozen_bn(), *cbs])
         else:
             learner.fit_one_cycle(options.epochs, options.lr or DEFAULT_SCRATCH_LR, cbs=[cb, keep, *cbs])

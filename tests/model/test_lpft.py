@@ -137,3 +137,41 @@ def test_review_style_fit_without_a_cache_computes_the_head_through_the_learner(
     assert result.head_accuracy is not None and result.head_accuracy > 0.5  # chance is 1/3
     probs = predict_probs(learn, [i.path for i in items])
     assert probs.shape == (18, 3)
+
+
+
+def test_stage2_fine_tunes_the_body_at_a_tenth_of_the_head_rate_on_frozen_batchnorm(tmp_path: Path) -> None:
+    """The stage-2 recipe measured in bench/time_to_accuracy.py: one-cycle with the head at DEFAULT_FINETUNE_LR,
+    the body at FINETUNE_BODY_LR_DIV times less, every BatchNorm layer on its ImageNet statistics while the
+    weights learn."""
+    import torch
+    from fastai.callback.core import Callback
+
+    from smarthub.dataset import scan_dataset
+    from smarthub.model.options import DEFAULT_FINETUNE_LR, FINETUNE_BODY_LR_DIV
+    from smarthub.model.train import TrainOptions, build_learner, fit, split_items
+
+    ws = _fashion_ws(tmp_path, per_class=6)
+    items = scan_dataset(ws.data_dir)
+    options = TrainOptions(size_px=32, batch_size=4, epochs=1)
+    learn = build_learner(items, split_items(items, valid_pct=0.34, seed=3), options, work_dir=tmp_path / "work")
+    bns = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    imagenet_mean = bns[0].running_mean.clone()
+    first_conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
+    start_weight = first_conv.weight.detach().clone()
+    seen: dict[str, list] = {"lrs": [], "bn_training": [], "body_moved": []}
+
+    class Spy(Callback):
+        def after_batch(self) -> None:
+            if self.training:
+                seen["lrs"].append([h["lr"] for h in self.learn.opt.hypers])
+                seen["bn_training"].append(any(m.training for m in bns))
+                seen["body_moved"].append(not torch.equal(first_conv.weight, start_weight))
+
+    fit(learn, options, cbs=[Spy()])
+    assert seen["lrs"] and not any(seen["bn_training"]) and all(seen["body_moved"])
+    assert torch.equal(bns[0].running_mean, imagenet_mean)
+    for body_lr, head_lr in seen["lrs"]:
+        assert body_lr == pytest.approx(head_lr / FINETUNE_BODY_LR_DIV)
+        assert 0 < head_lr <= DEFAULT_FINETUNE_LR
+    assert max(h for _, h in seen["lrs"]) > DEFAULT_FINETUNE_LR / 25  # the one-cycle warm-up leaves its floor
