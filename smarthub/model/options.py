@@ -30,9 +30,9 @@ class TrainOptions:
     The recipe (pretrained): stage 1 fits a linear head on cached frozen-body embeddings (seconds); stage 2
     fine-tunes the whole network from that head for `epochs` epochs (one-cycle, head at `lr` or
     DEFAULT_FINETUNE_LR, body at a tenth, BatchNorm on its pretrained statistics) with fastai's
-    `aug_transforms`, stopping after `patience` epochs without improvement and keeping the best epoch (the fitted head counts as
-    epoch 0). `head_only` skips stage 2. From scratch (`pretrained=False`): `epochs` epochs of
-    fit_one_cycle, best epoch kept. `device`: auto, cpu, cuda, cuda:N or mps (model/devices.py).
+    `aug_transforms`, stopping after `patience` fine-tuning epochs without improvement and keeping the best
+    epoch (the fitted head counts as epoch 0). `head_only` skips stage 2. From scratch (`pretrained=False`):
+    `epochs` epochs of fit_one_cycle, best epoch kept. `device`: auto, cpu, cuda, cuda:N or mps (model/devices.py).
     """
 
     arch: str = "mobilenet_v2"
