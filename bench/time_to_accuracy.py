@@ -118,6 +118,8 @@ def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int) -> dict:
 
 
 def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, batch_size: int, root: Path) -> dict:
+    import torch
+
     from smarthub.dataset import scan_dataset
     from smarthub.model.train import split_items
     from smarthub.workspace import Workspace
@@ -134,8 +136,6 @@ def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, batch
     print(f"  smarthub LP-FT ({epochs + 1}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in sh["curve"])
           + f"; kept {sh['final']:.3f} (epoch {sh['best_epoch']}) in {sh['seconds']:.0f}s", flush=True)
     reach = next((t for t, a in sh["curve"] if a >= fa["final"]), None)
-    import torch
-
     out = {"dataset": name, "n_images": len(items), "n_valid": sum(is_valid), "size_px": size_px,
            "fastai_fine_tune_epochs": epochs, "smarthub_epochs": epochs + 1, "torch_threads": torch.get_num_threads(),
            "fastai": fa, "smarthub": sh, "smarthub_reaches_fastai_final_s": reach,
