@@ -58,7 +58,8 @@ def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training op
                    help=f"peak learning rate (default {DEFAULT_FINETUNE_LR} fine-tuning, {DEFAULT_SCRATCH_LR} "
                         f"from scratch)")
     g.add_argument("--patience", type=int, default=d.patience, metavar="N",
-                   help=f"stop after N epochs without a better validation accuracy (default {d.patience})")
+                   help=f"stop after N fine-tuning epochs without a better validation accuracy (default "
+                        f"{d.patience}); the best epoch, or the head, is kept")
 
 
 def train_options_from(args: argparse.Namespace) -> Any:

@@ -124,7 +124,11 @@ def learner_features(learner: Any, items: list) -> np.ndarray:
 def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
     """A fastai Callback that, after each epoch, keeps the best weights so far in memory (best = highest
     validation accuracy, then lowest validation loss; `baseline` is the fitted head's score, epoch 0), ends the
-    fit after `patience` epochs without improvement, and restores the best weights when the fit ends."""
+    fit after `patience` epochs that did not improve on the best fine-tuning epoch, and restores the best
+    weights (the head's, if no epoch beat it) when the fit ends.
+
+    The stop compares fine-tuning epochs with each other, not with the head: at the one-cycle peak the first
+    epochs dip below the head and climb past it as the rate anneals (bench/RESULTS.md, time to accuracy)."""
     from fastai.callback.core import Callback, CancelFitException
 
     class KeepBest(Callback):
@@ -133,6 +137,7 @@ def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
         def __init__(self) -> None:
             self.best_key = (-math.inf, -math.inf) if baseline is None else (baseline.accuracy, -baseline.valid_loss)
             self.best_epoch = 0
+            self.tuned_key, self.tuned_epoch = (-math.inf, -math.inf), 0  # the best fine-tuning epoch
             self.best_state: dict | None = None
             self.epochs_run = 0
             self.stopped_early = False
@@ -151,7 +156,9 @@ def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
             if key > self.best_key:
                 self.best_key, self.best_epoch = key, self.epochs_run
                 self.best_state = copy.deepcopy(_unwrapped(self.learn.model).state_dict())
-            elif self.epochs_run - self.best_epoch >= patience and self.epochs_run < self.n_epoch:
+            if key > self.tuned_key:
+                self.tuned_key, self.tuned_epoch = key, self.epochs_run
+            elif self.epochs_run - self.tuned_epoch >= patience and self.epochs_run < self.n_epoch:
                 self.stopped_early = True
                 raise CancelFitException()
 

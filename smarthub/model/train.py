@@ -14,7 +14,8 @@ import io
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -268,10 +269,8 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     stage 2 (e.g. the distributed trainer). fastai's own progress bars only when `bars`.
     Raises TrainingStopped when `should_stop()` turned true (polled after every batch).
     """
-    from contextlib import nullcontext
-
     from smarthub.model.lpft import fit_linear_head, make_frozen_bn, make_keep_best, score_head, set_head
-    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR
+    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV
 
     history: list[dict] = []
     baseline = None
@@ -299,17 +298,35 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=options.epochs,
                                  history=history, should_stop=should_stop)
     keep = make_keep_best(baseline=baseline, patience=options.patience)
-    with learner.no_bar() if not bars else nullcontext():
+    with learner.no_bar() if not bars else nullcontext(), channels_last(learner):
         if options.pretrained:
             lr = options.lr or DEFAULT_FINETUNE_LR
             learner.unfreeze()
-            learner.fit_one_cycle(options.epochs, slice(lr / 10, lr), pct_start=0.25,
+            learner.fit_one_cycle(options.epochs, slice(lr / FINETUNE_BODY_LR_DIV, lr), pct_start=0.25,
                                   cbs=[cb, keep, make_frozen_bn(), *cbs])
         else:
             learner.fit_one_cycle(options.epochs, options.lr or DEFAULT_SCRATCH_LR, cbs=[cb, keep, *cbs])
     _raise_if_stopped(cb, history)
     return FitResult(history=history, best_epoch=keep.best_epoch, stopped_early=keep.stopped_early,
                      head_accuracy=None if baseline is None else baseline.accuracy)
+
+
+@contextmanager
+def channels_last(learner: Any) -> Iterator[None]:
+    """Train with the model's conv weights in channels-last memory layout on the CPU and CUDA (oneDNN and cuDNN
+    pick their faster kernels: a MobileNetV2 training step on the CPU takes about a third less time,
+    bench/RESULTS.md time to accuracy), then put them back in the default layout, so the exported model and
+    every later use see ordinary tensors."""
+    import torch
+
+    if learner.dls.device.type not in ("cpu", "cuda"):
+        yield
+        return
+    learner.model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        learner.model.to(memory_format=torch.contiguous_format)
 
 
 def _raise_if_stopped(cb: Any, history: list[dict]) -> None:

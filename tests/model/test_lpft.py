@@ -137,3 +137,82 @@ def test_review_style_fit_without_a_cache_computes_the_head_through_the_learner(
     assert result.head_accuracy is not None and result.head_accuracy > 0.5  # chance is 1/3
     probs = predict_probs(learn, [i.path for i in items])
     assert probs.shape == (18, 3)
+
+
+
+def test_stage2_fine_tunes_the_body_at_a_tenth_of_the_head_rate_on_frozen_batchnorm(tmp_path: Path) -> None:
+    """The stage-2 recipe measured in bench/time_to_accuracy.py: one-cycle with the head at DEFAULT_FINETUNE_LR,
+    the body at FINETUNE_BODY_LR_DIV times less, every BatchNorm layer on its ImageNet statistics while the
+    weights learn, conv weights channels-last while training only."""
+    import torch
+    from fastai.callback.core import Callback
+
+    from smarthub.dataset import scan_dataset
+    from smarthub.model.options import DEFAULT_FINETUNE_LR, FINETUNE_BODY_LR_DIV
+    from smarthub.model.train import TrainOptions, build_learner, fit, split_items
+
+    ws = _fashion_ws(tmp_path, per_class=6)
+    items = scan_dataset(ws.data_dir)
+    options = TrainOptions(size_px=32, batch_size=4, epochs=1)
+    learn = build_learner(items, split_items(items, valid_pct=0.34, seed=3), options, work_dir=tmp_path / "work")
+    bns = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    imagenet_mean = bns[0].running_mean.clone()
+    first_conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
+    start_weight = first_conv.weight.detach().clone()
+    seen: dict[str, list] = {"lrs": [], "bn_training": [], "body_moved": [], "channels_last": []}
+
+    class Spy(Callback):
+        def after_batch(self) -> None:
+            if self.training:
+                seen["lrs"].append([h["lr"] for h in self.learn.opt.hypers])
+                seen["bn_training"].append(any(m.training for m in bns))
+                seen["body_moved"].append(not torch.equal(first_conv.weight, start_weight))
+                seen["channels_last"].append(first_conv.weight.is_contiguous(memory_format=torch.channels_last))
+
+    fit(learn, options, cbs=[Spy()])
+    assert seen["lrs"] and not any(seen["bn_training"]) and all(seen["body_moved"]) and all(seen["channels_last"])
+    # the speed-up layout is for training only: the Learner leaves fit() with ordinary (contiguous) weights
+    assert all(p.is_contiguous() for p in learn.model.parameters())
+    assert torch.equal(bns[0].running_mean, imagenet_mean)
+    for body_lr, head_lr in seen["lrs"]:
+        assert body_lr == pytest.approx(head_lr / FINETUNE_BODY_LR_DIV)
+        assert 0 < head_lr <= DEFAULT_FINETUNE_LR
+    assert max(h for _, h in seen["lrs"]) > DEFAULT_FINETUNE_LR / 25  # the one-cycle warm-up leaves its floor
+
+
+@pytest.mark.parametrize(("head", "epochs", "patience", "expect"), [
+    (0.80, [0.60, 0.70, 0.78, 0.87], 2, (4, 4, False)),
+    (0.80, [0.70, 0.65, 0.60, 0.90], 2, (0, 3, True)),
+    (0.50, [0.60, 0.70, 0.65, 0.66, 0.90], 2, (2, 4, True)),
+    (0.50, [0.60, 0.55, 0.90], 1, (1, 2, True)),
+    (0.50, [0.60, 0.70, 0.65], 1, (2, 3, False)),
+], ids=["dip-below-the-head-then-past-it", "never-past-the-head", "stalls-after-improving", "patience-1",
+        "last-epoch-worse-no-early-stop"])
+def test_keep_best_stops_on_stalled_fine_tuning_and_restores_the_best_weights(
+        head: float, epochs: list[float], patience: int, expect: tuple[int, int, bool]) -> None:
+    """Early stopping compares fine-tuning epochs with each other (the one-cycle peak dips below the head
+    first); the weights kept are the best of the head and every epoch."""
+    from types import SimpleNamespace
+
+    import torch
+    from fastai.callback.core import CancelFitException
+
+    from smarthub.model.lpft import HeadScore, make_keep_best
+
+    model = torch.nn.Linear(1, 1)
+    torch.nn.init.constant_(model.weight, 0.0)  # the weight holds the epoch number (0 = the head)
+    recorder = SimpleNamespace(metric_names=["epoch", "train_loss", "valid_loss", "accuracy"], final_record=[])
+    keep = make_keep_best(baseline=HeadScore(valid_loss=1.0, accuracy=head), patience=patience)
+    keep.learn = SimpleNamespace(model=model, recorder=recorder, n_epoch=len(epochs))
+    keep.before_fit()
+    for n, acc in enumerate(epochs, 1):
+        torch.nn.init.constant_(model.weight, float(n))
+        recorder.final_record = [0.5, 1.0, acc]
+        try:
+            keep.after_epoch()
+        except CancelFitException:
+            break
+    keep.after_fit()
+    best_epoch, epochs_run, stopped = expect
+    assert (keep.best_epoch, keep.epochs_run, keep.stopped_early) == (best_epoch, epochs_run, stopped)
+    assert model.weight.item() == best_epoch
