@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +42,34 @@ class HeadScore:
     accuracy: float
 
 
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run torch's CPU ops on one thread inside the block (the previous count is restored after).
+
+    L-BFGS on a head is hundreds of tiny ops: a second OpenMP thread saves nothing when the machine is idle and,
+    when another job holds a core, each op waits for the descheduled thread. Measured on 800 × 1280
+    embeddings with load ~3 on 2 cores: 1.1 s on one thread, 26-45 s on two (bench/RESULTS.md, time to accuracy).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def fit_linear_head(feats: np.ndarray, labels: np.ndarray, n_classes: int, *,
                     weight_decay: float = HEAD_WEIGHT_DECAY, max_iter: int = HEAD_MAX_ITER) -> LinearHead:
     """Multinomial logistic regression (full-batch L-BFGS, deterministic) on standardised features, folded back
-    into one Linear layer on the raw features."""
+    into one Linear layer on the raw features (on one torch thread: `one_torch_thread`)."""
+    with one_torch_thread():
+        return _fit_linear_head(feats, labels, n_classes, weight_decay=weight_decay, max_iter=max_iter)
+
+
+def _fit_linear_head(feats: np.ndarray, labels: np.ndarray, n_classes: int, *, weight_decay: float,
+                     max_iter: int) -> LinearHead:
     import torch
 
     x = torch.as_tensor(np.asarray(feats, dtype=np.float32))

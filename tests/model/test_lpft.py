@@ -216,3 +216,23 @@ def test_keep_best_stops_on_stalled_fine_tuning_and_restores_the_best_weights(
     best_epoch, epochs_run, stopped = expect
     assert (keep.best_epoch, keep.epochs_run, keep.stopped_early) == (best_epoch, epochs_run, stopped)
     assert model.weight.item() == best_epoch
+
+
+def test_head_fit_runs_on_one_torch_thread_and_restores_the_count(monkeypatch):
+    import torch
+
+    from smarthub.model import lpft
+
+    seen = []
+    real = lpft._fit_linear_head
+    monkeypatch.setattr(lpft, "_fit_linear_head", lambda *a, **k: (seen.append(torch.get_num_threads()), real(*a, **k))[1])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        rng = np.random.default_rng(0)
+        labels = np.repeat(np.arange(3), 10)
+        head = lpft.fit_linear_head(rng.normal(size=(30, 8)) + labels[:, None], labels, 3)
+        assert seen == [1] and torch.get_num_threads() == 2
+        assert head.weight.shape == (3, 8)
+    finally:
+        torch.set_num_threads(before)
