@@ -100,7 +100,7 @@ def fastai_fine_tune(items: list, is_valid: list[bool], *, size_px: int, epochs:
     return {"curve": curve, "seconds": time.monotonic() - t0, "final": curve[-1][1]}
 
 
-def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int) -> dict:
+def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int = 42) -> dict:
     """smarthub's train() from a cold cache; returns the curve (head, then epochs) and the kept accuracy."""
     from smarthub.model.train import TrainOptions, train
 
@@ -111,28 +111,30 @@ def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int) -> dict:
         if "accuracy" in p.metrics and (p.stage == "head" or "valid_loss" in p.metrics):
             curve.append((time.monotonic() - t0, float(p.metrics["accuracy"])))
 
-    result = train(ws, TrainOptions(arch="mobilenet_v2", size_px=size_px, epochs=epochs, batch_size=batch_size),
+    result = train(ws, TrainOptions(arch="mobilenet_v2", size_px=size_px, epochs=epochs, batch_size=batch_size,
+                                    seed=seed),
                    progress=progress)
     return {"curve": curve, "seconds": time.monotonic() - t0, "final": float(result.report["valid_accuracy"]),
             "best_epoch": result.report["best_epoch"], "stopped_early": result.report["stopped_early"]}
 
 
-def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, batch_size: int, root: Path) -> dict:
+def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, batch_size: int, root: Path,
+            seed: int = 42) -> dict:
     import torch
 
     from smarthub.dataset import scan_dataset
     from smarthub.model.train import split_items
     from smarthub.workspace import Workspace
 
-    ws = Workspace(root / name / "data", root / name / "models")
+    ws = Workspace(root / f"{name}-{seed}" / "data", root / f"{name}-{seed}" / "models")
     make(ws.data_dir, per_class=per_class)
     items = scan_dataset(ws.data_dir)
-    is_valid = split_items(items, valid_pct=0.2, seed=42)  # what train() uses with the default options
+    is_valid = split_items(items, valid_pct=0.2, seed=seed)  # what train() uses with the same seed
     print(f"{name}: {len(items)} images, {sum(is_valid)} valid, {len({i.label for i in items})} classes, "
           f"{size_px} px", flush=True)
     fa = fastai_fine_tune(items, is_valid, size_px=size_px, epochs=epochs, batch_size=batch_size)
     print(f"  fastai fine_tune({epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in fa["curve"]), flush=True)
-    sh = smarthub_recipe(ws, size_px=size_px, epochs=epochs + 1, batch_size=batch_size)
+    sh = smarthub_recipe(ws, size_px=size_px, epochs=epochs + 1, batch_size=batch_size, seed=seed)
     print(f"  smarthub LP-FT ({epochs + 1}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in sh["curve"])
           + f"; kept {sh['final']:.3f} (epoch {sh['best_epoch']}) in {sh['seconds']:.0f}s", flush=True)
     reach = next((t for t, a in sh["curve"] if a >= fa["final"]), None)
@@ -181,6 +183,9 @@ def main() -> int:
                         help="torch threads for both recipes (default: torch's, one per core)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--only", choices=("fashion-mnist", "openclipart"), default=None, help="one dataset")
+    parser.add_argument("--split-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[42],
+                        help="seeds of the 80/20 split, comma-separated (default 42, train()'s); with several, "
+                             "the mean figures per dataset are printed at the end")
     args = parser.parse_args()
 
     import os
@@ -198,8 +203,18 @@ def main() -> int:
         per_fashion, per_clip = (20, 12) if args.quick else (100, 100)
         epochs = 1 if args.quick else args.epochs
         datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96)}
-        results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, batch_size=32, root=root)
-                   for name, (make, n, size) in datasets.items() if args.only in (None, name)]
+        results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, batch_size=32, root=root, seed=seed)
+                   for name, (make, n, size) in datasets.items() if args.only in (None, name)
+                   for seed in args.split_seeds]
+    if len(args.split_seeds) > 1:
+        for name in dict.fromkeys(r["dataset"] for r in results):
+            rs = [r for r in results if r["dataset"] == name]
+            mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("final_gain_points", "time_ratio")}
+            reach = [r["reach_ratio"] for r in rs]
+            print(f"{name}, {len(rs)} splits: fastai final {sum(r['fastai']['final'] for r in rs) / len(rs):.3f}, "
+                  f"smarthub {sum(r['smarthub']['final'] for r in rs) / len(rs):.3f}: {mean['final_gain_points']:+.1f} "
+                  f"points in {mean['time_ratio']:.2f}x the time; reaches fastai's final at "
+                  + ", ".join("never" if x is None else f"{x:.2f}x" for x in reach))
     args.out.mkdir(parents=True, exist_ok=True)
     plot(results, args.out / "time_to_accuracy.png")
     (args.out / "time_to_accuracy.json").write_text(json.dumps(results, indent=2))
