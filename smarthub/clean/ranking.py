@@ -1,7 +1,8 @@
 """Label-issue ranking as pure functions, arrays in and decisions out: no files, no models.
 
 Out-of-sample probabilities from embeddings: a K-fold cross-validated logistic-regression head combined
-with the labels of each image's nearest neighbours (never its own); near duplicates and outliers from the
+with the labels of each image's nearest neighbours (never its own), then a prune-and-refit round without the
+images that round flagged; near duplicates and outliers from the
 same neighbour search (`neighbours.nearest`); the queue size from cleanlab's `find_label_issues` and the
 order from cleanlab's label quality. `review.py` feeds them and caches.
 """
