@@ -11,11 +11,11 @@ and openclipart drawings of eight subject folders, up to 100 per folder (Debian 
 white once before either recipe starts so both read the same RGB pixels.
 
 fastai side: `DataBlock(ImageBlock, CategoryBlock, parent_label, Resize(squish), aug_transforms)` →
-`vision_learner(mobilenet_v2)` → `fine_tune(E)` (one frozen epoch, then E), timed from building the
-DataLoaders; the accuracy after each epoch. smarthub side: `train(ws, TrainOptions(epochs=E + 1))` — the same
-number of passes over the images as fastai's 1 + E (E = 3: smarthub's default of 4) — from a cold cache (image
-check, hashing, resizing, embedding all counted), the fitted head's accuracy, then each epoch's;
-its final figure is report.json's (the best epoch kept). Targets (issue 11): smarthub reaches fastai's final
+`vision_learner(mobilenet_v2)` → `fine_tune(E)` (one frozen epoch, then E; E = 3 by default: 4 passes over the
+images), timed from building the DataLoaders; the accuracy after each epoch. smarthub side:
+`train(ws, TrainOptions(...))` with its defaults (what `smarthub train` runs: 6 epochs, early blocks frozen; or
+`--smarthub-epochs`) from a cold cache (image check, hashing, resizing, embedding all counted), the fitted
+head's accuracy, then each epoch's; its final figure is report.json's (the best epoch kept). Targets (issue 11): smarthub reaches fastai's final
 accuracy in ≤ 1/5 of fastai's wall time, and ends ≥ fastai + 5 points in no more total time.
 Writes bench/out/time_to_accuracy.png (the curves) and .json (the figures).
 """
@@ -100,7 +100,7 @@ def fastai_fine_tune(items: list, is_valid: list[bool], *, size_px: int, epochs:
     return {"curve": curve, "seconds": time.monotonic() - t0, "final": curve[-1][1]}
 
 
-def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int = 42) -> dict:
+def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int = 42, freeze_stride: int) -> dict:
     """smarthub's train() from a cold cache; returns the curve (head, then epochs) and the kept accuracy."""
     from smarthub.model.train import TrainOptions, train
 
@@ -112,14 +112,14 @@ def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int
             curve.append((time.monotonic() - t0, float(p.metrics["accuracy"])))
 
     result = train(ws, TrainOptions(arch="mobilenet_v2", size_px=size_px, epochs=epochs, batch_size=batch_size,
-                                    seed=seed),
+                                    seed=seed, freeze_stride=freeze_stride),
                    progress=progress)
     return {"curve": curve, "seconds": time.monotonic() - t0, "final": float(result.report["valid_accuracy"]),
             "best_epoch": result.report["best_epoch"], "stopped_early": result.report["stopped_early"]}
 
 
-def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, batch_size: int, root: Path,
-            seed: int = 42) -> dict:
+def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, smarthub_epochs: int, batch_size: int,
+            root: Path, seed: int = 42, freeze_stride: int) -> dict:
     import torch
 
     from smarthub.dataset import scan_dataset
@@ -134,12 +134,14 @@ def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, batch
           f"{size_px} px", flush=True)
     fa = fastai_fine_tune(items, is_valid, size_px=size_px, epochs=epochs, batch_size=batch_size)
     print(f"  fastai fine_tune({epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in fa["curve"]), flush=True)
-    sh = smarthub_recipe(ws, size_px=size_px, epochs=epochs + 1, batch_size=batch_size, seed=seed)
-    print(f"  smarthub LP-FT ({epochs + 1}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in sh["curve"])
+    sh = smarthub_recipe(ws, size_px=size_px, epochs=smarthub_epochs, batch_size=batch_size, seed=seed,
+                         freeze_stride=freeze_stride)
+    print(f"  smarthub LP-FT ({smarthub_epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in sh["curve"])
           + f"; kept {sh['final']:.3f} (epoch {sh['best_epoch']}) in {sh['seconds']:.0f}s", flush=True)
-    reach = next((t for t, a in sh["curve"] if a >= fa["final"]), None)
+    reach = next((t for t, a in sh["curve"] if a >= fa["final"] - 1e-6), None)  # equal counts (rounding)
     out = {"dataset": name, "n_images": len(items), "n_valid": sum(is_valid), "size_px": size_px,
-           "fastai_fine_tune_epochs": epochs, "smarthub_epochs": epochs + 1, "torch_threads": torch.get_num_threads(),
+           "fastai_fine_tune_epochs": epochs, "smarthub_epochs": smarthub_epochs,
+           "smarthub_freeze_stride": freeze_stride, "torch_threads": torch.get_num_threads(),
            "fastai": fa, "smarthub": sh, "smarthub_reaches_fastai_final_s": reach,
            "reach_ratio": None if reach is None else reach / fa["seconds"],
            "final_gain_points": 100 * (sh["final"] - fa["final"]), "time_ratio": sh["seconds"] / fa["seconds"]}
@@ -160,7 +162,7 @@ def plot(results: list[dict], path: Path) -> None:
     for k, r in enumerate(results):
         ax = fig.add_subplot(1, len(results), k + 1)
         for key, label, style in (("fastai", "fastai fine_tune(E): 1 frozen + E epochs", "o-"),
-                                  ("smarthub", "smarthub LP-FT: head, then E + 1 epochs", "s-")):
+                                  ("smarthub", f"smarthub LP-FT: head, then {r['smarthub_epochs']} epochs", "s-")):
             xs = [0.0] + [t for t, _ in r[key]["curve"]]
             ys = [None] + [a for _, a in r[key]["curve"]]
             ax.plot(xs[1:], ys[1:], style, label=label)
@@ -178,7 +180,11 @@ def plot(results: list[dict], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
-    parser.add_argument("--epochs", type=int, default=3, help="E: fastai fine_tune(E), smarthub --epochs E+1")
+    parser.add_argument("--epochs", type=int, default=3, help="E: fastai fine_tune(E) (default 3)")
+    parser.add_argument("--smarthub-epochs", type=int, default=None,
+                        help="smarthub --epochs (default: smarthub train's)")
+    parser.add_argument("--freeze-stride", type=int, default=None,
+                        help="smarthub --freeze-stride (default: smarthub train's; 0 fine-tunes every layer)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both recipes (default: torch's, one per core)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
@@ -197,13 +203,19 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
 
+    from smarthub.model.options import TrainOptions
+
+    defaults = TrainOptions()
+    sh_epochs = 1 if args.quick else (args.smarthub_epochs or defaults.epochs)
+    freeze = defaults.freeze_stride if args.freeze_stride is None else args.freeze_stride
     with tempfile.TemporaryDirectory(prefix="smarthub-tta-") as tmp:
         root = Path(tmp)
         os.environ["TORCH_HOME"] = str(fill_torch_home(root / "torch"))
         per_fashion, per_clip = (20, 12) if args.quick else (100, 100)
         epochs = 1 if args.quick else args.epochs
         datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96)}
-        results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, batch_size=32, root=root, seed=seed)
+        results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, smarthub_epochs=sh_epochs,
+                           batch_size=32, root=root, seed=seed, freeze_stride=freeze)
                    for name, (make, n, size) in datasets.items() if args.only in (None, name)
                    for seed in args.split_seeds]
     if len(args.split_seeds) > 1:

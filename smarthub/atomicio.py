@@ -31,11 +31,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
-def atomic_write_with(path: Path, writer: Callable[[Any], object]) -> None:
+def atomic_write_with(path: Path, writer: Callable[[Any], object], *, durable: bool = True) -> None:
     """Call `writer(binary_file)` on a temp file beside `path`, then replace `path` with it.
 
     The previous content of `path` survives any failure (including one in os.replace);
-    the temp file is always removed.
+    the temp file is always removed. `durable=False` skips the fsyncs (file and folder), for caches that can be
+    made again: a crash still never shows a partial file, but a power cut may leave an empty one.
     """
     path = Path(path)
     try:
@@ -48,10 +49,12 @@ def atomic_write_with(path: Path, writer: Callable[[Any], object]) -> None:
         with os.fdopen(fd, "wb") as f:
             writer(f)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.chmod(tmp, _file_mode(path))
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        if durable:
+            _fsync_dir(path.parent)
     except OSError as e:
         raise SmartHubError(f"cannot write {path}: {e.strerror or e}") from e
     finally:

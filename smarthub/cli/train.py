@@ -25,7 +25,7 @@ def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training op
     Flags named in `prefixed` (e.g. {"size", "workers"}) are spelled `--train-<name>` for commands that use
     the plain flag for something else; the destination stays the same, so `train_options_from` works.
     """
-    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, TrainOptions
+    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FREEZE_STRIDES, TrainOptions
 
     d = TrainOptions()
     g = parser.add_argument_group(title)
@@ -58,8 +58,13 @@ def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training op
                    help=f"peak learning rate (default {DEFAULT_FINETUNE_LR} fine-tuning, {DEFAULT_SCRATCH_LR} "
                         f"from scratch)")
     g.add_argument("--patience", type=int, default=d.patience, metavar="N",
-                   help=f"stop after N fine-tuning epochs without a better validation accuracy (default "
-                        f"{d.patience}); the best epoch, or the head, is kept")
+                   help=f"stop after N fine-tuning epochs in a row that beat neither the best validation "
+                        f"accuracy nor the epoch before, once the rate has annealed below half its peak "
+                        f"(default {d.patience}); the best epoch, or the head, is kept")
+    g.add_argument("--freeze-stride", type=int, default=d.freeze_stride, metavar="N",
+                   help=f"keep the body's early blocks up to output stride N ({', '.join(map(str, FREEZE_STRIDES))}) "
+                        f"frozen while fine-tuning (default {d.freeze_stride}: the stem and the early blocks; 0 "
+                        f"fine-tunes every layer)")
 
 
 def train_options_from(args: argparse.Namespace) -> Any:
@@ -70,7 +75,7 @@ def train_options_from(args: argparse.Namespace) -> Any:
     return TrainOptions(arch=args.arch, epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,
                         valid_pct=args.valid_pct, seed=args.seed, pretrained=not args.no_pretrained,
                         num_workers=args.workers, lr=args.lr, head_only=args.head_only,
-                        patience=args.patience, **extra)
+                        patience=args.patience, freeze_stride=args.freeze_stride, **extra)
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -188,7 +193,8 @@ def train_argv(ws: Any, options: Any) -> list[str]:
     argv = ["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--arch", options.arch,
             "--epochs", str(options.epochs), "--size", str(options.size_px), "--batch-size", str(options.batch_size),
             "--valid-pct", str(options.valid_pct), "--seed", str(options.seed), "--workers", str(options.num_workers),
-            "--patience", str(options.patience), "--device", options.device, "--promote", options.promote]
+            "--patience", str(options.patience), "--freeze-stride", str(options.freeze_stride),
+            "--device", options.device, "--promote", options.promote]
     if options.lr is not None:
         argv += ["--lr", str(options.lr)]
     argv += ["--no-pretrained"] * (not options.pretrained) + ["--head-only"] * options.head_only
@@ -242,6 +248,8 @@ def recipe_line(r: dict) -> str:
         kept = r.get("best_epoch")
         parts.append(f"{r.get('epochs_run')}/{r.get('epochs')} epochs run"
                      + (" (stopped early: validation stopped improving)" if r.get("stopped_early") else ""))
+        if r.get("frozen_blocks"):
+            parts.append(f"first {r['frozen_blocks']} body blocks frozen")
         parts.append("kept the fitted head (epoch 0)" if kept == 0 else f"kept epoch {kept}")
     return ", ".join(parts)
 

@@ -1,7 +1,8 @@
 """Each training image decoded and resized once: a pre-resized copy per (sha256, size) for repeated epochs.
 
 `data/.smarthub/cache/images/<size>px/<label>/<sha256>.png` holds the image exactly as the embedder sees it
-(`embeddings.load_image_array`: EXIF applied, flattened to RGB, squished to size × size) as a lossless PNG.
+(`embeddings.load_image_array`: EXIF applied, flattened to RGB, squished to size × size) as a lossless PNG,
+written atomically but without fsync (it is a cache: an empty file left by a power cut is made again).
 The Learner trains on these copies, so the head fitted on embeddings and the network fine-tuned from it
 see the same pixels, and the labels come from the folder name (fastai's `parent_label`, nothing of
 smarthub's in the pickle). A copy already made under another label (a relabelled image) is hard-linked.
@@ -31,7 +32,7 @@ def _write_copy(item: ImageItem, target: Path, size_px: int) -> None:
 
     from smarthub.model.embeddings import load_image_array
 
-    others = [p for p in target.parent.parent.glob(f"*/{target.name}") if p != target]
+    others = [p for p in target.parent.parent.glob(f"*/{target.name}") if p != target and _present(p)]
     target.parent.mkdir(parents=True, exist_ok=True)
     if others:
         try:
@@ -41,7 +42,16 @@ def _write_copy(item: ImageItem, target: Path, size_px: int) -> None:
             pass  # another file system or no hard links: decode again below
     buf = io.BytesIO()
     Image.fromarray(load_image_array(item.path, size_px)).save(buf, format="PNG", compress_level=1)
-    atomic_write_with(target, lambda f: f.write(buf.getvalue()))
+    atomic_write_with(target, lambda f: f.write(buf.getvalue()), durable=False)  # a cache: made again if lost
+
+
+def _present(path: Path) -> bool:
+    """A usable copy is there: a file that is not empty (copies are written without fsync, and a power cut can
+    leave an empty file behind the atomic rename; it is made again)."""
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
 
 
 def resized_copies(cache_dir: Path, items: Sequence[ImageItem], shas: Sequence[str], *, size_px: int,
@@ -51,7 +61,7 @@ def resized_copies(cache_dir: Path, items: Sequence[ImageItem], shas: Sequence[s
     Raises DatasetError naming the images that could not be decoded.
     """
     targets = [cached_image_path(cache_dir, label=it.label, sha256=s, size_px=size_px) for it, s in zip(items, shas)]
-    todo = [i for i, t in enumerate(targets) if not t.is_file()]
+    todo = [i for i, t in enumerate(targets) if not _present(t)]
     bad: list[str] = []
 
     def make(i: int) -> None:

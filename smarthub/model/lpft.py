@@ -147,14 +147,22 @@ def learner_features(learner: Any, items: list) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, body_features(learner)), np.float32)
 
 
-def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
+def earliest_stop(epochs: int, pct_start: float) -> int:
+    """The first epoch after which a one-cycle fit (warm-up for `pct_start` of it, then cosine annealing) may
+    stop early: the one whose end finds the rate below half its peak. Before it, accuracy dips and recovers."""
+    return min(epochs, math.ceil(epochs * (pct_start + (1.0 - pct_start) / 2)))
+
+
+def make_keep_best(*, baseline: HeadScore | None, patience: int, earliest: int = 0) -> Any:
     """A fastai Callback that, after each epoch, keeps the best weights so far in memory (best = highest
     validation accuracy, then lowest validation loss; `baseline` is the fitted head's score, epoch 0), ends the
-    fit after `patience` epochs that did not improve on the best fine-tuning epoch, and restores the best
-    weights (the head's, if no epoch beat it) when the fit ends.
+    fit after `patience` epochs in a row that improved neither on the best fine-tuning epoch nor on the epoch
+    before them (never before epoch `earliest`: see `earliest_stop`), and restores the best weights (the
+    head's, if no epoch beat it) when the fit ends.
 
-    The stop compares fine-tuning epochs with each other, not with the head: at the one-cycle peak the first
-    epochs dip below the head and climb past it as the rate anneals (bench/RESULTS.md, time to accuracy)."""
+    The stop compares fine-tuning epochs with each other, not with the head, and a run that is still climbing
+    is not stalled: at the one-cycle peak the first epochs dip below the head and climb past it as the rate
+    anneals (bench/RESULTS.md, time to accuracy)."""
     from fastai.callback.core import Callback, CancelFitException
 
     class KeepBest(Callback):
@@ -163,7 +171,9 @@ def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
         def __init__(self) -> None:
             self.best_key = (-math.inf, -math.inf) if baseline is None else (baseline.accuracy, -baseline.valid_loss)
             self.best_epoch = 0
-            self.tuned_key, self.tuned_epoch = (-math.inf, -math.inf), 0  # the best fine-tuning epoch
+            self.tuned_key = (-math.inf, -math.inf)  # the best fine-tuning epoch's
+            self.last_key = (-math.inf, -math.inf)  # the previous epoch's
+            self.stalled = 0  # epochs in a row that beat neither
             self.best_state: dict | None = None
             self.epochs_run = 0
             self.stopped_early = False
@@ -182,9 +192,9 @@ def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
             if key > self.best_key:
                 self.best_key, self.best_epoch = key, self.epochs_run
                 self.best_state = copy.deepcopy(_unwrapped(self.learn.model).state_dict())
-            if key > self.tuned_key:
-                self.tuned_key, self.tuned_epoch = key, self.epochs_run
-            elif self.epochs_run - self.tuned_epoch >= patience and self.epochs_run < self.n_epoch:
+            self.stalled = 0 if key > self.tuned_key or key > self.last_key else self.stalled + 1
+            self.tuned_key, self.last_key = max(self.tuned_key, key), key
+            if self.stalled >= patience and earliest <= self.epochs_run < self.n_epoch:
                 self.stopped_early = True
                 raise CancelFitException()
 
@@ -194,6 +204,57 @@ def make_keep_best(*, baseline: HeadScore | None, patience: int) -> Any:
             self.best_state = None
 
     return KeepBest()
+
+
+@contextmanager
+def frozen_early_layers(learner: Any, max_stride: int, *, probe_px: int = 64) -> Iterator[int]:
+    """Inside the block, the body's leading blocks whose output stride is at most `max_stride` (the stem and the
+    early, high-resolution blocks: edges and textures, the most compute per parameter) take no gradient; yields
+    how many blocks are frozen and makes every parameter trainable again after.
+
+    Blocks are the children of the body (descending through single-child Sequentials: torchvision's
+    `features`); strides are measured by a forward pass of a `probe_px` image through them in turn. A body that
+    is not a chain of blocks (a timm wrapper, a transformer) freezes nothing. The last block always trains.
+    Backpropagation stops at the first trainable block, so a step skips the frozen blocks' backward pass.
+    """
+    blocks = leading_blocks(learner.model[0], max_stride, probe_px=probe_px) if max_stride > 0 else []
+    for block in blocks:
+        block.requires_grad_(False)
+    try:
+        yield len(blocks)
+    finally:
+        for block in blocks:
+            block.requires_grad_(True)
+
+
+def leading_blocks(body: Any, max_stride: int, *, probe_px: int = 64) -> list:
+    """The body's leading blocks (see `frozen_early_layers`) whose output stride is at most `max_stride`."""
+    import torch
+    import torch.nn as nn
+
+    blocks = list(body.children())
+    while len(blocks) == 1 and isinstance(blocks[0], nn.Sequential):
+        blocks = list(blocks[0].children())
+    if len(blocks) < 2 or not isinstance(body, nn.Sequential):
+        return []
+    param = next(body.parameters(), None)
+    x = torch.zeros(1, 3, probe_px, probe_px, device=param.device if param is not None else "cpu",
+                    dtype=param.dtype if param is not None else torch.float32)
+    was_training = body.training
+    picked = []
+    body.eval()
+    try:
+        with torch.no_grad():
+            for block in blocks[:-1]:
+                x = block(x)
+                if not isinstance(x, torch.Tensor) or x.dim() != 4 or probe_px / x.shape[-1] > max_stride:
+                    break
+                picked.append(block)
+    except (RuntimeError, TypeError, ValueError, NotImplementedError):
+        return []  # not a plain chain of blocks
+    finally:
+        body.train(was_training)
+    return picked
 
 
 def make_frozen_bn() -> Any:

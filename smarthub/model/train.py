@@ -238,12 +238,14 @@ class HeadData:
 @dataclass(frozen=True)
 class FitResult:
     """What `fit` did: the per-epoch history (the fitted head is epoch 0), the epoch whose weights were kept,
-    whether it stopped early, and the fitted head's validation accuracy (None from scratch)."""
+    whether it stopped early, the fitted head's validation accuracy (None from scratch) and how many of the
+    body's leading blocks stayed frozen in stage 2."""
 
     history: list[dict]
     best_epoch: int
     stopped_early: bool
     head_accuracy: float | None
+    frozen_blocks: int = 0
 
 
 def head_data_from_learner(learner: Any) -> HeadData:
@@ -269,8 +271,10 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     stage 2 (e.g. the distributed trainer). fastai's own progress bars only when `bars`.
     Raises TrainingStopped when `should_stop()` turned true (polled after every batch).
     """
-    from smarthub.model.lpft import fit_linear_head, make_frozen_bn, make_keep_best, score_head, set_head
-    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV
+    from smarthub.model.lpft import (earliest_stop, fit_linear_head, frozen_early_layers, make_frozen_bn,
+                                     make_keep_best, score_head, set_head)
+    from smarthub.model.options import (DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV,
+                                        FINETUNE_PCT_START)
 
     history: list[dict] = []
     baseline = None
@@ -297,18 +301,23 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
                                   "model is unchanged")
     cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=options.epochs,
                                  history=history, should_stop=should_stop)
-    keep = make_keep_best(baseline=baseline, patience=options.patience)
+    pct_start = FINETUNE_PCT_START if options.pretrained else 0.25  # fit_one_cycle's default from scratch
+    keep = make_keep_best(baseline=baseline, patience=options.patience,
+                          earliest=earliest_stop(options.epochs, pct_start))
+    frozen = 0
     with learner.no_bar() if not bars else nullcontext(), channels_last(learner):
         if options.pretrained:
             lr = options.lr or DEFAULT_FINETUNE_LR
             learner.unfreeze()
-            learner.fit_one_cycle(options.epochs, slice(lr / FINETUNE_BODY_LR_DIV, lr), pct_start=0.25,
-                                  cbs=[cb, keep, make_frozen_bn(), *cbs])
+            with frozen_early_layers(learner, options.freeze_stride) as frozen:
+                learner.fit_one_cycle(options.epochs, slice(lr / FINETUNE_BODY_LR_DIV, lr), pct_start=pct_start,
+                                      cbs=[cb, keep, make_frozen_bn(), *cbs])
         else:
-            learner.fit_one_cycle(options.epochs, options.lr or DEFAULT_SCRATCH_LR, cbs=[cb, keep, *cbs])
+            learner.fit_one_cycle(options.epochs, options.lr or DEFAULT_SCRATCH_LR, pct_start=pct_start,
+                                  cbs=[cb, keep, *cbs])
     _raise_if_stopped(cb, history)
     return FitResult(history=history, best_epoch=keep.best_epoch, stopped_early=keep.stopped_early,
-                     head_accuracy=None if baseline is None else baseline.accuracy)
+                     head_accuracy=None if baseline is None else baseline.accuracy, frozen_blocks=frozen)
 
 
 @contextmanager
@@ -434,6 +443,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "best_epoch": result.best_epoch,
         "stopped_early": result.stopped_early,
         "head_valid_accuracy": None if result.head_accuracy is None else round(result.head_accuracy, 4),
+        "frozen_blocks": result.frozen_blocks,
         "batch_size": options.batch_size,
         "valid_pct": options.valid_pct,
         "seed": options.seed,

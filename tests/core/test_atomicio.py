@@ -108,3 +108,22 @@ def _current_umask() -> int:
         if line.startswith("Umask:"):
             return int(line.split()[1], 8)
     return 0o022
+
+
+def test_durable_writes_fsync_and_cache_writes_do_not(tmp_path: Path, monkeypatch) -> None:
+    """Durable writes fsync the file and its folder; `durable=False` (regenerable caches) skips both and is
+    still atomic: the target holds the new bytes and no temp file is left."""
+    import os
+
+    from smarthub import atomicio
+
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(atomicio.os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    atomicio.atomic_write_with(tmp_path / "a.bin", lambda f: f.write(b"one"))
+    assert len(synced) == 2  # the file, then the folder
+    synced.clear()
+    atomicio.atomic_write_with(tmp_path / "b.bin", lambda f: f.write(b"two"), durable=False)
+    assert synced == []
+    assert (tmp_path / "b.bin").read_bytes() == b"two"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "b.bin"]

@@ -142,8 +142,9 @@ def test_review_style_fit_without_a_cache_computes_the_head_through_the_learner(
 
 def test_stage2_fine_tunes_the_body_at_a_tenth_of_the_head_rate_on_frozen_batchnorm(tmp_path: Path) -> None:
     """The stage-2 recipe measured in bench/time_to_accuracy.py: one-cycle with the head at DEFAULT_FINETUNE_LR,
-    the body at FINETUNE_BODY_LR_DIV times less, every BatchNorm layer on its ImageNet statistics while the
-    weights learn, conv weights channels-last while training only."""
+    the body at FINETUNE_BODY_LR_DIV times less, its blocks up to stride 8 frozen (MobileNetV2: features[:7]),
+    every BatchNorm layer on its ImageNet statistics while the weights learn, conv weights channels-last while
+    training only."""
     import torch
     from fastai.callback.core import Callback
 
@@ -157,8 +158,12 @@ def test_stage2_fine_tunes_the_body_at_a_tenth_of_the_head_rate_on_frozen_batchn
     learn = build_learner(items, split_items(items, valid_pct=0.34, seed=3), options, work_dir=tmp_path / "work")
     bns = [m for m in learn.model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     imagenet_mean = bns[0].running_mean.clone()
-    first_conv = next(m for m in learn.model.modules() if isinstance(m, torch.nn.Conv2d))
-    start_weight = first_conv.weight.detach().clone()
+    convs = [m for m in learn.model[0].modules() if isinstance(m, torch.nn.Conv2d)]
+    features = learn.model[0][0]
+    early_conv = [m for m in features[6].modules() if isinstance(m, torch.nn.Conv2d)][-1]  # last stride-8 block
+    late_conv = [m for m in features[7].modules() if isinstance(m, torch.nn.Conv2d)][0]  # first stride-16 block
+    first_conv, start_weight = convs[0], convs[0].weight.detach().clone()
+    early_start, late_start = early_conv.weight.detach().clone(), late_conv.weight.detach().clone()
     seen: dict[str, list] = {"lrs": [], "bn_training": [], "body_moved": [], "channels_last": []}
 
     class Spy(Callback):
@@ -166,11 +171,14 @@ def test_stage2_fine_tunes_the_body_at_a_tenth_of_the_head_rate_on_frozen_batchn
             if self.training:
                 seen["lrs"].append([h["lr"] for h in self.learn.opt.hypers])
                 seen["bn_training"].append(any(m.training for m in bns))
-                seen["body_moved"].append(not torch.equal(first_conv.weight, start_weight))
+                seen["body_moved"].append(not torch.equal(late_conv.weight, late_start))
                 seen["channels_last"].append(first_conv.weight.is_contiguous(memory_format=torch.channels_last))
 
-    fit(learn, options, cbs=[Spy()])
+    result = fit(learn, options, cbs=[Spy()])
     assert seen["lrs"] and not any(seen["bn_training"]) and all(seen["body_moved"]) and all(seen["channels_last"])
+    assert result.frozen_blocks == 7
+    assert torch.equal(first_conv.weight, start_weight) and torch.equal(early_conv.weight, early_start)
+    assert all(p.requires_grad for p in learn.model.parameters())  # frozen for stage 2 only
     # the speed-up layout is for training only: the Learner leaves fit() with ordinary (contiguous) weights
     assert all(p.is_contiguous() for p in learn.model.parameters())
     assert torch.equal(bns[0].running_mean, imagenet_mean)
@@ -183,11 +191,15 @@ def test_stage2_fine_tunes_the_body_at_a_tenth_of_the_head_rate_on_frozen_batchn
 @pytest.mark.parametrize(("head", "epochs", "patience", "expect"), [
     (0.80, [0.60, 0.70, 0.78, 0.87], 2, (4, 4, False)),
     (0.80, [0.70, 0.65, 0.60, 0.90], 2, (0, 3, True)),
-    (0.50, [0.60, 0.70, 0.65, 0.66, 0.90], 2, (2, 4, True)),
+    (0.50, [0.60, 0.70, 0.65, 0.64, 0.90], 2, (2, 4, True)),
+    (0.50, [0.60, 0.70, 0.65, 0.66, 0.90], 2, (5, 5, False)),
     (0.50, [0.60, 0.55, 0.90], 1, (1, 2, True)),
     (0.50, [0.60, 0.70, 0.65], 1, (2, 3, False)),
-], ids=["dip-below-the-head-then-past-it", "never-past-the-head", "stalls-after-improving", "patience-1",
-        "last-epoch-worse-no-early-stop"])
+    (0.50, [0.60, 0.40, 0.35, 0.70, 0.80, 0.75], 2, (5, 6, False)),
+    (0.50, [0.60, 0.70, 0.65, 0.60, 0.55, 0.50], 2, (2, 4, True)),
+], ids=["dip-below-the-head-then-past-it", "never-past-the-head", "stalls-after-improving", "climbing-again",
+        "patience-1",
+        "last-epoch-worse-no-early-stop", "no-stop-at-the-one-cycle-peak", "stops-once-annealed"])
 def test_keep_best_stops_on_stalled_fine_tuning_and_restores_the_best_weights(
         head: float, epochs: list[float], patience: int, expect: tuple[int, int, bool]) -> None:
     """Early stopping compares fine-tuning epochs with each other (the one-cycle peak dips below the head
@@ -197,12 +209,13 @@ def test_keep_best_stops_on_stalled_fine_tuning_and_restores_the_best_weights(
     import torch
     from fastai.callback.core import CancelFitException
 
-    from smarthub.model.lpft import HeadScore, make_keep_best
+    from smarthub.model.lpft import HeadScore, earliest_stop, make_keep_best
 
     model = torch.nn.Linear(1, 1)
     torch.nn.init.constant_(model.weight, 0.0)  # the weight holds the epoch number (0 = the head)
     recorder = SimpleNamespace(metric_names=["epoch", "train_loss", "valid_loss", "accuracy"], final_record=[])
-    keep = make_keep_best(baseline=HeadScore(valid_loss=1.0, accuracy=head), patience=patience)
+    keep = make_keep_best(baseline=HeadScore(valid_loss=1.0, accuracy=head), patience=patience,
+                          earliest=earliest_stop(len(epochs), 0.25))
     keep.learn = SimpleNamespace(model=model, recorder=recorder, n_epoch=len(epochs))
     keep.before_fit()
     for n, acc in enumerate(epochs, 1):
@@ -236,3 +249,81 @@ def test_head_fit_runs_on_one_torch_thread_and_restores_the_count(monkeypatch):
         assert head.weight.shape == (3, 8)
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize(("arch", "max_stride", "expect"), [
+    ("mobilenet_v2", 8, 7), ("mobilenet_v2", 2, 2), ("mobilenet_v2", 0, 0),
+    ("resnet18", 8, 6), ("resnet18", 32, 7), ("convnext_tiny", 2, 0)],
+    ids=["mobilenet-stride-8", "mobilenet-stem", "off", "resnet-through-layer2", "resnet-never-the-last-block",
+         "convnext-stem-is-stride-4"])
+def test_frozen_early_layers_freezes_the_leading_blocks_by_stride_and_restores_them(
+        arch: str, max_stride: int, expect: int) -> None:
+    """The blocks whose output stride is at most `max_stride` take no gradient inside the block (a backward
+    pass leaves them without .grad), the rest do, and everything is trainable again after."""
+    from types import SimpleNamespace
+
+    import torch
+    from fastai.vision.learner import create_body, model_meta
+
+    from smarthub.model.archs import resolve_arch
+    from smarthub.model.lpft import frozen_early_layers
+
+    model_fn = resolve_arch(arch).model_fn
+    body = create_body(model_fn(), pretrained=False, cut=model_meta.get(model_fn, {}).get("cut"))
+    learner = SimpleNamespace(model=torch.nn.Sequential(body, torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1),
+                                                                                  torch.nn.Flatten())))
+    blocks = list(body.children())
+    while len(blocks) == 1:
+        blocks = list(blocks[0].children())
+    body.train()
+    with frozen_early_layers(learner, max_stride) as frozen:
+        assert body.training  # the stride probe leaves the training mode as it found it
+        learner.model(torch.rand(2, 3, 64, 64)).sum().backward()
+        # per block with parameters (ReLU, MaxPool have none): (frozen?, requires_grad, got a gradient)
+        seen = [(k < frozen, all(p.requires_grad for p in b.parameters()), all(p.grad is not None for p in b.parameters()))
+                for k, b in enumerate(blocks) if any(True for _ in b.parameters())]
+    assert frozen == expect
+    assert seen and all(trains == got_grad == (not is_frozen) for is_frozen, trains, got_grad in seen)
+    assert all(p.requires_grad for p in body.parameters())
+
+
+def test_frozen_early_layers_leaves_a_body_that_is_not_a_chain_alone() -> None:
+    """A body whose forward is not its children in turn (a timm wrapper, a transformer) freezes nothing."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from smarthub.model.lpft import frozen_early_layers
+
+    class Wrapper(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 4, 3, stride=2)
+            self.tail = torch.nn.Conv2d(4, 4, 3, stride=2)
+
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return self.tail(self.stem(x))
+
+    for body in (Wrapper(), torch.nn.Sequential(Wrapper())):
+        with frozen_early_layers(SimpleNamespace(model=[body]), 8) as frozen:
+            assert frozen == 0 and all(p.requires_grad for p in body.parameters())
+
+
+def test_an_empty_cached_copy_is_made_again(tmp_path: Path) -> None:
+    """Resized copies are written without fsync; the empty file a power cut can leave is treated as missing
+    (and never hard-linked to another label)."""
+    from smarthub.dataset import scan_dataset
+    from smarthub.model.embeddings import hash_items
+    from smarthub.model.imagecache import resized_copies
+
+    ws = _fashion_ws(tmp_path, per_class=2)
+    items = scan_dataset(ws.data_dir)
+    shas = hash_items(ws, items).shas
+    first = resized_copies(ws.cache_dir, items, shas, size_px=32)
+    first[0].path.write_bytes(b"")  # what a power cut after the rename can leave
+    again = resized_copies(ws.cache_dir, items, shas, size_px=32)
+    assert again[0].path == first[0].path and again[0].path.stat().st_size > 0
+    from PIL import Image
+
+    with Image.open(again[0].path) as img:
+        assert img.size == (32, 32)

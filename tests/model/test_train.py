@@ -79,6 +79,7 @@ BAD_TRAIN_INPUT = [
     (_good, ["--device", "tpu"], r"unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps"),
     (_good, ["--no-pretrained", "--head-only"], r"--head-only needs a pretrained body"),
     (_good, ["--patience", "0"], r"patience must be at least 1"),
+    (_good, ["--freeze-stride", "3"], r"freeze stride must be one of 0, 2, 4, 8, 16, 32 \(got 3\)"),
     (_good, ["--no-pretrained", "--epochs", "0"], r"epochs must be at least 1"),
     (_good, ["--no-pretrained", "--valid-pct", "1.5"], r"valid_pct must be between 0 and 1"),
 ]
@@ -87,7 +88,7 @@ BAD_TRAIN_INPUT = [
 @pytest.mark.parametrize("setup, extra, message", BAD_TRAIN_INPUT, ids=[
     "no-images", "missing-data-dir", "one-class", "class-with-one-image", "unreadable-image", "unknown-arch",
     "resnet18-weights-not-cached", "cuda-without-cuda", "cuda-index-without-cuda", "unknown-device",
-    "head-only-from-scratch", "zero-patience", "zero-epochs", "bad-valid-pct"])
+    "head-only-from-scratch", "zero-patience", "bad-freeze-stride", "zero-epochs", "bad-valid-pct"])
 def test_train_refuses_bad_input(ws: Workspace, capsys, setup, extra, message) -> None:
     setup(ws.data_dir)
     rc, out, err = _cli(capsys, "train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), *TINY, *extra)
