@@ -59,7 +59,7 @@ def run_log(args: argparse.Namespace) -> int:
 
     ws = workspace_from(args)
     runs.prepare(ws)
-    rows = [(r.get("at", ""), r.get("run_id", ""), r.get("previous") or "-", r.get("reason", ""))
+    rows = [(r.get("at", ""), r.get("run_id") or r.get("discarded", ""), r.get("previous") or "-", r.get("reason", ""))
             for r in runs.promotion_log(ws)]
     if not rows:
         print(f"no promotions yet in {runs.log_path(ws)}: run `smarthub train`")

@@ -5,7 +5,7 @@
     models/export.pkl, report.json, confusion.png, history.csv
                                     the promoted run's files (hard links, or copies where links do not work)
     models/promoted.json            the pointer: promoted run and the one before it (`promote PREVIOUS` = undo)
-    models/runs/promotions.jsonl    one line per promotion
+    models/runs/promotions.jsonl    one line per promotion (and per interrupted run folder discarded)
 
 A promotion stages every file beside its target and keeps the current files as backups before renaming; an
 error puts the backups back, and a promotion cut short by a crash is rolled back on the next use (the
@@ -307,7 +307,29 @@ def _has_history(ws: Workspace) -> bool:
 
 def _prepare(ws: Workspace) -> None:
     _recover(ws)
+    _discard_interrupted_runs(ws)
     _adopt_first_version(ws)
+
+
+def _discard_interrupted_runs(ws: Workspace) -> None:
+    """Remove the hidden `.<run id>.partial` folders of runs whose writer died before the folder was renamed
+    into place. Called under the history lock, which every writer holds from making such a folder to renaming
+    it, so none of them is still being written. They hold only files training wrote (never a user's image),
+    were never listed or promoted, and each is noted in the promotions log."""
+    from smarthub import fileops
+
+    if not ws.runs_dir.is_dir():
+        return
+    for staging in sorted(ws.runs_dir.glob(".*.partial")):
+        if not staging.is_dir():
+            continue
+        try:
+            fileops.discard_folder(staging)
+        except OSError:
+            continue  # tried again on the next use; it is never listed meanwhile
+        append_jsonl(log_path(ws), {"at": _now(), "discarded": staging.name,
+                                    "reason": "discarded an interrupted training run (its process stopped before "
+                                              "the run folder was complete)"})
 
 
 @contextlib.contextmanager

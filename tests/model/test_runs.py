@@ -378,3 +378,29 @@ def test_an_empty_models_folder_lists_nothing_and_creates_nothing(ws: Workspace,
         rc, out, err = _cli(capsys, ws, *argv)
         assert rc == 0 and out.startswith("no ") and "smarthub train" in out
     assert not ws.models_dir.exists()
+
+
+def test_a_run_interrupted_mid_write_is_discarded_on_next_use(ws: Workspace, monkeypatch, capsys) -> None:
+    """A training process that dies after writing some of its run folder leaves a hidden `.<id>.partial`;
+    the next use (under the history lock) removes it, notes it in the log, and touches nothing else."""
+    first = _record(ws, _report([True, False]), model=b"model A").run_id
+    before = _promoted_files(ws)
+    real_replace = os.replace
+
+    def crash(src, dst, *a, **k):
+        if Path(dst).name == "confusion.png":
+            raise KeyboardInterrupt  # the process dies with export.pkl and history.csv written
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        _record(ws, _report([True, True]), model=b"model B")
+    monkeypatch.undo()
+    partial = [p for p in ws.runs_dir.iterdir() if p.name.endswith(".partial")]
+    assert len(partial) == 1 and (partial[0] / "export.pkl").read_bytes() == b"model B"
+    rc, out, _ = _cli(capsys, ws, "models")
+    assert rc == 0 and first in out and partial[0].name not in out
+    assert not partial[0].exists()
+    assert [i.run_id for i in runs.list_runs(ws)] == [first] and _promoted_files(ws) == before
+    rc, out, _ = _cli(capsys, ws, "models", "log")
+    assert rc == 0 and partial[0].name in out and "interrupted training run" in out
