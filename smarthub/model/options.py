@@ -18,7 +18,7 @@ DEFAULT_NUM_WORKERS = 0
 # epoch on Fashion-MNIST: the fitted head no longer matches the features)
 DEFAULT_FINETUNE_LR = 2e-3
 FINETUNE_BODY_LR_DIV = 10
-FINETUNE_PCT_START = 0.25  # share of stage 2 spent warming up to the peak rate
+FINETUNE_PCT_START = 0.25  # share of the one-cycle schedule spent warming up to the peak rate (fastai's default)
 # Stage 2 keeps the body's leading blocks frozen up to this output stride (the stem and the stride-2/4/8 blocks
 # that see edges and textures; `lpft.frozen_early_layers`). On MobileNetV2 at 96 px stage 2 takes ~37 % less
 # time with the same accuracy (bench/RESULTS.md, time to accuracy: openclipart 5 splits), which pays for the

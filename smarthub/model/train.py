@@ -301,7 +301,7 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
                                   "model is unchanged")
     cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=options.epochs,
                                  history=history, should_stop=should_stop)
-    pct_start = FINETUNE_PCT_START if options.pretrained else 0.25  # fit_one_cycle's default from scratch
+    pct_start = FINETUNE_PCT_START  # fit_one_cycle's own default, for both recipes
     keep = make_keep_best(baseline=baseline, patience=options.patience,
                           earliest=earliest_stop(options.epochs, pct_start))
     frozen = 0
