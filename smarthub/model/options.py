@@ -25,7 +25,7 @@ FINETUNE_PCT_START = 0.25  # share of the one-cycle schedule spent warming up to
 # 5th and 6th epochs of DEFAULT_EPOCHS. 0 fine-tunes every layer.
 DEFAULT_FREEZE_STRIDE = 8
 # Stage-2 epochs: 6 (early blocks frozen) end 7.4 points above fastai's fine_tune(3) on openclipart drawings and
-# 13.0 on Fashion-MNIST, in 0.77x and 0.95x its time (8 splits each); 5 epochs: +4.4 and +12.3 in 0.70x / 0.88x.
+# 13.0 on Fashion-MNIST, in 0.78x and 0.95x its time (8 splits each); 5 epochs: +4.4 and +12.3 in 0.70x / 0.88x.
 DEFAULT_EPOCHS = 6
 # Training from scratch (no pretrained body): fit_one_cycle's peak rate
 DEFAULT_SCRATCH_LR = 1e-3
