@@ -2,22 +2,21 @@
 
 Images are copied (never moved). The split is `split.stable_split`: stratified, seeded and stored in
 `<labelme dir>/.smarthub/split.json`, so an image keeps its split when the dataset grows. The export is
-written into a staged folder and put in place whole (`fileops.replace_folder`): a non-empty output is
-refused unless `overwrite`, and a crash leaves the old export or the new one, never a mix.
+written into a staged folder and put in place whole (`outputs.staged_output`): a non-empty output is
+refused unless `overwrite`, and then replaced only when smarthub exported it (its `.smarthub-export` marker)
+and it holds nothing else; a crash leaves the old export or the new one, never a mix.
 YOLO labels are `class cx cy w h` normalised by the EXIF-corrected size the Labelme file records.
 Class names are sorted alphabetically so class ids are stable across exports.
 """
 from __future__ import annotations
 
 import json
-import secrets
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from smarthub.errors import DatasetError, SmartHubError
+from smarthub.outputs import staged_output
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
 from smarthub.annotate.split import (SPLIT_FILE, SPLITS, SplitRecord, check_split, parse_split,  # noqa: F401
                                      split_counts, stable_split)
@@ -36,6 +35,8 @@ class ExportReport:
     backgrounds: int = 0
     boxes: int = 0
     split_file: Path | None = None
+    dropped: list[tuple[str, int]] = field(default_factory=list)  # (Labelme file, zero-area boxes left out)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def data_yaml(self) -> Path:
@@ -45,7 +46,17 @@ class ExportReport:
         per = ", ".join(f"{k} {v}" for k, v in self.images.items())
         return (f"{self.fmt.upper()} dataset in {self.out_dir}: {sum(self.images.values())} images ({per}; "
                 f"{self.backgrounds} without boxes kept as background), {self.boxes} boxes, {len(self.names)} "
-                f"classes: {', '.join(self.names)}\nsplit kept in {self.split_file}")
+                f"classes: {', '.join(self.names)}\nsplit kept in {self.split_file}"
+                + "".join(f"\n{line}" for line in self.notes + self.dropped_lines()))
+
+    def dropped_lines(self) -> list[str]:
+        """One line on the boxes left out because nothing of them is inside the image (zero width or height)."""
+        if not self.dropped:
+            return []
+        files = ", ".join(f"{name} ({n})" for name, n in self.dropped[:5])
+        more = f" and {len(self.dropped) - 5} more files" if len(self.dropped) > 5 else ""
+        return [f"{sum(n for _, n in self.dropped)} zero-area boxes left out (nothing of them inside the image): "
+                f"{files}{more}"]
 
 
 def split_file_of(labelme_dir: Path) -> Path:
@@ -64,43 +75,40 @@ def flat_stem(key: str) -> str:
     return "__".join(Path(key).with_suffix("").parts)
 
 
-def yolo_lines(item: DetItem, class_ids: dict[str, int]) -> list[str]:
-    """`class cx cy w h` lines (normalised, clipped) for the boxes of one image."""
+def clipped_boxes(item: DetItem) -> tuple[list[tuple[str, tuple[float, float, float, float]]], int]:
+    """(boxes clipped to the image, number dropped because nothing of them is left: zero width or height)."""
     w, h = item.width, item.height
-    lines = []
+    kept, dropped = [], 0
     for label, (x1, y1, x2, y2) in item.boxes:
         x1, x2 = max(0.0, min(x1, w)), max(0.0, min(x2, w))
         y1, y2 = max(0.0, min(y1, h)), max(0.0, min(y2, h))
         if x2 <= x1 or y2 <= y1:
+            dropped += 1
             continue
-        lines.append(f"{class_ids[label]} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
-                     f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}")
-    return lines
+        kept.append((label, (x1, y1, x2, y2)))
+    return kept, dropped
+
+
+def yolo_lines(item: DetItem, class_ids: dict[str, int]) -> list[str]:
+    """`class cx cy w h` lines (normalised, clipped) for the boxes of one image (zero-area boxes left out)."""
+    w, h = item.width, item.height
+    return [f"{class_ids[label]} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
+            for label, (x1, y1, x2, y2) in clipped_boxes(item)[0]]
 
 
 def check_output(src: Path, out: Path, *, overwrite: bool) -> None:
-    """Refuse an output inside the input (or around it) and a non-empty output without `overwrite`."""
+    """Refuse an output inside the input (or around it), a non-empty output without `overwrite`, and with it
+    a folder smarthub did not export (`outputs.check_replaceable`: a data or models folder, a stranger's file)."""
+    from smarthub.outputs import check_replaceable
+
     check_not_nested(src, out)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"output {out} is a file, not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise DatasetError(f"output folder {out} is not empty: choose a new folder or pass --overwrite "
-                           f"(replaces it whole)")
-
-
-@contextmanager
-def staged_folder(out: Path) -> Iterator[Path]:
-    """A fresh folder beside `out`; on success it replaces `out` whole, on any failure it is removed."""
-    from smarthub import fileops
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staged = out.with_name(f".{out.name}.partial-{secrets.token_hex(4)}")
-    staged.mkdir()
-    try:
-        yield staged
-        fileops.replace_folder(staged, out)
-    finally:
-        fileops.discard_folder(staged)
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise DatasetError(f"output folder {out} is not empty: choose a new folder or pass --overwrite "
+                               f"(replaces it whole)")
+        check_replaceable(out)
 
 
 def _write_yolo(staged: Path, dataset: DetSet, record: SplitRecord, names: list[str], report: ExportReport) -> None:
@@ -134,11 +142,7 @@ def coco_dict(items: list[DetItem], names: list[str]) -> dict:
     for img_id, item in enumerate(items, start=1):
         images.append({"id": img_id, "file_name": f"{flat_stem(item.key)}{item.image.suffix.lower()}",
                        "width": item.width, "height": item.height})
-        for label, (x1, y1, x2, y2) in item.boxes:
-            x1, x2 = max(0.0, min(x1, item.width)), max(0.0, min(x2, item.width))
-            y1, y2 = max(0.0, min(y1, item.height)), max(0.0, min(y2, item.height))
-            if x2 <= x1 or y2 <= y1:
-                continue
+        for label, (x1, y1, x2, y2) in clipped_boxes(item)[0]:
             annotations.append({"id": len(annotations) + 1, "image_id": img_id, "category_id": cat[label],
                                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
                                 "area": round((x2 - x1) * (y2 - y1), 2), "iscrowd": 0})
@@ -184,10 +188,16 @@ def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
         raise DatasetError(f"no boxes in any Labelme file under {labelme_dir} ({len(dataset.items)} images): "
                            f"annotate or correct some images first")
     record = dataset_split(dataset, split=split, seed=seed)
-    report = ExportReport(out_dir=out_dir, fmt=fmt, names=names, backgrounds=dataset.backgrounds,
-                          images=record.counts([it.key for it in dataset.items]), split_file=split_file_of(labelme_dir))
+    kept = {it.key: clipped_boxes(it) for it in dataset.items}
+    if not any(boxes for boxes, _ in kept.values()):
+        raise DatasetError(f"no box with an area inside its image in any Labelme file under {labelme_dir} "
+                           f"({len(dataset.items)} images): correct some images first")
+    report = ExportReport(out_dir=out_dir, fmt=fmt, names=names, backgrounds=sum(not b for b, _ in kept.values()),
+                          images=record.counts([it.key for it in dataset.items]), split_file=split_file_of(labelme_dir),
+                          dropped=[((it.json_path.name if it.json_path else it.key), kept[it.key][1])
+                                   for it in dataset.items if kept[it.key][1]])
     try:
-        with staged_folder(out_dir) as staged:
+        with staged_output(out_dir, kind=f"{fmt}-export", overwrite=overwrite, notes=report.notes) as staged:
             (_write_yolo if fmt == "yolo" else _write_coco)(staged, dataset, record, names, report)
     except OSError as e:
         raise DatasetError(f"cannot write the export {out_dir}: {e.strerror or e}; the previous one is intact") from e
@@ -211,10 +221,38 @@ class ImportReport:
     images: int = 0
     boxes: int = 0
     backgrounds: int = 0
+    converted: int = 0  # segmentation (polygon) lines turned into their polygon's bounding box
+    notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
-        return (f"{self.images} Labelme files written to {self.out_dir} ({self.boxes} boxes, "
-                f"{self.backgrounds} images without boxes)")
+        lines = [f"{self.images} Labelme files written to {self.out_dir} ({self.boxes} boxes, "
+                 f"{self.backgrounds} images without boxes)"]
+        if self.converted:
+            lines.append(f"{self.converted} segmentation (polygon) lines converted to their polygon's bounding box")
+        return "\n".join(lines + self.notes)
+
+
+def _yaml_error(e: Exception) -> str:
+    """A YAML error in one line: where and what, never the text of the file."""
+    mark = getattr(e, "problem_mark", None)
+    problem = getattr(e, "problem", None) or getattr(e, "context", None) or type(e).__name__
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return f"not valid YAML ({where}{' '.join(str(problem).split())})"
+
+
+def contained_file(path: Path, root: Path, *, what: str) -> Path:
+    """`path`, when it is a regular file that (links followed) stays inside `root`; never reads it.
+
+    Raises:
+        DatasetError: a link leaving `root`, or not a regular file.
+    """
+    resolved = Path(path).resolve()
+    if not resolved.is_relative_to(Path(root).resolve()):
+        raise DatasetError(f"{path}: the {what} is a link to a file outside {root}; copy the file into the "
+                           f"dataset instead (smarthub reads nothing outside the folder it was given)")
+    if not resolved.is_file():
+        raise DatasetError(f"{path}: the {what} is not a regular file")
+    return path
 
 
 def read_yolo_names(yolo_dir: Path) -> list[str]:
@@ -222,12 +260,15 @@ def read_yolo_names(yolo_dir: Path) -> list[str]:
     import yaml
 
     path = Path(yolo_dir) / "data.yaml"
+    if not path.exists():
+        raise DatasetError(f"{path} not found: a YOLO dataset has a data.yaml naming its classes")
+    contained_file(path, yolo_dir, what="data.yaml")
     try:
         obj = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise DatasetError(f"{path} not found: a YOLO dataset has a data.yaml naming its classes") from e
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise DatasetError(f"{path} cannot be read: {e}") from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(f"{path} cannot be read: {getattr(e, 'strerror', None) or type(e).__name__}") from e
+    except yaml.YAMLError as e:
+        raise DatasetError(f"{path}: {_yaml_error(e)}") from e
     names = obj.get("names") if isinstance(obj, dict) else None
     if isinstance(names, dict) and all(isinstance(k, int) for k in names):
         return [str(names[i]) for i in sorted(names)]
@@ -237,21 +278,71 @@ def read_yolo_names(yolo_dir: Path) -> list[str]:
 
 
 def parse_yolo_line(line: str, *, names: list[str], width: int, height: int,
-                    where: str) -> tuple[str, tuple[float, float, float, float]]:
-    """One `class cx cy w h` line → (label, xyxy in pixels)."""
+                    where: str) -> tuple[str, tuple[float, float, float, float], bool]:
+    """One `class cx cy w h` line, or a segmentation line `class x1 y1 x2 y2 …` (its polygon's box)
+    → (label, xyxy in pixels, converted from a polygon).
+
+    Raises:
+        DatasetError: "<file>:<line>: <reason>" for a wrong field count, a value that is not a finite number in
+            [0, 1], an empty box or an unknown class id (the line's text is never repeated).
+    """
+    import math
+
     parts = line.split()
+    if len(parts) != 5 and (len(parts) < 7 or len(parts) % 2 == 0):
+        raise DatasetError(f"{where}: {len(parts)} fields; a YOLO line is 'class cx cy w h' (5 fields) or a "
+                           f"segmentation polygon 'class x1 y1 x2 y2 x3 y3 …' (an odd number, at least 7)")
     try:
-        cid, cx, cy, bw, bh = int(parts[0]), *(float(v) for v in parts[1:5])
-    except (ValueError, IndexError) as e:
-        raise DatasetError(f"{where}: {line!r} is not 'class cx cy w h'") from e
+        cid = int(parts[0])
+    except ValueError:
+        raise DatasetError(f"{where}: the class id (field 1) is not a whole number") from None
     if not 0 <= cid < len(names):
         raise DatasetError(f"{where}: class id {cid} is not in data.yaml ({len(names)} classes)")
-    return names[cid], ((cx - bw / 2) * width, (cy - bh / 2) * height, (cx + bw / 2) * width, (cy + bh / 2) * height)
+    values = []
+    for k, text in enumerate(parts[1:], start=2):
+        try:
+            v = float(text)
+        except ValueError:
+            raise DatasetError(f"{where}: field {k} is not a number") from None
+        if not math.isfinite(v):
+            raise DatasetError(f"{where}: field {k} is not a finite number (NaN or infinity)")
+        if not 0.0 <= v <= 1.0:
+            raise DatasetError(f"{where}: field {k} is {v:g}, outside [0, 1]: coordinates are normalised by the "
+                               f"image size")
+        values.append(v)
+    if len(values) == 4:
+        cx, cy, bw, bh = values
+        if bw <= 0 or bh <= 0:
+            raise DatasetError(f"{where}: the box has no area (width {bw:g}, height {bh:g})")
+        x1, y1, x2, y2 = cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2
+    else:
+        xs, ys = values[0::2], values[1::2]
+        x1, y1, x2, y2 = min(xs), min(ys), max(xs), max(ys)
+        if x2 <= x1 or y2 <= y1:
+            raise DatasetError(f"{where}: the polygon has no area (its points lie on a line)")
+    return names[cid], (x1 * width, y1 * height, x2 * width, y2 * height), len(values) != 4
+
+
+def _read_label_lines(label_file: Path, yolo_dir: Path) -> list[str]:
+    if not label_file.exists() and not label_file.is_symlink():
+        return []
+    contained_file(label_file, yolo_dir, what="label file")
+    try:
+        return label_file.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise DatasetError(f"{label_file}: not UTF-8 text; a YOLO label file holds 'class cx cy w h' lines") from None
+    except OSError as e:
+        raise DatasetError(f"{label_file} cannot be read: {e.strerror or e}") from e
 
 
 def import_yolo(yolo_dir: Path, out_dir: Path, *, overwrite: bool = False) -> ImportReport:
     """Copy the images of a YOLO dataset (images/<split>/…) into `out_dir/<split>/` with a Labelme file
-    beside each. Raises DatasetError for a missing data.yaml, a bad label line or a non-empty output."""
+    beside each. Segmentation lines become their polygon's box (counted in the report).
+
+    Raises:
+        DatasetError: a missing or bad data.yaml, a bad label line (file:line and why), an image or label file
+            linked from outside the YOLO folder, or a non-empty output.
+    """
     from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
     from smarthub.annotate.preannotate import iter_images
     from smarthub.errors import ImageError
@@ -266,20 +357,25 @@ def import_yolo(yolo_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Im
     images = list(iter_images(images_root)) if images_root.is_dir() else []
     if not images:
         raise DatasetError(f"no images under {images_root}")
+    for image in images:  # refused before anything is read or written
+        contained_file(image, yolo_dir, what="image")
     report = ImportReport(out_dir=out_dir)
-    with staged_folder(out_dir) as staged:
+    with staged_output(out_dir, kind="labelme-import", overwrite=overwrite, notes=report.notes) as staged:
         for image in images:
             rel = image.relative_to(images_root)
             label_file = (yolo_dir / "labels" / rel).with_suffix(".txt")
+            lines = _read_label_lines(label_file, yolo_dir)
             try:
                 width, height = check_image(image)
             except ImageError as e:
                 raise DatasetError(f"{image}: {e.reason}") from e
-            lines = label_file.read_text(encoding="utf-8").splitlines() if label_file.is_file() else []
             shapes = []
-            for n, line in enumerate(x for x in lines if x.strip()):
-                label, (x1, y1, x2, y2) = parse_yolo_line(line, names=names, width=width, height=height,
-                                                          where=f"{label_file}:{n + 1}")
+            for n, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                label, (x1, y1, x2, y2), converted = parse_yolo_line(line, names=names, width=width, height=height,
+                                                                     where=f"{label_file}:{n}")
+                report.converted += converted
                 shapes.append(Shape(label=label, points=[[round(max(0.0, x1), 2), round(max(0.0, y1), 2)],
                                                          [round(min(width, x2), 2), round(min(height, y2), 2)]]))
             dst = staged / rel

@@ -26,6 +26,7 @@ from smarthub.imaging import (draft_target, encode_jpeg, encode_png, exif_orient
                               pillow_open)
 from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
 from smarthub.annotate.evaluate import iou_matrix
+from smarthub.model.train import load_classifier, predict_probs
 from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
                                        mark_silver, relative_image_path, save_labelme, stamp_file)
 
@@ -139,16 +140,7 @@ class CropClassifier:
         """(labels, scores) of the most probable class for each crop."""
         if not crops:
             return [], np.zeros(0)
-        try:
-            from smarthub.model.train import predict_probs
-        except ImportError:
-            predict_probs = None
-        if predict_probs is not None:
-            probs = np.asarray(predict_probs(self.learner, crops))
-        else:
-            dl = self.learner.dls.test_dl(crops, num_workers=0)
-            with self.learner.no_bar(), self.learner.no_logging():
-                probs = self.learner.get_preds(dl=dl)[0].numpy()
+        probs = np.asarray(predict_probs(self.learner, crops))
         idx = probs.argmax(1)
         return [self.vocab[i] for i in idx], probs[np.arange(len(idx)), idx]
 
@@ -156,20 +148,7 @@ class CropClassifier:
 def _load_learner(path: Path) -> Any:
     if not path.is_file():
         raise ModelError(f"classifier {path} not found: train one with `smarthub train` or give --classifier PATH")
-    try:
-        from smarthub.model.train import load_classifier
-    except ImportError:
-        load_classifier = None
-    if load_classifier is not None:
-        return load_classifier(path)
-    import pickle
-
-    from fastai.learner import load_learner
-
-    try:
-        return load_learner(path, cpu=True)
-    except (pickle.UnpicklingError, EOFError, AttributeError, RuntimeError, OSError, ModuleNotFoundError) as e:
-        raise ModelError(f"{path} is not a fastai classifier export: {e}") from e
+    return load_classifier(path)
 
 
 def classify_boxes(classifier: CropClassifier, image: Image.Image, det: Detections) -> Detections:

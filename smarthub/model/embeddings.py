@@ -24,6 +24,7 @@ from smarthub.dataset import (IMAGE_SUFFIXES, SPLIT_NAMES, ImageItem, has_split_
                               validate_label)
 from smarthub.errors import ImageError, ModelError, SmartHubError
 from smarthub.imaging import open_rgb
+from smarthub.model import archs
 from smarthub.workspace import Workspace
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -204,15 +205,9 @@ def load_extractor(arch: str, *, pretrained: bool = True) -> tuple[Any, tuple]:
         return _open_clip_extractor(arch.removeprefix(OPEN_CLIP_PREFIX))
     if arch in DINOV2_NAMES:
         return _dinov2_extractor(arch), IMAGENET_STATS
-    try:
-        from smarthub.model import archs
-    except ImportError:
-        archs = None
-    if archs is not None and hasattr(archs, "feature_extractor"):
-        module, stats = archs.feature_extractor(arch, pretrained=pretrained)
-        module.eval()
-        return module, tuple(stats) if stats is not None else IMAGENET_STATS
-    return _torchvision_extractor(arch, pretrained=pretrained), IMAGENET_STATS
+    module, stats = archs.feature_extractor(arch, pretrained=pretrained)
+    module.eval()
+    return module, tuple(stats) if stats is not None else IMAGENET_STATS
 
 
 def _open_clip_extractor(spec: str) -> tuple[Any, tuple]:
@@ -247,29 +242,6 @@ def _dinov2_extractor(name: str) -> Any:
     except (OSError, RuntimeError, ValueError, ImportError) as e:  # URLError is an OSError
         raise ModelError(f"DINOv2 model {name} is not available ({e}); connect once so torch.hub can fetch it, "
                          f"or use {cached_alternatives()}") from e
-
-
-def _torchvision_extractor(arch: str, *, pretrained: bool) -> Any:
-    import torch
-    import torchvision
-
-    factory = getattr(torchvision.models, arch, None)
-    if factory is None or not callable(factory):
-        raise ModelError(f"unknown architecture {arch!r}: use a torchvision name such as mobilenet_v2 or resnet18")
-    try:
-        model = factory(weights="IMAGENET1K_V1" if pretrained else None)
-    except (OSError, RuntimeError, ValueError) as e:  # URLError is an OSError: offline without cached weights
-        raise ModelError(
-            f"pretrained weights for {arch} are not available ({e}); connect to the internet once, copy the "
-            f"file into $TORCH_HOME/hub/checkpoints/, or use --arch mobilenet_v2"
-        ) from e
-    if hasattr(model, "features"):  # mobilenet, efficientnet, convnext, vgg …
-        body = torch.nn.Sequential(model.features, torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
-    elif hasattr(model, "fc"):  # resnet family
-        body = torch.nn.Sequential(*list(model.children())[:-1], torch.nn.Flatten())
-    else:
-        raise ModelError(f"architecture {arch!r} has no known body to take embeddings from")
-    return body.eval()
 
 
 def load_image_array(path: Path, size_px: int) -> np.ndarray:

@@ -12,7 +12,7 @@ from smarthub.annotate.export import export_dataset, export_yolo, import_yolo
 from smarthub.annotate.labelme import LabelmeFile, Shape, load_labelme, save_labelme
 from smarthub.annotate.scenes import compose_scenes, load_drawings, texture_backgrounds
 from smarthub.cli import main
-from smarthub.errors import DatasetError
+from smarthub.errors import DatasetError, SmartHubError
 
 SAMPLES = Path(__file__).resolve().parents[2] / "smarthub" / "samples"
 
@@ -42,12 +42,21 @@ def test_overwrite_replaces_the_export_whole_and_growth_never_leaks(tmp_path: Pa
     first = stems_by_split(out)
     with pytest.raises(DatasetError, match="is not empty: choose a new folder or pass --overwrite"):
         export_yolo(src, out)
-    (out / "images" / "train" / "stray.jpg").write_bytes(b"old")
-    scenes(src, 10, seed=5, prefix="more")  # the dataset grows by 10 corrected images
+    (out / "images" / "train" / "stray.jpg").write_bytes(b"someone's")
+    with pytest.raises(SmartHubError, match=r"refusing to replace .*yolo: it holds 'images/train/stray.jpg', "
+                                            r"which smarthub did not write"):
+        export_yolo(src, out, overwrite=True)
+    assert (out / "images" / "train" / "stray.jpg").read_bytes() == b"someone's"
+    (out / "images" / "train" / "stray.jpg").unlink()
+    gone = next(iter(first["train"]))
+    for p in src.glob(f"{gone}.*"):
+        p.unlink()  # one image leaves the dataset, 10 corrected images join it
+    scenes(src, 10, seed=5, prefix="more")
     r = export_yolo(src, out, split=(0.6, 0.2, 0.2), overwrite=True)
     second = stems_by_split(out)
-    assert "stray" not in second["train"]  # replaced whole: nothing of the old export is left
-    assert sum(len(v) for v in second.values()) == sum(r.images.values()) == 30
+    assert gone not in second["train"]  # replaced whole: nothing of the old export is left
+    assert sum(len(v) for v in second.values()) == sum(r.images.values()) == 29
+    first["train"].discard(gone)
     for a in second:
         for b in second:
             assert a == b or not second[a] & second[b], f"{a} and {b} share images"
