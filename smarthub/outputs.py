@@ -164,10 +164,10 @@ def clean_stale(dest: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def staged_output(dest: Path, *, kind: str, overwrite: bool = False,
+def staged_output(dest: Path, *, kind: str | None, overwrite: bool = False,
                   notes: list[str] | None = None) -> Iterator[Path]:
-    """A fresh hidden folder beside `dest`, under the output lock; on success it is marked (`kind`) and replaces
-    `dest` whole, on any failure it is removed. What a dead writer left is cleaned up first (into `notes`).
+    """A fresh hidden folder beside `dest`, under the output lock; on success it is marked as an export of `kind`
+    (None: not marked, e.g. a run folder that is never replaced) and replaces `dest` whole, on any failure it is removed. What a dead writer left is cleaned up first (into `notes`).
 
     Raises:
         SmartHubError: another process writes `dest`; `dest` is not empty and `overwrite` is not set, or it is
@@ -188,7 +188,8 @@ def staged_output(dest: Path, *, kind: str, overwrite: bool = False,
         staged.mkdir()
         try:
             yield staged
-            write_marker(staged, kind=kind)
+            if kind is not None:
+                write_marker(staged, kind=kind)
             fileops.replace_folder(staged, dest)
         finally:
             fileops.discard_folder(staged)

@@ -95,3 +95,93 @@ def test_cli_refuses_a_foreign_model_and_trust_lets_it_through(tmp_path: Path) -
     trusted = _cli("predict", str(image), "--model", str(model), "--trust", cwd=tmp_path)
     assert marker.exists()  # the user said so: the pickle was loaded (and ran), then found not to be a learner
     assert trusted.returncode == 2 and "does not hold a fastai learner" in trusted.stderr
+
+
+# ---------------------------------------------------------------- every entry point that loads a model file
+
+
+def _hostile_workspace(root: Path, marker: Path) -> tuple[Path, Path]:
+    """(data, models): two classes of three real images each, and a hostile models/export.pkl."""
+    data, models = root / "data", root / "models"
+    for label, color in (("fish", (200, 40, 40)), ("bird", (40, 40, 200))):
+        for i in range(3):
+            make_image(data / label / f"{label}{i}.png", color=(color[0], color[1] + 20 * i, color[2]))
+    models.mkdir()
+    _malicious(models / "export.pkl", marker)
+    return data, models
+
+
+def _checkpoint(path: Path) -> Path:
+    """A real torchvision detector checkpoint smarthub wrote (so it passes the check by itself)."""
+    import torch
+
+    from smarthub.annotate.detect import build_torchvision_model, save_detector_checkpoint
+
+    torch.manual_seed(0)
+    model = build_torchvision_model("fasterrcnn_mobilenet_v3_large_320_fpn", 2, min_size=64, max_size=64)
+    return save_detector_checkpoint(path, model, arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+                                    labels=["__background__", "thing"], model_kwargs={"min_size": 64, "max_size": 64})
+
+
+ENTRY_POINTS = ["predict --model", "review --fast-model", "annotate --classifier", "annotate --model x.pt",
+                "app detector upload"]
+
+
+@pytest.mark.parametrize("entry", ENTRY_POINTS, ids=["predict", "review", "annotate-classifier",
+                                                     "annotate-ultralytics", "app-upload"])
+def test_each_entry_point_refuses_a_hostile_pickle(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   entry: str) -> None:
+    from smarthub.cli import main
+
+    marker = tmp_path / "pwned"
+    data, models = _hostile_workspace(tmp_path, marker)
+    images = tmp_path / "images"
+    make_image(images / "a.png")
+    yolo = _malicious(tmp_path / "x.pt", marker, mention="ultralytics.nn.tasks.DetectionModel")
+    if entry == "app detector upload":
+        from smarthub.ui.tab_annotate import store_detector
+        from smarthub.workspace import Workspace
+
+        previous = trust.require_known_models(True)  # what `smarthub app` sets without --trust
+        try:
+            with pytest.raises(ModelError, match=r"x\.pt was not written by smarthub .*--trust"):
+                store_detector(Workspace(data_dir=data, models_dir=models), str(yolo))
+        finally:
+            trust.require_known_models(previous)
+        assert not (models / "detectors" / "uploads" / "x.pt").exists()
+    else:
+        argv = {
+            "predict --model": ["predict", str(images / "a.png"), "--model", str(models / "export.pkl")],
+            "review --fast-model": ["review", "--data", str(data), "--models", str(models), "--fast-model",
+                                    "--folds", "2"],
+            "annotate --classifier": ["annotate", str(images), "--model", str(_checkpoint(tmp_path / "det.pt")),
+                                      "--classifier", str(models / "export.pkl"), "--out", str(tmp_path / "out")],
+            "annotate --model x.pt": ["annotate", str(images), "--model", str(yolo), "--out", str(tmp_path / "out")],
+        }[entry]
+        assert main(argv) == 2
+        err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("hashing: ")]
+        assert len(err) == 1 and err[0].startswith("error: "), err  # one line (after review's progress)
+        assert "was not written by smarthub" in err[0] and "--trust" in err[0]
+    assert not marker.exists()  # refused before a byte of it was unpickled
+
+
+def test_no_import_fallback_around_smarthub_modules() -> None:
+    """A failing import of smarthub's own code must fail loudly, never fall back to a path without the checks."""
+    import ast
+
+    offenders = []
+    for path in sorted((REPO / "smarthub").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Try):
+                continue
+            catches = any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError", "ModuleNotFoundError")
+                          or isinstance(h.type, ast.Tuple) and any(getattr(e, "id", "") in ("ImportError",
+                                                                                             "ModuleNotFoundError")
+                                                                    for e in h.type.elts)
+                          for h in node.handlers if h.type is not None)
+            own = [n for n in ast.walk(ast.Module(body=node.body, type_ignores=[]))
+                   if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("smarthub")
+                   or isinstance(n, ast.Import) and any(a.name.startswith("smarthub") for a in n.names)]
+            if catches and own:
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []

@@ -443,6 +443,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     from smarthub.annotate.export import dataset_split
     from smarthub.atomicio import atomic_save_torch, atomic_write_json
     from smarthub.model.devices import resolve_device
+    from smarthub.outputs import staged_output
 
     started = time.monotonic()
     options = options or DetectorTrainOptions()
@@ -473,10 +474,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     final = runs / name
     if final.exists():
         raise SmartHubError(f"detector run {final} exists already: choose another --name")
-    runs.mkdir(parents=True, exist_ok=True)
-    staged = runs / f".partial-{name}"
-    staged.mkdir()
-    try:
+    # staged under a lock that dies with this process: the next run of the name removes what a killed one left
+    with staged_output(final, kind=None, notes=notes) as staged:
         work = staged / "work"
         train_items = splits["train"] + silver
         if options.backend == "ultralytics":
@@ -515,9 +514,6 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
                                        for m in metrics}},
             "thresholds": {m.label: m.threshold.to_json() for m in metrics},
             "min_precision": options.min_precision})
-        fileops.replace_folder(staged, final)
-    finally:
-        fileops.discard_folder(staged)
     atomic_write_json(runs / LATEST_FILE, {"run": name})
     run.seconds = time.monotonic() - started
     say(TrainProgress("done", options.epochs, options.epochs))
