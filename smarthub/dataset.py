@@ -66,6 +66,24 @@ def validate_label(label: str) -> str:
     return label
 
 
+def check_label_case(label: str, existing: Iterable[str]) -> str:
+    """Return `label` unless it differs only in case from an existing class (on a case-insensitive file system
+    the two are one folder); the exact name of an existing class is fine.
+
+    Raises:
+        LabelError: "… did you mean 'fish'?" naming the existing class.
+    """
+    existing = [unicodedata.normalize("NFC", e) for e in existing]
+    if label in existing:
+        return label
+    folded = label.casefold()
+    twins = [e for e in existing if e.casefold() == folded]
+    if twins:
+        raise LabelError(f"label {label!r} differs only in case from the existing class {twins[0]!r}: did you mean "
+                         f"{twins[0]!r}? (on a case-insensitive file system they would be one folder)")
+    return label
+
+
 def has_split_layout(data_dir: Path) -> bool:
     """True when `data_dir` holds `train/` and `valid/`, each with class folders inside."""
     return all((data_dir / s).is_dir() for s in SPLIT_NAMES) and any(

@@ -29,7 +29,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from smarthub.atomicio import append_jsonl, read_jsonl
-from smarthub.dataset import SPLIT_NAMES, has_split_layout, sha256_file, validate_label
+from smarthub.dataset import SPLIT_NAMES, check_label_case, has_split_layout, sha256_file, validate_label
 from smarthub.errors import FileOpError, MissingFileError
 from smarthub.workspace import META_DIRNAME, Workspace
 
@@ -202,7 +202,7 @@ def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operatio
         LabelError: `label` breaks the label rules.
         FileOpError: a path is missing, outside the data folder, or already has that label.
     """
-    label = validate_label(label)
+    label = check_label_case(validate_label(label), class_names(ws))
     with workspace_lock(ws):
         recover(ws)
         plans: list[tuple[Path, Path]] = []
@@ -591,6 +591,7 @@ def rename_class(ws: Workspace, old: str, new: str) -> Operation:
         FileOpError: `old` has no folder, `new` exists already (merge instead), or a move failed (rolled back).
     """
     old, new = validate_label(old), validate_label(new)
+    check_label_case(new, [c for c in class_names(ws) if c != old])
     with workspace_lock(ws):
         recover(ws)
         sources = _class_sources(ws, old, new)
@@ -609,6 +610,7 @@ def merge_classes(ws: Workspace, source: str, target: str) -> Operation:
         FileOpError: either class has no folder, or a move failed (rolled back).
     """
     source, target = validate_label(source), validate_label(target)
+    check_label_case(target, class_names(ws))
     with workspace_lock(ws):
         recover(ws)
         sources = _class_sources(ws, source, target)

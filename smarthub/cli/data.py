@@ -123,14 +123,14 @@ def check_relabel_target(ws: Workspace, label: str, *, new_class: bool) -> None:
     """
     from smarthub import fileops
     from smarthub.clean.session import closest_class
-    from smarthub.dataset import validate_label
+    from smarthub.dataset import check_label_case, validate_label
     from smarthub.errors import SmartHubError
 
     if _names_a_file(label):
         raise SmartHubError(f"{label} is a file, not a class: relabel takes the images first and the class name last, "
                             f"e.g. `smarthub relabel IMAGE... apple`")
-    label = validate_label(label)
     classes = fileops.class_names(ws)
+    label = check_label_case(validate_label(label), classes)
     if label in classes:
         return
     near = closest_class(label, classes)

@@ -14,10 +14,11 @@ from pathlib import Path
 from urllib.parse import urldefrag
 
 from smarthub.atomicio import discard_temp, is_own_temp
-from smarthub.dataset import has_split_layout, is_image_file, validate_label
+from smarthub.dataset import check_label_case, has_split_layout, is_image_file, validate_label
 from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, DatasetIndex, phash_hex
 from smarthub.collect.download import DownloadOptions, DownloadReport, Fetcher, fetch_many, save_image
 from smarthub.errors import DatasetError, LabelError, NetworkError, SmartHubError
+from smarthub.fileops import class_names
 from smarthub.ledger import ProvenanceRecord, append_records, now_iso, read_records, split_present
 from smarthub.collect.search import (DEFAULT_QUERY_TEMPLATES, SearchBackend, SearchHit, SearchOptions, UrlListBackend,
                              cached_search)
@@ -102,18 +103,21 @@ class BootstrapReport:
 ProgressFn = Callable[[BootstrapProgress], None]
 
 
-def validate_labels(labels: Sequence[str]) -> list[str]:
+def validate_labels(labels: Sequence[str], *, existing: Sequence[str] = ()) -> list[str]:
     """Validate every label before anything happens; duplicates dropped, order kept.
 
     Raises:
-        LabelError: no label given, or one breaks the label rules.
+        LabelError: no label given, one breaks the label rules, or one differs only in case from an `existing`
+            class or from another label given.
     """
     if isinstance(labels, str):
         labels = [labels]
-    checked = [validate_label(label) for label in labels]
+    checked = list(dict.fromkeys(validate_label(label) for label in labels))
     if not checked:
         raise LabelError("no label given: name at least one class, e.g. `smarthub bootstrap koi`")
-    return list(dict.fromkeys(checked))
+    for i, label in enumerate(checked):
+        check_label_case(label, [*existing, *checked[:i]])
+    return checked
 
 
 def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = 100, backend: SearchBackend | None = None,
@@ -133,7 +137,7 @@ def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = 100, backend
         NetworkError: the image search is unreachable before anything was saved.
         DatasetError: the URL list does not fit the labels, or the data folder uses train/valid splits.
     """
-    labels = validate_labels(labels)
+    labels = validate_labels(labels, existing=class_names(ws))
     if count < 1:
         raise SmartHubError(f"--count must be at least 1 (got {count})")
     if ws.data_dir.is_dir() and has_split_layout(ws.data_dir):

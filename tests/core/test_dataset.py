@@ -10,7 +10,7 @@ from PIL import Image
 
 from helpers import make_image
 from smarthub.dataset import (
-    check_image, check_trainable, class_counts, dataset_fingerprint, has_split_layout, scan_dataset,
+    check_image, check_label_case, check_trainable, class_counts, dataset_fingerprint, has_split_layout, scan_dataset,
     validate_label, verify_dataset,
 )
 from smarthub.errors import DatasetError, ImageError, LabelError
@@ -217,3 +217,63 @@ COMMITTED = Path(__file__).parents[1] / "data"
 def test_committed_real_photos_verify(name: str) -> None:
     w, h = check_image(COMMITTED / name)
     assert max(w, h) <= 96
+
+
+# ---------------------------------------------------------------- labels that differ only in case
+
+
+@pytest.mark.parametrize(("label", "existing", "error"), [
+    ("fish", ["fish", "bird"], None),
+    ("koi", ["fish", "bird"], None),
+    ("FISH", ["fish", "bird"], "differs only in case from the existing class 'fish': did you mean 'fish'?"),
+    ("Fish", ["fish"], "did you mean 'fish'?"),
+    ("STRASSE", ["straße"], "did you mean 'straße'?"),  # full case folding: ß is ss
+    ("Straße", ["straße"], "did you mean 'straße'?"),
+    ("fish", ["Fish", "fish"], None),  # an exact existing class stays allowed even when a twin exists
+    ("café", ["CAFE\u0301"], "did you mean 'CAFÉ'?"),  # normalised before comparing
+], ids=["same", "new", "upper", "capital", "sharp-s-folds", "sharp-s-capital", "exact-beside-twin", "nfd"])
+def test_check_label_case(label: str, existing: list[str], error: str | None) -> None:
+    if error is None:
+        assert check_label_case(label, existing) == label
+    else:
+        with pytest.raises(LabelError, match=error):
+            check_label_case(label, existing)
+
+
+CASE_ROWS = [
+    (["relabel", "{data}/dog/dog0.jpg", "FISH", "--new-class"], "did you mean 'fish'?"),
+    (["relabel", "{data}/dog/dog0.jpg", "Fish", "--new-class"], "did you mean 'fish'?"),
+    (["classes", "rename", "--data", "{data}", "dog", "Fish"], "did you mean 'fish'?"),
+    (["classes", "merge", "--data", "{data}", "dog", "FISH"], "did you mean 'fish'?"),
+    (["bootstrap", "Fish", "--urls-file", "{urls}"], "did you mean 'fish'?"),
+    (["bootstrap", "koi", "KOI", "--urls-file", "{urls}"], "did you mean 'koi'?"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), CASE_ROWS, ids=["relabel-new-class-upper", "relabel-new-class-capital",
+                                                           "rename", "merge-target", "bootstrap",
+                                                           "bootstrap-twins"])
+def test_a_label_differing_only_in_case_is_refused_everywhere(small_ws, capsys: pytest.CaptureFixture[str],
+                                                              argv: list[str], message: str) -> None:
+    from smarthub.cli import main
+
+    urls = small_ws.data_dir.parent / "urls.csv"
+    urls.write_text("http://127.0.0.1:9/a.jpg,Fish\nhttp://127.0.0.1:9/b.jpg,koi\nhttp://127.0.0.1:9/c.jpg,KOI\n")
+    before = sorted(p.relative_to(small_ws.data_dir) for p in small_ws.data_dir.rglob("*"))
+    argv = [a.format(data=small_ws.data_dir, urls=urls) for a in argv]
+    if argv[0] in ("relabel", "bootstrap"):
+        argv += ["--data", str(small_ws.data_dir)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("error: ") and err.count("\n") == 1, err
+    assert sorted(p.relative_to(small_ws.data_dir) for p in small_ws.data_dir.rglob("*")) == before
+
+
+def test_the_exact_name_of_an_existing_class_stays_allowed(small_ws) -> None:
+    from smarthub import fileops
+
+    fileops.relabel(small_ws, small_ws.data_dir / "dog" / "dog0.jpg", "fish")
+    fileops.merge_classes(small_ws, "cat", "fish")
+    fileops.rename_class(small_ws, "fish", "Fish")  # a class may change its own case (no other class is 'fish')
+    assert fileops.class_names(small_ws) == ["Fish", "dog"]
+    assert len(list((small_ws.data_dir / "Fish").iterdir())) == 13
