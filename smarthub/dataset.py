@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import unicodedata
 import warnings
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,11 +92,30 @@ def has_split_layout(data_dir: Path) -> bool:
     )
 
 
-def scan_dataset(data_dir: Path, *, require_images: bool = False) -> list[ImageItem]:
+def leaves_folder(path: Path | str, root: Path) -> bool:
+    """True when `path` is a link whose target (all links followed) lies outside `root` (a resolved folder)."""
+    if not os.path.islink(path):
+        return False
+    return not Path(os.path.realpath(path)).is_relative_to(root)
+
+
+def outside_note(outside: Sequence[Path], data_dir: Path) -> str | None:
+    """The one line that says which links leading outside the data folder a scan skipped (None when none)."""
+    if not outside:
+        return None
+    shown = ", ".join(Path(os.path.relpath(p, data_dir)).as_posix() for p in outside[:3])
+    more = f" and {len(outside) - 3} more" if len(outside) > 3 else ""
+    return (f"{len(outside)} {'entry' if len(outside) == 1 else 'entries'} skipped: links leading outside the "
+            f"data folder {data_dir} ({shown}{more}); smarthub reads only files inside it")
+
+
+def scan_dataset(data_dir: Path, *, require_images: bool = False,
+                 outside: list[Path] | None = None) -> list[ImageItem]:
     """List the images under `data_dir`, one class per sub-folder (or train/ and valid/ splits).
 
-    Folders starting with a dot and folders whose names break the label rules are skipped.
-    Items come sorted by (split, label, file name) so the order is reproducible.
+    Folders starting with a dot and folders whose names break the label rules are skipped, and so are links
+    (files or class folders) whose target lies outside the data folder: never read, and listed in `outside`
+    when it is given. Items come sorted by (split, label, file name) so the order is reproducible.
 
     Raises:
         DatasetError: the folder does not exist, or `require_images` and it holds no image.
@@ -103,6 +123,8 @@ def scan_dataset(data_dir: Path, *, require_images: bool = False) -> list[ImageI
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetError(f"data folder {data_dir} does not exist; create it with one sub-folder per class")
+    root_resolved = data_dir.resolve()
+    skipped: list[Path] = outside if outside is not None else []
     roots: list[tuple[Path, str]] = (
         [(data_dir / s, s) for s in SPLIT_NAMES] if has_split_layout(data_dir) else [(data_dir, "")]
     )
@@ -115,10 +137,15 @@ def scan_dataset(data_dir: Path, *, require_images: bool = False) -> list[ImageI
                 label = validate_label(class_dir.name)
             except LabelError:
                 continue
+            if leaves_folder(class_dir, root_resolved):
+                skipped.append(class_dir)
+                continue
             for path in sorted(class_dir.rglob("*")):
                 if any(part.startswith(".") for part in path.relative_to(class_dir).parts):
                     continue
-                if is_image_file(path):
+                if leaves_folder(path, root_resolved):
+                    skipped.append(path)
+                elif is_image_file(path):
                     items.append(ImageItem(path=path, label=label, split=split))
     if require_images and not items:
         raise DatasetError(

@@ -139,14 +139,16 @@ class InfoReport:
     with_provenance: int = 0
     without_provenance: int = 0
     missing_files: int = 0
+    outside: str | None = None  # the line on links leading outside the data folder (skipped, never read)
 
 
 def info(ws: Workspace) -> InfoReport:
     """Summarise the data folder and its provenance ledger."""
-    from smarthub.dataset import class_counts, scan_dataset
+    from smarthub.dataset import class_counts, outside_note, scan_dataset
 
-    items = scan_dataset(ws.data_dir)
-    report = InfoReport(per_class=class_counts(items))
+    outside: list[Path] = []
+    items = scan_dataset(ws.data_dir, outside=outside)
+    report = InfoReport(per_class=class_counts(items), outside=outside_note(outside, ws.data_dir))
     present, missing = split_present(ws)
     seen_paths = set()
     domains: Counter[str] = Counter()

@@ -81,3 +81,29 @@ def test_a_cli_session_writes_only_inside_its_workspace(tmp_path: Path, torch_ho
                                                                                  "models", "urls.csv"]
     # the library caches went into the workspace's bookkeeping
     assert (work / "data" / ".smarthub" / "cache" / "matplotlib").is_dir()
+
+
+# ---------------------------------------------------------------- a link leaving the data folder is never shown
+
+
+def test_the_clean_tab_never_ranks_or_shows_a_file_outside_the_workspace(tmp_path: Path) -> None:
+    """A class folder holding a link to an image outside the workspace: the Clean tab's review (every image
+    shown) neither ranks nor displays it, and says on one line that it was skipped."""
+    from helpers import make_image
+    from smarthub.ui.tab_clean import SHOW_ALL, CleanState, run_review
+    from smarthub.workspace import Workspace
+
+    ws = Workspace(data_dir=tmp_path / "ws" / "data", models_dir=tmp_path / "ws" / "models")
+    for c, (label, color) in enumerate({"fish": (40, 40, 200), "bird": (200, 40, 40)}.items()):
+        for i in range(4):
+            make_image(ws.data_dir / label / f"{label}{i}.jpg", color=color, pattern=10 * c + i)
+    secret = make_image(tmp_path / "private" / "holiday.jpg", color=(10, 220, 10), pattern=99)
+    (ws.data_dir / "fish" / "holiday.jpg").symlink_to(secret)
+    view = run_review(ws, CleanState(), "fast", 0.5, 2, include=[SHOW_ALL])
+    result = view.state.result
+    assert len(result.entries) == 8 and all("holiday" not in str(e.path) for e in result.entries)
+    assert len(result.suspects) == 8 and all("holiday" not in str(s.path) for s in result.suspects)
+    assert all("holiday" not in caption and "holiday" not in thumb for thumb, caption in view.gallery)
+    assert "holiday" not in view.selected and "holiday" not in (view.preview or "")
+    assert ("1 entry skipped: links leading outside the data folder" in view.status
+            and "fish/holiday.jpg" in view.status)

@@ -26,7 +26,7 @@ from smarthub.clean.quality import quality_issues
 from smarthub.clean.ranking import duplicates_from_neighbours, outliers_from_neighbours, triage
 from smarthub.clean.records import (FILTERS, KINDS, QUALITY_ISSUES, SUSPECT_FIELDS, Entry, Suspect, suspect_rows,
                                     write_suspects)
-from smarthub.dataset import verify_images
+from smarthub.dataset import outside_note, verify_images
 from smarthub.errors import DatasetError, SmartHubError
 from smarthub.model.embeddings import Progress, check_embedder, hash_scanned, scan_stat
 from smarthub.model.train import TrainOptions
@@ -246,11 +246,14 @@ def rank(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: S
 # ---------------------------------------------------------------- the I/O edge: review, refresh
 
 def _scan(ws: Workspace, progress: Progress | None,
-          known: Sequence[Entry] = ()) -> tuple[list[Entry], list[tuple[Path, str]]]:
+          known: Sequence[Entry] = ()) -> tuple[list[Entry], list[tuple[Path, str]], list[str]]:
+    """(entries, unreadable files, notes: the one line on links leading outside the data folder, never read)."""
     paths = {str(e.path): e.path for e in known}  # reusing Path objects saves most of a 20,000-file rescan
-    hashed = hash_scanned(ws, scan_stat(ws.data_dir, known=paths), progress=progress)
+    outside: list[Path] = []
+    hashed = hash_scanned(ws, scan_stat(ws.data_dir, known=paths, outside=outside), progress=progress)
     entries = [Entry(path=i.path, label=i.label, sha256=s) for i, s in zip(hashed.items, hashed.shas)]
-    return entries, hashed.skipped
+    note = outside_note(outside, ws.data_dir)
+    return entries, hashed.skipped, [note] if note else []
 
 
 def _check_reviewable(entries: Sequence[Entry], ws: Workspace, folds: int) -> list[str]:
@@ -300,14 +303,13 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
     train = options.train
     assert train is not None
     start = time.perf_counter()
-    entries, skipped = _scan(ws, progress)
+    entries, skipped, notes = _scan(ws, progress)
     vocab = _check_reviewable(entries, ws, options.folds)
     learner = scorers.load_model(ws, vocab) if options.method == "model" else None
     fp = caches.content_fingerprint(entries)
     stamp = caches.model_stamp(ws) if options.method == "model" else ""
     cache_path = caches.probs_cache_path(ws, options.method, train, options.folds)
     cached = caches.load_probs_cache(cache_path, fp, stamp)
-    notes: list[str] = []
     if options.method == "fast" and not train.pretrained:
         notes.append("--no-pretrained: embeddings of an untrained body rank poorly; prefer --finetune")
     head = None
@@ -393,11 +395,10 @@ def refresh(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
         else _resolved(ws, result.options or ReviewOptions())
     train = options.train
     assert train is not None
-    entries, skipped = _scan(ws, progress, result.entries)
+    entries, skipped, notes = _scan(ws, progress, result.entries)
     probs_by_sha = dict(result.probs_by_sha)
     split_by_sha = dict(result.split_by_sha)
     duplicate_of, outliers = dict(result.duplicate_of), set(result.outliers)
-    notes: list[str] = []
     head = result.head
     unreadable = dict(result.unreadable)
     skipped += [(e.path, unreadable[e.sha256]) for e in entries if e.sha256 in unreadable]

@@ -201,6 +201,8 @@ def run_info(args: argparse.Namespace) -> int:
 
     ws = workspace_from(args)
     report = info(ws)
+    if report.outside:
+        print(report.outside)
     if not report.per_class:
         print(f"no images in {ws.data_dir} yet (`smarthub bootstrap LABEL` collects some)")
         return 0

@@ -229,6 +229,8 @@ def print_train_summary(result: Any) -> int:
           f"{r['n_valid']} validation images, {r['seconds']:.0f} s")
     print(f"validation accuracy: {r['valid_accuracy']:.3f}  (error rate {r['error_rate']:.3f})")
     print(recipe_line(r))
+    for note in r.get("notes") or []:
+        print(f"note: {note}")
     rows = [(label, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", m["support"])
             for label, m in r["per_class"].items()]
     print_table(rows, ("class", "precision", "recall", "f1", "support"))

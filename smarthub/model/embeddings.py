@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 
 from smarthub.atomicio import atomic_write_json, atomic_write_with, read_json
-from smarthub.dataset import (IMAGE_SUFFIXES, SPLIT_NAMES, ImageItem, has_split_layout, sha256_file,
-                              validate_label)
+from smarthub.dataset import (IMAGE_SUFFIXES, SPLIT_NAMES, ImageItem, has_split_layout, leaves_folder,
+                              sha256_file, validate_label)
 from smarthub.errors import ImageError, ModelError, SmartHubError
 from smarthub.imaging import open_rgb
 from smarthub.model import archs
@@ -49,10 +49,12 @@ def review_cache_dir(ws: Workspace) -> Path:
 
 # ---------------------------------------------------------------- sha256 index (I/O)
 
-def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None) -> list[tuple[ImageItem, str]]:
-    """`dataset.scan_dataset` semantics (same items, same order) in one os.scandir pass, with each file's
-    (device, inode, size, mtime) key, so a refresh of 20,000 images stays interactive. `known` maps path
-    strings to Path objects of a previous scan, which are reused (building 20,000 Paths is the slow part)."""
+def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None,
+              outside: list[Path] | None = None) -> list[tuple[ImageItem, str]]:
+    """`dataset.scan_dataset` semantics (same items, same order, links leading outside the data folder skipped
+    and listed in `outside`) in one os.scandir pass, with each file's (device, inode, size, mtime) key, so a
+    refresh of 20,000 images stays interactive. `known` maps path strings to Path objects of a previous scan,
+    which are reused (building 20,000 Paths is the slow part)."""
     from smarthub.errors import DatasetError, LabelError
 
     data_dir = Path(data_dir)
@@ -60,6 +62,7 @@ def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None) -> list[t
         raise DatasetError(f"data folder {data_dir} does not exist; create it with one sub-folder per class")
     roots = [(data_dir / s, s) for s in SPLIT_NAMES] if has_split_layout(data_dir) else [(data_dir, "")]
     out: list[tuple[ImageItem, str]] = []
+    contained = _Contained(data_dir.resolve(), outside if outside is not None else [])
     for root, split in roots:
         with os.scandir(root) as it:
             class_dirs = sorted((d for d in it if not d.name.startswith(".") and d.is_dir()), key=lambda d: d.name)
@@ -68,15 +71,31 @@ def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None) -> list[t
                 label = validate_label(class_dir.name)
             except LabelError:
                 continue
+            if contained.leaves(class_dir.path):
+                continue
             found: list[tuple[str, str]] = []
-            _walk(class_dir.path, found)
+            _walk(class_dir.path, found, contained)
             for path_str, key in sorted(found, key=lambda f: f[0].split(os.sep)):  # Path order
                 path = known.get(path_str) if known else None
                 out.append((ImageItem(path=path or Path(path_str), label=label, split=split), key))
     return out
 
 
-def _walk(folder: str, found: list[tuple[str, str]]) -> None:
+@dataclass
+class _Contained:
+    """The resolved data folder, and the links leading outside it met so far (`dataset.leaves_folder`)."""
+
+    root: Path
+    outside: list[Path]
+
+    def leaves(self, path: str) -> bool:
+        if leaves_folder(path, self.root):
+            self.outside.append(Path(path))
+            return True
+        return False
+
+
+def _walk(folder: str, found: list[tuple[str, str]], contained: _Contained) -> None:
     try:
         it = os.scandir(folder)
     except OSError:
@@ -86,8 +105,10 @@ def _walk(folder: str, found: list[tuple[str, str]]) -> None:
             if d.name.startswith("."):
                 continue
             try:
+                if d.is_symlink() and contained.leaves(d.path):
+                    continue
                 if d.is_dir(follow_symlinks=False):  # like Path.rglob: never into linked folders
-                    _walk(d.path, found)
+                    _walk(d.path, found, contained)
                 elif os.path.splitext(d.name)[1].lower() in IMAGE_SUFFIXES and d.is_file():
                     st = d.stat()
                     found.append((d.path, f"{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"))

@@ -386,7 +386,8 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     """
     from dataclasses import replace
 
-    from smarthub.dataset import check_trainable, dataset_fingerprint, scan_dataset
+    from smarthub.dataset import check_trainable, dataset_fingerprint, outside_note, scan_dataset
+    from smarthub.fileops import class_names
     from smarthub.model import distributed
     from smarthub.model.archs import check_weights_available, resolve_arch
     from smarthub.model.devices import resolve_device
@@ -396,8 +397,14 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     started = time.monotonic()
     device = distributed.rank_device(resolve_device(options.device))
     options = replace(options, device=device)
-    items = scan_dataset(ws.data_dir)
-    check_trainable(items)
+    outside: list[Path] = []
+    items = scan_dataset(ws.data_dir, outside=outside)
+    empty = sorted(set(class_names(ws)) - {it.label for it in items})
+    notes = [n for n in (outside_note(outside, ws.data_dir), empty_classes_note(empty)) if n]
+    try:
+        check_trainable(items)
+    except DatasetError as e:
+        raise DatasetError("; ".join([str(e), *notes])) from e
     spec = resolve_arch(options.arch)
     if options.pretrained:
         check_weights_available(spec.name)
@@ -408,6 +415,9 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         check_images_cached(ws, items, progress=progress)
         hashed = hash_items(ws, items)
         if hashed.skipped:
+            gone = [path for path, _ in hashed.skipped if not path.exists()]
+            if gone:
+                raise_moved(gone)
             path, reason = hashed.skipped[0]
             raise DatasetError(f"{path}: {reason}; scan again (the data folder changed during training)")
         shas = hashed.shas
@@ -469,6 +479,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "versions": library_versions(),
         "options": asdict(options),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "notes": notes,
     }
     report["seconds"] = round(time.monotonic() - started, 2)
     portable_learner(learn)
@@ -569,11 +580,15 @@ def check_images_cached(ws: Any, items: Sequence[ImageItem], *, progress: Progre
         cache = {}
     fresh: dict[str, list[int]] = {}
     bad: list[str] = []
+    gone: list[Path] = []  # moved or removed since the scan (another process relabelled or renamed a class)
     for i, item in enumerate(items, 1):
         key = str(item.path)
         try:
             st = item.path.stat()
             stamp = [st.st_size, st.st_mtime_ns]
+        except FileNotFoundError:
+            gone.append(item.path)
+            continue
         except OSError as e:
             bad.append(f"{item.path} ({e.strerror or e})")
             continue
@@ -581,7 +596,10 @@ def check_images_cached(ws: Any, items: Sequence[ImageItem], *, progress: Progre
             try:
                 check_image(item.path)
             except ImageError as e:
-                bad.append(str(e))
+                if item.path.exists():
+                    bad.append(str(e))
+                else:
+                    gone.append(item.path)
                 continue
         fresh[key] = stamp
         if progress is not None and (i % 50 == 0 or i == len(items)):
@@ -591,10 +609,27 @@ def check_images_cached(ws: Any, items: Sequence[ImageItem], *, progress: Progre
             atomic_write_json(cache_path, fresh)
         except SmartHubError:
             pass  # the cache only saves time; training goes on without it
+    if gone:
+        raise_moved(gone)
     if bad:
         more = f" (and {len(bad) - 3} more)" if len(bad) > 3 else ""
         raise DatasetError(f"{len(bad)} unreadable image(s): {'; '.join(bad[:3])}{more}; run `smarthub verify "
                            f"--quarantine` to move them to the trash, then train again")
+
+
+def empty_classes_note(empty: Sequence[str]) -> str | None:
+    """The one line naming the class folders training skipped because they hold no image."""
+    if not empty:
+        return None
+    shown = ", ".join(repr(c) for c in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+    return (f"{len(empty)} class folder{'s' if len(empty) != 1 else ''} without images skipped (not a class of "
+            f"this model): {shown}")
+
+
+def raise_moved(gone: Sequence[Path]) -> None:
+    """The data changed under a starting run (e.g. `classes rename` in another shell): not a broken image."""
+    raise DatasetError(f"{len(gone)} image{'s' if len(gone) != 1 else ''} moved or removed while training started "
+                       f"(e.g. {gone[0]}): another command changed the data folder; run train again")
 
 
 def write_artifacts(ws: Any, learn: Any, report: dict, *, valid_items: Sequence[ImageItem],

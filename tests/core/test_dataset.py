@@ -277,3 +277,72 @@ def test_the_exact_name_of_an_existing_class_stays_allowed(small_ws) -> None:
     fileops.rename_class(small_ws, "fish", "Fish")  # a class may change its own case (no other class is 'fish')
     assert fileops.class_names(small_ws) == ["Fish", "dog"]
     assert len(list((small_ws.data_dir / "Fish").iterdir())) == 13
+
+
+# ---------------------------------------------------------------- only files inside the data folder
+
+
+def _outside_layouts(data: Path, elsewhere: Path) -> dict[str, tuple[list[str], list[str]]]:
+    """Plant links of each kind; returns {kind: (items expected in addition, entries expected in `outside`)}."""
+    secret = make_image(elsewhere / "secret.jpg", color=(10, 200, 10))
+    make_image(elsewhere / "folder" / "far.jpg")
+    (data / "fish" / "secret.jpg").symlink_to(secret)  # a file leaving the data folder
+    (data / "fish" / "far").symlink_to(elsewhere / "folder", target_is_directory=True)  # a folder leaving it
+    (data / "linked").symlink_to(elsewhere / "folder", target_is_directory=True)  # a whole class leaving it
+    (data / "fish" / "twin.jpg").symlink_to(data / "bird" / "bird0.jpg")  # a link inside it: an image like any
+    (data / "fish" / "dangling.jpg").symlink_to(elsewhere / "gone.jpg")  # a broken link leaving it
+    return {"items": ["fish/twin.jpg"], "outside": ["fish/dangling.jpg", "fish/far", "fish/secret.jpg", "linked"]}
+
+
+def test_scanners_skip_and_report_links_leaving_the_data_folder(tmp_path: Path) -> None:
+    from smarthub.dataset import outside_note
+    from smarthub.model.embeddings import scan_stat
+
+    data, elsewhere = tmp_path / "ws" / "data", tmp_path / "elsewhere"
+    for label in ("fish", "bird"):
+        for i in range(2):
+            make_image(data / label / f"{label}{i}.jpg", pattern=i)
+    want = _outside_layouts(data, elsewhere)
+    outside: list[Path] = []
+    items = scan_dataset(data, outside=outside)
+    rel = sorted(i.path.relative_to(data).as_posix() for i in items)
+    assert rel == sorted(["bird/bird0.jpg", "bird/bird1.jpg", "fish/fish0.jpg", "fish/fish1.jpg", *want["items"]])
+    assert sorted(p.relative_to(data).as_posix() for p in outside) == want["outside"]
+    # the scanner of review and the Clean tab agrees, item for item
+    outside_stat: list[Path] = []
+    stat_items = [i for i, _ in scan_stat(data, outside=outside_stat)]
+    assert stat_items == items
+    assert sorted(p.relative_to(data).as_posix() for p in outside_stat) == want["outside"]
+    note = outside_note(outside, data)
+    assert note is not None and note.startswith("4 entries skipped: links leading outside the data folder")
+    assert "\n" not in note and "and 1 more" in note
+
+
+def test_info_prints_the_links_it_skipped_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from smarthub.cli import main
+
+    data = tmp_path / "data"
+    for label in ("fish", "bird"):
+        make_image(data / label / f"{label}0.jpg")
+    (data / "fish" / "secret.jpg").symlink_to(make_image(tmp_path / "elsewhere" / "secret.jpg"))
+    assert main(["info", "--data", str(data)]) == 0
+    out = capsys.readouterr().out
+    lines = [line for line in out.splitlines() if "outside the data folder" in line]
+    assert lines == [f"1 entry skipped: links leading outside the data folder {data} (fish/secret.jpg); smarthub "
+                     f"reads only files inside it"]
+    assert "2 images in 2 classes" in out
+
+
+def test_images_moved_while_training_starts_are_not_called_unreadable(small_ws) -> None:
+    """Another process renames a class between the scan and the image check of a starting `train`."""
+    from smarthub import fileops
+    from smarthub.model.train import check_images_cached
+
+    items = scan_dataset(small_ws.data_dir)
+    fileops.rename_class(small_ws, "dog", "puppy")  # what `smarthub classes rename` in another shell does
+    with pytest.raises(DatasetError, match=r"^6 images moved or removed while training started \(e\.g\. .*dog0\.jpg\)"
+                                           r": another command changed the data folder; run train again$"):
+        check_images_cached(small_ws, items)
+    (small_ws.data_dir / "cat" / "cat0.jpg").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match=r"1 unreadable image.*cat0\.jpg.*verify --quarantine"):
+        check_images_cached(small_ws, scan_dataset(small_ws.data_dir))  # a broken image is still called so
