@@ -163,6 +163,14 @@ def clean_stale(dest: Path) -> list[str]:
     return notes
 
 
+def recover_output(dest: Path) -> list[str]:
+    """Repair what a dead writer of `dest` left (`clean_stale`, under the output lock); returns the notes."""
+    if not Path(dest).parent.is_dir():
+        return []
+    with output_lock(dest):
+        return clean_stale(dest)
+
+
 @contextlib.contextmanager
 def staged_output(dest: Path, *, kind: str | None, overwrite: bool = False,
                   notes: list[str] | None = None) -> Iterator[Path]:

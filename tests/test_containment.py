@@ -107,3 +107,23 @@ def test_the_clean_tab_never_ranks_or_shows_a_file_outside_the_workspace(tmp_pat
     assert "holiday" not in view.selected and "holiday" not in (view.preview or "")
     assert ("1 entry skipped: links leading outside the data folder" in view.status
             and "fish/holiday.jpg" in view.status)
+
+
+def test_train_says_what_it_skipped_on_one_line_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An empty class folder and a link leaving the data folder: `train` trains without them and says so."""
+    from helpers import make_image
+    from smarthub.cli import main
+
+    data, models = tmp_path / "data", tmp_path / "models"
+    for c, label in enumerate(("fish", "bird")):
+        for i in range(4):
+            make_image(data / label / f"{label}{i}.jpg", color=(60 + 120 * c, 60, 180 - 120 * c), pattern=10 * c + i)
+    (data / "koi").mkdir()
+    (data / "fish" / "holiday.jpg").symlink_to(make_image(tmp_path / "private" / "holiday.jpg"))
+    assert main(["train", "--data", str(data), "--models", str(models), "--arch", "mobilenet_v2", "--epochs", "1",
+                 "--size", "32", "--batch-size", "4", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "note: 1 class folder without images skipped (not a class of this model): 'koi'" in out
+    assert f"note: 1 entry skipped: links leading outside the data folder {data} (fish/holiday.jpg)" in out
+    report = json.loads((models / "report.json").read_text())
+    assert report["vocab"] == ["bird", "fish"] and report["n_train"] + report["n_valid"] == 8

@@ -96,12 +96,14 @@ def yolo_lines(item: DetItem, class_ids: dict[str, int]) -> list[str]:
             for label, (x1, y1, x2, y2) in clipped_boxes(item)[0]]
 
 
-def check_output(src: Path, out: Path, *, overwrite: bool) -> None:
+def check_output(src: Path, out: Path, *, overwrite: bool) -> list[str]:
     """Refuse an output inside the input (or around it), a non-empty output without `overwrite`, and with it
-    a folder smarthub did not export (`outputs.check_replaceable`: a data or models folder, a stranger's file)."""
-    from smarthub.outputs import check_replaceable
+    a folder smarthub did not export (`outputs.check_replaceable`: a data or models folder, a stranger's file).
+    What an interrupted export left is repaired first; returns the notes saying so."""
+    from smarthub.outputs import check_replaceable, recover_output
 
     check_not_nested(src, out)
+    notes = recover_output(out)
     if out.exists() and not out.is_dir():
         raise DatasetError(f"output {out} is a file, not a folder")
     if out.is_dir() and any(out.iterdir()):
@@ -109,6 +111,7 @@ def check_output(src: Path, out: Path, *, overwrite: bool) -> None:
             raise DatasetError(f"output folder {out} is not empty: choose a new folder or pass --overwrite "
                                f"(replaces it whole)")
         check_replaceable(out)
+    return notes
 
 
 def _write_yolo(staged: Path, dataset: DetSet, record: SplitRecord, names: list[str], report: ExportReport) -> None:
@@ -181,7 +184,7 @@ def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
     split = check_split(tuple(split))
     if not labelme_dir.is_dir():
         raise DatasetError(f"Labelme folder not found: {labelme_dir}")
-    check_output(labelme_dir, out_dir, overwrite=overwrite)
+    notes = check_output(labelme_dir, out_dir, overwrite=overwrite)
     dataset = scan_labelme_dir(labelme_dir)
     names = dataset.names
     if not names:
@@ -195,7 +198,7 @@ def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
     report = ExportReport(out_dir=out_dir, fmt=fmt, names=names, backgrounds=sum(not b for b, _ in kept.values()),
                           images=record.counts([it.key for it in dataset.items]), split_file=split_file_of(labelme_dir),
                           dropped=[((it.json_path.name if it.json_path else it.key), kept[it.key][1])
-                                   for it in dataset.items if kept[it.key][1]])
+                                   for it in dataset.items if kept[it.key][1]], notes=notes)
     try:
         with staged_output(out_dir, kind=f"{fmt}-export", overwrite=overwrite, notes=report.notes) as staged:
             (_write_yolo if fmt == "yolo" else _write_coco)(staged, dataset, record, names, report)
@@ -351,7 +354,7 @@ def import_yolo(yolo_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Im
     yolo_dir, out_dir = Path(yolo_dir), Path(out_dir)
     if not yolo_dir.is_dir():
         raise DatasetError(f"YOLO dataset folder not found: {yolo_dir}")
-    check_output(yolo_dir, out_dir, overwrite=overwrite)
+    notes = check_output(yolo_dir, out_dir, overwrite=overwrite)
     names = read_yolo_names(yolo_dir)
     images_root = yolo_dir / "images"
     images = list(iter_images(images_root)) if images_root.is_dir() else []
@@ -359,7 +362,7 @@ def import_yolo(yolo_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Im
         raise DatasetError(f"no images under {images_root}")
     for image in images:  # refused before anything is read or written
         contained_file(image, yolo_dir, what="image")
-    report = ImportReport(out_dir=out_dir)
+    report = ImportReport(out_dir=out_dir, notes=notes)
     with staged_output(out_dir, kind="labelme-import", overwrite=overwrite, notes=report.notes) as staged:
         for image in images:
             rel = image.relative_to(images_root)

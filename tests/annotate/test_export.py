@@ -208,3 +208,212 @@ def test_output_folder_inside_input_is_refused(tmp_path: Path, capsys: pytest.Ca
     assert main(["export-yolo", str(src), str(tmp_path / out), "--overwrite"]) == 2
     assert message in capsys.readouterr().err
     assert files_under(tmp_path) == before
+
+
+# ---------------------------------------------------------------- --overwrite never destroys what smarthub did not write
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    """Every file under `folder` (hidden ones included) with its bytes."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def a_workspace(root: Path) -> Path:
+    """A real data folder with a journal and a trash (a relabel and a delete done through fileops)."""
+    from smarthub import fileops
+    from smarthub.workspace import Workspace
+
+    from helpers import make_image
+
+    ws = Workspace(data_dir=root / "data", models_dir=root / "models")
+    for c, label in enumerate(("fish", "bird")):
+        for i in range(4):
+            make_image(ws.data_dir / label / f"{label}{i}.jpg", pattern=10 * c + i)
+    fileops.relabel(ws, ws.data_dir / "fish" / "fish0.jpg", "bird")
+    fileops.trash(ws, ws.data_dir / "bird" / "bird1.jpg")
+    assert ws.journal_path.is_file() and any(ws.trash_dir.rglob("*.jpg"))
+    return ws.data_dir
+
+
+def _data_folder(tmp_path: Path) -> Path:
+    return a_workspace(tmp_path / "ws")
+
+
+def _models_folder(tmp_path: Path) -> Path:
+    import torch
+
+    from smarthub.atomicio import atomic_save_torch
+
+    models = tmp_path / "ws" / "models"
+    atomic_save_torch(models / "export.pkl", lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
+    return models
+
+
+def _strangers_folder(tmp_path: Path) -> Path:
+    (tmp_path / "mine" / "holiday").mkdir(parents=True)
+    (tmp_path / "mine" / "holiday" / "beach.jpg").write_bytes(b"a photo")
+    return tmp_path / "mine"
+
+
+def _export_plus_stranger(tmp_path: Path) -> Path:
+    out = tmp_path / "yolo"
+    export_yolo(scenes(tmp_path / "other", 3), out)
+    (out / "notes.txt").write_text("mine")
+    return out
+
+
+def _forged_marker(tmp_path: Path) -> Path:
+    out = _strangers_folder(tmp_path)
+    (out / ".smarthub-export").write_text('{"kind": "yolo-export", "files": []}')
+    return out
+
+
+REFUSED = [
+    (_data_folder, "it is a data folder (it holds .smarthub/ with the journal and trash)"),
+    (_models_folder, "it is a models folder"),
+    (_strangers_folder, "smarthub did not export it (no .smarthub-export)"),
+    (_export_plus_stranger, "it holds 'notes.txt', which smarthub did not write"),
+    (_forged_marker, "it holds 'holiday/beach.jpg', which smarthub did not write"),
+]
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "coco"])
+@pytest.mark.parametrize("make,why", REFUSED, ids=["data-folder", "models-folder", "strangers-folder",
+                                                   "export-plus-stranger", "forged-marker"])
+def test_overwrite_refuses_a_folder_smarthub_did_not_write(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                           make, why: str, fmt: str) -> None:
+    src = scenes(tmp_path / "lm", 4)
+    out = make(tmp_path)
+    before = tree(out)
+    assert main(["export-yolo", str(src), str(out), "--overwrite", "--format", fmt]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"error: refusing to replace {out}: {why}; --overwrite replaces only a folder smarthub exported "
+                   f"(or an empty one) — choose a new output folder\n")
+    assert tree(out) == before  # every image, the journal and the trash intact
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".")]  # nothing staged or locked is left
+
+
+def test_import_yolo_overwrite_refuses_a_data_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    src = scenes(tmp_path / "lm", 4)
+    assert main(["export-yolo", str(src), str(tmp_path / "yolo")]) == 0
+    data = a_workspace(tmp_path / "ws")
+    before = tree(data)
+    assert main(["import-yolo", str(tmp_path / "yolo"), str(data), "--overwrite"]) == 2
+    assert "it is a data folder" in capsys.readouterr().err and tree(data) == before
+
+
+@pytest.mark.parametrize("state", ["empty", "previous-export", "previous-import"])
+def test_overwrite_replaces_an_empty_folder_or_its_own_output(tmp_path: Path, state: str) -> None:
+    src = scenes(tmp_path / "lm", 6)
+    out = tmp_path / "out"
+    out.mkdir()
+    if state == "previous-export":
+        export_dataset(src, out, fmt="coco", split=(1.0, 0.0, 0.0))
+    elif state == "previous-import":
+        export_yolo(src, tmp_path / "yolo")
+        out.rmdir()
+        import_yolo(tmp_path / "yolo", out)
+    r = export_yolo(src, out, overwrite=True)
+    marker = json.loads((out / ".smarthub-export").read_text())
+    assert marker["kind"] == "yolo-export" and marker["by"].startswith("smarthub")
+    assert sorted(marker["files"]) == [f for f in files_under(out) if f != ".smarthub-export"]
+    assert sum(r.images.values()) == 6 and not (out / "annotations").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["lm", "out"] + (["yolo"] if "import" in state
+                                                                               else []))
+
+
+CRASH = r"""
+import os, shutil, sys
+from smarthub.annotate.export import export_yolo
+
+src, out, point = sys.argv[1], sys.argv[2], sys.argv[3]
+real_rename, real_rmtree = os.rename, shutil.rmtree
+renames = []
+
+def rename(a, b):
+    renames.append(b)
+    if (point == "before-swap" and len(renames) == 1) or (point == "between-renames" and len(renames) == 2):
+        os._exit(9)  # killed here: no finally block, no cleanup, like kill -9
+    return real_rename(a, b)
+
+def rmtree(path, *a, **kw):
+    if point == "before-aside-removed" and ".old-" in str(path):
+        os._exit(9)
+    return real_rmtree(path, *a, **kw)
+
+os.rename, shutil.rmtree = rename, rmtree
+export_yolo(src, out, overwrite=True, split=(1.0, 0.0, 0.0))
+"""
+
+
+@pytest.mark.parametrize("point,left", [("before-swap", "old"), ("between-renames", "old"),
+                                        ("before-aside-removed", "new")],
+                         ids=["before-swap", "between-renames", "before-aside-removed"])
+def test_a_kill_mid_swap_leaves_old_or_new_and_the_next_run_cleans_up(tmp_path: Path, point: str,
+                                                                      left: str) -> None:
+    import subprocess
+    import sys
+
+    src, out = scenes(tmp_path / "lm", 4), tmp_path / "yolo"
+    export_yolo(src, out, split=(1.0, 0.0, 0.0))
+    old = tree(out)
+    scenes(src, 2, seed=3, prefix="more")  # the next export holds 6 images
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", CRASH, str(src), str(out), point], env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 9, r.stderr
+    assert [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # the killed run left its folders
+    with pytest.raises(SmartHubError, match="is not empty: choose a new folder or pass --overwrite"):
+        export_yolo(src, out, split=(1.0, 0.0, 0.0))  # the next run repairs first, then refuses
+    got = tree(out)
+    if left == "old":
+        assert got == old
+    else:
+        assert len(list((out / "images" / "train").iterdir())) == 6 and got != old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lm", "yolo"]  # staged, aside and lock gone
+    r = export_yolo(src, out, overwrite=True, split=(1.0, 0.0, 0.0))
+    assert r.images["train"] == 6 and sorted(p.name for p in tmp_path.iterdir()) == ["lm", "yolo"]
+
+
+HOLD = r"""
+import sys, time
+from pathlib import Path
+from smarthub.outputs import staged_output
+
+with staged_output(Path(sys.argv[1]), kind=None) as staged:
+    (staged / "half.txt").write_text("being written")
+    print(staged, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_a_live_writers_staged_folder_is_never_removed_a_dead_ones_is(tmp_path: Path, sig: str) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from smarthub.outputs import staged_output
+
+    dest = tmp_path / "runs" / "X"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    writer = subprocess.Popen([sys.executable, "-c", HOLD, str(dest)], env=env, stdout=subprocess.PIPE, text=True)
+    try:
+        staged = Path(writer.stdout.readline().strip())
+        assert (staged / "half.txt").is_file()
+        with pytest.raises(SmartHubError, match=rf"another smarthub process is writing {dest} \(held by pid "
+                                                rf"{writer.pid}\)"):
+            with staged_output(dest, kind=None):
+                pass
+        assert (staged / "half.txt").read_text() == "being written"  # alive: left alone
+    finally:
+        writer.send_signal(getattr(signal, sig))
+        writer.wait(timeout=60)
+    assert staged.is_dir()  # whatever signal ended it, the staged folder stays until the next writer
+    notes: list[str] = []
+    with staged_output(dest, kind=None, notes=notes) as mine:
+        (mine / "done.txt").write_text("complete")
+    assert notes == [f"removed {staged.name}, left by an interrupted run (its process had stopped)"]
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["X"] and (dest / "done.txt").is_file()

@@ -192,3 +192,101 @@ def test_ultralytics_classifier_weights_are_not_a_detector(tmp_path: Path, ultra
     cls_model.save(str(tmp_path / "cls.pt"))
     with pytest.raises(ModelError, match="not a detector"):
         load_detector(tmp_path / "cls.pt")
+
+
+# ---------------------------------------------------------------- import-yolo: contained and strict
+
+SECRET = "root:x:0:0:root:/root:/bin/bash"
+
+
+def yolo_dataset(root: Path, lines: list[str], *, yaml: str = "names: [fish, bird]\n") -> Path:
+    """A real YOLO dataset: one 100 x 50 image with the label lines given."""
+    (root / "images" / "train").mkdir(parents=True)
+    (root / "labels" / "train").mkdir(parents=True)
+    Image.new("RGB", (100, 50), (90, 120, 60)).save(root / "images" / "train" / "a.png")
+    (root / "labels" / "train" / "a.txt").write_text("".join(x + "\n" for x in lines))
+    (root / "data.yaml").write_text(yaml)
+    return root
+
+
+def _link_label_out(root: Path) -> None:
+    secret = root.parent / "etc" / "passwd"
+    secret.parent.mkdir()
+    secret.write_text(SECRET + "\n")
+    (root / "labels" / "train" / "a.txt").unlink()
+    (root / "labels" / "train" / "a.txt").symlink_to(secret)
+
+
+def _link_image_out(root: Path) -> None:
+    outside = root.parent / "private.png"
+    Image.new("RGB", (10, 10), (1, 2, 3)).save(outside)
+    (root / "images" / "train" / "b.png").symlink_to(outside)
+
+
+def _link_yaml_out(root: Path) -> None:
+    outside = root.parent / "elsewhere.yaml"
+    outside.write_text("names: [" + SECRET + "]\n")
+    (root / "data.yaml").unlink()
+    (root / "data.yaml").symlink_to(outside)
+
+
+def _link_inside(root: Path) -> None:
+    (root / "images" / "train" / "b.png").symlink_to(root / "images" / "train" / "a.png")
+    (root / "labels" / "train" / "b.txt").symlink_to(root / "labels" / "train" / "a.txt")
+
+
+def _not_utf8(root: Path) -> None:
+    (root / "labels" / "train" / "a.txt").write_bytes(b"0 0.5 0.5 \xff\xfe 0.2\n")
+
+
+GOOD = "0 0.5 0.5 0.2 0.4"
+IMPORT_ROWS = [
+    # (label lines, yaml, spoil, expected boxes [(label, xyxy)] or the error it must raise, converted lines)
+    ([GOOD], None, None, [("fish", [40.0, 15.0, 60.0, 35.0])], 0),
+    ([GOOD, "", "1 0.1 0.2 0.5 0.2 0.3 0.6"], None, None,
+     [("fish", [40.0, 15.0, 60.0, 35.0]), ("bird", [10.0, 10.0, 50.0, 30.0])], 1),
+    (["1 0.1 0.2 0.5 0.2 0.3 0.6 0.2 0.9"], None, None, [("bird", [10.0, 10.0, 50.0, 45.0])], 1),
+    ([GOOD], None, _link_inside, [("fish", [40.0, 15.0, 60.0, 35.0])] * 2, 0),
+    (["0 nan nan 0.5 0.5"], None, None, r"a\.txt:1: field 2 is not a finite number \(NaN or infinity\)", 0),
+    ([GOOD, "0 0.5 0.5 inf 0.2"], None, None, r"a\.txt:2: field 4 is not a finite number", 0),
+    (["0 0.5 0.5 1.5 0.2"], None, None, r"a\.txt:1: field 4 is 1\.5, outside \[0, 1\]", 0),
+    (["0 0.5 0.5 -0.1 0.2"], None, None, r"a\.txt:1: field 4 is -0\.1, outside \[0, 1\]", 0),
+    (["0 0.5 0.5 0 0.2"], None, None, r"a\.txt:1: the box has no area \(width 0, height 0\.2\)", 0),
+    (["0 0.5 0.5 0.2"], None, None, r"a\.txt:1: 4 fields; a YOLO line is 'class cx cy w h'", 0),
+    (["0 0.1 0.2 0.5 0.2 0.3"], None, None, r"a\.txt:1: 6 fields", 0),
+    (["1 0.1 0.2 0.5 0.2 0.9 0.2"], None, None, r"a\.txt:1: the polygon has no area", 0),
+    (["0.5 0.5 0.5 0.2 0.2"], None, None, r"a\.txt:1: the class id \(field 1\) is not a whole number", 0),
+    (["7 0.5 0.5 0.2 0.2"], None, None, r"a\.txt:1: class id 7 is not in data\.yaml \(2 classes\)", 0),
+    ([GOOD], None, _not_utf8, r"a\.txt: not UTF-8 text", 0),
+    ([GOOD], None, _link_label_out, r"a\.txt: the label file is a link to a file outside .*; copy the file", 0),
+    ([GOOD], None, _link_image_out, r"b\.png: the image is a link to a file outside", 0),
+    ([GOOD], None, _link_yaml_out, r"data\.yaml: the data\.yaml is a link to a file outside", 0),
+    ([GOOD], "names: [fish, bird\nnc: 2\n  bad: [\n", None,
+     r"data\.yaml: not valid YAML \(line \d+, column \d+: .+\)$", 0),
+]
+
+
+@pytest.mark.parametrize("lines,yaml,spoil,expected,converted", IMPORT_ROWS, ids=[
+    "box", "polygon-beside-box", "polygon-4-points", "links-inside", "nan", "inf", "above-1", "negative",
+    "zero-width", "4-fields", "6-fields", "flat-polygon", "float-class", "unknown-class", "not-utf8",
+    "label-link-to-passwd", "image-link-out", "yaml-link-out", "multiline-yaml-error"])
+def test_import_yolo_table(tmp_path: Path, capsys: pytest.CaptureFixture[str], lines, yaml, spoil, expected,
+                           converted: int) -> None:
+    src = yolo_dataset(tmp_path / "yolo", lines, **({"yaml": yaml} if yaml else {}))
+    if spoil is not None:
+        spoil(src)
+    code = main(["import-yolo", str(src), str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    if isinstance(expected, str):
+        assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
+        assert __import__("re").search(expected, err.strip()), err
+        assert SECRET not in err and "root:x" not in err  # a file's content never shows in an error
+        assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+        return
+    assert code == 0, err
+    got = [(s.label, s.points[0] + s.points[1]) for p in sorted((tmp_path / "out").rglob("*.json"))
+           for s in load_labelme(p).shapes]
+    assert got == expected
+    said = [line for line in out.splitlines() if "segmentation" in line]
+    assert said == ([f"{converted} segmentation (polygon) lines converted to their polygon's bounding box"]
+                    if converted else [])
