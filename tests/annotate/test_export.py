@@ -417,3 +417,60 @@ def test_a_live_writers_staged_folder_is_never_removed_a_dead_ones_is(tmp_path: 
         (mine / "done.txt").write_text("complete")
     assert notes == [f"removed {staged.name}, left by an interrupted run (its process had stopped)"]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["X"] and (dest / "done.txt").is_file()
+
+
+@pytest.mark.parametrize("fmt", ["yolo", "coco"])
+def test_zero_area_boxes_are_reported_and_counted_right(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                        fmt: str) -> None:
+    src = scenes(tmp_path / "lm", 4)
+    real = sum(len(load_labelme(p).shapes) for p in src.glob("*.json"))
+    lf = load_labelme(src / "scene0000.json")
+    lf.shapes += [Shape("fish", [[10, 10], [10, 30]]),  # zero width
+                  Shape("fruit", [[200, 10], [260, 30]])]  # wholly right of the 96 px wide image
+    save_labelme(src / "scene0000.json", lf)
+    only = load_labelme(src / "scene0001.json")
+    only.shapes = [Shape("fish", [[5, 20], [40, 20]])]  # its one box has no height: the image is a background
+    save_labelme(src / "scene0001.json", only)
+    kept = real - len(load_labelme(scenes(tmp_path / "again", 4) / "scene0001.json").shapes)
+    assert main(["export-yolo", str(src), str(tmp_path / "out"), "--format", fmt, "--split", "1,0,0"]) == 0
+    out = capsys.readouterr().out
+    assert f"{kept} boxes" in out and "1 without boxes kept as background" in out
+    assert "3 zero-area boxes left out (nothing of them inside the image): scene0000.json (2), scene0001.json (1)" in out
+    if fmt == "yolo":
+        written = sum(len(p.read_text().splitlines()) for p in (tmp_path / "out" / "labels" / "train").glob("*.txt"))
+    else:
+        written = len(json.loads((tmp_path / "out" / "annotations" / "instances_train.json").read_text())["annotations"])
+    assert written == kept
+
+
+@pytest.mark.slow
+def test_a_detector_run_killed_by_sigterm_never_blocks_its_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The row of the issue: SIGTERM during `train-detector --name X`, then `train-detector --name X` again."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("ultralytics")
+    lm, models = scenes(tmp_path / "lm", 8), tmp_path / "models"
+    runs = models / "detectors"
+    args = ["train-detector", str(lm), "--models", str(models), "--name", "X", "--imgsz", "64", "--batch", "8",
+            "--device", "cpu"]
+    env = dict(os.environ, PYTHONPATH=str(REPO), YOLO_OFFLINE="1")
+    killed = subprocess.Popen([sys.executable, "-m", "smarthub", *args, "--epochs", "200"], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(runs.glob(".X.partial-*/work")) and killed.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert killed.poll() is None, "the run ended before it could be stopped"
+    finally:
+        killed.send_signal(signal.SIGTERM)
+        killed.wait(timeout=120)
+    staged = list(runs.glob(".X.partial-*"))
+    assert len(staged) == 1 and not (runs / "X").exists()  # what the issue saw: a stale staged folder
+    assert main([*args, "--epochs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert f"removed {staged[0].name}, left by an interrupted run (its process had stopped)" in out
+    assert (runs / "X" / "run.json").is_file() and not staged[0].exists()
+    assert sorted(p.name for p in runs.iterdir() if p.name.startswith(".X")) == []
