@@ -698,3 +698,35 @@ def discard_folder(path: Path) -> None:
 
     if Path(path).exists():
         shutil.rmtree(Path(path))
+
+
+def recover_folder(dest: Path) -> list[str]:
+    """Remove what an interrupted writer of the derived folder `dest` left beside it (call under its writer
+    lock, `outputs.output_lock`): staged folders (`.<name>.partial-*`, `.partial-<name>`) are removed; a copy
+    `replace_folder` set aside (`.<name>.old-*`) is put back when `dest` is missing (the swap was cut short),
+    else removed. Returns one note per thing done."""
+    import shutil
+
+    dest = Path(dest)
+    parent, notes = dest.parent, []
+    if not parent.is_dir():
+        return notes
+    for staged in sorted(parent.glob(f".{dest.name}.partial-*")) + [parent / f".partial-{dest.name}"]:
+        if staged.is_dir() and not staged.is_symlink():
+            shutil.rmtree(staged)
+            notes.append(f"removed {staged.name}, left by an interrupted run (its process had stopped)")
+    asides = sorted((p for p in parent.glob(f".{dest.name}.old-*") if p.is_dir() and not p.is_symlink()),
+                    key=lambda p: p.stat().st_mtime)
+    if asides and not dest.exists():
+        os.rename(asides.pop(), dest)
+        notes.append(f"put the previous {dest.name} back from its aside copy (a replacement was cut short)")
+    for aside in asides:
+        shutil.rmtree(aside)
+        notes.append(f"removed {aside.name}, the previous {dest.name} kept aside by an interrupted replacement")
+    return notes
+
+
+def discard_lock_file(path: Path) -> None:
+    """Remove the lock file of a derived folder's writer (`outputs.output_lock`), when it is still there."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)

@@ -101,6 +101,8 @@ def write_marker(folder: Path, *, kind: str) -> None:
 @contextlib.contextmanager
 def output_lock(dest: Path) -> Iterator[None]:
     """Hold the writer lock of output `dest` (`.<name>.lock` beside it); refuse when another process holds it."""
+    from smarthub import fileops
+
     dest = Path(dest)
     path = _lock_path(dest)
     while True:
@@ -130,45 +132,19 @@ def output_lock(dest: Path) -> Iterator[None]:
         os.pwrite(fd, f"held by pid {os.getpid()}\n".encode(), 0)
         yield
     finally:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
+        fileops.discard_lock_file(path)  # before the descriptor closes: a waiting writer re-opens the new one
         os.close(fd)
 
 
-def clean_stale(dest: Path) -> list[str]:
-    """Under the output lock: remove what a dead writer of `dest` left; returns one note per thing done.
-
-    An aside copy is put back when `dest` is missing (the swap was cut short), else removed.
-    """
+def recover_output(dest: Path) -> list[str]:
+    """Repair what a dead writer of `dest` left (`fileops.recover_folder`, under the output lock); returns the
+    notes saying what was done."""
     from smarthub import fileops
 
-    dest = Path(dest)
-    notes: list[str] = []
-    parent = dest.parent
-    if not parent.is_dir():
-        return notes
-    staged = sorted(parent.glob(f".{dest.name}.partial-*")) + [parent / f".partial-{dest.name}"]
-    for p in staged:
-        if p.is_dir() and not p.is_symlink():
-            fileops.discard_folder(p)
-            notes.append(f"removed {p.name}, left by an interrupted run (its process had stopped)")
-    asides = sorted((p for p in parent.glob(f".{dest.name}.old-*") if p.is_dir() and not p.is_symlink()),
-                    key=lambda p: p.stat().st_mtime)
-    if asides and not dest.exists():
-        os.rename(asides.pop(), dest)
-        notes.append(f"put the previous {dest.name} back from {dest.name}'s aside copy (a replacement was cut short)")
-    for p in asides:
-        fileops.discard_folder(p)
-        notes.append(f"removed {p.name}, the previous {dest.name} kept aside by an interrupted replacement")
-    return notes
-
-
-def recover_output(dest: Path) -> list[str]:
-    """Repair what a dead writer of `dest` left (`clean_stale`, under the output lock); returns the notes."""
     if not Path(dest).parent.is_dir():
         return []
     with output_lock(dest):
-        return clean_stale(dest)
+        return fileops.recover_folder(dest)
 
 
 @contextlib.contextmanager
@@ -185,7 +161,7 @@ def staged_output(dest: Path, *, kind: str | None, overwrite: bool = False,
 
     dest = Path(dest)
     with output_lock(dest):
-        done = clean_stale(dest)
+        done = fileops.recover_folder(dest)
         if notes is not None:
             notes += done
         if dest.is_dir() and any(dest.iterdir()) and not overwrite:
