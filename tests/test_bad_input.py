@@ -72,6 +72,35 @@ def _bad_image_and_symlink(root: Path) -> None:
     (root / "data" / "cat" / "link.png").symlink_to(root / "data" / "dog" / "broken.png")
 
 
+def _labelme_folder_and_journal(root: Path) -> None:
+    """A corrected Labelme folder beside a data folder that holds smarthub's journal (the issue's row)."""
+    from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
+
+    make_image(root / "lm" / "a.png", size=(40, 30))
+    save_labelme(root / "lm" / "a.json", LabelmeFile("a.png", 30, 40, [Shape("koi", [[2, 2], [20, 20]])]))
+    (root / "data" / ".smarthub").mkdir()
+    (root / "data" / ".smarthub" / "journal.jsonl").write_text("")
+
+
+def _yolo(root: Path, line: str) -> Path:
+    yolo = root / "yolo"
+    make_image(yolo / "images" / "train" / "a.png", size=(40, 30))
+    (yolo / "labels" / "train").mkdir(parents=True)
+    (yolo / "labels" / "train" / "a.txt").write_text(line + "\n")
+    (yolo / "data.yaml").write_text("names: [koi]\n")
+    return yolo
+
+
+def _yolo_label_linked_to_passwd(root: Path) -> None:
+    label = _yolo(root, "0 0.5 0.5 0.2 0.2") / "labels" / "train" / "a.txt"
+    label.unlink()
+    label.symlink_to("/etc/passwd")
+
+
+def _yolo_nan(root: Path) -> None:
+    _yolo(root, "0 nan nan 0.5 0.5")
+
+
 CASES: dict[str, Case] = {
     # relabel / delete / undo / history: files and labels
     "relabel-missing-file": Case(("relabel", "data/cat/nope.png", "dog"), 2, r"does not exist"),
@@ -151,6 +180,17 @@ CASES: dict[str, Case] = {
                                    r"detector 'nosuchmodel' not found"),
     "evaluate-missing-folders": Case(("evaluate-annotations", "nodir1", "nodir2"), 2, r"folder not found: nodir1"),
     "export-yolo-missing-folder": Case(("export-yolo", "nodir", "out"), 2, r"Labelme folder not found: nodir"),
+    "export-yolo-overwrite-a-data-folder": Case(("export-yolo", "lm", "data", "--overwrite"), 2,
+                                                r"refusing to replace data: it is a data folder",
+                                                _labelme_folder_and_journal),
+    "import-yolo-label-linked-to-passwd": Case(("import-yolo", "yolo", "out"), 2,
+                                               r"a\.txt: the label file is a link to a file outside yolo; copy",
+                                               _yolo_label_linked_to_passwd),
+    "import-yolo-nan-box": Case(("import-yolo", "yolo", "out"), 2,
+                                r"a\.txt:1: field 2 is not a finite number \(NaN or infinity\)", _yolo_nan),
+    "relabel-new-class-differing-in-case": Case(("relabel", "data/cat/cat0.png", "DOG", "--new-class"), 2,
+                                                r"differs only in case .* did you mean 'dog'\?"),
+    "classes-rename-differing-in-case": Case(("classes", "rename", "cat", "Dog"), 2, r"did you mean 'dog'\?"),
     # app (refused before anything is served)
     "app-port-99999": Case(("app", "--port", "99999"), 2, r"99999 is out of range \(allowed 1\.\.65535\)"),
     "app-port-negative": Case(("app", "--port", "-1"), 2, r"-1 is out of range"),
