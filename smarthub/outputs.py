@@ -132,7 +132,7 @@ def output_lock(dest: Path) -> Iterator[None]:
         os.pwrite(fd, f"held by pid {os.getpid()}\n".encode(), 0)
         yield
     finally:
-        fileops.discard_lock_file(path)  # before the descriptor closes: a waiting writer re-opens the new one
+        fileops.discard_lock_file(path)  # while still held: a writer that opened it meanwhile sees it gone
         os.close(fd)
 
 
@@ -151,7 +151,8 @@ def recover_output(dest: Path) -> list[str]:
 def staged_output(dest: Path, *, kind: str | None, overwrite: bool = False,
                   notes: list[str] | None = None) -> Iterator[Path]:
     """A fresh hidden folder beside `dest`, under the output lock; on success it is marked as an export of `kind`
-    (None: not marked, e.g. a run folder that is never replaced) and replaces `dest` whole, on any failure it is removed. What a dead writer left is cleaned up first (into `notes`).
+    (None: not marked, e.g. a run folder that is never replaced) and replaces `dest` whole; on any failure it is
+    removed. What a dead writer left is cleaned up first (said in `notes`).
 
     Raises:
         SmartHubError: another process writes `dest`; `dest` is not empty and `overwrite` is not set, or it is

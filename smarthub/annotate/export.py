@@ -92,8 +92,8 @@ def clipped_boxes(item: DetItem) -> tuple[list[tuple[str, tuple[float, float, fl
 def yolo_lines(item: DetItem, class_ids: dict[str, int]) -> list[str]:
     """`class cx cy w h` lines (normalised, clipped) for the boxes of one image (zero-area boxes left out)."""
     w, h = item.width, item.height
-    return [f"{class_ids[label]} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} {(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}"
-            for label, (x1, y1, x2, y2) in clipped_boxes(item)[0]]
+    return [f"{class_ids[label]} {(x1 + x2) / 2 / w:.6f} {(y1 + y2) / 2 / h:.6f} "
+            f"{(x2 - x1) / w:.6f} {(y2 - y1) / h:.6f}" for label, (x1, y1, x2, y2) in clipped_boxes(item)[0]]
 
 
 def check_output(src: Path, out: Path, *, overwrite: bool) -> list[str]:

@@ -210,7 +210,7 @@ def test_output_folder_inside_input_is_refused(tmp_path: Path, capsys: pytest.Ca
     assert files_under(tmp_path) == before
 
 
-# ---------------------------------------------------------------- --overwrite never destroys what smarthub did not write
+# ---------------------------------------------------------------- --overwrite destroys nothing smarthub did not write
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -435,16 +435,20 @@ def test_zero_area_boxes_are_reported_and_counted_right(tmp_path: Path, capsys: 
     assert main(["export-yolo", str(src), str(tmp_path / "out"), "--format", fmt, "--split", "1,0,0"]) == 0
     out = capsys.readouterr().out
     assert f"{kept} boxes" in out and "1 without boxes kept as background" in out
-    assert "3 zero-area boxes left out (nothing of them inside the image): scene0000.json (2), scene0001.json (1)" in out
+    assert ("3 zero-area boxes left out (nothing of them inside the image): scene0000.json (2), "
+            "scene0001.json (1)") in out
     if fmt == "yolo":
-        written = sum(len(p.read_text().splitlines()) for p in (tmp_path / "out" / "labels" / "train").glob("*.txt"))
+        labels = (tmp_path / "out" / "labels" / "train").glob("*.txt")
+        written = sum(len(p.read_text().splitlines()) for p in labels)
     else:
-        written = len(json.loads((tmp_path / "out" / "annotations" / "instances_train.json").read_text())["annotations"])
+        coco = json.loads((tmp_path / "out" / "annotations" / "instances_train.json").read_text())
+        written = len(coco["annotations"])
     assert written == kept
 
 
 @pytest.mark.slow
-def test_a_detector_run_killed_by_sigterm_never_blocks_its_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_detector_run_killed_by_sigterm_never_blocks_its_name(tmp_path: Path,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
     """The row of the issue: SIGTERM during `train-detector --name X`, then `train-detector --name X` again."""
     import signal
     import subprocess
