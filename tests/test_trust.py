@@ -124,11 +124,11 @@ def _checkpoint(path: Path) -> Path:
 
 
 ENTRY_POINTS = ["predict --model", "review --fast-model", "annotate --classifier", "annotate --model x.pt",
-                "app detector upload"]
+                "train-detector --model x.pt", "app detector upload"]
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS, ids=["predict", "review", "annotate-classifier",
-                                                     "annotate-ultralytics", "app-upload"])
+                                                     "annotate-ultralytics", "train-detector-from-pt", "app-upload"])
 def test_each_entry_point_refuses_a_hostile_pickle(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                    entry: str) -> None:
     from smarthub.cli import main
@@ -157,6 +157,8 @@ def test_each_entry_point_refuses_a_hostile_pickle(tmp_path: Path, capsys: pytes
             "annotate --classifier": ["annotate", str(images), "--model", str(_checkpoint(tmp_path / "det.pt")),
                                       "--classifier", str(models / "export.pkl"), "--out", str(tmp_path / "out")],
             "annotate --model x.pt": ["annotate", str(images), "--model", str(yolo), "--out", str(tmp_path / "out")],
+            "train-detector --model x.pt": ["train-detector", str(images), "--models", str(models), "--model",
+                                            str(yolo), "--epochs", "1"],
         }[entry]
         assert main(argv) == 2
         err = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("hashing: ")]

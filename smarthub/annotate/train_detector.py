@@ -439,7 +439,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     turned true: nothing written, earlier runs untouched).
     """
     from smarthub import fileops
-    from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, load_detector
+    from smarthub import trust
+    from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, _check_ultralytics_pickle, load_detector
     from smarthub.annotate.export import dataset_split
     from smarthub.atomicio import atomic_save_torch, atomic_write_json
     from smarthub.model.devices import resolve_device
@@ -452,6 +453,9 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
         raise DatasetError(f"Labelme folder not found: {labelme_dir}")
     runs = detectors_dir(models_dir)
     check_not_nested(labelme_dir, runs, what="models folder")
+    start_from = Path(options.model)
+    if options.backend == "ultralytics" and start_from.suffix.lower() in (".pt", ".pth") and start_from.is_file():
+        trust.announce(_check_ultralytics_pickle(start_from))  # a local .pt is a pickle: checked before YOLO() loads it
     device = resolve_device(options.device)
     say = progress or (lambda _p: None)
 
