@@ -412,10 +412,12 @@ def test_a_live_writers_staged_folder_is_never_removed_a_dead_ones_is(tmp_path: 
         writer.send_signal(getattr(signal, sig))
         writer.wait(timeout=60)
     assert staged.is_dir()  # whatever signal ended it, the staged folder stays until the next writer
+    (dest.parent / ".partial-X" / "work").mkdir(parents=True)  # what a killed run of the previous version left
     notes: list[str] = []
     with staged_output(dest, kind=None, notes=notes) as mine:
         (mine / "done.txt").write_text("complete")
-    assert notes == [f"removed {staged.name}, left by an interrupted run (its process had stopped)"]
+    assert notes == [f"removed {staged.name}, left by an interrupted run (its process had stopped)",
+                     "removed .partial-X, left by an interrupted run (its process had stopped)"]
     assert sorted(p.name for p in dest.parent.iterdir()) == ["X"] and (dest / "done.txt").is_file()
 
 
