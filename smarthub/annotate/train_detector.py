@@ -430,6 +430,20 @@ def save_pr_curves(path: Path, pairs: dict[str, list[tuple[float, bool]]], metri
 # ---------------------------------------------------------------- the job
 
 
+def check_start_weights(path: Path) -> None:
+    """A local .pt to fine-tune from is a pickle that YOLO() unpickles: refuse a file that is no PyTorch checkpoint,
+    then apply the trust check (trust.py) before anything loads it."""
+    from smarthub import trust
+    from smarthub.annotate.detect import _check_ultralytics_pickle
+
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head != b"PK" and head[:1] != b"\x80":  # a torch zip archive, or a legacy pickle
+        raise ModelError(f"cannot load Ultralytics model {str(path)!r}: not a PyTorch checkpoint; offline, use a "
+                         f".yaml such as yolov8n.yaml (trains from scratch) or a local .pt file")
+    trust.announce(_check_ultralytics_pickle(path))
+
+
 def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOptions | None = None, *,
                    progress: Callable[[TrainProgress], None] | None = None,
                    should_stop: Callable[[], bool] | None = None) -> DetectorRun:
@@ -439,8 +453,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     turned true: nothing written, earlier runs untouched).
     """
     from smarthub import fileops
-    from smarthub import trust
-    from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, _check_ultralytics_pickle, load_detector
+    from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, load_detector
     from smarthub.annotate.export import dataset_split
     from smarthub.atomicio import atomic_save_torch, atomic_write_json
     from smarthub.model.devices import resolve_device
@@ -455,7 +468,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     check_not_nested(labelme_dir, runs, what="models folder")
     start_from = Path(options.model)
     if options.backend == "ultralytics" and start_from.suffix.lower() in (".pt", ".pth") and start_from.is_file():
-        trust.announce(_check_ultralytics_pickle(start_from))  # a local .pt is a pickle: checked before YOLO() loads it
+        check_start_weights(start_from)
     device = resolve_device(options.device)
     say = progress or (lambda _p: None)
 
