@@ -1,0 +1,236 @@
+"""Fault injection with real processes: kill -9 a smarthub command at many points of a batch, then check that
+the next command finishes it or rolls all of it back, says which on one line, and that undo still works.
+
+Each case runs the real CLI in a child (`crash_launcher.py`), which kills itself right before its N-th file-system
+call under the data folder (a link, an unlink, a folder removal or a journal line); the kill points are taken
+from the call sequence of an uninterrupted run of the same command, so they are the same on every machine.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from helpers import make_image
+from smarthub import fileops
+from smarthub.cli import main
+from smarthub.dataset import sha256_file
+from smarthub.workspace import Workspace
+
+LAUNCHER = Path(__file__).with_name("crash_launcher.py")
+N_FISH, N_MOVED, N_COPIES = 40, 30, 12
+MOVED = [f"fish/fish{i:02d}.png" for i in range(N_MOVED)]
+
+
+def _build(data: Path) -> None:
+    """40 fish, 8 cats, 6 birds (real PNGs, distinct content) and 12 byte-exact copies of fish filed as cats."""
+    for i in range(N_FISH):
+        make_image(data / "fish" / f"fish{i:02d}.png", size=(40, 30), pattern=i)
+    for i in range(8):
+        make_image(data / "cat" / f"cat{i}.png", size=(40, 30), color=(30, 200, 30), pattern=100 + i)
+    for i in range(6):
+        make_image(data / "bird" / f"bird{i}.png", size=(40, 30), color=(30, 30, 200), pattern=200 + i)
+    for i in range(N_COPIES):
+        shutil.copyfile(data / "fish" / f"fish{i:02d}.png", data / "cat" / f"copy{i:02d}.png")
+
+
+def _relabel_first(ws: Workspace) -> None:
+    fileops.relabel(ws, [ws.data_dir / p for p in MOVED], "cat")
+
+
+def _trash_first(ws: Workspace) -> None:
+    fileops.trash(ws, [ws.data_dir / p for p in MOVED])
+
+
+# name → (setup done before the command, the command's arguments after `--data DIR` is added)
+OPERATIONS: dict[str, tuple[Callable[[Workspace], None] | None, list[str]]] = {
+    "relabel": (None, ["relabel", *MOVED, "cat"]),
+    "delete": (None, ["delete", *MOVED]),
+    "undo-relabel": (_relabel_first, ["undo"]),
+    "undo-delete": (_trash_first, ["undo"]),
+    "rename": (None, ["classes", "rename", "fish", "fishy"]),
+    "merge": (None, ["classes", "merge", "fish", "bird"]),
+    "dedupe": (None, ["dedupe", "--quarantine"]),
+}
+
+# kill point → which of the command's own calls it dies right before (from the uninterrupted sequence)
+KILL_POINTS = {
+    "before-begin-line": lambda calls: _first(calls, "write"),
+    "before-first-move": lambda calls: _first(calls, "link"),
+    "first-file-linked": lambda calls: _first(calls, "unlink"),
+    "half-way": lambda calls: _nth(calls, "link", len([c for c in calls if c[0] == "link"]) // 2),
+    "before-last-unlink": lambda calls: _last(calls, "unlink"),
+    "before-commit-line": lambda calls: _last(calls, "write"),
+}
+
+
+def _first(calls: list[list[str]], name: str) -> int:
+    return next(i for i, c in enumerate(calls, 1) if c[0] == name and _journal_or_image(c))
+
+
+def _nth(calls: list[list[str]], name: str, n: int) -> int:
+    return [i for i, c in enumerate(calls, 1) if c[0] == name and _journal_or_image(c)][n]
+
+
+def _last(calls: list[list[str]], name: str) -> int:
+    return [i for i, c in enumerate(calls, 1) if c[0] == name and _journal_or_image(c)][-1]
+
+
+def _journal_or_image(call: list[str]) -> bool:
+    """A journal line or an image move (not the hash cache or the lock file)."""
+    return call[1].endswith("journal.jsonl") or call[1].endswith(".png")
+
+
+def _workspace(root: Path, op: str) -> Workspace:
+    (root / "data").mkdir(parents=True)
+    ws = Workspace(data_dir=(root / "data").resolve(), models_dir=(root / "models").resolve())
+    _build(ws.data_dir)
+    setup = OPERATIONS[op][0]
+    if setup is not None:
+        setup(ws)
+    return ws
+
+
+def _view(ws: Workspace) -> dict[str, str]:
+    """The dataset as the user sees it: every image in a class folder (path → sha256)."""
+    return {p.relative_to(ws.data_dir).as_posix(): sha256_file(p) for p in sorted(ws.data_dir.rglob("*.png"))
+            if not p.relative_to(ws.data_dir).parts[0].startswith(".")}
+
+
+def _census(ws: Workspace) -> Counter:
+    """How many copies of each image exist anywhere in the data folder, trash included."""
+    return Counter(sha256_file(p) for p in ws.data_dir.rglob("*.png"))
+
+
+def _launch(ws: Workspace, op: str, kill_at: int) -> subprocess.CompletedProcess:
+    argv = OPERATIONS[op][1]
+    argv = [*argv[:2], *argv[2:], "--data", str(ws.data_dir)] if argv[0] == "classes" else \
+        [argv[0], "--data", str(ws.data_dir), *argv[1:]]
+    return subprocess.run([sys.executable, str(LAUNCHER), str(ws.data_dir), str(kill_at), *argv],
+                          cwd=ws.data_dir.parent, capture_output=True, text=True, timeout=120)
+
+
+_REFERENCE: dict[str, tuple[list[list[str]], dict[str, str]]] = {}
+
+
+def _reference(tmp_path_factory: pytest.TempPathFactory, op: str) -> tuple[list[list[str]], dict[str, str]]:
+    """The calls and the final dataset of an uninterrupted run of `op` (once per operation)."""
+    if op not in _REFERENCE:
+        ws = _workspace(tmp_path_factory.mktemp(f"ref-{op}"), op)
+        proc = _launch(ws, op, 0)
+        assert proc.returncode == 0, proc.stderr
+        calls = json.loads(proc.stderr.split("CALLS ", 1)[1])
+        _REFERENCE[op] = (calls, _view(ws))
+    return _REFERENCE[op]
+
+
+def _history(ws: Workspace, capsys: pytest.CaptureFixture) -> tuple[int, list[str]]:
+    """Run `smarthub history` (the next command after the crash); return its code and its recovery lines."""
+    rc = main(["history", "--data", str(ws.data_dir), "--limit", "50"])
+    out, err = capsys.readouterr()
+    return rc, [line for line in (out + err).splitlines() if line.startswith("recovered:")]
+
+
+@pytest.mark.parametrize("point", list(KILL_POINTS), ids=list(KILL_POINTS))
+@pytest.mark.parametrize("op", list(OPERATIONS), ids=list(OPERATIONS))
+def test_a_killed_batch_is_finished_or_rolled_back_whole(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+                                                         capsys: pytest.CaptureFixture, op: str, point: str) -> None:
+    calls, after = _reference(tmp_path_factory, op)
+    kill_at = KILL_POINTS[point](calls)
+    ws = _workspace(tmp_path, op)
+    before, census = _view(ws), _census(ws)
+    assert before != after
+    proc = _launch(ws, op, kill_at)
+    assert proc.returncode == -9, proc.stderr  # really killed at that call
+
+    rc, lines = _history(ws, capsys)
+    assert rc == 0
+    view = _view(ws)
+    assert _census(ws) == census  # every image exists exactly as often as before: none lost, none doubled
+    assert view in (before, after), "split: the batch was left half done"
+    assert all(o.state != "begun" for o in fileops.history(ws))  # every journal entry is closed
+    if point == "before-begin-line":
+        assert lines == [] and view == before  # nothing was journaled, nothing moved
+    else:
+        assert len(lines) == 1, lines
+        said = "finished it" if view == after else "rolled it back"
+        assert said in lines[0] and "was interrupted" in lines[0], lines[0]
+    assert fileops.recover(ws) == []  # repaired once, for good
+
+    # undo takes the whole batch back (an interrupted undo: what remains of the original can be undone)
+    is_undo = op.startswith("undo")
+    if is_undo:  # the starting state is the one before the relabel or delete that was being undone
+        if view == before:
+            assert main(["undo", "--data", str(ws.data_dir)]) == 0
+        else:
+            assert main(["undo", "--data", str(ws.data_dir)]) == 2  # the original is marked undone
+        assert _view(ws) == after
+    elif view == after:
+        assert main(["undo", "--data", str(ws.data_dir)]) == 0
+        assert _view(ws) == before
+    assert _census(ws) == census
+
+
+def _changed_pending_source(ws: Workspace, op: str) -> str:
+    """Change one image the killed operation had not moved yet (so it cannot be finished as planned)."""
+    begun = next(o for o in fileops.history(ws) if o.state == "begun")
+    pending = next(m.src for m in reversed(begun.moves) if (ws.data_dir / m.src).is_file())
+    with open(ws.data_dir / pending, "ab") as f:
+        f.write(b"edited meanwhile")
+    return pending
+
+
+@pytest.mark.parametrize("op", ["relabel", "undo-relabel", "rename", "delete"])
+def test_a_killed_batch_that_cannot_be_finished_is_rolled_back(tmp_path: Path,
+                                                               tmp_path_factory: pytest.TempPathFactory,
+                                                               capsys: pytest.CaptureFixture, op: str) -> None:
+    calls, after = _reference(tmp_path_factory, op)
+    ws = _workspace(tmp_path, op)
+    before = _view(ws)
+    proc = _launch(ws, op, KILL_POINTS["half-way"](calls))
+    assert proc.returncode == -9, proc.stderr
+    changed = _changed_pending_source(ws, op)
+
+    rc, lines = _history(ws, capsys)
+    view = _view(ws)
+    assert rc == 0 and sorted(view) == sorted(before)  # every image back at its place
+    assert len(lines) == 1 and "rolled it back" in lines[0] and f"{changed} changed since" in lines[0], lines
+    assert all(o.state != "begun" for o in fileops.history(ws))
+    if op == "undo-relabel":  # the relabel stays committed and can still be undone, to the starting state
+        assert "can still be undone" in lines[0]
+        assert main(["undo", "--data", str(ws.data_dir)]) == 0
+        assert sorted(_view(ws)) == sorted(after)
+    else:
+        assert main(["undo", "--data", str(ws.data_dir)]) == 2  # nothing happened, nothing to undo
+
+
+def test_a_recovery_killed_in_turn_is_finished_by_the_next_command(tmp_path: Path,
+                                                                   tmp_path_factory: pytest.TempPathFactory,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    calls, after = _reference(tmp_path_factory, "undo-relabel")
+    ws = _workspace(tmp_path, "undo-relabel")
+    census = _census(ws)
+    assert _launch(ws, "undo-relabel", KILL_POINTS["half-way"](calls)).returncode == -9
+    # the next command dies too, a few moves into its repair
+    proc = subprocess.run([sys.executable, str(LAUNCHER), str(ws.data_dir), "4", "history", "--data",
+                           str(ws.data_dir)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    rc, lines = _history(ws, capsys)
+    assert rc == 0 and len(lines) == 1 and "finished it" in lines[0]
+    assert _view(ws) == after and _census(ws) == census
+    assert main(["undo", "--data", str(ws.data_dir)]) == 2  # the relabel is undone: nothing left to undo
+
+
+def test_history_refuses_a_limit_below_one(ws: Workspace, capsys: pytest.CaptureFixture) -> None:
+    for limit in ("-5", "0"):
+        with pytest.raises(SystemExit) as e:
+            main(["history", "--data", str(ws.data_dir), "--limit", limit])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"--limit: {limit} is out of range (allowed 1..1000000)" in err and len(err.splitlines()) == 1
