@@ -9,7 +9,10 @@
 
 A promotion stages every file beside its target and keeps the current files as backups before renaming; an
 error puts the backups back, and a promotion cut short by a crash is rolled back on the next use (the
-`.promotion-in-progress.tmp` file names it). The promoted model never changes on an error.
+`.promotion-in-progress.tmp` file names it, with the log line it writes), or finished when its pointer was
+written: then its log line is written if the crash came first. Staged files of any interrupted promotion
+are removed on the next use. The promoted model never changes on an error, and the log names every promotion
+that promoted.json shows.
 A first-version models folder (a bare export.pkl, no runs/) is adopted as a run on first use, nothing moved.
 Imports nothing heavy: the app lists runs at start-up.
 """
@@ -309,6 +312,21 @@ def _prepare(ws: Workspace) -> None:
     _recover(ws)
     _discard_interrupted_runs(ws)
     _adopt_first_version(ws)
+    _reconcile_log(ws)
+
+
+def _reconcile_log(ws: Workspace) -> None:
+    """Write the log line of a promotion whose process stopped after the pointer and before its line."""
+    pointer = _pointer_or_none(ws)
+    if pointer is None:
+        return
+    last = next((r for r in reversed(promotion_log(ws)) if isinstance(r, dict) and "run_id" in r), None)
+    if last is not None and last.get("run_id") == pointer["run_id"]:
+        return
+    append_jsonl(log_path(ws), {"at": pointer.get("promoted_at") or _now(), "run_id": pointer["run_id"],
+                                "previous": pointer.get("previous"),
+                                "reason": "recorded on the next use (the process that promoted it stopped "
+                                          "before writing this line)"})
 
 
 def _discard_interrupted_runs(ws: Workspace) -> None:
@@ -444,13 +462,15 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
     models = ws.models_dir
     backups: dict[str, Path] = {}
     settled = False
+    log_line = {"at": _now(), "run_id": run_id, "previous": previous, "reason": reason}
+    old_pointer = pointer_path(ws).read_bytes() if pointer_path(ws).is_file() else None
     try:
         staged = {name: _link_or_copy(run_dir / name, models / f".{name}.new.tmp")
                   for name in ARTEFACTS if (run_dir / name).is_file()}
         for name in ARTEFACTS:
             if (models / name).is_file():
                 backups[name] = _link_or_copy(models / name, models / f".{name}.prev.tmp")
-        atomic_write_json(models / INTENT_NAME, {"run_id": run_id, "names": list(ARTEFACTS)})
+        atomic_write_json(models / INTENT_NAME, {"run_id": run_id, "names": list(ARTEFACTS), "log": log_line})
         done: list[str] = []
         try:
             for name in ARTEFACTS:
@@ -460,13 +480,14 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
                 elif target.exists():  # the run lacks this file: the old one must not pass for the new run's
                     os.replace(target, models / f".{name}.stale.tmp")
                 done.append(name)
-            _write_pointer(ws, run_id, previous=previous)
-            if "export.pkl" in staged and trust.written_by_smarthub(run_dir / "export.pkl") is not None:
-                trust.record_written(models / "export.pkl")  # the promoted link loads without --trust too
+            _write_pointer(ws, run_id, previous=previous)  # the promotion's commit point
+            _note_promoted_model_written(ws, run_id)
+            append_jsonl(log_path(ws), log_line)  # before the intent goes: a crash here is finished by _recover
             settled = True
         except (OSError, SmartHubError) as e:
             try:
                 _roll_back(models, done, backups)
+                _restore_pointer(ws, run_id, old_pointer)
             except OSError as e2:
                 raise SmartHubError(f"cannot promote run {run_id}: {e}; putting the previous files back failed "
                                     f"too ({e2.strerror or e2}): run `smarthub models` to finish") from e
@@ -478,7 +499,25 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
     finally:
         if settled:
             _discard_promotion_temps(models)
-    append_jsonl(log_path(ws), {"at": _now(), "run_id": run_id, "previous": previous, "reason": reason})
+
+
+def _note_promoted_model_written(ws: Workspace, run_id: str) -> None:
+    """The promoted link of a run's export.pkl that smarthub wrote loads without --trust too."""
+    promoted = ws.models_dir / "export.pkl"
+    if (trust.written_by_smarthub(ws.runs_dir / run_id / "export.pkl") is not None and promoted.is_file()
+            and trust.written_by_smarthub(promoted) is None):
+        trust.record_written(promoted)
+
+
+def _restore_pointer(ws: Workspace, run_id: str, old: bytes | None) -> None:
+    """After a failed promotion: the pointer goes back to what it was if the promotion had already moved it."""
+    current = _pointer_or_none(ws)
+    if current is None or current.get("run_id") != run_id:
+        return
+    if old is None:
+        pointer_path(ws).unlink()
+    else:
+        atomic_write_bytes(pointer_path(ws), old)
 
 
 def _discard_promotion_temps(models: Path) -> None:
@@ -486,6 +525,10 @@ def _discard_promotion_temps(models: Path) -> None:
         for suffix in (".new.tmp", ".prev.tmp", ".stale.tmp"):
             discard_temp(models / f".{name}{suffix}")
     discard_temp(models / INTENT_NAME)
+    # the temporary files of atomic writes a kill cut short (only writers holding the history lock make them)
+    for name in (POINTER_NAME, INTENT_NAME):
+        for temp in models.glob(f".{name}.*.tmp"):
+            discard_temp(temp)
 
 
 def _roll_back(models: Path, done: Iterable[str], backups: dict[str, Path]) -> None:
@@ -498,17 +541,25 @@ def _roll_back(models: Path, done: Iterable[str], backups: dict[str, Path]) -> N
 
 
 def _recover(ws: Workspace) -> None:
-    """Roll back a promotion that a crash cut short (unless its pointer was already written)."""
+    """Roll back a promotion that a crash cut short, or finish it (its log line) when its pointer was written;
+    remove the staged files of one that died before writing its intent."""
     models = ws.models_dir
     intent_path = models / INTENT_NAME
     if not intent_path.is_file():
+        _discard_promotion_temps(models)  # died while staging: nothing was replaced yet
         return
     try:
         intent = read_json(intent_path, what="promotion journal")
         pointer = read_pointer(ws) if pointer_path(ws).is_file() else None
     except SmartHubError:
         intent, pointer = {}, None
-    if not (pointer and isinstance(intent, dict) and pointer.get("run_id") == intent.get("run_id")):
+    if pointer and isinstance(intent, dict) and pointer.get("run_id") == intent.get("run_id"):
+        _note_promoted_model_written(ws, str(intent["run_id"]))
+        line = intent.get("log")
+        last = next((r for r in reversed(promotion_log(ws)) if isinstance(r, dict) and "run_id" in r), None)
+        if isinstance(line, dict) and last != line:
+            append_jsonl(log_path(ws), line)  # committed (pointer written) but its log line never was
+    else:
         names = intent.get("names", ARTEFACTS) if isinstance(intent, dict) else ARTEFACTS
         backups = {n: models / f".{n}.prev.tmp" for n in names if (models / f".{n}.prev.tmp").is_file()}
         try:

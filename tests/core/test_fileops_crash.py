@@ -23,7 +23,7 @@ from smarthub.cli import main
 from smarthub.dataset import sha256_file
 from smarthub.workspace import Workspace
 
-LAUNCHER = Path(__file__).with_name("crash_launcher.py")
+LAUNCHER = Path(__file__).parents[1] / "crash_launcher.py"
 N_FISH, N_MOVED, N_COPIES = 40, 30, 12
 MOVED = [f"fish/fish{i:02d}.png" for i in range(N_MOVED)]
 
