@@ -1,96 +1,30 @@
 """Fault injection with real processes: kill -9 a smarthub command at many points of a batch, then check that
 the next command finishes it or rolls all of it back, says which on one line, and that undo still works.
 
-Each case runs the real CLI in a child (`crash_launcher.py`), which kills itself right before its N-th file-system
+Each case runs the real CLI in a child (`tests/crashkit.py`), which kills itself right before its N-th file-system
 call under the data folder (a link, an unlink, a folder removal or a journal line); the kill points are taken
 from the call sequence of an uninterrupted run of the same command, so they are the same on every machine.
 """
 from __future__ import annotations
 
-import json
-import shutil
-import subprocess
-import sys
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from helpers import make_image
+import crashkit
+from crashkit import KILL_POINTS, census, view
 from smarthub import fileops
 from smarthub.cli import main
-from smarthub.dataset import sha256_file
 from smarthub.workspace import Workspace
 
-LAUNCHER = Path(__file__).parents[1] / "crash_launcher.py"
 N_FISH, N_MOVED, N_COPIES = 40, 30, 12
-MOVED = [f"fish/fish{i:02d}.png" for i in range(N_MOVED)]
-
-
-def _build(data: Path) -> None:
-    """40 fish, 8 cats, 6 birds (real PNGs, distinct content) and 12 byte-exact copies of fish filed as cats."""
-    for i in range(N_FISH):
-        make_image(data / "fish" / f"fish{i:02d}.png", size=(40, 30), pattern=i)
-    for i in range(8):
-        make_image(data / "cat" / f"cat{i}.png", size=(40, 30), color=(30, 200, 30), pattern=100 + i)
-    for i in range(6):
-        make_image(data / "bird" / f"bird{i}.png", size=(40, 30), color=(30, 30, 200), pattern=200 + i)
-    for i in range(N_COPIES):
-        shutil.copyfile(data / "fish" / f"fish{i:02d}.png", data / "cat" / f"copy{i:02d}.png")
-
-
-def _relabel_first(ws: Workspace) -> None:
-    fileops.relabel(ws, [ws.data_dir / p for p in MOVED], "cat")
-
-
-def _trash_first(ws: Workspace) -> None:
-    fileops.trash(ws, [ws.data_dir / p for p in MOVED])
-
-
-# name → (setup done before the command, the command's arguments after `--data DIR` is added)
-OPERATIONS: dict[str, tuple[Callable[[Workspace], None] | None, list[str]]] = {
-    "relabel": (None, ["relabel", *MOVED, "cat"]),
-    "delete": (None, ["delete", *MOVED]),
-    "undo-relabel": (_relabel_first, ["undo"]),
-    "undo-delete": (_trash_first, ["undo"]),
-    "rename": (None, ["classes", "rename", "fish", "fishy"]),
-    "merge": (None, ["classes", "merge", "fish", "bird"]),
-    "dedupe": (None, ["dedupe", "--quarantine"]),
-}
-
-# kill point → which of the command's own calls it dies right before (from the uninterrupted sequence)
-KILL_POINTS = {
-    "before-begin-line": lambda calls: _first(calls, "write"),
-    "before-first-move": lambda calls: _first(calls, "link"),
-    "first-file-linked": lambda calls: _first(calls, "unlink"),
-    "half-way": lambda calls: _nth(calls, "link", len([c for c in calls if c[0] == "link"]) // 2),
-    "before-last-unlink": lambda calls: _last(calls, "unlink"),
-    "before-commit-line": lambda calls: _last(calls, "write"),
-}
-
-
-def _first(calls: list[list[str]], name: str) -> int:
-    return next(i for i, c in enumerate(calls, 1) if c[0] == name and _journal_or_image(c))
-
-
-def _nth(calls: list[list[str]], name: str, n: int) -> int:
-    return [i for i, c in enumerate(calls, 1) if c[0] == name and _journal_or_image(c)][n]
-
-
-def _last(calls: list[list[str]], name: str) -> int:
-    return [i for i, c in enumerate(calls, 1) if c[0] == name and _journal_or_image(c)][-1]
-
-
-def _journal_or_image(call: list[str]) -> bool:
-    """A journal line or an image move (not the hash cache or the lock file)."""
-    return call[1].endswith("journal.jsonl") or call[1].endswith(".png")
+OPERATIONS = crashkit.operations(N_MOVED)
 
 
 def _workspace(root: Path, op: str) -> Workspace:
     (root / "data").mkdir(parents=True)
     ws = Workspace(data_dir=(root / "data").resolve(), models_dir=(root / "models").resolve())
-    _build(ws.data_dir)
+    crashkit.build_data(ws.data_dir, n_fish=N_FISH, n_copies=N_COPIES)
     setup = OPERATIONS[op][0]
     if setup is not None:
         setup(ws)
@@ -98,22 +32,16 @@ def _workspace(root: Path, op: str) -> Workspace:
 
 
 def _view(ws: Workspace) -> dict[str, str]:
-    """The dataset as the user sees it: every image in a class folder (path → sha256)."""
-    return {p.relative_to(ws.data_dir).as_posix(): sha256_file(p) for p in sorted(ws.data_dir.rglob("*.png"))
-            if not p.relative_to(ws.data_dir).parts[0].startswith(".")}
+    return view(ws.data_dir)
 
 
-def _census(ws: Workspace) -> Counter:
-    """How many copies of each image exist anywhere in the data folder, trash included."""
-    return Counter(sha256_file(p) for p in ws.data_dir.rglob("*.png"))
+def _census(ws: Workspace):
+    return census(ws.data_dir)
 
 
-def _launch(ws: Workspace, op: str, kill_at: int) -> subprocess.CompletedProcess:
-    argv = OPERATIONS[op][1]
-    argv = [*argv[:2], *argv[2:], "--data", str(ws.data_dir)] if argv[0] == "classes" else \
-        [argv[0], "--data", str(ws.data_dir), *argv[1:]]
-    return subprocess.run([sys.executable, str(LAUNCHER), str(ws.data_dir), str(kill_at), *argv],
-                          cwd=ws.data_dir.parent, capture_output=True, text=True, timeout=120)
+def _launch(ws: Workspace, op: str, kill_at: int):
+    return crashkit.launch(ws.data_dir, kill_at, crashkit.with_data(OPERATIONS[op][1], ws.data_dir),
+                           cwd=ws.data_dir.parent)
 
 
 _REFERENCE: dict[str, tuple[list[list[str]], dict[str, str]]] = {}
@@ -125,8 +53,7 @@ def _reference(tmp_path_factory: pytest.TempPathFactory, op: str) -> tuple[list[
         ws = _workspace(tmp_path_factory.mktemp(f"ref-{op}"), op)
         proc = _launch(ws, op, 0)
         assert proc.returncode == 0, proc.stderr
-        calls = json.loads(proc.stderr.split("CALLS ", 1)[1])
-        _REFERENCE[op] = (calls, _view(ws))
+        _REFERENCE[op] = (crashkit.calls_of(proc), _view(ws))
     return _REFERENCE[op]
 
 
@@ -218,8 +145,7 @@ def test_a_recovery_killed_in_turn_is_finished_by_the_next_command(tmp_path: Pat
     census = _census(ws)
     assert _launch(ws, "undo-relabel", KILL_POINTS["half-way"](calls)).returncode == -9
     # the next command dies too, a few moves into its repair
-    proc = subprocess.run([sys.executable, str(LAUNCHER), str(ws.data_dir), "4", "history", "--data",
-                           str(ws.data_dir)], capture_output=True, text=True, timeout=120)
+    proc = crashkit.launch(ws.data_dir, 4, ["history", "--data", str(ws.data_dir)])
     assert proc.returncode == -9, proc.stderr
     rc, lines = _history(ws, capsys)
     assert rc == 0 and len(lines) == 1 and "finished it" in lines[0]

@@ -6,11 +6,11 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+import crashkit
 from helpers import write_fashion_folders
 from smarthub.cli import main
 from smarthub.trust import RECORD_NAME
@@ -424,12 +424,10 @@ PROMOTE_KILL_POINTS = {
     "removing-temps": lambda calls: calls.index(["write", f"runs/{runs.LOG_NAME}"]) + 1,
 }
 _A, _B = "20261128T011530-mobilenet_v2", "20261128T012000-mobilenet_v2"
-LAUNCHER = Path(__file__).parents[1] / "crash_launcher.py"
 
 
 def _promote_in_child(ws: Workspace, kill_at: int) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(LAUNCHER), str(ws.models_dir), str(kill_at), "models", "promote", _B,
-                           "--models", str(ws.models_dir)], capture_output=True, text=True, timeout=120)
+    return crashkit.launch(ws.models_dir, kill_at, ["models", "promote", _B, "--models", str(ws.models_dir)])
 
 
 def _two_runs_a_promoted(root: Path) -> Workspace:
@@ -448,7 +446,7 @@ def test_a_killed_promotion_leaves_log_pointer_and_files_agreeing(tmp_path: Path
     ref = _two_runs_a_promoted(tmp_path / "ref")
     proc = _promote_in_child(ref, 0)
     assert proc.returncode == 0, proc.stderr
-    calls = json.loads(proc.stderr.split("CALLS ", 1)[1])
+    calls = crashkit.calls_of(proc)
     ws = _two_runs_a_promoted(tmp_path / "ws")
     proc = _promote_in_child(ws, PROMOTE_KILL_POINTS[point](calls) + 1)
     assert proc.returncode == -9, proc.stderr
