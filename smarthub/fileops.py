@@ -70,12 +70,13 @@ class Recovery:
     @property
     def message(self) -> str:
         """One line for the user, e.g. `recovered: relabel 2026… (120 images) was interrupted; finished it`."""
-        what = {"trash": "delete", "undo": f"undo of {self.undoes}"}.get(self.kind, self.kind)
+        what = {"trash": "delete"}.get(self.kind, self.kind)
+        of = f"of {self.undoes}, " if self.kind == "undo" else ""
         done = "finished it" if self.outcome == FINISHED else "rolled it back"
         if self.kind == "undo" and self.outcome == ROLLED_BACK:
             done += f" (operation {self.undoes} can still be undone)"
         why = f": {self.reason}" if self.reason else ""
-        return f"recovered: {what} {self.op_id} ({self.files} images) was interrupted; {done}{why}"
+        return f"recovered: {what} {self.op_id} ({of}{self.files} images) was interrupted; {done}{why}"
 
 
 @dataclass

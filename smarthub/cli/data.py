@@ -7,8 +7,7 @@ from pathlib import Path
 
 from smarthub.workspace import Workspace
 
-from smarthub.cli._common import (add_workspace_args, int_in, print_table, progress_printer, quarantine,
-                                  workspace_from)
+from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
 
 ORDER = 10
 
@@ -39,8 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("history", help="list journaled file operations")
     add_workspace_args(p, models=False)
-    p.add_argument("--limit", type=int_in(1, 1_000_000), default=20,
-                   help="show the last N operations (default 20)")
+    p.add_argument("--limit", type=int, default=20, help="show the last N operations (default 20)")
     p.set_defaults(func=run_history)
 
 
@@ -94,7 +92,11 @@ def run_undo(args: argparse.Namespace) -> int:
 
 def run_history(args: argparse.Namespace) -> int:
     from smarthub import fileops
+    from smarthub.errors import SmartHubError
 
+    if args.limit < 1:
+        raise SmartHubError(f"--limit must be 1 or more (got {args.limit}): it is how many of the latest "
+                            f"operations to show")
     ws = workspace_from(args)
     ops = fileops.history(ws)[-args.limit:]
     if not ops:

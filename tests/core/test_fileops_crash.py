@@ -127,7 +127,13 @@ def test_a_killed_batch_that_cannot_be_finished_is_rolled_back(tmp_path: Path,
     rc, lines = _history(ws, capsys)
     view = _view(ws)
     assert rc == 0 and sorted(view) == sorted(before)  # every image back at its place
-    assert len(lines) == 1 and "rolled it back" in lines[0] and f"{changed} changed since" in lines[0], lines
+    begun = [o for o in fileops.history(ws) if o.notes and "rolled back" in o.notes[0]]
+    assert len(begun) == 1 and len(lines) == 1, lines
+    kind = {"delete": "delete", "undo-relabel": "undo", "rename": "rename"}.get(op, op)
+    of = f"of {begun[0].undoes}, " if op == "undo-relabel" else ""
+    assert lines[0].startswith(f"recovered: {kind} {begun[0].op_id} ({of}{len(begun[0].moves)} images) was "
+                               f"interrupted; rolled it back"), lines[0]
+    assert lines[0].endswith(f": {changed} changed since it was planned"), lines[0]
     assert all(o.state != "begun" for o in fileops.history(ws))
     if op == "undo-relabel":  # the relabel stays committed and can still be undone, to the starting state
         assert "can still be undone" in lines[0]
@@ -153,10 +159,26 @@ def test_a_recovery_killed_in_turn_is_finished_by_the_next_command(tmp_path: Pat
     assert main(["undo", "--data", str(ws.data_dir)]) == 2  # the relabel is undone: nothing left to undo
 
 
-def test_history_refuses_a_limit_below_one(ws: Workspace, capsys: pytest.CaptureFixture) -> None:
-    for limit in ("-5", "0"):
-        with pytest.raises(SystemExit) as e:
-            main(["history", "--data", str(ws.data_dir), "--limit", limit])
-        assert e.value.code == 2
-        err = capsys.readouterr().err
-        assert f"--limit: {limit} is out of range (allowed 1..1000000)" in err and len(err.splitlines()) == 1
+@pytest.mark.parametrize("limit", ["-5", "0"], ids=["negative", "zero"])
+def test_history_refuses_a_limit_below_one(ws: Workspace, capsys: pytest.CaptureFixture, limit: str) -> None:
+    assert main(["history", "--data", str(ws.data_dir), "--limit", limit]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"error: --limit must be 1 or more (got {limit}): it is how many of the latest " \
+                                f"operations to show\n"
+
+
+def test_the_app_and_notebook_say_what_was_repaired(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The clean session (the app's Clean tab and the notebook widget) shows the recovery line with its outcome."""
+    from smarthub.clean import session
+
+    calls, after = _reference(tmp_path_factory, "relabel")
+    ws = _workspace(tmp_path, "relabel")
+    before = _view(ws)
+    assert _launch(ws, "relabel", KILL_POINTS["half-way"](calls)).returncode == -9
+    begun = next(o for o in fileops.history(ws) if o.state == "begun")
+    outcome = session.undo_journal(ws, session.CleanSession())  # the next action repairs first, then undoes
+    first, *rest = outcome.message.splitlines()
+    assert outcome.ok and first == (f"recovered: relabel {begun.op_id} ({N_MOVED} images) was interrupted; "
+                                    f"finished it")
+    assert rest and rest[0].startswith(f"undid operation {begun.op_id}")
+    assert _view(ws) == before
