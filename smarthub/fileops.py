@@ -76,7 +76,8 @@ class Recovery:
         if self.kind == "undo" and self.outcome == ROLLED_BACK:
             done += f" (operation {self.undoes} can still be undone)"
         why = f": {self.reason}" if self.reason else ""
-        return f"recovered: {what} {self.op_id} ({of}{self.files} images) was interrupted; {done}{why}"
+        images = f"{self.files} image{'' if self.files == 1 else 's'}"
+        return f"recovered: {what} {self.op_id} ({of}{images}) was interrupted; {done}{why}"
 
 
 @dataclass
@@ -418,15 +419,16 @@ def _find_move(ws: Workspace, m: Move, claimed: set[Path]) -> _Found:
         except OSError:
             same = False
         return _Found(m, "pending" if same else "changed")
-    for candidate in _dst_names(ws, m):
-        if candidate in claimed or candidate.is_symlink():
-            continue
-        try:
-            if (m.ino is None or candidate.stat().st_ino == m.ino) and sha256_file(candidate) == m.sha256:
-                claimed.add(candidate)
-                return _Found(m, "done", candidate)
-        except OSError:
-            continue
+    candidates = [c for c in _dst_names(ws, m) if c not in claimed and not c.is_symlink()]
+    # the moved file itself (same inode) first; by content alone when the folder was copied since (new inodes)
+    for same_inode in (True, False):
+        for candidate in candidates:
+            try:
+                if (not same_inode or candidate.stat().st_ino == m.ino) and sha256_file(candidate) == m.sha256:
+                    claimed.add(candidate)
+                    return _Found(m, "done", candidate)
+            except OSError:
+                continue
     return _Found(m, "gone")
 
 

@@ -7,13 +7,17 @@ from the call sequence of an uninterrupted run of the same command, so they are 
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 import crashkit
 from crashkit import KILL_POINTS, census, view
+from helpers import make_image
 from smarthub import fileops
+from smarthub.atomicio import append_jsonl
+from smarthub.dataset import sha256_file
 from smarthub.cli import main
 from smarthub.workspace import Workspace
 
@@ -182,3 +186,30 @@ def test_the_app_and_notebook_say_what_was_repaired(tmp_path: Path, tmp_path_fac
                                     f"finished it")
     assert rest and rest[0].startswith(f"undid operation {begun.op_id}")
     assert _view(ws) == before
+
+
+@pytest.mark.parametrize("journal_ino, keeps_inodes", [
+    ("moved file's", True),  # the moved file is told from the identical copy already there by its inode
+    ("stale", False),  # the workspace was copied since (new inodes): found by content
+], ids=["same-inode", "copied-workspace"])
+def test_recovery_tells_the_moved_file_from_an_identical_copy(ws: Workspace, journal_ino: str,
+                                                               keeps_inodes: bool) -> None:
+    src, there = make_image(ws.data_dir / "cat" / "a.png", pattern=7), ws.data_dir / "dog" / "a.png"
+    make_image(ws.data_dir / "dog" / "b.png", pattern=8)
+    there.write_bytes(src.read_bytes())  # a byte-identical copy already holds the planned name
+    ino, copy_ino, digest = src.stat().st_ino, there.stat().st_ino, sha256_file(src)
+    os.link(src, ws.data_dir / "dog" / "a_1.png")  # the killed move: linked to the free name, source unlinked
+    src.unlink()
+    append_jsonl(ws.journal_path, {"event": "begin", "op_id": "op-1", "kind": "relabel", "label": "dog",
+                                   "at": "2026-12-01T00:00:00+00:00", "owner": None,
+                                   "moves": [{"from": "cat/a.png", "to": "dog/a.png", "sha256": digest,
+                                              "ino": ino if keeps_inodes else ino + 10**9}]})
+    [repaired] = fileops.recover(ws)
+    assert repaired.outcome == fileops.FINISHED and repaired.message.endswith("(1 image) was interrupted; "
+                                                                              "finished it")
+    moved_to = fileops.history(ws)[0].moves[0].dst
+    assert moved_to == ("dog/a_1.png" if keeps_inodes else "dog/a.png")
+    fileops.undo(ws)
+    assert (ws.data_dir / "cat" / "a.png").is_file() and sha256_file(ws.data_dir / "cat" / "a.png") == digest
+    if keeps_inodes:  # the copy that was there before stays where it was
+        assert there.stat().st_ino == copy_ino and (ws.data_dir / "cat" / "a.png").stat().st_ino == ino
