@@ -320,7 +320,7 @@ def _reconcile_log(ws: Workspace) -> None:
     pointer = _pointer_or_none(ws)
     if pointer is None:
         return
-    last = next((r for r in reversed(promotion_log(ws)) if isinstance(r, dict) and "run_id" in r), None)
+    last = _last_promotion(ws)
     if last is not None and last.get("run_id") == pointer["run_id"]:
         return
     append_jsonl(log_path(ws), {"at": pointer.get("promoted_at") or _now(), "run_id": pointer["run_id"],
@@ -453,10 +453,11 @@ def promote(ws: Workspace, run_id: str) -> str:
 
 
 def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) -> None:
-    """Replace the promoted files with run `run_id`'s, all or nothing, then move the pointer.
+    """Replace the promoted files with run `run_id`'s, all or nothing, then move the pointer (the commit point),
+    then note the promoted model as written by smarthub and append the log line.
 
-    Until the end (or a completed roll-back) the journal and the backups stay on disk, so a crash at any
-    point is rolled back by the next `prepare`.
+    Until the end (or a completed roll-back) the intent and the backups stay on disk: a crash before the
+    pointer is rolled back by the next `prepare`, one after it is finished (trust record, log line).
     """
     run_dir = ws.runs_dir / run_id
     models = ws.models_dir
@@ -481,18 +482,22 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
                     os.replace(target, models / f".{name}.stale.tmp")
                 done.append(name)
             _write_pointer(ws, run_id, previous=previous)  # the promotion's commit point
-            _note_promoted_model_written(ws, run_id)
-            append_jsonl(log_path(ws), log_line)  # before the intent goes: a crash here is finished by _recover
-            settled = True
         except (OSError, SmartHubError) as e:
             try:
                 _roll_back(models, done, backups)
                 _restore_pointer(ws, run_id, old_pointer)
-            except OSError as e2:
+            except (OSError, SmartHubError) as e2:
                 raise SmartHubError(f"cannot promote run {run_id}: {e}; putting the previous files back failed "
-                                    f"too ({e2.strerror or e2}): run `smarthub models` to finish") from e
+                                    f"too ({getattr(e2, 'strerror', None) or e2}): run `smarthub models` to "
+                                    f"finish") from e
             settled = True
             raise SmartHubError(f"cannot promote run {run_id}: {e}; the promoted model is unchanged") from e
+        try:
+            _finish_promotion(ws, run_id, log_line)
+        except (OSError, SmartHubError) as e:  # the intent stays: the next use finishes the record
+            raise SmartHubError(f"promoted run {run_id}, but recording it failed ({e}); the next `smarthub "
+                                f"models` finishes that") from e
+        settled = True
     except OSError as e:
         settled = True  # failed while staging: nothing was replaced yet
         raise SmartHubError(f"cannot promote run {run_id}: {e.strerror or e}; the promoted model is unchanged") from e
@@ -501,12 +506,20 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
             _discard_promotion_temps(models)
 
 
-def _note_promoted_model_written(ws: Workspace, run_id: str) -> None:
-    """The promoted link of a run's export.pkl that smarthub wrote loads without --trust too."""
+def _finish_promotion(ws: Workspace, run_id: str, log_line: dict[str, Any]) -> None:
+    """After the pointer names `run_id`: the promoted link of a run's export.pkl that smarthub wrote loads
+    without --trust too, and the log's last promotion is this one (each written once, also when redone)."""
     promoted = ws.models_dir / "export.pkl"
     if (trust.written_by_smarthub(ws.runs_dir / run_id / "export.pkl") is not None and promoted.is_file()
             and trust.written_by_smarthub(promoted) is None):
         trust.record_written(promoted)
+    if _last_promotion(ws) != log_line:
+        append_jsonl(log_path(ws), log_line)
+
+
+def _last_promotion(ws: Workspace) -> dict[str, Any] | None:
+    """The log's last promotion line (lines of discarded runs left out), None when there is none."""
+    return next((r for r in reversed(promotion_log(ws)) if isinstance(r, dict) and "run_id" in r), None)
 
 
 def _restore_pointer(ws: Workspace, run_id: str, old: bytes | None) -> None:
@@ -554,11 +567,9 @@ def _recover(ws: Workspace) -> None:
     except SmartHubError:
         intent, pointer = {}, None
     if pointer and isinstance(intent, dict) and pointer.get("run_id") == intent.get("run_id"):
-        _note_promoted_model_written(ws, str(intent["run_id"]))
-        line = intent.get("log")
-        last = next((r for r in reversed(promotion_log(ws)) if isinstance(r, dict) and "run_id" in r), None)
-        if isinstance(line, dict) and last != line:
-            append_jsonl(log_path(ws), line)  # committed (pointer written) but its log line never was
+        line = intent.get("log")  # committed (the pointer was written): finish its record
+        if isinstance(line, dict):
+            _finish_promotion(ws, str(intent["run_id"]), line)
     else:
         names = intent.get("names", ARTEFACTS) if isinstance(intent, dict) else ARTEFACTS
         backups = {n: models / f".{n}.prev.tmp" for n in names if (models / f".{n}.prev.tmp").is_file()}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import crashkit
-from crashkit import KILL_POINTS, census, view
+from crashkit import KILL_POINTS
 from helpers import make_image
 from smarthub import fileops
 from smarthub.atomicio import append_jsonl
@@ -36,11 +36,11 @@ def _workspace(root: Path, op: str) -> Workspace:
 
 
 def _view(ws: Workspace) -> dict[str, str]:
-    return view(ws.data_dir)
+    return crashkit.view(ws.data_dir)
 
 
 def _census(ws: Workspace):
-    return census(ws.data_dir)
+    return crashkit.census(ws.data_dir)
 
 
 def _launch(ws: Workspace, op: str, kill_at: int):
@@ -75,7 +75,7 @@ def test_a_killed_batch_is_finished_or_rolled_back_whole(tmp_path: Path, tmp_pat
     calls, after = _reference(tmp_path_factory, op)
     kill_at = KILL_POINTS[point](calls)
     ws = _workspace(tmp_path, op)
-    before, census = _view(ws), _census(ws)
+    before, counts = _view(ws), _census(ws)
     assert before != after
     proc = _launch(ws, op, kill_at)
     assert proc.returncode == -9, proc.stderr  # really killed at that call
@@ -83,7 +83,7 @@ def test_a_killed_batch_is_finished_or_rolled_back_whole(tmp_path: Path, tmp_pat
     rc, lines = _history(ws, capsys)
     assert rc == 0
     view = _view(ws)
-    assert _census(ws) == census  # every image exists exactly as often as before: none lost, none doubled
+    assert _census(ws) == counts  # every image exists exactly as often as before: none lost, none doubled
     assert view in (before, after), "split: the batch was left half done"
     assert all(o.state != "begun" for o in fileops.history(ws))  # every journal entry is closed
     if point == "before-begin-line":
@@ -105,7 +105,7 @@ def test_a_killed_batch_is_finished_or_rolled_back_whole(tmp_path: Path, tmp_pat
     elif view == after:
         assert main(["undo", "--data", str(ws.data_dir)]) == 0
         assert _view(ws) == before
-    assert _census(ws) == census
+    assert _census(ws) == counts
 
 
 def _changed_pending_source(ws: Workspace, op: str) -> str:
@@ -152,14 +152,14 @@ def test_a_recovery_killed_in_turn_is_finished_by_the_next_command(tmp_path: Pat
                                                                    capsys: pytest.CaptureFixture) -> None:
     calls, after = _reference(tmp_path_factory, "undo-relabel")
     ws = _workspace(tmp_path, "undo-relabel")
-    census = _census(ws)
+    counts = _census(ws)
     assert _launch(ws, "undo-relabel", KILL_POINTS["half-way"](calls)).returncode == -9
     # the next command dies too, a few moves into its repair
     proc = crashkit.launch(ws.data_dir, 4, ["history", "--data", str(ws.data_dir)])
     assert proc.returncode == -9, proc.stderr
     rc, lines = _history(ws, capsys)
     assert rc == 0 and len(lines) == 1 and "finished it" in lines[0]
-    assert _view(ws) == after and _census(ws) == census
+    assert _view(ws) == after and _census(ws) == counts
     assert main(["undo", "--data", str(ws.data_dir)]) == 2  # the relabel is undone: nothing left to undo
 
 
