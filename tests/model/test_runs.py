@@ -467,3 +467,30 @@ def test_a_killed_promotion_leaves_log_pointer_and_files_agreeing(tmp_path: Path
     other = _A if promoted == _B else _B
     assert "promoted run" in runs.promote(ws, other)  # and the history goes on
     assert runs.promotion_log(ws)[-1]["run_id"] == runs.read_pointer(ws)["run_id"] == other
+
+
+def test_a_promotion_whose_log_line_fails_is_kept_and_recorded_by_the_next_use(tmp_path: Path, monkeypatch,
+                                                                               capsys) -> None:
+    """Past the pointer a promotion is never undone: a full disk on its log line is one line, and the next use
+    writes the line (once)."""
+    ws = _two_runs_a_promoted(tmp_path)
+    real_append = runs.append_jsonl
+
+    def full_disk(path, records):
+        if Path(path).name == runs.LOG_NAME:
+            raise SmartHubError(f"cannot append to {path}: No space left on device")
+        return real_append(path, records)
+
+    monkeypatch.setattr(runs, "append_jsonl", full_disk)
+    with pytest.raises(SmartHubError, match=rf"promoted run {_B}, but recording it failed \(cannot append .*No "
+                                            rf"space left on device\); the next `smarthub models` finishes that"):
+        runs.promote(ws, _B)
+    monkeypatch.undo()
+    assert runs.read_pointer(ws)["run_id"] == _B and ws.export_path.read_bytes() == b"model B"
+    assert [r["run_id"] for r in runs.promotion_log(ws)] == [_A]
+    rc, out, _ = _cli(capsys, ws, "models", "log")
+    assert rc == 0 and [r["run_id"] for r in runs.promotion_log(ws)] == [_A, _B]
+    assert runs.promotion_log(ws)[-1]["reason"] == "promoted by hand"  # the line it meant to write
+    assert [p.name for p in ws.models_dir.iterdir() if p.name.endswith(".tmp")] == []
+    runs.list_runs(ws)
+    assert len(runs.promotion_log(ws)) == 2  # written once
