@@ -527,8 +527,10 @@ def _restore_pointer(ws: Workspace, run_id: str, old: bytes | None) -> None:
     current = _pointer_or_none(ws)
     if current is None or current.get("run_id") != run_id:
         return
-    if old is None:
-        pointer_path(ws).unlink()
+    if old is None:  # there was none: set it aside as a temp (only fileops removes files by name)
+        aside = ws.models_dir / f".{POINTER_NAME}.undone.tmp"
+        os.replace(pointer_path(ws), aside)
+        discard_temp(aside)
     else:
         atomic_write_bytes(pointer_path(ws), old)
 
