@@ -5,7 +5,10 @@ Every operation is journaled to `data/.smarthub/journal.jsonl` before any file m
 Moves never overwrite (hard link + unlink, or a unique new name on collision), are
 verified afterwards (source gone, destination present, same sha256), and an operation
 either completes or is rolled back. A crash between "begin" and "commit" is repaired by
-`recover()`, which every mutating call runs first: no image is ever lost.
+`recover()`, which every mutating call (and every CLI command, through the shell) runs first: it
+finishes the operation from the begin line's plan when every file that has not moved yet is still
+there unchanged, and otherwise rolls the whole operation back; each repair is one `Recovery`
+record. No image is ever lost and no batch is left half done.
 
 One writer at a time per workspace, across processes: recovery and every journaled operation run
 under `workspace_lock` (an `fcntl.flock` on `data/.smarthub/lock`, which names its holder). Each
@@ -39,13 +42,42 @@ LOCK_WAIT_S = 5.0  # how long a second process waits for the workspace lock befo
 LOCK_FILENAME = "lock"
 
 
+FINISHED, ROLLED_BACK = "finished", "rolled back"
+
+
 @dataclass(frozen=True)
 class Move:
-    """One file move, paths relative to the data folder (POSIX form)."""
+    """One file move, paths relative to the data folder (POSIX form); `ino` is the file's inode when planned
+    (moves keep it: a hard link or a rename), so recovery tells the moved file from a copy already there."""
 
     src: str
     dst: str
     sha256: str
+    ino: int | None = None
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """What `recover()` did with one operation a crash left open: finished it, or rolled all of it back."""
+
+    op_id: str
+    kind: str
+    files: int
+    outcome: str  # FINISHED | ROLLED_BACK
+    undoes: str | None = None
+    reason: str = ""  # why it could not be finished (rolled back), or what stayed where
+
+    @property
+    def message(self) -> str:
+        """One line for the user, e.g. `recovered: relabel 2026… (120 images) was interrupted; finished it`."""
+        what = {"trash": "delete"}.get(self.kind, self.kind)
+        of = f"of {self.undoes}, " if self.kind == "undo" else ""
+        done = "finished it" if self.outcome == FINISHED else "rolled it back"
+        if self.kind == "undo" and self.outcome == ROLLED_BACK:
+            done += f" (operation {self.undoes} can still be undone)"
+        why = f": {self.reason}" if self.reason else ""
+        images = f"{self.files} image{'' if self.files == 1 else 's'}"
+        return f"recovered: {what} {self.op_id} ({of}{images}) was interrupted; {done}{why}"
 
 
 @dataclass
@@ -63,6 +95,7 @@ class Operation:
     notes: list[str] = field(default_factory=list)
     created: list[str] = field(default_factory=list)  # folders this operation made (undo removes them when empty)
     owner: dict | None = None  # {"pid", "start", "boot"} of the process that began it
+    recovered: list[Recovery] = field(default_factory=list)  # what the recovery run before it repaired
 
     def to_record(self) -> dict:
         return {
@@ -73,7 +106,8 @@ class Operation:
             "undoes": self.undoes,
             "at": self.at,
             "owner": self.owner,
-            "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256} for m in self.moves],
+            "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256, **({"ino": m.ino} if m.ino else {})}
+                      for m in self.moves],
             **({"created": self.created} if self.created else {}),
         }
 
@@ -204,7 +238,7 @@ def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operatio
     """
     label = check_label_case(validate_label(label), class_names(ws))
     with workspace_lock(ws):
-        recover(ws)
+        recovered = recover(ws)
         plans: list[tuple[Path, Path]] = []
         for src in _as_list(paths):
             src = _checked_source(ws, src)
@@ -214,19 +248,19 @@ def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operatio
             if (root / label).exists() and not (root / label).is_dir():
                 raise FileOpError(f"{_rel(ws, root / label)} is a file, not a class folder: give a class name")
             plans.append((src, root / label / src.name))
-        return _run(ws, "relabel", plans, label=label)
+        return _run(ws, "relabel", plans, label=label, recovered=recovered)
 
 
 def trash(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
     """Move images to `data/.smarthub/trash/<op id>/…` (restorable with `undo`)."""
     with workspace_lock(ws):
-        recover(ws)
+        recovered = recover(ws)
         op_id = _new_op_id()
         plans = []
         for src in _as_list(paths):
             src = _checked_source(ws, src)
             plans.append((src, ws.trash_dir / op_id / _rel(ws, src)))
-        return _run(ws, "trash", plans, op_id=op_id)
+        return _run(ws, "trash", plans, op_id=op_id, recovered=recovered)
 
 
 def undo(ws: Workspace, op_id: str | None = None) -> Operation:
@@ -238,7 +272,7 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
         FileOpError: nothing to undo, unknown id, or a file of that operation has been moved since.
     """
     with workspace_lock(ws):
-        recover(ws)
+        recovered = recover(ws)
         ops = history(ws)
         if op_id is None:
             candidates = [op for op in ops if op.state == "committed" and op.undone_by is None and op.kind != "undo"]
@@ -260,9 +294,7 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
                 f"cannot undo {target.op_id}: {', '.join(missing[:3])} moved since; undo the later operations first"
             )
         plans = [(ws.data_dir / m.dst, ws.data_dir / m.src) for m in reversed(target.moves)]
-        op = _run(ws, "undo", plans, undoes=target.op_id)
-        remove_empty_folders(ws, target.created)
-        return op
+        return _run(ws, "undo", plans, undoes=target.op_id, emptied=target.created, recovered=recovered)
 
 
 def history(ws: Workspace) -> list[Operation]:
@@ -275,7 +307,8 @@ def history(ws: Workspace) -> list[Operation]:
             continue
         if event == "begin":
             moves = [
-                Move(src=str(m["from"]), dst=str(m["to"]), sha256=str(m.get("sha256", "")))
+                Move(src=str(m["from"]), dst=str(m["to"]), sha256=str(m.get("sha256", "")),
+                     ino=m["ino"] if isinstance(m.get("ino"), int) else None)
                 for m in rec.get("moves", [])
                 if isinstance(m, dict) and "from" in m and "to" in m
             ]
@@ -307,49 +340,156 @@ def history(ws: Workspace) -> list[Operation]:
     return list(ops.values())
 
 
-def recover(ws: Workspace) -> list[Operation]:
-    """Close operations a crash left open: finish moves that were half done, then commit what moved.
+def recover(ws: Workspace) -> list[Recovery]:
+    """Repair the operations a crash left open (begun, never committed), each as a whole.
 
-    A move is "done" when its destination holds the file; a hard link left with both names
-    is completed by removing the source after checking both hashes match. Operations whose owner
-    process is still running are left alone. Returns the repaired ops.
+    From the begin line's plan, an operation is finished when every file it has not moved yet is still at
+    its source with the same sha256 (moved now, no clobber, verified); otherwise every file it moved goes
+    back (rolled back). A hard link left with both names is settled by inode. An undo is repaired like any
+    operation: finished, its original counts as undone; rolled back, the original stays committed and
+    undoable. Operations whose owner process is still running are left alone; when there is nothing to
+    repair no lock is taken (read-only commands never wait). Returns one record per repaired operation.
     """
-    repaired: list[Operation] = []
     _check_journal(ws)
-    if not ws.journal_path.exists():
-        return repaired
+    if not ws.journal_path.exists() or not _repairable(history(ws)):
+        return []
+    repaired: list[Recovery] = []
     with workspace_lock(ws):
-        for op in history(ws):
-            if op.state != "begun" or _owner_alive(op.owner):
-                continue
-            done = []
-            for m in op.moves:
-                src = ws.data_dir / m.src
-                found = _locate_moved(ws, m)
-                if found is None:
-                    continue  # never moved: the file is still at its source
-                if src.exists():  # crash between link and unlink: both names hold the same bytes
-                    if sha256_file(src) != m.sha256:
-                        continue
-                    src.unlink()
-                done.append(found)
-            _journal_end(ws, op, done, reason="recovered after an interrupted operation")
-            repaired.append(op)
+        ops = history(ws)  # again, under the lock: another process may have repaired them meanwhile
+        for op in _repairable(ops):
+            repaired.append(_repair(ws, op, ops))
     return repaired
 
 
-def _locate_moved(ws: Workspace, m: Move) -> Move | None:
-    """Find where an interrupted move put its file (the planned name or a collision suffix), by hash."""
+def _repairable(ops: list[Operation]) -> list[Operation]:
+    return [op for op in ops if op.state == "begun" and not _owner_alive(op.owner)]
+
+
+@dataclass
+class _Found:
+    """Where one planned move of an interrupted operation stands."""
+
+    move: Move
+    state: str  # pending (still at its source) | linked (both names) | done | changed | gone
+    at: Path | None = None  # the file's new name (linked, done)
+
+
+def _repair(ws: Workspace, op: Operation, ops: list[Operation]) -> Recovery:
+    """Finish `op` when every unmoved file is intact, else roll it back; close its journal entry."""
+    claimed: set[Path] = set()
+    found = [_find_move(ws, m, claimed) for m in op.moves]
+    broken = [f for f in found if f.state in ("changed", "gone")]
+    reason = ""
+    if not broken:
+        try:
+            done = _roll_forward(ws, found)
+        except (OSError, FileOpError) as e:
+            reason = f"finishing it failed ({_describe(ws, e)})"
+        else:
+            remove_empty_folders(ws, _emptied(op, ops))
+            op.moves = done
+            _journal_end(ws, op, done, reason="recovered after an interrupted operation: finished it")
+            op.state = "committed"
+            return Recovery(op.op_id, op.kind, len(op.moves), FINISHED, undoes=op.undoes)
+        found = [_find_move(ws, m, set()) for m in op.moves]  # where each file is after the failed attempt
+    else:
+        first = broken[0]
+        reason = (f"{first.move.src} {'changed' if first.state == 'changed' else 'is gone'} since it was planned"
+                  + (f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""))
+    stayed, failures = _roll_back_found(ws, found)
+    remove_empty_folders(ws, op.created)
+    _journal_end(ws, op, stayed, reason=f"recovered after an interrupted operation: rolled back, {reason}",
+                 abort=not stayed)
+    op.state = "committed" if stayed else "aborted"
+    if failures:
+        reason += f"; {'; '.join(failures[:3])}"
+    return Recovery(op.op_id, op.kind, len(op.moves), ROLLED_BACK, undoes=op.undoes, reason=reason)
+
+
+def _find_move(ws: Workspace, m: Move, claimed: set[Path]) -> _Found:
+    """Where the file of move `m` is: still at its source, linked under both names, moved, changed or gone."""
+    src = ws.data_dir / m.src
+    if src.is_file() and not src.is_symlink():
+        for candidate in _dst_names(ws, m):
+            if candidate not in claimed and _same_file(src, candidate):
+                claimed.add(candidate)
+                return _Found(m, "linked", candidate)
+        try:
+            same = sha256_file(src) == m.sha256
+        except OSError:
+            same = False
+        return _Found(m, "pending" if same else "changed")
+    candidates = [c for c in _dst_names(ws, m) if c not in claimed and not c.is_symlink()]
+    # the moved file itself (same inode) first; by content alone when the folder was copied since (new inodes)
+    for same_inode in (True, False):
+        for candidate in candidates:
+            try:
+                if (not same_inode or candidate.stat().st_ino == m.ino) and sha256_file(candidate) == m.sha256:
+                    claimed.add(candidate)
+                    return _Found(m, "done", candidate)
+            except OSError:
+                continue
+    return _Found(m, "gone")
+
+
+def _dst_names(ws: Workspace, m: Move) -> Iterator[Path]:
+    """The planned destination, then its collision names (`x_1.jpg`, …) while they exist."""
     dst = ws.data_dir / m.dst
-    for n in range(10_000):
-        candidate = dst if n == 0 else dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
+    if dst.exists():
+        yield dst
+    for n in range(1, 10_000):
+        candidate = dst.with_name(f"{dst.stem}_{n}{dst.suffix}")
         if not candidate.exists():
-            if n > 0:
-                return None
-            continue
-        if sha256_file(candidate) == m.sha256:
-            return Move(src=m.src, dst=_rel(ws, candidate), sha256=m.sha256)
-    return None
+            return
+        yield candidate
+
+
+def _roll_forward(ws: Workspace, found: list[_Found]) -> list[Move]:
+    """Complete every move of an interrupted operation; returns the moves with their final names."""
+    done = []
+    for f in found:
+        m = f.move
+        if f.state == "linked":
+            os.unlink(ws.data_dir / m.src)  # both names are one inode: drop the old one
+            final = f.at
+        elif f.state == "pending":
+            final = _move_no_clobber(ws.data_dir / m.src, ws.data_dir / m.dst)
+        else:
+            final = f.at
+        if final is None:
+            raise FileOpError(f"{m.dst} is missing")
+        moved = Move(src=m.src, dst=_rel(ws, final), sha256=m.sha256)
+        _verify_move(ws, moved)
+        done.append(moved)
+    return done
+
+
+def _roll_back_found(ws: Workspace, found: list[_Found]) -> tuple[list[Move], list[str]]:
+    """Put every moved file of an interrupted operation back; returns (moves that stayed, failure messages)."""
+    stayed, failures = [], []
+    for f in reversed(found):
+        m = f.move
+        try:
+            if f.state == "linked" and f.at is not None:
+                os.unlink(f.at)  # the new name of a link pair: the source name keeps the file
+            elif f.state == "done" and f.at is not None:
+                back = _move_no_clobber(f.at, ws.data_dir / m.src)
+                if _rel(ws, back) != m.src:
+                    failures.append(f"{m.src} came back as {_rel(ws, back)} (name taken meanwhile)")
+        except (OSError, FileOpError) as e:
+            failures.append(f"{_rel(ws, f.at) if f.at else m.dst} stays at its new place ({_describe(ws, e)})")
+            stayed.append(Move(src=m.src, dst=_rel(ws, f.at) if f.at else m.dst, sha256=m.sha256))
+    return stayed, failures
+
+
+def _emptied(op: Operation, ops: list[Operation]) -> list[str]:
+    """Folders a finished `op` leaves empty and removes: a renamed or merged class's folders, or the folders
+    the operation an undo reverts had created."""
+    if op.kind in ("rename", "merge"):
+        return sorted({str(Path(m.src).parent.as_posix()) for m in op.moves})
+    if op.kind == "undo":
+        return next((o.created for o in ops if o.op_id == op.undoes), [])
+    return []
 
 
 def _run(
@@ -360,15 +500,21 @@ def _run(
     label: str | None = None,
     undoes: str | None = None,
     op_id: str | None = None,
+    emptied: Sequence[str] = (),
+    recovered: Sequence[Recovery] = (),
 ) -> Operation:
     """Journal, execute and verify a list of (src, dst) moves as one all-or-nothing operation.
 
-    Runs under `workspace_lock` (callers that plan from the files on disk should hold it too).
+    `emptied`: folders (relative to the data folder) to remove once every move is done, if empty; this
+    happens before the commit line, so recovery finishes it too. Runs under `workspace_lock` (callers that
+    plan from the files on disk should hold it too).
     """
     if not plans:
         raise FileOpError("no files given")
     with workspace_lock(ws):
-        return _run_locked(ws, kind, plans, label=label, undoes=undoes, op_id=op_id)
+        op = _run_locked(ws, kind, plans, label=label, undoes=undoes, op_id=op_id, emptied=emptied)
+    op.recovered = list(recovered)
+    return op
 
 
 def _run_locked(
@@ -379,14 +525,16 @@ def _run_locked(
     label: str | None,
     undoes: str | None,
     op_id: str | None,
+    emptied: Sequence[str],
 ) -> Operation:
     moves = []
     for src, dst in plans:
         try:
             digest = sha256_file(src)
+            ino = os.stat(src).st_ino
         except OSError as e:
             raise FileOpError(f"cannot read {_rel(ws, src)}: {e.strerror or e}") from e
-        moves.append(Move(src=_rel(ws, src), dst=_rel(ws, dst), sha256=digest))
+        moves.append(Move(src=_rel(ws, src), dst=_rel(ws, dst), sha256=digest, ino=ino))
     op = Operation(op_id=op_id or _new_op_id(), kind=kind, moves=moves, at=_now(), label=label, undoes=undoes,
                    created=_missing_folders(ws, [dst for _, dst in plans]), owner=_this_owner())
     append_jsonl(ws.journal_path, op.to_record())  # write-ahead: the plan is on disk before any file moves
@@ -396,7 +544,7 @@ def _run_locked(
             final = _move_no_clobber(ws.data_dir / m.src, ws.data_dir / m.dst)
             final_rel = _rel(ws, final)
             if final_rel != m.dst:  # collision: record the name actually used
-                m = Move(src=m.src, dst=final_rel, sha256=m.sha256)
+                m = Move(src=m.src, dst=final_rel, sha256=m.sha256, ino=m.ino)
                 op.moves[i] = m
                 op.notes.append(f"{m.src} → {final_rel} (name taken)")
             _verify_move(ws, m)
@@ -411,6 +559,7 @@ def _run_locked(
             raise FileOpError(f"{kind} failed ({reason}) and could not be rolled back: "
                               f"{'; '.join(rollback_failures)}; the journal records where each file is") from e
         raise FileOpError(f"{kind} failed and was rolled back, no file changed: {reason}") from e
+    remove_empty_folders(ws, emptied)
     _journal_end(ws, op, done)
     op.state = "committed"
     return op
@@ -593,13 +742,13 @@ def rename_class(ws: Workspace, old: str, new: str) -> Operation:
     old, new = validate_label(old), validate_label(new)
     check_label_case(new, [c for c in class_names(ws) if c != old])
     with workspace_lock(ws):
-        recover(ws)
+        recovered = recover(ws)
         sources = _class_sources(ws, old, new)
         taken = [f for f in sources if (f.parent / new).exists()]
         if taken:
             raise FileOpError(f"class {new!r} exists already (folder {_rel(ws, taken[0].parent / new)}): "
                               f"`smarthub classes merge {old} {new}` moves the images of {old!r} into it")
-        return _move_class(ws, "rename", sources, new)
+        return _move_class(ws, "rename", sources, new, recovered=recovered)
 
 
 def merge_classes(ws: Workspace, source: str, target: str) -> Operation:
@@ -612,12 +761,12 @@ def merge_classes(ws: Workspace, source: str, target: str) -> Operation:
     source, target = validate_label(source), validate_label(target)
     check_label_case(target, class_names(ws))
     with workspace_lock(ws):
-        recover(ws)
+        recovered = recover(ws)
         sources = _class_sources(ws, source, target)
         if not class_folders(ws, target):
             raise FileOpError(f"no class {target!r} to merge into (no folder {_rel(ws, ws.data_dir / target)}); "
                               f"`smarthub classes rename {source} {target}` renames instead")
-        return _move_class(ws, "merge", sources, target)
+        return _move_class(ws, "merge", sources, target, recovered=recovered)
 
 
 def remove_empty_folders(ws: Workspace, folders: Iterable[str]) -> list[str]:
@@ -643,15 +792,15 @@ def _class_sources(ws: Workspace, source: str, target: str) -> list[Path]:
     return folders
 
 
-def _move_class(ws: Workspace, kind: str, sources: list[Path], label: str) -> Operation:
-    """Move the regular files of each source class folder next door into `label`; remove the emptied folders."""
+def _move_class(ws: Workspace, kind: str, sources: list[Path], label: str, *,
+                recovered: list[Recovery]) -> Operation:
+    """Move the regular files of each source class folder next door into `label`; remove the emptied folders
+    (before the commit line, so a crash in between is finished by recovery too)."""
     plans = [(f, folder.parent / label / f.name) for folder in sources for f in sorted(folder.iterdir())
              if f.is_file() and not f.is_symlink()]
     if not plans:
         raise FileOpError(f"class folder {_rel(ws, sources[0])} holds no file to move")
-    op = _run(ws, kind, plans, label=label)
-    remove_empty_folders(ws, [_rel(ws, f) for f in sources])
-    return op
+    return _run(ws, kind, plans, label=label, emptied=[_rel(ws, f) for f in sources], recovered=recovered)
 
 
 def _missing_folders(ws: Workspace, destinations: Iterable[Path]) -> list[str]:

@@ -53,6 +53,12 @@ class Outcome:
     confirm: str | None = None
     ops: list[fileops.Operation] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        # an operation interrupted earlier (a crash) was finished or rolled back first: say so
+        notes = [r.message for op in self.ops for r in op.recovered]
+        if notes:
+            self.message = "\n".join([*notes, self.message])
+
 
 @dataclass
 class CleanSession:

@@ -23,7 +23,19 @@ def workspace_from(args: argparse.Namespace) -> Workspace:
     ws = Workspace.from_args(getattr(args, "data", None), getattr(args, "models", None))
     check_folders(ws)
     ws.contain_library_caches()
+    report_recovery(ws)
     return ws
+
+
+def report_recovery(ws: Workspace) -> None:
+    """Finish or roll back the file operations a crash left open, one line on stderr for each (every command
+    runs this first, the read-only ones too, so no batch stays half done)."""
+    if not ws.journal_path.is_file():
+        return
+    from smarthub import fileops
+
+    for repaired in fileops.recover(ws):
+        print(repaired.message, file=sys.stderr)
 
 
 def check_folders(ws: Workspace) -> None:

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_app(args: argparse.Namespace) -> int:
     import sys
 
-    from smarthub.cli._common import check_folders
+    from smarthub.cli._common import check_folders, report_recovery
     from smarthub.errors import SmartHubError
     from smarthub.ui import check_host, launch, parse_auth
     from smarthub.workspace import Workspace
@@ -45,6 +45,7 @@ def run_app(args: argparse.Namespace) -> int:
         if args.data and not ws.data_dir.is_dir():  # a typo must not become a new empty workspace
             raise SmartHubError(f"--data {ws.data_dir} does not exist; check the spelling, or create it first "
                                 f"(mkdir -p {ws.data_dir}) to start an empty workspace")
+        report_recovery(ws)
     print(f"serving smarthub on http://{args.host}:{args.port} (data {ws.data_dir}, models {ws.models_dir}); "
           f"Ctrl-C stops", file=sys.stderr, flush=True)
     launch(ws, host=args.host, port=args.port, auth=auth, inbrowser=args.inbrowser, quiet=True)

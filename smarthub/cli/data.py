@@ -92,7 +92,11 @@ def run_undo(args: argparse.Namespace) -> int:
 
 def run_history(args: argparse.Namespace) -> int:
     from smarthub import fileops
+    from smarthub.errors import SmartHubError
 
+    if args.limit < 1:
+        raise SmartHubError(f"--limit must be 1 or more (got {args.limit}): it is how many of the latest "
+                            f"operations to show")
     ws = workspace_from(args)
     ops = fileops.history(ws)[-args.limit:]
     if not ops:

@@ -9,7 +9,10 @@
 
 A promotion stages every file beside its target and keeps the current files as backups before renaming; an
 error puts the backups back, and a promotion cut short by a crash is rolled back on the next use (the
-`.promotion-in-progress.tmp` file names it). The promoted model never changes on an error.
+`.promotion-in-progress.tmp` file names it, with the log line it writes), or finished when its pointer was
+written: then its log line is written if the crash came first. Staged files of any interrupted promotion
+are removed on the next use. The promoted model never changes on an error, and the log names every promotion
+that promoted.json shows.
 A first-version models folder (a bare export.pkl, no runs/) is adopted as a run on first use, nothing moved.
 Imports nothing heavy: the app lists runs at start-up.
 """
@@ -309,6 +312,21 @@ def _prepare(ws: Workspace) -> None:
     _recover(ws)
     _discard_interrupted_runs(ws)
     _adopt_first_version(ws)
+    _reconcile_log(ws)
+
+
+def _reconcile_log(ws: Workspace) -> None:
+    """Write the log line of a promotion whose process stopped after the pointer and before its line."""
+    pointer = _pointer_or_none(ws)
+    if pointer is None:
+        return
+    last = _last_promotion(ws)
+    if last is not None and last.get("run_id") == pointer["run_id"]:
+        return
+    append_jsonl(log_path(ws), {"at": pointer.get("promoted_at") or _now(), "run_id": pointer["run_id"],
+                                "previous": pointer.get("previous"),
+                                "reason": "recorded on the next use (the process that promoted it stopped "
+                                          "before writing this line)"})
 
 
 def _discard_interrupted_runs(ws: Workspace) -> None:
@@ -435,22 +453,25 @@ def promote(ws: Workspace, run_id: str) -> str:
 
 
 def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) -> None:
-    """Replace the promoted files with run `run_id`'s, all or nothing, then move the pointer.
+    """Replace the promoted files with run `run_id`'s, all or nothing, then move the pointer (the commit point),
+    then note the promoted model as written by smarthub and append the log line.
 
-    Until the end (or a completed roll-back) the journal and the backups stay on disk, so a crash at any
-    point is rolled back by the next `prepare`.
+    Until the end (or a completed roll-back) the intent and the backups stay on disk: a crash before the
+    pointer is rolled back by the next `prepare`, one after it is finished (trust record, log line).
     """
     run_dir = ws.runs_dir / run_id
     models = ws.models_dir
     backups: dict[str, Path] = {}
     settled = False
+    log_line = {"at": _now(), "run_id": run_id, "previous": previous, "reason": reason}
+    old_pointer = pointer_path(ws).read_bytes() if pointer_path(ws).is_file() else None
     try:
         staged = {name: _link_or_copy(run_dir / name, models / f".{name}.new.tmp")
                   for name in ARTEFACTS if (run_dir / name).is_file()}
         for name in ARTEFACTS:
             if (models / name).is_file():
                 backups[name] = _link_or_copy(models / name, models / f".{name}.prev.tmp")
-        atomic_write_json(models / INTENT_NAME, {"run_id": run_id, "names": list(ARTEFACTS)})
+        atomic_write_json(models / INTENT_NAME, {"run_id": run_id, "names": list(ARTEFACTS), "log": log_line})
         done: list[str] = []
         try:
             for name in ARTEFACTS:
@@ -460,25 +481,58 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
                 elif target.exists():  # the run lacks this file: the old one must not pass for the new run's
                     os.replace(target, models / f".{name}.stale.tmp")
                 done.append(name)
-            _write_pointer(ws, run_id, previous=previous)
-            if "export.pkl" in staged and trust.written_by_smarthub(run_dir / "export.pkl") is not None:
-                trust.record_written(models / "export.pkl")  # the promoted link loads without --trust too
-            settled = True
+            _write_pointer(ws, run_id, previous=previous)  # the promotion's commit point
         except (OSError, SmartHubError) as e:
             try:
                 _roll_back(models, done, backups)
-            except OSError as e2:
+                _restore_pointer(ws, run_id, old_pointer)
+            except (OSError, SmartHubError) as e2:
                 raise SmartHubError(f"cannot promote run {run_id}: {e}; putting the previous files back failed "
-                                    f"too ({e2.strerror or e2}): run `smarthub models` to finish") from e
+                                    f"too ({getattr(e2, 'strerror', None) or e2}): run `smarthub models` to "
+                                    f"finish") from e
             settled = True
             raise SmartHubError(f"cannot promote run {run_id}: {e}; the promoted model is unchanged") from e
+        try:
+            _finish_promotion(ws, run_id, log_line)
+        except (OSError, SmartHubError) as e:  # the intent stays: the next use finishes the record
+            raise SmartHubError(f"promoted run {run_id}, but recording it failed ({e}); the next `smarthub "
+                                f"models` finishes that") from e
+        settled = True
     except OSError as e:
         settled = True  # failed while staging: nothing was replaced yet
         raise SmartHubError(f"cannot promote run {run_id}: {e.strerror or e}; the promoted model is unchanged") from e
     finally:
         if settled:
             _discard_promotion_temps(models)
-    append_jsonl(log_path(ws), {"at": _now(), "run_id": run_id, "previous": previous, "reason": reason})
+
+
+def _finish_promotion(ws: Workspace, run_id: str, log_line: dict[str, Any]) -> None:
+    """After the pointer names `run_id`: the promoted link of a run's export.pkl that smarthub wrote loads
+    without --trust too, and the log's last promotion is this one (each written once, also when redone)."""
+    promoted = ws.models_dir / "export.pkl"
+    if (trust.written_by_smarthub(ws.runs_dir / run_id / "export.pkl") is not None and promoted.is_file()
+            and trust.written_by_smarthub(promoted) is None):
+        trust.record_written(promoted)
+    if _last_promotion(ws) != log_line:
+        append_jsonl(log_path(ws), log_line)
+
+
+def _last_promotion(ws: Workspace) -> dict[str, Any] | None:
+    """The log's last promotion line (lines of discarded runs left out), None when there is none."""
+    return next((r for r in reversed(promotion_log(ws)) if isinstance(r, dict) and "run_id" in r), None)
+
+
+def _restore_pointer(ws: Workspace, run_id: str, old: bytes | None) -> None:
+    """After a failed promotion: the pointer goes back to what it was if the promotion had already moved it."""
+    current = _pointer_or_none(ws)
+    if current is None or current.get("run_id") != run_id:
+        return
+    if old is None:  # there was none: set it aside as a temp (only fileops removes files by name)
+        aside = ws.models_dir / f".{POINTER_NAME}.undone.tmp"
+        os.replace(pointer_path(ws), aside)
+        discard_temp(aside)
+    else:
+        atomic_write_bytes(pointer_path(ws), old)
 
 
 def _discard_promotion_temps(models: Path) -> None:
@@ -486,6 +540,10 @@ def _discard_promotion_temps(models: Path) -> None:
         for suffix in (".new.tmp", ".prev.tmp", ".stale.tmp"):
             discard_temp(models / f".{name}{suffix}")
     discard_temp(models / INTENT_NAME)
+    # the temporary files of atomic writes a kill cut short (only writers holding the history lock make them)
+    for name in (POINTER_NAME, INTENT_NAME):
+        for temp in models.glob(f".{name}.*.tmp"):
+            discard_temp(temp)
 
 
 def _roll_back(models: Path, done: Iterable[str], backups: dict[str, Path]) -> None:
@@ -498,17 +556,23 @@ def _roll_back(models: Path, done: Iterable[str], backups: dict[str, Path]) -> N
 
 
 def _recover(ws: Workspace) -> None:
-    """Roll back a promotion that a crash cut short (unless its pointer was already written)."""
+    """Roll back a promotion that a crash cut short, or finish it (its log line) when its pointer was written;
+    remove the staged files of one that died before writing its intent."""
     models = ws.models_dir
     intent_path = models / INTENT_NAME
     if not intent_path.is_file():
+        _discard_promotion_temps(models)  # died while staging: nothing was replaced yet
         return
     try:
         intent = read_json(intent_path, what="promotion journal")
         pointer = read_pointer(ws) if pointer_path(ws).is_file() else None
     except SmartHubError:
         intent, pointer = {}, None
-    if not (pointer and isinstance(intent, dict) and pointer.get("run_id") == intent.get("run_id")):
+    if pointer and isinstance(intent, dict) and pointer.get("run_id") == intent.get("run_id"):
+        line = intent.get("log")  # committed (the pointer was written): finish its record
+        if isinstance(line, dict):
+            _finish_promotion(ws, str(intent["run_id"]), line)
+    else:
         names = intent.get("names", ARTEFACTS) if isinstance(intent, dict) else ARTEFACTS
         backups = {n: models / f".{n}.prev.tmp" for n in names if (models / f".{n}.prev.tmp").is_file()}
         try:

@@ -34,14 +34,16 @@ def all_hashes(ws) -> dict[str, int]:
 def test_relabel_moves_verifies_and_journals(small_ws) -> None:
     ws = small_ws
     src = ws.data_dir / "cat" / "cat0.jpg"
-    digest = sha256_file(src)
+    digest, ino = sha256_file(src), src.stat().st_ino
     op = fileops.relabel(ws, [src], "dog")
     dst = ws.data_dir / "dog" / "cat0.jpg"
     assert not src.exists() and sha256_file(dst) == digest
     assert op.state == "committed" and op.moves[0].dst == "dog/cat0.jpg"
     lines = journal(ws)
     assert [line["event"] for line in lines] == ["begin", "commit"]
-    assert lines[0]["moves"] == [{"from": "cat/cat0.jpg", "to": "dog/cat0.jpg", "sha256": digest}]
+    # the inode (kept by the move) tells recovery the moved file from an identical copy already there
+    assert lines[0]["moves"] == [{"from": "cat/cat0.jpg", "to": "dog/cat0.jpg", "sha256": digest, "ino": ino}]
+    assert dst.stat().st_ino == ino
 
 
 def test_relabel_to_new_class_and_unicode(small_ws) -> None:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
 
+import crashkit
 from helpers import write_fashion_folders
 from smarthub.cli import main
 from smarthub.trust import RECORD_NAME
@@ -404,3 +406,91 @@ def test_a_run_interrupted_mid_write_is_discarded_on_next_use(ws: Workspace, mon
     assert [i.run_id for i in runs.list_runs(ws)] == [first] and _promoted_files(ws) == before
     rc, out, _ = _cli(capsys, ws, "models", "log")
     assert rc == 0 and partial[0].name in out and "interrupted training run" in out
+
+
+# kill point → the call of `models promote` it dies right before (from an uninterrupted run's call sequence)
+PROMOTE_KILL_POINTS = {
+    "staging-first-file": lambda calls: calls.index(["link", f"runs/{_B}/export.pkl"]),
+    "staging-half-done": lambda calls: calls.index(["link", f"runs/{_B}/confusion.png"]),
+    "backing-up-current": lambda calls: calls.index(["link", "export.pkl"]),
+    "writing-intent": lambda calls: next(i for i, c in enumerate(calls) if c[0] == "replace"
+                                         and ".promotion-in-progress" in c[1]),
+    "first-file-swapped": lambda calls: calls.index(["replace", ".export.pkl.new.tmp"]),
+    "half-swapped": lambda calls: calls.index(["replace", ".confusion.png.new.tmp"]),
+    "writing-pointer": lambda calls: next(i for i, c in enumerate(calls) if c[0] == "replace"
+                                          and ".promoted.json" in c[1]),
+    "recording-trust": lambda calls: calls.index(["write", RECORD_NAME]),
+    "writing-log-line": lambda calls: calls.index(["write", f"runs/{runs.LOG_NAME}"]),
+    "removing-temps": lambda calls: calls.index(["write", f"runs/{runs.LOG_NAME}"]) + 1,
+}
+_A, _B = "20261128T011530-mobilenet_v2", "20261128T012000-mobilenet_v2"
+
+
+def _promote_in_child(ws: Workspace, kill_at: int) -> subprocess.CompletedProcess:
+    return crashkit.launch(ws.models_dir, kill_at, ["models", "promote", _B, "--models", str(ws.models_dir)])
+
+
+def _two_runs_a_promoted(root: Path) -> Workspace:
+    (root / "data").mkdir(parents=True)
+    ws = Workspace(data_dir=(root / "data").resolve(), models_dir=(root / "models").resolve())
+    assert _record(ws, _report([True, False]), model=b"model A").run_id == _A
+    assert _record(ws, _report([True, False], created="2026-11-28T01:20:00+00:00"), model=b"model B",
+                   policy="never").run_id == _B
+    return ws
+
+
+@pytest.mark.parametrize("point", list(PROMOTE_KILL_POINTS), ids=list(PROMOTE_KILL_POINTS))
+def test_a_killed_promotion_leaves_log_pointer_and_files_agreeing(tmp_path: Path, capsys, point: str) -> None:
+    """kill -9 at each step of `models promote`: the next use removes every staged file, and the promoted files,
+    promoted.json and `models log` name the same run (the old one, or the new one with its log line)."""
+    ref = _two_runs_a_promoted(tmp_path / "ref")
+    proc = _promote_in_child(ref, 0)
+    assert proc.returncode == 0, proc.stderr
+    calls = crashkit.calls_of(proc)
+    ws = _two_runs_a_promoted(tmp_path / "ws")
+    proc = _promote_in_child(ws, PROMOTE_KILL_POINTS[point](calls) + 1)
+    assert proc.returncode == -9, proc.stderr
+
+    rc, out, err = _cli(capsys, ws, "models", "log")
+    assert rc == 0, err
+    assert [p.name for p in ws.models_dir.iterdir() if p.name.endswith(".tmp")] == []  # nothing staged is left
+    promoted = runs.read_pointer(ws)["run_id"]
+    committed = list(PROMOTE_KILL_POINTS).index(point) > list(PROMOTE_KILL_POINTS).index("writing-pointer")
+    assert promoted == (_B if committed else _A)  # writing the pointer is the promotion's commit point
+    assert [r["run_id"] for r in runs.promotion_log(ws)] == [_A] + ([_B] if promoted == _B else [])
+    assert out.splitlines()[-1].split()[1] == promoted  # `models log` names it last
+    model = {_A: b"model A", _B: b"model B"}[promoted]
+    assert ws.export_path.read_bytes() == model and json.loads(ws.report_path.read_text())["run_id"] == promoted
+    from smarthub.trust import written_by_smarthub
+
+    assert written_by_smarthub(ws.export_path) is not None  # loads without --trust
+    other = _A if promoted == _B else _B
+    assert "promoted run" in runs.promote(ws, other)  # and the history goes on
+    assert runs.promotion_log(ws)[-1]["run_id"] == runs.read_pointer(ws)["run_id"] == other
+
+
+def test_a_promotion_whose_log_line_fails_is_kept_and_recorded_by_the_next_use(tmp_path: Path, monkeypatch,
+                                                                               capsys) -> None:
+    """Past the pointer a promotion is never undone: a full disk on its log line is one line, and the next use
+    writes the line (once)."""
+    ws = _two_runs_a_promoted(tmp_path)
+    real_append = runs.append_jsonl
+
+    def full_disk(path, records):
+        if Path(path).name == runs.LOG_NAME:
+            raise SmartHubError(f"cannot append to {path}: No space left on device")
+        return real_append(path, records)
+
+    monkeypatch.setattr(runs, "append_jsonl", full_disk)
+    with pytest.raises(SmartHubError, match=rf"promoted run {_B}, but recording it failed \(cannot append .*No "
+                                            rf"space left on device\); the next `smarthub models` finishes that"):
+        runs.promote(ws, _B)
+    monkeypatch.undo()
+    assert runs.read_pointer(ws)["run_id"] == _B and ws.export_path.read_bytes() == b"model B"
+    assert [r["run_id"] for r in runs.promotion_log(ws)] == [_A]
+    rc, out, _ = _cli(capsys, ws, "models", "log")
+    assert rc == 0 and [r["run_id"] for r in runs.promotion_log(ws)] == [_A, _B]
+    assert runs.promotion_log(ws)[-1]["reason"] == "promoted by hand"  # the line it meant to write
+    assert [p.name for p in ws.models_dir.iterdir() if p.name.endswith(".tmp")] == []
+    runs.list_runs(ws)
+    assert len(runs.promotion_log(ws)) == 2  # written once
