@@ -1,4 +1,7 @@
-"""Review commands: the review queue of estimated label errors (review) and marking images as correct (keep)."""
+"""Review commands: the review queue of estimated label errors (review) and marking images as correct (keep).
+
+Keeps and relabels are a person's decisions: `review` treats them as trusted labels (never suspects again while
+image and label are unchanged, full weight in the ranking; active label cleaning, Bernhardt et al. 2022)."""
 from __future__ import annotations
 
 import argparse
@@ -38,7 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_train_args(p, title="embedder and fine-tune options")
     p.set_defaults(func=run_review, arch=None, size=None)
 
-    p = sub.add_parser("keep", help="mark images as correctly labelled: hidden from review until they change")
+    p = sub.add_parser("keep", help="mark images as correctly labelled: trusted by the next review, hidden until they "
+                                    "change (`keep --undo PATH` forgets the mark)")
     add_workspace_args(p, models=False)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.add_argument("--undo", action="store_true", help="forget the keep mark instead")
@@ -81,22 +85,24 @@ def run_review(args: argparse.Namespace) -> int:
         print(f"skipped {_show(ws, path)}: {reason}")
     for note in result.notes:
         print(f"note: {note}")
-    rows = [(i, _show(ws, s.path), s.given, s.predicted, f"{s.p_given:.2f}", f"{s.p_predicted:.2f}",
-             f"{s.score:.3f}", s.kind, " ".join(t for t in s.tags if t != "issue") or "-")
+    rows = [(i, _show(ws, s.path), s.given, f"{s.p_given:.2f}", s.suggested or s.predicted,
+             f"{s.p_suggested if s.suggested else s.p_predicted:.2f}", f"{s.score:.3f}", s.kind,
+             " ".join(t for t in s.tags if t != "issue") or "-")
             for i, s in enumerate(result.suspects[:SHOWN], 1)]
     if rows:
-        print_table(rows, ("#", "path", "given", "predicted", "p_given", "p_pred", "score", "kind", "also"))
+        print_table(rows, ("#", "path", "given", "p_given", "suggested", "p_sugg", "score", "kind", "also"))
     if len(result.suspects) > SHOWN:
         print(f"... and {len(result.suspects) - SHOWN} more (--out FILE writes them all)")
-    print(f"{result.headline()} ({result.n_kept} kept; {result.method} method, embedder "
+    print(f"{result.headline()} ({result.n_kept} kept, {result.n_fixed} relabelled by you: trusted labels; "
+          f"{result.method} method, embedder "
           f"{options.train.arch} at {options.train.size_px} px, {result.seconds:.1f} s)")
     print(_filters_line(result, options))
     if args.out is not None:
         out = review.write_suspects(result.suspects, args.out, base=ws.data_dir)
         print(f"{len(result.suspects)} images written worst first to {out}")
     if result.suspects:
-        print("act with `smarthub relabel PATH LABEL`, `smarthub delete PATH`, `smarthub keep PATH`; undo with "
-              "`smarthub undo`")
+        print("act with `smarthub relabel PATH LABEL`, `smarthub delete PATH`, `smarthub keep PATH` (the next review "
+              "ranks with them); undo with `smarthub undo` (relabel, delete) or `smarthub keep --undo PATH`")
     return 0
 
 
