@@ -94,6 +94,7 @@ class Decision:
     label: str  # '' for a keep mark written before labels were recorded: trusted under any label
     how: str  # keep | relabel
     at: str
+    tied: str = ""  # the label of a keep made in the same second as this relabel (the journal keeps whole seconds)
 
 
 def _when(at: str) -> datetime:
@@ -119,9 +120,13 @@ def decisions(ws: Workspace) -> dict[str, Decision]:
             continue
         for m in op.moves:
             earlier = out.get(m.sha256)
-            # journal times are whole seconds: a keep in the same second as a relabel counts as before it
-            if m.sha256 and (earlier is None or _when(earlier.at).replace(microsecond=0) <= _when(op.at)):
+            if not m.sha256:
+                continue
+            if earlier is None or earlier.how == "relabel" or _when(earlier.at) < _when(op.at):  # journal order
                 out[m.sha256] = Decision(m.sha256, op.label, "relabel", op.at)
+            elif earlier.how == "keep" and _when(earlier.at).replace(microsecond=0) == _when(op.at):
+                # the same second: the order is not recorded, so the label the image has now decides
+                out[m.sha256] = Decision(m.sha256, op.label, "relabel", op.at, tied=earlier.label)
     return out
 
 
@@ -134,12 +139,16 @@ def trusted_shas(entries: Iterable[Entry], decided: dict[str, Decision]) -> set[
     out = set()
     for e in entries:
         d = decided.get(e.sha256)
-        if d is not None and (not d.label or d.label == e.label):
+        if d is not None and (not d.label or e.label in (d.label, d.tied)):
             out.add(e.sha256)
     return out
 
 
 def fixed_count(entries: Iterable[Entry], decided: dict[str, Decision]) -> int:
     """Label errors a person has fixed: images whose current label is a relabel decision of theirs."""
+    entries = list(entries)
     trusted = trusted_shas(entries, decided)
-    return sum(1 for sha in trusted if decided[sha].how == "relabel")
+    labels: dict[str, set[str]] = {}
+    for e in entries:
+        labels.setdefault(e.sha256, set()).add(e.label)
+    return sum(1 for sha in trusted if decided[sha].how == "relabel" and decided[sha].label in labels.get(sha, ()))

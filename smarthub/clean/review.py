@@ -500,7 +500,8 @@ def check_options(ws: Workspace, options: ReviewOptions) -> ReviewOptions:
     return _resolved(ws, options)
 
 
-__all__ += ["DEFAULT_EMBEDDER", "DEFAULT_SIZE_PX", "Queue", "check_options", "expand_filters", "queue", "requeue"]
+__all__ += ["DEFAULT_EMBEDDER", "DEFAULT_SIZE_PX", "Queue", "check_options", "expand_filters", "health_of", "queue",
+            "requeue"]
 
 
 def requeue(ws: Workspace, result: ReviewResult, *, include: Iterable[str] = (),
@@ -545,3 +546,20 @@ def relearn(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
     return _ranked(ws, replace(fresh, probs_by_sha={**fresh.probs_by_sha, **probs}, ranked_with=fresh.trusted,
                                neighbours=nb, neighbour_shas=shas, head_by_sha=heads, pruned=pruned, notes=[]),
                    start)
+
+
+def health_of(result: ReviewResult) -> tuple[Any, list[Entry]]:
+    """(`health.Health` of the reviewed images, the entries its rows are): per-class estimated errors (trusted
+    labels never count), most-confused pairs, highest losses under the review's probabilities, imbalance."""
+    from smarthub.clean.health import health
+    from smarthub.clean.ranking import label_issue_scores
+
+    index = {c: i for i, c in enumerate(result.vocab)}
+    scored = scorers.unique_by_sha([e for e in result.entries if e.sha256 in result.probs_by_sha and e.label in index])
+    if len(scored) < 2:
+        return health(np.zeros(0, int), np.zeros((0, len(result.vocab))), np.zeros(0, bool), result.vocab), scored
+    labels = np.fromiter((index[e.label] for e in scored), dtype=int, count=len(scored))
+    probs = np.stack([result.probs_by_sha[e.sha256] for e in scored])
+    _, issues = label_issue_scores(labels, probs)
+    issues &= np.fromiter((e.sha256 not in result.trusted for e in scored), dtype=bool, count=len(scored))
+    return health(labels, probs, issues, result.vocab), scored

@@ -89,10 +89,10 @@ def filtered(st: CleanState) -> list[int]:
 
 
 def caption(s: Any) -> str:
-    """Given label, suggested label and its probability, e.g. 'cat → dog? 91% (wrong)'."""
+    """Given label, suggested label and its probability, e.g. 'cat → dog 91% (wrong)'."""
     suggested, p = getattr(s, "suggested", "") or s.predicted, getattr(s, "p_suggested", 0.0) or s.p_predicted
     if suggested and suggested != s.given:
-        return f"{s.given} → {suggested}? {p:.0%} ({s.kind})"
+        return f"{s.given} → {suggested} {p:.0%} ({s.kind})"
     return f"{s.given} {s.p_given:.0%} ({s.kind})"
 
 
@@ -198,6 +198,26 @@ def queue_summary(result: Any) -> str:
     if counts:
         text += " · filters: " + ", ".join(f"{k} {n}" for k, n in counts.items())
     return text
+
+
+def health_text(ws: Workspace, result: Any) -> str:
+    """The dataset's health as Markdown: estimated errors per class, most-confused pairs, highest losses,
+    class imbalance (the same as `smarthub review --summary`)."""
+    from smarthub.clean import review
+
+    h, rows = review.health_of(result)
+    lines = ["| class | images | estimated errors | share |", "|---|---:|---:|---:|"]
+    lines += [f"| {html.escape(c.label)} | {c.n_images} | {c.estimated_errors} | {c.error_share:.0%} |"
+              for c in h.classes]
+    if h.confused:
+        lines.append("\n**Most confused** (given → likely): " + ", ".join(
+            f"{html.escape(g)} → {html.escape(t)} {n}" for g, t, n in h.confused))
+    if h.top_losses:
+        lines.append("\n**Highest losses** (−log p(given)): " + ", ".join(
+            f"{html.escape(rel(ws, rows[i].path))} {loss:.2f}" for i, loss in h.top_losses[:5]))
+    if h.imbalance:
+        lines.append(f"\n**Class imbalance:** {html.escape(h.imbalance)}")
+    return "\n".join(lines)
 
 
 def filter_choices(result: Any) -> list[tuple[str, str]]:
@@ -355,7 +375,10 @@ def build(ws: Workspace) -> None:
                                  info="fast: cross-validated linear head on embeddings (seconds) · finetune: "
                                       "K-fold fine-tunes (slow) · model: the exported model (in-sample on its "
                                       "training images)")
-            threshold = gr.Slider(0.05, 0.95, value=0.6, step=0.05, label="unsure below p(given)")
+            threshold = gr.Slider(0.05, 0.95, value=0.6, step=0.05, label="unsure below p(given)",
+                                  info="'unsure': the label's probability is below this. Probabilities are shared "
+                                       "between similar classes, so many right labels are unsure at 0.6: lower it "
+                                       "for a shorter list (the queue itself is the estimated errors)")
             folds = gr.Slider(2, 10, value=5, step=1, label="folds")
             with gr.Column(min_width=160):
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
@@ -368,6 +391,8 @@ def build(ws: Workspace) -> None:
             split = gr.Dropdown([ALL, "train", "valid", "none"], value=ALL, label="split", visible=False,
                                 info="model method only: train = the model learnt this image (scored in-sample), "
                                      "valid = held out; fast and finetune score every image out-of-sample")
+        with gr.Accordion("Dataset health (after a review)", open=False):
+            health = gr.Markdown(elem_id="sh-health")
         page_text = gr.Markdown("No suspects yet: press **Run review**.", elem_id="sh-page-text")
         with gr.Row():
             with gr.Column(scale=3):
@@ -422,9 +447,10 @@ def build(ws: Workspace) -> None:
 
     def on_counts(st):
         if st.result is None:
-            return gr.skip(), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip()
         # the split filter means something only when a trained model scored its own training images
-        return gr.update(choices=filter_choices(st.result)), gr.update(visible=st.method == "model")
+        return (gr.update(choices=filter_choices(st.result)), gr.update(visible=st.method == "model"),
+                health_text(ws, st.result))
 
     def on_filter(st, k, lab, sp):
         return set_filters(ws, st, k, lab, sp).outputs()
@@ -470,7 +496,7 @@ def build(ws: Workspace) -> None:
         return (*view.outputs(), cleared)
 
     run.click(on_run, [state, method, threshold, folds, show], outputs,
-              show_progress_on=[run_progress]).then(on_counts, [state], [show, split])  # one bar, by the button
+              show_progress_on=[run_progress]).then(on_counts, [state], [show, split, health])  # one bar, by the button
     show.input(on_show, [state, show], outputs)
     for widget in (kind, label, split):
         widget.input(on_filter, [state, kind, label, split], outputs)

@@ -83,7 +83,10 @@ def entries_of(ws: Workspace) -> list[Entry]:
 def test_decisions_latest_wins_and_moves_end_trust(tmp_path):
     ws = tiny_ws(tmp_path)
     [kept_sha] = review.keep(ws, ws.data_dir / "cat/cat0.png")
-    assert json.loads(ws.keep_path.read_text())["kept"][kept_sha]["label"] == "cat"
+    marks = json.loads(ws.keep_path.read_text())
+    assert marks["kept"][kept_sha]["label"] == "cat"
+    marks["kept"][kept_sha]["at"] = "2026-01-01T00:00:00+00:00"  # kept a while ago (times are compared)
+    ws.keep_path.write_text(json.dumps(marks))
     assert trusted_shas(entries_of(ws), decisions(ws)) == {kept_sha}
     fileops.relabel(ws, [ws.data_dir / "cat/cat0.png"], "dog")  # a later relabel wins over the keep
     d = decisions(ws)[kept_sha]
