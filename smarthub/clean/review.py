@@ -391,10 +391,10 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
     return result
 
 
-def _ranked(ws: Workspace, result: ReviewResult, start: float) -> ReviewResult:
-    """`result` with its queue, counts and timing filled in from its cached state."""
+def _ranked(ws: Workspace, result: ReviewResult, start: float, decided: dict | None = None) -> ReviewResult:
+    """`result` with its queue, counts and timing filled in from its cached state (and the person's decisions)."""
     options = result.options or ReviewOptions()
-    decided = decisions(ws)
+    decided = decisions(ws) if decided is None else decided
     trusted = trusted_shas(result.entries, decided)
     q = queue(result.entries, result.probs_by_sha, result.vocab, threshold=options.threshold,
               split_by_sha=result.split_by_sha, duplicate_of=result.duplicate_of, outliers=result.outliers,
@@ -426,6 +426,11 @@ def refresh(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
     After a relabel, delete or undo this does no inference at all (probabilities are keyed by sha256).
     """
     start = time.perf_counter()
+    return _ranked(ws, _rescanned(ws, result, progress), start)
+
+
+def _rescanned(ws: Workspace, result: ReviewResult, progress: Progress | None) -> ReviewResult:
+    """`result` with the folders re-read and new or changed images scored; the queue not rebuilt yet."""
     options = result.options if result.options is not None and result.options.train is not None \
         else _resolved(ws, result.options or ReviewOptions())
     train = options.train
@@ -463,11 +468,11 @@ def refresh(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
             how = " by a linear head on all other images" if options.method == "finetune" else ""
             notes.append(f"{len(new)} new or changed images scored{how}")
     quality = _quality(ws, entries, unreadable, progress)
-    return _ranked(ws, replace(
+    return replace(
         result, n_images=len(entries), probs_by_sha=probs_by_sha, split_by_sha=split_by_sha, entries=entries,
         duplicate_of=duplicate_of, outliers=outliers, skipped=skipped, notes=notes, head=head,
         unreadable=unreadable, options=options, quality_by_sha=quality,
-    ), start)
+    )
 
 
 def _unreadable(entries: Sequence[Entry], failed: Sequence[tuple[Path, str]]) -> dict[str, str]:
@@ -518,10 +523,12 @@ def relearn(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
     `review()` refits the heads with them too). No inference. The other methods only hide trusted images.
     """
     start = time.perf_counter()
-    fresh = refresh(ws, result, progress=progress)
+    fresh = _rescanned(ws, result, progress)
     options = fresh.options
-    if fresh.method != "fast" or options is None or options.train is None or fresh.trusted == fresh.ranked_with:
-        return fresh
+    decided = decisions(ws)
+    trusted = frozenset(trusted_shas(fresh.entries, decided))
+    if fresh.method != "fast" or options is None or options.train is None or trusted == fresh.ranked_with:
+        return _ranked(ws, fresh, start, decided)
     train = options.train
     known = [e for e in fresh.entries if e.label in fresh.vocab and e.sha256 not in fresh.unreadable]
     by_sha = {e.sha256: e for e in scorers.unique_by_sha(known)}
@@ -533,19 +540,18 @@ def relearn(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
         cache = load_embedding_cache(ws, train.arch, train.size_px, train.pretrained)
         uniq = [e for e in by_sha.values() if e.sha256 in cache]
         if len({e.label for e in uniq}) < 2 or len(uniq) < options.folds:
-            return fresh  # too little left to fit on: the queue stays as refreshed
+            return _ranked(ws, fresh, start, decided)  # too little left to fit on: the queue as refreshed
         nb = scorers.neighbours_of(cache, [e.sha256 for e in uniq], seed=train.seed)
     shas = [e.sha256 for e in uniq]
     if all(s in fresh.head_by_sha for s in shas):
-        probs = scorers.rerank_fast(uniq, nb, fresh.head_by_sha, fresh.pruned, fresh.vocab, trusted=fresh.trusted)
+        probs = scorers.rerank_fast(uniq, nb, fresh.head_by_sha, fresh.pruned, fresh.vocab, trusted=trusted)
         heads, pruned = fresh.head_by_sha, fresh.pruned
     else:  # images the heads never scored: fit them again, with the trusted labels
         cache = load_embedding_cache(ws, train.arch, train.size_px, train.pretrained)
         probs, heads, pruned = scorers.fast_scores(uniq, cache, nb, fresh.vocab, folds=options.folds,
-                                                   seed=train.seed, trusted=fresh.trusted)
-    return _ranked(ws, replace(fresh, probs_by_sha={**fresh.probs_by_sha, **probs}, ranked_with=fresh.trusted,
-                               neighbours=nb, neighbour_shas=shas, head_by_sha=heads, pruned=pruned, notes=[]),
-                   start)
+                                                   seed=train.seed, trusted=trusted)
+    return _ranked(ws, replace(fresh, probs_by_sha={**fresh.probs_by_sha, **probs}, ranked_with=trusted,
+                               neighbours=nb, neighbour_shas=shas, head_by_sha=heads, pruned=pruned), start, decided)
 
 
 def health_of(result: ReviewResult) -> tuple[Any, list[Entry]]:

@@ -182,3 +182,40 @@ def test_suggestion_is_another_class_and_written(planted_copy, tmp_path):
     out = review.write_suspects(result.suspects[:3], tmp_path / "s.csv", base=ws.data_dir)
     header = out.read_text().splitlines()[0].split(",")
     assert "suggested" in header and "p_suggested" in header
+
+
+def test_health_counts_classes_pairs_losses_and_imbalance():
+    from smarthub.clean.health import health
+
+    vocab = ["fish", "mammal"]
+    labels = np.array([0] * 3 + [1] * 12)
+    probs = np.tile([0.1, 0.9], (15, 1))
+    probs[:3] = [0.8, 0.2]
+    probs[0] = [0.3, 0.7]  # a fish that looks like a mammal
+    probs[3] = [0.95, 0.05]  # a mammal that looks like a fish: the highest loss
+    issues = np.zeros(15, bool)
+    issues[[0, 3]] = True
+    h = health(labels, probs, issues, vocab)
+    assert [(c.label, c.n_images, c.estimated_errors) for c in h.classes] == [("fish", 3, 1), ("mammal", 12, 1)]
+    assert h.confused == [("fish", "mammal", 1), ("mammal", "fish", 1)]
+    assert h.top_losses[0][0] == 3 and h.top_losses[0][1] == pytest.approx(-np.log(0.05))
+    assert h.imbalance.startswith("fish has 3 images, mammal 12 (4.0×)")
+    assert health(np.array([0, 1]), np.eye(2), np.zeros(2, bool), vocab).imbalance == ""
+
+
+def test_cli_review_uses_decisions_and_prints_health(planted_copy, capsys):
+    from smarthub.cli import main
+
+    ws, moved = planted_copy
+    data = ["--data", str(ws.data_dir)]
+    wrong = sorted(moved)[0]
+    assert main(["relabel", *data, str(wrong), true_class(wrong)]) == 0
+    right = next(p for p in sorted(ws.data_dir.glob("bag/*.png")) if p not in moved)
+    assert main(["keep", *data, str(right)]) == 0
+    capsys.readouterr()
+    assert main(["review", *data, "--models", str(ws.models_dir), "--arch", "mobilenet_v2", "--size", "64", "--summary"]) == 0
+    printed = capsys.readouterr().out
+    assert ": 1 fixed by you, about " in printed and "(1 kept, 1 relabelled by you: trusted labels;" in printed
+    assert "health (fast review ranked by mobilenet_v2 at 64 px):" in printed
+    assert "most confused (given → likely): " in printed and "highest losses (-log p(given)): " in printed
+    assert any(line.startswith("#") and "suggested" in line for line in printed.splitlines())
