@@ -5,6 +5,10 @@ with the labels of each image's nearest neighbours (never its own), then a prune
 images that round flagged; near duplicates and outliers from the
 same neighbour search (`neighbours.nearest`); the queue size from cleanlab's `find_label_issues` and the
 order from cleanlab's label quality. `review.py` feeds them and caches.
+
+Labels a person checked (`trusted`) are active label cleaning's feedback (Bernhardt et al. 2022, Nature
+Communications 13:1161; cleanlab's ActiveLab, Goh & Mueller 2023): full weight in the heads and the neighbour
+votes, never pruned; `rerank_probs` re-ranks with them in milliseconds over the last fit's heads.
 """
 from __future__ import annotations
 
