@@ -6,8 +6,8 @@ relabel every planted error to its true class and keep every other image. Two wa
   static      the ranking of the first review, paged in order (what the app did before issue 19: a decision
               only takes the image off the list)
   re-ranked   after every page the decisions become trusted labels and the queue is ranked again
-              (`scorers.fast_probs(..., trusted=...)` then `review.queue`: the functions the Clean tab, the
-              notebook and `smarthub review` call), without re-embedding
+              (`scorers.rerank_fast` then `review.queue`: what `review.relearn` runs for the Clean tab and the
+              notebook), without re-embedding or refitting
 
 Both page through the whole ranking (`show_all`), so 100 % is always reached. Reported: images looked at to find
 50 %, 80 % and 100 % of the planted errors, as a count and as a multiple of the planted count (target: 80 % within

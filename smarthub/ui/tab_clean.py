@@ -382,7 +382,7 @@ def build(ws: Workspace) -> None:
             folds = gr.Slider(2, 10, value=5, step=1, label="folds")
             with gr.Column(min_width=160):
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
-                run_progress = gr.Markdown(elem_id="sh-run-progress")  # the review's progress, by its button
+                run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=48)  # the progress, by the button
         show = gr.CheckboxGroup(filter_choices(None), value=[], label="also show (the queue holds the estimated "
                                 "label errors; counts after a review)", elem_id="sh-show")
         with gr.Row():
