@@ -10,8 +10,14 @@ Baselines measured in the same process:
 - a naive refresh: the same relabel, then a full `scan_dataset` of the data folder before rendering
   (what an app that reloads everything after each action would pay).
 
+Re-rank after a page of decisions (`--rerank N`, issue 19): a real fast review (MobileNetV2 at 32 px) of N
+images, then keeps through the tab's handler; every 24th completes a page and re-ranks the queue with the
+decisions as trusted labels (`session.after_decisions` → `review.relearn`) before the page is rendered. Timed:
+the handler that re-ranks vs the ones that do not, in the same process.
+
     python bench/clean_latency.py            # 20,000 images, 200 actions
     python bench/clean_latency.py --quick    # 2,000 images, 40 actions
+    python bench/clean_latency.py --rerank 3000 --actions 0   # page after a decision, 3,000 images
 """
 from __future__ import annotations
 
@@ -37,7 +43,7 @@ def build_workspace(root: Path, n_images: int, n_classes: int):
         (ws.data_dir / label).mkdir(parents=True)
     for i in range(n_images):
         label = labels[i % n_classes]
-        Image.new("RGB", (32, 32), ((i * 37) % 256, (i * 91) % 256, (i * 13) % 256)).save(
+        Image.new("RGB", (32, 32), (i % 256, (i // 256 * 37) % 256, (i * 13) % 256)).save(  # distinct per image
             ws.data_dir / label / f"img{i:06d}.jpg", quality=80)
     return ws, labels
 
@@ -69,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="also time N relabels (number keys) through the real app in headless Chromium, "
                              "on a separate workspace of --browser-images images with a real fast review")
     parser.add_argument("--browser-images", type=int, default=200)
+    parser.add_argument("--rerank", type=int, default=0, metavar="N",
+                        help="also time the re-rank after a page of decisions on a real fast review of N images")
+    parser.add_argument("--pages", type=int, default=4, help="pages of decisions for --rerank")
     args = parser.parse_args(argv)
+    print(f"load average at start: {os.getloadavg()[0]:.1f}", flush=True)
+    if args.rerank:
+        rerank_latency(args.rerank, args.pages)
+    if not args.actions:
+        return 0
     if args.quick:
         args.images, args.actions = 2_000, 40
 
@@ -132,6 +146,40 @@ def main(argv: list[str] | None = None) -> int:
     if args.browser:
         browser_latency(args.browser_images, args.browser)
     return 0
+
+
+def rerank_latency(n_images: int, n_pages: int) -> None:
+    """Keep → page shown, through the tab's handler: plain keeps vs the keep that completes a page and re-ranks."""
+    from smarthub.clean import review
+    from smarthub.demo import pretrained_weights_cached, use_packaged_weights
+    from smarthub.model.train import TrainOptions
+    from smarthub.ui import tab_clean
+
+    with tempfile.TemporaryDirectory(prefix="smarthub-bench-rerank-") as tmp:
+        ws, _ = build_workspace(Path(tmp), n_images, 10)
+        if not pretrained_weights_cached():
+            use_packaged_weights(ws)
+        t0 = time.perf_counter()
+        options = review.ReviewOptions(method="fast", show_all=True, train=TrainOptions(arch="mobilenet_v2", size_px=32))
+        view = tab_clean.load_result(ws, review.review(ws, options))
+        print(f"\nfast review of {n_images} images (32 px): {time.perf_counter() - t0:.1f} s", flush=True)
+        st = view.state
+        plain: list[float] = []
+        rerank: list[float] = []
+        for _ in range(n_pages * st.page_size):
+            due = st.since_rank + 1 >= st.page_size
+            t0 = time.perf_counter()
+            view = tab_clean.keep(ws, st, view.selected)
+            view.outputs()
+            (rerank if due else plain).append(1000 * (time.perf_counter() - t0))
+            if due and "re-ranked" not in view.status:
+                raise SystemExit(f"expected a re-rank: {view.status}")
+        print(f"{'keep → page shown (no re-rank)':58s} {len(plain):5d} {statistics.median(plain):8.1f} "
+              f"{pct(plain, 0.95):8.1f}")
+        print(f"{'keep completing a page → re-ranked page shown':58s} {len(rerank):5d} "
+              f"{statistics.median(rerank):8.1f} {max(rerank):8.1f} (max)")
+        print(f"re-rank / plain keep p50 ratio: {statistics.median(rerank) / statistics.median(plain):.1f}x; "
+              f"load average {os.getloadavg()[0]:.1f}")
 
 
 def browser_latency(n_images: int, n_actions: int) -> None:

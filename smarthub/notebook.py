@@ -2,7 +2,9 @@
 
 The only module importing ipywidgets. Unlike fastai's ImageClassifierCleaner, marks are remembered per
 image across filter and page switches, every suspect is reachable (paged, not the first 30), and Apply
-moves the files through `smarthub.fileops` (journaled, undoable) instead of leaving that to the user.
+moves the files through `smarthub.fileops` (journaled, undoable) instead of leaving that to the user, and each
+Apply re-ranks the queue with the applied keeps and relabels as trusted labels (active label cleaning, Bernhardt
+et al. 2022; `review.relearn`, no inference).
 The logic (filters, paging, Apply, this cleaner's own undo stack) is `smarthub.clean.session`, shared
 with the app's Clean tab; this module only draws it.
 
@@ -57,9 +59,11 @@ def thumbnail_png(path: Path, *, max_side_px: int) -> bytes:
 
 
 def decision_options(suspect: review.Suspect, vocab: Sequence[str]) -> list[tuple[str, str]]:
-    """Dropdown (label, value) pairs: leave, keep, relabel to each other class (predicted first), delete."""
-    targets = [suspect.predicted] + [c for c in vocab if c != suspect.predicted]
-    relabels = [(f"relabel to {c}", RELABEL + c) for c in targets if c != suspect.given]
+    """Dropdown (label, value) pairs: leave, keep, relabel to each other class (the suggested first), delete."""
+    first = suspect.suggested or suspect.predicted
+    targets = [first] + [c for c in vocab if c != first]
+    relabels = [(f"relabel to {c}" + (f" (suggested, {suspect.p_suggested:.0%})" if c == suspect.suggested else ""),
+                 RELABEL + c) for c in targets if c != suspect.given]
     return [("leave", LEAVE), ("keep (label is right)", KEEP)] + relabels + [("delete", DELETE)]
 
 
@@ -86,7 +90,9 @@ class Cleaner:
 
         self.kind_filter = w.Dropdown(description="kind", options=[ALL, *review.KINDS], value=ALL)
         self.class_filter = w.Dropdown(description="class")
-        self.split_filter = w.Dropdown(description="split", options=[ALL, "train", "valid"], value=ALL)
+        # split: train = the exported model learnt the image (in-sample); only the model method has such images
+        self.split_filter = w.Dropdown(description="split", options=[ALL, "train", "valid"], value=ALL,
+                                       layout=w.Layout(display=None if self.result.method == "model" else "none"))
         self.prev_button = w.Button(description="◀ previous")
         self.next_button = w.Button(description="next ▶")
         self.page_label = w.HTML()
@@ -114,7 +120,7 @@ class Cleaner:
             self.status,
         ])
         self.render()
-        self._say(f"{len(self.result.suspects)} suspects among {self.result.n_images} images "
+        self._say(f"{len(self.result.suspects)} suspects: {self.result.headline()} "
                   f"({self.result.method} method). Mark images, then Apply.")
 
     # ------------------------------------------------------------ display
@@ -148,7 +154,8 @@ class Cleaner:
                       f"{_esc(original_name(rec) or rec.url)}</a></small>" if rec else "")
             caption = w.HTML(
                 f"<b>{_esc(s.path.name)}</b><br>given <b>{_esc(s.given)}</b> ({s.p_given:.0%})<br>"
-                f"predicted <b>{_esc(s.predicted)}</b> ({s.p_predicted:.0%})<br><i>{s.kind}</i> · {s.split}{source}"
+                f"suggested <b>{_esc(s.suggested or s.predicted)}</b> "
+                f"({(s.p_suggested if s.suggested else s.p_predicted):.0%})<br><i>{s.kind}</i>{source}"
             )
             options = decision_options(s, self.result.vocab)
             dropdown = w.Dropdown(options=options, value=self.marks.get(s.path, LEAVE),
@@ -185,7 +192,7 @@ class Cleaner:
         outcome = session.apply(self.ws, self.session, self.marks)
         if outcome.ok:
             self.marks.clear()
-            self._after_change(f"{_esc(outcome.message)}; Undo reverts this")
+            self._after_change(f"{_esc(outcome.message)}; Undo reverts this", relearn=self.session.rerank)
         else:
             self._after_change(f"<span style='color:#b00'>{_esc(outcome.message)}</span>")
         return outcome.ops
@@ -211,9 +218,11 @@ class Cleaner:
         self._after_change(_esc(outcome.message))
         return outcome.ops
 
-    def _after_change(self, message: str) -> None:
-        self.result = review.refresh(self.ws, self.result)
+    def _after_change(self, message: str, *, relearn: bool = False) -> None:
+        """Re-read the folders (and, after decisions, re-rank with them as trusted labels); show the new queue."""
+        self.result = (review.relearn if relearn else review.refresh)(self.ws, self.result)
         self.session.load(self.ws, self.result)
+        message += f"<br>{_esc(self.result.headline())}"
         existing = {s.path for s in self.result.suspects}
         self.marks = {p: d for p, d in self.marks.items() if p in existing}
         self._set_class_options()

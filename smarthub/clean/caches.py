@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +30,18 @@ class CachedProbs:
     duplicate_of: dict[str, str]
     outliers: set[str]
     unreadable: dict[str, str]
+    head_by_sha: dict[str, np.ndarray] = field(default_factory=dict)  # fast method: the heads' part (relearn)
+    pruned: set[str] = field(default_factory=set)
 
 
-def content_fingerprint(entries: Iterable[Entry]) -> str:
-    """Hash of the sorted (sha256, label) pairs: changes when an image, or its label, changes."""
+def content_fingerprint(entries: Iterable[Entry], trusted: Iterable[str] = ()) -> str:
+    """Hash of the sorted (sha256, label) pairs: changes when an image, or its label, changes; and when the set
+    of `trusted` sha256s (labels a person checked, which the fast ranking weighs) changes."""
     h = hashlib.sha256()
     for sha, label in sorted((e.sha256, e.label) for e in entries):
         h.update(f"{sha}\t{label}\n".encode())
+    for sha in sorted(set(trusted)):
+        h.update(f"{sha}\ttrusted\n".encode())
     return h.hexdigest()[:16]
 
 
@@ -69,7 +74,9 @@ def load_probs_cache(path: Path, fingerprint: str, stamp: str) -> CachedProbs | 
             if str(z["fingerprint"]) != fingerprint or str(z["model_stamp"]) != stamp:
                 return None
             shas = [str(s) for s in z["shas"]]
+            heads = dict(zip(shas, z["heads"].astype(np.float64))) if "heads" in z.files and len(z["heads"]) else {}
             return CachedProbs(
+                head_by_sha=heads, pruned={str(s) for s in z["pruned"]} if "pruned" in z.files else set(),
                 probs_by_sha=dict(zip(shas, z["probs"].astype(np.float64))),
                 split_by_sha=dict(zip(shas, (str(s) for s in z["splits"]))),
                 vocab=[str(v) for v in z["vocab"]],
@@ -87,6 +94,8 @@ def save_probs_cache(path: Path, ws: Workspace, *, fingerprint: str, stamp: str,
     buf = io.BytesIO()
     n_classes = len(result.vocab)
     probs = np.stack([result.probs_by_sha[s] for s in shas]) if shas else np.zeros((0, n_classes))
+    heads = getattr(result, "head_by_sha", {}) or {}
+    heads_arr = np.stack([heads[s] for s in shas]) if shas and all(s in heads for s in shas) else np.zeros((0, n_classes))
     np.savez(
         buf, fingerprint=np.array(fingerprint), model_stamp=np.array(stamp), dataset_fingerprint=np.array(dataset_fp),
         shas=np.array(shas, dtype=str), probs=probs.astype(np.float32),
@@ -94,5 +103,6 @@ def save_probs_cache(path: Path, ws: Workspace, *, fingerprint: str, stamp: str,
         dup=np.array([f"{a}\t{b}" for a, b in sorted(result.duplicate_of.items())], dtype=str),
         outliers=np.array(sorted(result.outliers), dtype=str),
         unreadable=np.array([f"{a}\t{b}" for a, b in sorted(result.unreadable.items())], dtype=str),
+        heads=heads_arr.astype(np.float32), pruned=np.array(sorted(getattr(result, "pruned", set())), dtype=str),
     )
     atomic_write_with(path, lambda f: f.write(buf.getvalue()))

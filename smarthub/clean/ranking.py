@@ -5,10 +5,15 @@ with the labels of each image's nearest neighbours (never its own), then a prune
 images that round flagged; near duplicates and outliers from the
 same neighbour search (`neighbours.nearest`); the queue size from cleanlab's `find_label_issues` and the
 order from cleanlab's label quality. `review.py` feeds them and caches.
+
+Labels a person checked (`trusted`) are active label cleaning's feedback (Bernhardt et al. 2022, Nature
+Communications 13:1161; cleanlab's ActiveLab, Goh & Mueller 2023): full weight in the heads and the neighbour
+votes, never pruned; `rerank_probs` re-ranks with them in milliseconds over the last fit's heads.
 """
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,6 +29,9 @@ HEAD_WEIGHT = 0.5  # share of the head in the combined probabilities; the rest i
 # errors per 100 moved to the most similar class and lost ≤ 1.3 on uniform noise (bench/RESULTS.md, Review).
 REFIT_ROUNDS = 1
 DUPLICATE_MIN_SIMILARITY = 0.97  # cosine similarity of embeddings above which two images are near duplicates
+# A trusted label (an image a person kept or relabelled) counts this many times in the heads' fits and in its
+# neighbours' votes; trusted images are in every fold's fit and never pruned (bench/review_effort.py).
+TRUSTED_WEIGHT = 5.0
 
 
 def _logreg() -> Any:
@@ -39,7 +47,7 @@ def normalise_rows(feats: np.ndarray) -> np.ndarray:
     return feats / np.maximum(norms, 1e-12)
 
 
-def fit_linear_head(feats: np.ndarray, labels: np.ndarray) -> Any:
+def fit_linear_head(feats: np.ndarray, labels: np.ndarray, *, sample_weight: np.ndarray | None = None) -> Any:
     """Logistic regression on L2-normalised embeddings (needs at least two classes in `labels`).
 
     BLAS runs on one thread: L-BFGS on thin matrices gains nothing from more, and a second OpenBLAS thread
@@ -49,7 +57,7 @@ def fit_linear_head(feats: np.ndarray, labels: np.ndarray) -> Any:
 
     head = _logreg()
     with threadpool_limits(limits=1, user_api="blas"):
-        head.fit(normalise_rows(feats), labels)
+        head.fit(normalise_rows(feats), labels, sample_weight=sample_weight)
     return head
 
 
@@ -79,33 +87,44 @@ def fold_assignment(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
 
 def cross_val_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
                     seed: int = 42, max_train_rows: int = HEAD_MAX_TRAIN_ROWS,
-                    exclude: np.ndarray | None = None) -> np.ndarray:
+                    exclude: np.ndarray | None = None, trusted: np.ndarray | None = None,
+                    trusted_weight: float = TRUSTED_WEIGHT) -> np.ndarray:
     """Out-of-sample probabilities: each image scored by a linear head fit on the other folds.
 
     An image whose class has no other image in its training folds gets 0 for that class
     (it is then ranked as doubtful, which a class of one image is). Each fold's head learns from at most
     `max_train_rows` images (a seeded random share), so the cost stays linear in the number of images.
     `exclude` (a mask) keeps images out of every head's training, though they are still scored.
+    `trusted` (a mask: labels a person checked) puts those images in every fold's training with weight
+    `trusted_weight`, excluded or not; they are never suspects, so their own scores need not be out-of-sample.
     """
     fold = fold_assignment(labels, folds=folds, seed=seed)
     probs = np.zeros((len(labels), n_classes), dtype=np.float64)
     rng = np.random.default_rng(seed)
+    sure = np.zeros(len(labels), dtype=bool) if trusted is None else np.asarray(trusted, dtype=bool)
     for k in np.unique(fold):
-        test, train = fold == k, np.flatnonzero((fold != k) & (True if exclude is None else ~exclude))
-        if len(train) > max_train_rows:
-            train = np.sort(rng.choice(train, size=max_train_rows, replace=False))
+        test = fold == k
+        train = np.flatnonzero((fold != k) & (True if exclude is None else ~exclude) & ~sure)
+        if len(train) + sure.sum() > max_train_rows:
+            keep = max(0, max_train_rows - int(sure.sum()))
+            train = rng.choice(train, size=min(keep, len(train)), replace=False)
+        train = np.sort(np.concatenate([train, np.flatnonzero(sure)]))
         if len(np.unique(labels[train])) < 2:
             probs[test] = np.bincount(labels[train], minlength=n_classes) / max(1, len(train))
             continue
-        probs[test] = head_probs(fit_linear_head(feats[train], labels[train]), feats[test], n_classes)
+        weight = np.where(sure[train], trusted_weight, 1.0) if sure.any() else None
+        head = fit_linear_head(feats[train], labels[train], sample_weight=weight)
+        probs[test] = head_probs(head, feats[test], n_classes)
     return probs
 
 
 def neighbour_label_probs(index: np.ndarray, similarity: np.ndarray, labels: np.ndarray, *,
-                          n_classes: int, smoothing: float = 1.0) -> np.ndarray:
+                          n_classes: int, smoothing: float = 1.0,
+                          voter_weight: np.ndarray | None = None) -> np.ndarray:
     """Each image's neighbours' labels as a distribution over classes (out-of-sample: never its own label).
 
-    Votes are weighted by cosine similarity (negative similarity counts 0) and smoothed towards the class
+    Votes are weighted by cosine similarity (negative similarity counts 0), times `voter_weight` of the
+    neighbour when given (trusted labels count more), and smoothed towards the class
     frequencies with `smoothing` votes, so an image with few or far neighbours is not certain.
     index/similarity: [n, k] from `neighbours.nearest` (or `neighbours.query` against the rows `labels`
     describes), -1 where there is no neighbour.
@@ -115,8 +134,11 @@ def neighbour_label_probs(index: np.ndarray, similarity: np.ndarray, labels: np.
     prior /= max(1.0, prior.sum())
     votes = np.zeros((n, n_classes), dtype=np.float64)
     valid = index >= 0
+    safe = np.where(valid, index, 0)
     weights = np.where(valid, np.clip(similarity, 0.0, None), 0.0).astype(np.float64)
-    neighbour_labels = labels[np.where(valid, index, 0)]
+    if voter_weight is not None:
+        weights = weights * np.asarray(voter_weight, dtype=np.float64)[safe]
+    neighbour_labels = labels[safe]
     rows = np.repeat(np.arange(n), index.shape[1])
     np.add.at(votes, (rows, neighbour_labels.ravel()), weights.ravel())
     votes += smoothing * prior
@@ -192,25 +214,67 @@ def triage(labels: np.ndarray, probs: np.ndarray, *, threshold: float, duplicate
     return kind, quality, issues
 
 
+@dataclass(frozen=True)
+class LabelProbs:
+    """The default scorer's output: combined probabilities, the heads' part, and the images its last prune round
+    flagged (they do not vote as neighbours). `rerank_probs` updates `probs` from the other two in milliseconds."""
+
+    probs: np.ndarray
+    head: np.ndarray
+    flagged: np.ndarray
+
+
 def default_label_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
-                        seed: int = 42, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS) -> np.ndarray:
+                        seed: int = 42, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS,
+                        trusted: np.ndarray | None = None, trusted_weight: float = TRUSTED_WEIGHT) -> np.ndarray:
     """smarthub's default out-of-sample probabilities: the cross-validated head and neighbour agreement combined,
     then `refit_rounds` prune-and-refit rounds (heads and neighbour votes without the images flagged so far).
 
-    `neighbours` (a `neighbours.Neighbours` over the same rows) is computed when not given.
+    `neighbours` (a `neighbours.Neighbours` over the same rows) is computed when not given. `trusted` (a mask of
+    labels a person checked: kept or relabelled) is active label cleaning's feedback: those images are in every
+    head's fit and their neighbour votes count `trusted_weight` times, and they are never pruned.
     """
+    return default_label_parts(feats, labels, n_classes=n_classes, folds=folds, seed=seed, neighbours=neighbours,
+                               refit_rounds=refit_rounds, trusted=trusted, trusted_weight=trusted_weight).probs
+
+
+def default_label_parts(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
+                        seed: int = 42, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS,
+                        trusted: np.ndarray | None = None, trusted_weight: float = TRUSTED_WEIGHT) -> LabelProbs:
+    """`default_label_probs` with its parts (for `rerank_probs`)."""
     from smarthub.clean.neighbours import nearest
 
     nb = neighbours if neighbours is not None else nearest(feats, k=KNN_K, seed=seed)
+    sure = np.zeros(len(labels), dtype=bool) if trusted is None else np.asarray(trusted, dtype=bool)
     flagged = np.zeros(len(labels), dtype=bool)
     for round_ in range(refit_rounds + 1):
-        head = cross_val_probs(feats, labels, n_classes=n_classes, folds=folds, seed=seed, exclude=flagged)
-        index = np.where(flagged[np.maximum(nb.index, 0)], -1, nb.index)  # flagged images do not vote
-        knn = neighbour_label_probs(index, nb.similarity, labels, n_classes=n_classes)
-        probs = combine_probs(head, knn)
+        head = cross_val_probs(feats, labels, n_classes=n_classes, folds=folds, seed=seed, exclude=flagged,
+                               trusted=sure, trusted_weight=trusted_weight)
+        probs = _with_votes(head, nb.index, nb.similarity, labels, n_classes=n_classes, trusted=sure,
+                            flagged=flagged, trusted_weight=trusted_weight)
         if round_ == refit_rounds:
             break
-        flagged = estimated_issues(labels, probs)
+        was = flagged
+        flagged = estimated_issues(labels, probs) & ~sure
         if not flagged.any() or len(np.unique(labels[~flagged])) < len(np.unique(labels)):
+            flagged = was
             break  # nothing to prune, or pruning would remove a whole class: keep this round
-    return probs
+    return LabelProbs(probs, head, flagged)
+
+
+def _with_votes(head: np.ndarray, index: np.ndarray, similarity: np.ndarray, labels: np.ndarray, *,
+                n_classes: int, trusted: np.ndarray, flagged: np.ndarray, trusted_weight: float) -> np.ndarray:
+    voter = np.where(trusted, trusted_weight, 1.0) if trusted.any() else None
+    index = np.where(flagged[np.maximum(index, 0)], -1, index)  # flagged images do not vote
+    knn = neighbour_label_probs(index, similarity, labels, n_classes=n_classes, voter_weight=voter)
+    return combine_probs(head, knn)
+
+
+def rerank_probs(parts: LabelProbs, index: np.ndarray, similarity: np.ndarray, labels: np.ndarray, *,
+                 n_classes: int, trusted: np.ndarray, trusted_weight: float = TRUSTED_WEIGHT) -> np.ndarray:
+    """The re-rank after a page of decisions, in milliseconds: the heads of the last full ranking, with the
+    neighbour votes counted again under the current labels, trusted labels (kept or relabelled by a person)
+    voting `trusted_weight` times and never pruned. `default_label_parts(trusted=...)` is the full refit."""
+    sure = np.asarray(trusted, dtype=bool)
+    return _with_votes(parts.head, index, similarity, labels, n_classes=n_classes, trusted=sure,
+                       flagged=parts.flagged & ~sure, trusted_weight=trusted_weight)

@@ -27,6 +27,8 @@ class Suspect:
     "duplicate", "outlier", and the image-quality issues (QUALITY_ISSUES).
     split: "valid" when scored out-of-sample (the scorer never saw its label), "train" when in-sample.
     score: cleanlab label quality in [0, 1], lower is worse.
+    suggested / p_suggested: the most probable class other than the given one (the label the page offers;
+    the `a` key accepts it) and its probability.
     """
 
     path: Path
@@ -40,6 +42,8 @@ class Suspect:
     sha256: str = ""
     duplicate_of: Path | None = None
     tags: tuple[str, ...] = ()
+    suggested: str = ""
+    p_suggested: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -51,8 +55,8 @@ class Entry:
     sha256: str
 
 
-SUSPECT_FIELDS = ("path", "given", "predicted", "p_given", "p_predicted", "score", "kind", "split", "sha256",
-                  "duplicate_of", "tags")
+SUSPECT_FIELDS = ("path", "given", "predicted", "p_given", "p_predicted", "suggested", "p_suggested", "score",
+                  "kind", "split", "sha256", "duplicate_of", "tags")
 
 
 def suspect_rows(suspects: Iterable[Suspect], *, base: Path | None = None) -> list[dict[str, Any]]:
@@ -63,7 +67,8 @@ def suspect_rows(suspects: Iterable[Suspect], *, base: Path | None = None) -> li
         return p.relative_to(base).as_posix() if base is not None and p.is_relative_to(base) else str(p)
 
     return [{"path": show(s.path), "given": s.given, "predicted": s.predicted, "p_given": round(s.p_given, 4),
-             "p_predicted": round(s.p_predicted, 4), "score": round(s.score, 4), "kind": s.kind, "split": s.split,
+             "p_predicted": round(s.p_predicted, 4), "suggested": s.suggested,
+             "p_suggested": round(s.p_suggested, 4), "score": round(s.score, 4), "kind": s.kind, "split": s.split,
              "sha256": s.sha256, "duplicate_of": show(s.duplicate_of), "tags": " ".join(s.tags)} for s in suspects]
 
 

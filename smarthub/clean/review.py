@@ -6,6 +6,14 @@ image-quality issues are filters a user turns on (`ReviewOptions.include`), each
 ranks every image. Probabilities, embeddings and image-quality issues are cached per image sha256, so
 `refresh()` after a relabel, delete or undo does no inference. Analysis only: acting is `fileops`' job.
 
+Active label cleaning: images a person kept or relabelled (`keep.decisions`) are trusted labels. They are never
+suspects again while their content and label are the ones decided, and the fast ranking fits on them with full
+weight; `relearn()` re-ranks with them from the cached embeddings (the Clean tab and the notebook call it after
+every page of decisions, `review()` uses them on every run). The idea and its measured value: Bernhardt et al.
+2022, "Active label cleaning for improved dataset quality under resource constraints", Nature Communications
+13:1161; Goh & Mueller 2023, "ActiveLab: active learning with re-labeling by multiple annotators" (cleanlab).
+bench/review_effort.py measures the images a person looks at, static vs re-ranked.
+
 Pieces: records (Suspect, Entry, output), scorers (fast / finetune / model), ranking (pure),
 neighbours (exact or faiss), quality (CleanVision), keep (keep-state), caches (probabilities on disk).
 """
@@ -21,7 +29,7 @@ import numpy as np
 
 from smarthub.atomicio import read_json
 from smarthub.clean import caches, scorers
-from smarthub.clean.keep import keep, kept, unkeep
+from smarthub.clean.keep import decisions, fixed_count, keep, kept, trusted_shas, unkeep
 from smarthub.clean.quality import quality_issues
 from smarthub.clean.ranking import duplicates_from_neighbours, outliers_from_neighbours, triage
 from smarthub.clean.records import (FILTERS, KINDS, QUALITY_ISSUES, SUSPECT_FIELDS, Entry, Suspect, suspect_rows,
@@ -34,7 +42,7 @@ from smarthub.workspace import Workspace
 
 __all__ = ["FILTERS", "KINDS", "METHODS", "QUALITY_ISSUES", "SUSPECT_FIELDS", "Entry", "ReviewOptions",
            "ReviewResult", "Suspect", "content_fingerprint", "default_train_options", "keep", "kept", "rank",
-           "refresh", "review", "suspect_rows", "unkeep", "write_suspects"]
+           "refresh", "relearn", "review", "suspect_rows", "unkeep", "write_suspects"]
 
 METHODS = ("fast", "finetune", "model")
 # The one documented default embedder (CLI, app and notebook): the trained model's arch and image size from
@@ -106,8 +114,10 @@ class ReviewOptions:
 @dataclass
 class ReviewResult:
     """The queue worst first (`suspects`), its counts, and the per-sha256 state that lets it update without
-    inference. estimated_issues: cleanlab's estimate of the label errors among n_images (kept images aside);
-    filter_counts: images per filter (unsure, duplicate, outlier and each image-quality issue)."""
+    inference. estimated_issues: cleanlab's estimate of the label errors left among n_images (trusted labels
+    aside); n_fixed: label errors a person has fixed (images whose label is their relabel); filter_counts:
+    images per filter (unsure, duplicate, outlier and each image-quality issue); trusted: sha256s of labels
+    a person checked; ranked_with: the trusted sha256s the probabilities were computed with."""
 
     suspects: list[Suspect]
     vocab: list[str]
@@ -129,6 +139,13 @@ class ReviewResult:
     estimated_issues: int = 0
     filter_counts: dict[str, int] = field(default_factory=dict)
     quality_by_sha: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    n_fixed: int = 0
+    trusted: frozenset[str] = frozenset()
+    ranked_with: frozenset[str] = frozenset()
+    neighbours: Any = None  # the fast method's neighbour search over `neighbour_shas` (reused by relearn)
+    neighbour_shas: list[str] = field(default_factory=list)
+    head_by_sha: dict[str, np.ndarray] = field(default_factory=dict)  # the fast method's heads (relearn's input)
+    pruned: set[str] = field(default_factory=set)  # images its prune round took out of the neighbour votes
 
     def by_kind(self) -> dict[str, int]:
         counts = {k: 0 for k in KINDS}
@@ -138,8 +155,12 @@ class ReviewResult:
         return counts
 
     def headline(self) -> str:
-        """'estimated N label errors among M images' (the line the CLI, the app and the notebook show)."""
-        return f"estimated {self.estimated_issues} label errors among {self.n_images} images"
+        """'estimated N label errors among M images' (the line the CLI, the app and the notebook show), and once a
+        person has fixed some: how many, and how many are estimated left."""
+        if not self.n_fixed:
+            return f"estimated {self.estimated_issues} label errors among {self.n_images} images"
+        return (f"estimated {self.estimated_issues + self.n_fixed} label errors among {self.n_images} images: "
+                f"{self.n_fixed} fixed by you, about {self.estimated_issues} left")
 
 
 # ---------------------------------------------------------------- ranking over entries (no inference)
@@ -203,6 +224,10 @@ def queue(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: 
     pred_all = probs.argmax(axis=1)
     rows = np.arange(len(scored))
     p_given_all, p_pred_all = probs[rows, labels], probs[rows, pred_all]
+    others = probs.copy()
+    others[rows, labels] = -1.0  # the suggestion: the most probable class other than the given one
+    suggested_all = others.argmax(axis=1)
+    p_suggested_all = probs[rows, suggested_all]
     unsure = p_given_all < threshold
     by_sha_path = {e.sha256: e.path for e in entries}
     counts = {name: 0 for name in ("unsure", "duplicate", "outlier", *QUALITY_ISSUES)}
@@ -232,6 +257,7 @@ def queue(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: 
             path=e.path, given=e.label, predicted=vocab[int(pred_all[i])], p_given=float(p_given_all[i]),
             p_predicted=float(p_pred_all[i]), score=float(quality[i]), kind=k,
             split=split_by_sha.get(e.sha256, "valid"), sha256=e.sha256, duplicate_of=dup_path, tags=tags,
+            suggested=vocab[int(suggested_all[i])], p_suggested=float(p_suggested_all[i]),
         ))
     return Queue(suspects, notes, n_issues, counts)
 
@@ -306,15 +332,20 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
     entries, skipped, notes = _scan(ws, progress)
     vocab = _check_reviewable(entries, ws, options.folds)
     learner = scorers.load_model(ws, vocab) if options.method == "model" else None
-    fp = caches.content_fingerprint(entries)
+    trusted = trusted_shas(entries, decisions(ws)) if options.method == "fast" else set()
+    fp = caches.content_fingerprint(entries, trusted)
     stamp = caches.model_stamp(ws) if options.method == "model" else ""
     cache_path = caches.probs_cache_path(ws, options.method, train, options.folds)
     cached = caches.load_probs_cache(cache_path, fp, stamp)
     if options.method == "fast" and not train.pretrained:
         notes.append("--no-pretrained: embeddings of an untrained body rank poorly; prefer --finetune")
     head = None
+    nb, uniq = None, []
+    head_by_sha: dict[str, np.ndarray] = {}
+    pruned: set[str] = set()
     if cached is not None and cached.vocab == vocab:
         probs_by_sha, split_by_sha = cached.probs_by_sha, cached.split_by_sha
+        head_by_sha, pruned = cached.head_by_sha, cached.pruned
         duplicate_of, outliers, unreadable = cached.duplicate_of, cached.outliers, cached.unreadable
         skipped += [(e.path, unreadable[e.sha256]) for e in entries if e.sha256 in unreadable]
         notes.append("probabilities reused from the cache (the data has not changed)")
@@ -336,7 +367,8 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
         if options.method == "fast":
             # invariant: fast requires embeddings (ModelError above) and at least 4 readable images remain
             assert feats is not None and nb is not None
-            probs_by_sha = scorers.fast_probs(uniq, feats, nb, vocab, folds=options.folds, seed=train.seed)
+            probs_by_sha, head_by_sha, pruned = scorers.fast_scores(uniq, feats, nb, vocab, folds=options.folds,
+                                                                    seed=train.seed, trusted=trusted)
         elif options.method == "finetune":
             probs_by_sha = scorers.finetune_probs(ws, entries_ok, vocab, train, folds=options.folds,
                                                   progress=progress)
@@ -351,24 +383,29 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
         suspects=[], vocab=vocab, n_images=len(entries), method=options.method, seconds=0.0,
         probs_by_sha=probs_by_sha, split_by_sha=split_by_sha, entries=entries, duplicate_of=duplicate_of,
         outliers=outliers, skipped=skipped, notes=notes, options=options, fingerprint=fp, head=head,
-        unreadable=unreadable, quality_by_sha=quality,
+        unreadable=unreadable, quality_by_sha=quality, ranked_with=frozenset(trusted),
+        neighbours=nb if options.method == "fast" else None,
+        neighbour_shas=[e.sha256 for e in uniq] if options.method == "fast" and nb is not None else [],
+        head_by_sha=head_by_sha, pruned=pruned,
     ), start)
     if cached is None or cached.vocab != vocab:
         caches.save_probs_cache(cache_path, ws, fingerprint=fp, stamp=stamp, result=result)
     return result
 
 
-def _ranked(ws: Workspace, result: ReviewResult, start: float) -> ReviewResult:
-    """`result` with its queue, counts and timing filled in from its cached state."""
+def _ranked(ws: Workspace, result: ReviewResult, start: float, decided: dict | None = None) -> ReviewResult:
+    """`result` with its queue, counts and timing filled in from its cached state (and the person's decisions)."""
     options = result.options or ReviewOptions()
-    kept_shas = kept(ws)
+    decided = decisions(ws) if decided is None else decided
+    trusted = trusted_shas(result.entries, decided)
     q = queue(result.entries, result.probs_by_sha, result.vocab, threshold=options.threshold,
               split_by_sha=result.split_by_sha, duplicate_of=result.duplicate_of, outliers=result.outliers,
-              kept=kept_shas, limit=options.limit, include=options.include, show_all=options.show_all,
+              kept=trusted, limit=options.limit, include=options.include, show_all=options.show_all,
               quality_by_sha=result.quality_by_sha)
     return replace(result, suspects=q.suspects, notes=result.notes + q.notes, estimated_issues=q.estimated_issues,
                    filter_counts=q.filter_counts, seconds=time.perf_counter() - start,
-                   n_kept=sum(1 for e in result.entries if e.sha256 in kept_shas))
+                   n_kept=sum(1 for e in result.entries if e.sha256 in trusted and decided[e.sha256].how == "keep"),
+                   n_fixed=fixed_count(result.entries, decided), trusted=frozenset(trusted))
 
 
 def _quality(ws: Workspace, entries: Sequence[Entry], unreadable: dict[str, str],
@@ -391,6 +428,11 @@ def refresh(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
     After a relabel, delete or undo this does no inference at all (probabilities are keyed by sha256).
     """
     start = time.perf_counter()
+    return _ranked(ws, _rescanned(ws, result, progress), start)
+
+
+def _rescanned(ws: Workspace, result: ReviewResult, progress: Progress | None) -> ReviewResult:
+    """`result` with the folders re-read and new or changed images scored; the queue not rebuilt yet."""
     options = result.options if result.options is not None and result.options.train is not None \
         else _resolved(ws, result.options or ReviewOptions())
     train = options.train
@@ -427,11 +469,11 @@ def refresh(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
             how = " by a linear head on all other images" if options.method == "finetune" else ""
             notes.append(f"{len(new)} new or changed images scored{how}")
     quality = _quality(ws, entries, unreadable, progress)
-    return _ranked(ws, replace(
+    return replace(
         result, n_images=len(entries), probs_by_sha=probs_by_sha, split_by_sha=split_by_sha, entries=entries,
         duplicate_of=duplicate_of, outliers=outliers, skipped=skipped, notes=notes, head=head,
         unreadable=unreadable, options=options, quality_by_sha=quality,
-    ), start)
+    )
 
 
 def _unreadable(entries: Sequence[Entry], failed: Sequence[tuple[Path, str]]) -> dict[str, str]:
@@ -464,7 +506,8 @@ def check_options(ws: Workspace, options: ReviewOptions) -> ReviewOptions:
     return _resolved(ws, options)
 
 
-__all__ += ["DEFAULT_EMBEDDER", "DEFAULT_SIZE_PX", "Queue", "check_options", "expand_filters", "queue", "requeue"]
+__all__ += ["DEFAULT_EMBEDDER", "DEFAULT_SIZE_PX", "Queue", "check_options", "expand_filters", "health_of", "queue",
+            "requeue"]
 
 
 def requeue(ws: Workspace, result: ReviewResult, *, include: Iterable[str] = (),
@@ -472,3 +515,58 @@ def requeue(ws: Workspace, result: ReviewResult, *, include: Iterable[str] = (),
     """The same review with other filters turned on: no scan, no inference (the Clean tab's filter boxes)."""
     options = replace(result.options or ReviewOptions(), include=frozenset(include), show_all=show_all)
     return _ranked(ws, replace(result, options=options, notes=[]), time.perf_counter())
+
+
+def relearn(ws: Workspace, result: ReviewResult, *, progress: Progress | None = None) -> ReviewResult:
+    """`refresh()`, then, for the fast method, the queue ranked again with the person's decisions as trusted labels
+    (active label cleaning): the neighbour votes are counted again under the current labels with trusted labels
+    weighing `ranking.TRUSTED_WEIGHT` times, over the last full fit's heads (`scorers.rerank_fast`, milliseconds;
+    `review()` refits the heads with them too). No inference. The other methods only hide trusted images.
+    """
+    start = time.perf_counter()
+    fresh = _rescanned(ws, result, progress)
+    options = fresh.options
+    decided = decisions(ws)
+    trusted = frozenset(trusted_shas(fresh.entries, decided))
+    if fresh.method != "fast" or options is None or options.train is None or trusted == fresh.ranked_with:
+        return _ranked(ws, fresh, start, decided)
+    train = options.train
+    known = [e for e in fresh.entries if e.label in fresh.vocab and e.sha256 not in fresh.unreadable]
+    by_sha = {e.sha256: e for e in scorers.unique_by_sha(known)}
+    from smarthub.model.embeddings import load_embedding_cache
+
+    if fresh.neighbours is not None and set(fresh.neighbour_shas) == set(by_sha):  # the usual case: same images
+        uniq, nb = [by_sha[s] for s in fresh.neighbour_shas], fresh.neighbours
+    else:  # new images, or a review read from the cache: the neighbour search again (no inference)
+        cache = load_embedding_cache(ws, train.arch, train.size_px, train.pretrained)
+        uniq = [e for e in by_sha.values() if e.sha256 in cache]
+        if len({e.label for e in uniq}) < 2 or len(uniq) < options.folds:
+            return _ranked(ws, fresh, start, decided)  # too little left to fit on: the queue as refreshed
+        nb = scorers.neighbours_of(cache, [e.sha256 for e in uniq], seed=train.seed)
+    shas = [e.sha256 for e in uniq]
+    if all(s in fresh.head_by_sha for s in shas):
+        probs = scorers.rerank_fast(uniq, nb, fresh.head_by_sha, fresh.pruned, fresh.vocab, trusted=trusted)
+        heads, pruned = fresh.head_by_sha, fresh.pruned
+    else:  # images the heads never scored: fit them again, with the trusted labels
+        cache = load_embedding_cache(ws, train.arch, train.size_px, train.pretrained)
+        probs, heads, pruned = scorers.fast_scores(uniq, cache, nb, fresh.vocab, folds=options.folds,
+                                                   seed=train.seed, trusted=trusted)
+    return _ranked(ws, replace(fresh, probs_by_sha={**fresh.probs_by_sha, **probs}, ranked_with=trusted,
+                               neighbours=nb, neighbour_shas=shas, head_by_sha=heads, pruned=pruned), start, decided)
+
+
+def health_of(result: ReviewResult) -> tuple[Any, list[Entry]]:
+    """(`health.Health` of the reviewed images, the entries its rows are): per-class estimated errors (trusted
+    labels never count), most-confused pairs, highest losses under the review's probabilities, imbalance."""
+    from smarthub.clean.health import health
+    from smarthub.clean.ranking import label_issue_scores
+
+    index = {c: i for i, c in enumerate(result.vocab)}
+    scored = scorers.unique_by_sha([e for e in result.entries if e.sha256 in result.probs_by_sha and e.label in index])
+    if len(scored) < 2:
+        return health(np.zeros(0, int), np.zeros((0, len(result.vocab))), np.zeros(0, bool), result.vocab), scored
+    labels = np.fromiter((index[e.label] for e in scored), dtype=int, count=len(scored))
+    probs = np.stack([result.probs_by_sha[e.sha256] for e in scored])
+    _, issues = label_issue_scores(labels, probs)
+    issues &= np.fromiter((e.sha256 not in result.trusted for e in scored), dtype=bool, count=len(scored))
+    return health(labels, probs, issues, result.vocab), scored

@@ -56,13 +56,44 @@ def neighbours_of(feats: dict[str, np.ndarray], shas: Sequence[str], *, seed: in
 
 
 def fast_probs(uniq: Sequence[Entry], feats: dict[str, np.ndarray], nb: Neighbours, vocab: list[str], *,
-               folds: int, seed: int) -> dict[str, np.ndarray]:
-    """The default scorer: cross-validated head + neighbour agreement, per sha256 of `uniq` (nb's rows)."""
+               folds: int, seed: int, trusted: set[str] | frozenset[str] = frozenset()) -> dict[str, np.ndarray]:
+    """The default scorer: cross-validated head + neighbour agreement, per sha256 of `uniq` (nb's rows).
+
+    `trusted`: sha256s whose current label a person checked (kept or relabelled): full weight in the fits.
+    """
+    return fast_scores(uniq, feats, nb, vocab, folds=folds, seed=seed, trusted=trusted)[0]
+
+
+def _labels_and_trust(uniq: Sequence[Entry], vocab: list[str],
+                      trusted: set[str] | frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
     index = {c: i for i, c in enumerate(vocab)}
+    y = np.fromiter((index[e.label] for e in uniq), dtype=int, count=len(uniq))
+    return y, np.fromiter((e.sha256 in trusted for e in uniq), dtype=bool, count=len(uniq))
+
+
+def fast_scores(uniq: Sequence[Entry], feats: dict[str, np.ndarray], nb: Neighbours, vocab: list[str], *,
+                folds: int, seed: int, trusted: set[str] | frozenset[str] = frozenset()
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], set[str]]:
+    """`fast_probs` with what `rerank_fast` needs: (sha → probs, sha → the heads' probs, sha256s pruned)."""
     x = np.stack([feats[e.sha256] for e in uniq])
-    y = np.array([index[e.label] for e in uniq])
-    probs = ranking.default_label_probs(x, y, n_classes=len(vocab), folds=folds, seed=seed, neighbours=nb)
-    return {e.sha256: p for e, p in zip(uniq, probs)}
+    y, sure = _labels_and_trust(uniq, vocab, trusted)
+    parts = ranking.default_label_parts(x, y, n_classes=len(vocab), folds=folds, seed=seed, neighbours=nb,
+                                        trusted=sure)
+    shas = [e.sha256 for e in uniq]
+    return (dict(zip(shas, parts.probs)), dict(zip(shas, parts.head)),
+            {s for s, f in zip(shas, parts.flagged.tolist()) if f})
+
+
+def rerank_fast(uniq: Sequence[Entry], nb: Neighbours, head_by_sha: dict[str, np.ndarray], flagged: set[str],
+                vocab: list[str], *, trusted: set[str] | frozenset[str]) -> dict[str, np.ndarray]:
+    """The re-rank after a page of decisions (`ranking.rerank_probs`): the last full ranking's heads, neighbour votes
+    under the current labels with `trusted` labels weighing more. Milliseconds; no embedding, no fit."""
+    y, sure = _labels_and_trust(uniq, vocab, trusted)
+    head = np.stack([head_by_sha[e.sha256] for e in uniq])
+    pruned = np.fromiter((e.sha256 in flagged for e in uniq), dtype=bool, count=len(uniq))
+    probs = ranking.rerank_probs(ranking.LabelProbs(head, head, pruned), nb.index, nb.similarity, y,
+                                 n_classes=len(vocab), trusted=sure)
+    return dict(zip((e.sha256 for e in uniq), probs))
 
 
 def score_new_fast(ws: Workspace, entries: Sequence[Entry], new: Sequence[Entry], probs_by_sha: dict,

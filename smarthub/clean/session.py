@@ -4,6 +4,10 @@ Pure of any screen: front-ends hold a `CleanSession`, call the actions (keep / r
 prediction / delete / apply a batch / undo) and show the `Outcome` message their own way. Files move
 only through `smarthub.fileops`; keep marks through `review.keep`. Every action pushes a `Step` on this
 session's own undo stack, so Undo reverts what *this* session did, never another window's operation.
+
+Active label cleaning (Bernhardt et al. 2022, Nature Communications 13:1161): every keep and relabel is a label a
+person checked; after each page of such decisions (`page_size` of them) `after_decisions` re-ranks the queue with
+them as trusted labels (`review.relearn`: cached embeddings, no inference) and starts again at its top.
 """
 from __future__ import annotations
 
@@ -78,9 +82,14 @@ class CleanSession:
     undo_stack: list[Step] = field(default_factory=list)
     sources: ProvenanceIndex = field(default_factory=ProvenanceIndex)
     pending: tuple[str, str] | None = None  # (image, new class) waiting for the user's confirmation
+    result: Any = None  # the ReviewResult shown: re-queued (filters) and re-ranked (decisions) without inference
+    since_rank: int = 0  # keeps, relabels and deletes since the queue was last ranked
+    rerank: bool = True  # re-rank after every page of decisions (False: the first ranking stays, paged in order)
 
     def load(self, ws: Workspace, result: Any) -> None:
         """Take the suspects of a ReviewResult (a new review or a refresh); actions and counts stay."""
+        self.result = result
+        self.since_rank = 0
         self.suspects = list(result.suspects)
         self.vocab = list(result.vocab)
         self.method = str(result.method)
@@ -176,6 +185,7 @@ def _find(ws: Workspace, sess: CleanSession, image: str | Path) -> int:
 def _push(sess: CleanSession, step: Step, count: str, n: int = 1) -> None:
     sess.undo_stack.append(step)
     sess.counts[count] += n
+    sess.since_rank += n
     sess.pending = None
 
 
@@ -244,15 +254,16 @@ def cancel_new_class(sess: CleanSession) -> Outcome:
 
 
 def accept_predicted(ws: Workspace, sess: CleanSession, image: str | Path) -> Outcome:
-    """Relabel the image to the class the ranking predicts for it (key `a`)."""
+    """Relabel the image to its suggested class (key `a`): the most probable class other than its label."""
     try:
         s = sess.suspects[_find(ws, sess, image)]
     except SmartHubError as e:
         return _refused(ws, sess, image, e)
-    if not s.predicted or s.predicted == s.given:
-        return Outcome(f"the prediction for {_rel(ws, suspect_path(ws, s))} is its label {s.given!r} already: "
-                       f"keep it (k) or pick another class", ok=False)
-    return relabel(ws, sess, image, s.predicted)
+    target = getattr(s, "suggested", "") or s.predicted
+    if not target or target == s.given:
+        return Outcome(f"there is no suggestion other than its label {s.given!r} for "
+                       f"{_rel(ws, suspect_path(ws, s))}: keep it (k) or pick another class", ok=False)
+    return relabel(ws, sess, image, target)
 
 
 def quick_relabel(ws: Workspace, sess: CleanSession, image: str | Path, n: int) -> Outcome:
@@ -328,6 +339,7 @@ def apply(ws: Workspace, sess: CleanSession, decisions: Mapping[Path, str]) -> O
         sess.suspects.pop(i)
     if ops or kept:
         sess.undo_stack.append(Step("apply", [op.op_id for op in ops], kept, removed, f"{len(moved)} images"))
+        sess.since_rank += len(moved)
         n_relabel = sum(len(op.moves) for op in ops if op.kind == "relabel")
         sess.counts["relabelled"] += n_relabel
         sess.counts["deleted"] += sum(len(op.moves) for op in ops if op.kind == "trash")
@@ -364,6 +376,7 @@ def undo(ws: Workspace, sess: CleanSession) -> Outcome:
     except SmartHubError as e:
         retry = f"; the journal's undo of {step.op_ids[-1]} retries it" if step.op_ids else ""
         return Outcome(f"{e}{retry}", ok=False, ops=undone)
+    sess.since_rank = max(0, sess.since_rank - max(1, len(step.removed)))
     for index, s in step.removed:  # ascending: each goes back where it was
         sess.suspects.insert(min(index, len(sess.suspects)), s)
     sess.counts["undone"] += 1
@@ -384,3 +397,32 @@ def undo_journal(ws: Workspace, sess: CleanSession) -> Outcome:
     sess.counts["undone"] += 1
     return Outcome(f"undid operation {op.undoes} from the journal ({len(op.moves)} files restored; "
                    f"run the review again to rank them)", ops=[op])
+
+
+# ---------------------------------------------------------------- re-ranking with the person's decisions
+
+def rerank_due(sess: CleanSession) -> bool:
+    """True once a page of decisions was made since the queue was ranked (and re-ranking is on)."""
+    return sess.rerank and sess.result is not None and sess.since_rank >= sess.page_size
+
+
+def rerank(ws: Workspace, sess: CleanSession) -> Outcome:
+    """Rank the queue again with every keep and relabel as a trusted label; the selection goes to the top."""
+    if sess.result is None:
+        return Outcome("run the review first: there is no ranking to update", ok=False)
+    try:
+        result = review.relearn(ws, sess.result)
+    except SmartHubError as e:
+        return Outcome(f"not re-ranked: {e}", ok=False)
+    sess.load(ws, result)
+    sess.pos = 0
+    sess.clamp()
+    return Outcome(f"re-ranked with your {len(result.trusted)} checked labels: {result.headline()}")
+
+
+def after_decisions(ws: Workspace, sess: CleanSession, outcome: Outcome) -> Outcome:
+    """`outcome`, followed by a re-rank when a page of decisions is complete (its message appended)."""
+    if not outcome.ok or not rerank_due(sess):
+        return outcome
+    again = rerank(ws, sess)
+    return Outcome(f"{outcome.message} · {again.message}", ok=outcome.ok and again.ok, ops=outcome.ops)

@@ -1,4 +1,7 @@
-"""Review commands: the review queue of estimated label errors (review) and marking images as correct (keep)."""
+"""Review commands: the review queue of estimated label errors (review) and marking images as correct (keep).
+
+Keeps and relabels are a person's decisions: `review` treats them as trusted labels (never suspects again while
+image and label are unchanged, full weight in the ranking; active label cleaning, Bernhardt et al. 2022)."""
 from __future__ import annotations
 
 import argparse
@@ -35,13 +38,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="below this probability of its label an image is 'unsure' (default 0.6)")
     p.add_argument("--out", type=Path, metavar="FILE", help="write the listed images to FILE (.csv or .json)")
     p.add_argument("--limit", type=int, metavar="N", help="keep only the N worst")
+    p.add_argument("--summary", action="store_true",
+                   help="also print the dataset's health: estimated errors per class, the most-confused class pairs, "
+                        "the highest losses and a class-imbalance note")
     add_train_args(p, title="embedder and fine-tune options")
     p.set_defaults(func=run_review, arch=None, size=None)
 
-    p = sub.add_parser("keep", help="mark images as correctly labelled: hidden from review until they change")
+    p = sub.add_parser("keep", help="mark images as correctly labelled: trusted by the next review, hidden until they "
+                                    "change (`keep --undo PATH` forgets the mark)")
     add_workspace_args(p, models=False)
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
-    p.add_argument("--undo", action="store_true", help="forget the keep mark instead")
+    p.add_argument("--undo", action="store_true",
+                   help="forget the keep mark instead (keep marks are not file operations: `smarthub undo` does not "
+                        "revert them; the app's Undo reverts its own session's keeps)")
     p.set_defaults(func=run_keep)
 
 
@@ -81,30 +90,55 @@ def run_review(args: argparse.Namespace) -> int:
         print(f"skipped {_show(ws, path)}: {reason}")
     for note in result.notes:
         print(f"note: {note}")
-    rows = [(i, _show(ws, s.path), s.given, s.predicted, f"{s.p_given:.2f}", f"{s.p_predicted:.2f}",
-             f"{s.score:.3f}", s.kind, " ".join(t for t in s.tags if t != "issue") or "-")
+    rows = [(i, _show(ws, s.path), s.given, f"{s.p_given:.2f}", s.suggested or s.predicted,
+             f"{s.p_suggested if s.suggested else s.p_predicted:.2f}", f"{s.score:.3f}", s.kind,
+             " ".join(t for t in s.tags if t != "issue") or "-")
             for i, s in enumerate(result.suspects[:SHOWN], 1)]
     if rows:
-        print_table(rows, ("#", "path", "given", "predicted", "p_given", "p_pred", "score", "kind", "also"))
+        print_table(rows, ("#", "path", "given", "p_given", "suggested", "p_sugg", "score", "kind", "also"))
     if len(result.suspects) > SHOWN:
         print(f"... and {len(result.suspects) - SHOWN} more (--out FILE writes them all)")
-    print(f"{result.headline()} ({result.n_kept} kept; {result.method} method, embedder "
+    print(f"{result.headline()} ({result.n_kept} kept, {result.n_fixed} relabelled by you: trusted labels; "
+          f"{result.method} method, embedder "
           f"{options.train.arch} at {options.train.size_px} px, {result.seconds:.1f} s)")
     print(_filters_line(result, options))
+    if args.summary:
+        print_summary(ws, result, options)
     if args.out is not None:
         out = review.write_suspects(result.suspects, args.out, base=ws.data_dir)
         print(f"{len(result.suspects)} images written worst first to {out}")
     if result.suspects:
-        print("act with `smarthub relabel PATH LABEL`, `smarthub delete PATH`, `smarthub keep PATH`; undo with "
-              "`smarthub undo`")
+        print("act with `smarthub relabel PATH LABEL`, `smarthub delete PATH`, `smarthub keep PATH` (the next review "
+              "ranks with them); undo with `smarthub undo` (relabel, delete) or `smarthub keep --undo PATH`")
     return 0
+
+
+def print_summary(ws: object, result: object, options: object) -> None:
+    """The health tables of `review --summary` (the Clean tab shows the same)."""
+    from smarthub.clean import review
+
+    h, rows = review.health_of(result)  # type: ignore[arg-type]
+    ranked = "the exported model" if result.method == "model" else (  # type: ignore[attr-defined]
+        f"{options.train.arch} at {options.train.size_px} px")  # type: ignore[attr-defined]
+    print(f"\nhealth ({result.method} review ranked by {ranked}):")  # type: ignore[attr-defined]
+    print_table([(c.label, c.n_images, c.estimated_errors, f"{c.error_share:.0%}") for c in h.classes],
+                ("class", "images", "est. errors", "share"))
+    if h.confused:
+        print("most confused (given → likely): " + ", ".join(f"{g} → {t} {n}" for g, t, n in h.confused))
+    print("highest losses (-log p(given)): " + ", ".join(
+        f"{_show(ws, rows[i].path)} {loss:.2f}" for i, loss in h.top_losses[:5]))
+    if h.imbalance:
+        print(f"class imbalance: {h.imbalance}")
 
 
 def _filters_line(result: object, options: object) -> str:
     """'listed: 12 (…); filters: unsure 30 [on], duplicate 2, …' — what --include would add."""
     counts = result.filter_counts  # type: ignore[attr-defined]
     on = options.include  # type: ignore[attr-defined]
-    parts = [f"{name} {n}{' [on]' if name in on else ''}" for name, n in counts.items()]
+    threshold = options.threshold  # type: ignore[attr-defined]
+    parts = [f"{name} {n}{' [on]' if name in on else ''}"
+             + (f" (p(given) < {threshold:g}: probabilities are shared between similar classes; a lower --threshold "
+                f"lists fewer)" if name == "unsure" else "") for name, n in counts.items()]
     what = "every image (--all)" if options.show_all else "the estimated label errors"  # type: ignore[attr-defined]
     if on and not options.show_all:  # type: ignore[attr-defined]
         what += " + " + ", ".join(sorted(on))
@@ -121,7 +155,8 @@ def run_keep(args: argparse.Namespace) -> int:
         print(f"{len(shas)} keep marks removed")
     else:
         shas = review.keep(ws, args.paths)
-        print(f"{len(shas)} images kept: hidden from review until their content changes")
+        print(f"{len(shas)} images kept: trusted labels for the next review, hidden until their content or class "
+              f"changes (`smarthub keep --undo PATH` forgets the mark; `smarthub undo` reverts file operations only)")
     return 0
 
 

@@ -3,7 +3,8 @@
 The session logic (suspects, filters, paging, actions, this session's undo stack) is
 `smarthub.clean.session`, shared with the notebook; this module renders it. The state is a `CleanState`
 held by gr.State. After an action only the in-memory list changes and only the current page is
-re-rendered: no re-ranking, no rescan, so a 20,000-image dataset stays responsive. Handlers are plain
+re-rendered: no rescan, so a 20,000-image dataset stays responsive. After every page of keeps and relabels the
+queue is re-ranked with them as trusted labels (`session.after_decisions`: cached embeddings, no inference). Handlers are plain
 functions of (ws, state, …) returning a `CleanView`; tests and the latency benchmark call them directly.
 """
 from __future__ import annotations
@@ -33,7 +34,6 @@ class CleanState(CleanSession):
     """Per-browser-session state of the Clean tab: the clean session plus what the page last showed."""
 
     labels_shown: tuple[str, ...] | None = None  # class list last sent to the menus and number buttons
-    result: Any = None  # the ReviewResult: turning a filter on re-queues it without inference
 
 
 @dataclass
@@ -89,16 +89,23 @@ def filtered(st: CleanState) -> list[int]:
 
 
 def caption(s: Any) -> str:
-    """Given label, predicted label and confidence, e.g. 'cat → dog 91% (wrong)'."""
-    if s.predicted and s.predicted != s.given:
-        return f"{s.given} → {s.predicted} {s.p_predicted:.0%} ({s.kind})"
+    """Given label, suggested label and its probability, e.g. 'cat → dog 91% (wrong)'."""
+    suggested, p = getattr(s, "suggested", "") or s.predicted, getattr(s, "p_suggested", 0.0) or s.p_predicted
+    if suggested and suggested != s.given:
+        return f"{s.given} → {suggested} {p:.0%} ({s.kind})"
     return f"{s.given} {s.p_given:.0%} ({s.kind})"
 
 
 def counts_text(st: CleanState) -> str:
     c = st.counts
-    return (f"**Actions this session:** kept {c['kept']} · relabelled {c['relabelled']} · "
+    text = (f"**Actions this session:** kept {c['kept']} · relabelled {c['relabelled']} · "
             f"deleted {c['deleted']} · undone {c['undone']}")
+    if st.result is not None:
+        text += f"  \n**Progress:** {html.escape(st.result.headline())}"
+        if st.rerank and st.result.method == "fast":
+            left = max(0, st.page_size - st.since_rank)
+            text += f" · re-ranked with your decisions after {left} more"
+    return text
 
 
 def source_text(st: CleanState, s: Any) -> str:
@@ -133,7 +140,9 @@ def render(ws: Workspace, st: CleanState, status: str = "") -> CleanView:
         f"**{html.escape(rel(ws, sel_path))}**  \n"
         f"kind **{sel.kind}** · given **{html.escape(sel.given)}** ({sel.p_given:.0%}) · "
         f"predicted **{html.escape(str(sel.predicted))}** ({sel.p_predicted:.0%}) · score {sel.score:.3f}"
-        + (f" · split {sel.split}" if getattr(sel, "split", "") else "")
+        + (f" · split {sel.split}" if getattr(sel, "split", "") and st.method == "model" else "")
+        + (f"  \nsuggested label **{html.escape(sel.suggested)}** ({sel.p_suggested:.0%}): press **a** to accept"
+           if getattr(sel, "suggested", "") else "")
         + f"  \n{source_text(st, sel)}"
     )
     page_text = (f"Page {st.page + 1} of {st.n_pages(view)} · suspect {st.pos + 1} of {len(view)} shown "
@@ -150,6 +159,7 @@ def shown(ws: Workspace, st: CleanState, outcome: session.Outcome, *, undo_hint:
     if not outcome.ok:
         return render(ws, st, warn(outcome.message))
     hint = " (press u or Undo to revert)" if undo_hint and outcome.ops and st.undo_stack else ""
+    outcome = session.after_decisions(ws, st, outcome)
     return render(ws, st, ok(outcome.message + hint))
 
 
@@ -188,6 +198,26 @@ def queue_summary(result: Any) -> str:
     if counts:
         text += " · filters: " + ", ".join(f"{k} {n}" for k, n in counts.items())
     return text
+
+
+def health_text(ws: Workspace, result: Any) -> str:
+    """The dataset's health as Markdown: estimated errors per class, most-confused pairs, highest losses,
+    class imbalance (the same as `smarthub review --summary`)."""
+    from smarthub.clean import review
+
+    h, rows = review.health_of(result)
+    lines = ["| class | images | estimated errors | share |", "|---|---:|---:|---:|"]
+    lines += [f"| {html.escape(c.label)} | {c.n_images} | {c.estimated_errors} | {c.error_share:.0%} |"
+              for c in h.classes]
+    if h.confused:
+        lines.append("\n**Most confused** (given → likely): " + ", ".join(
+            f"{html.escape(g)} → {html.escape(t)} {n}" for g, t, n in h.confused))
+    if h.top_losses:
+        lines.append("\n**Highest losses** (−log p(given)): " + ", ".join(
+            f"{html.escape(rel(ws, rows[i].path))} {loss:.2f}" for i, loss in h.top_losses[:5]))
+    if h.imbalance:
+        lines.append(f"\n**Class imbalance:** {html.escape(h.imbalance)}")
+    return "\n".join(lines)
 
 
 def filter_choices(result: Any) -> list[tuple[str, str]]:
@@ -261,7 +291,7 @@ def cancel_new(ws: Workspace, st: CleanState) -> CleanView:
 
 
 def accept(ws: Workspace, st: CleanState, selected: str) -> CleanView:
-    """Relabel the selected image to its predicted class: key a."""
+    """Relabel the selected image to its suggested class: key a."""
     return shown(ws, st, session.accept_predicted(ws, st, selected))
 
 
@@ -345,15 +375,24 @@ def build(ws: Workspace) -> None:
                                  info="fast: cross-validated linear head on embeddings (seconds) · finetune: "
                                       "K-fold fine-tunes (slow) · model: the exported model (in-sample on its "
                                       "training images)")
-            threshold = gr.Slider(0.05, 0.95, value=0.6, step=0.05, label="unsure below p(given)")
+            threshold = gr.Slider(0.05, 0.95, value=0.6, step=0.05, label="unsure below p(given)",
+                                  info="'unsure': the label's probability is below this. Probabilities are shared "
+                                       "between similar classes, so many right labels are unsure at 0.6: lower it "
+                                       "for a shorter list (the queue itself is the estimated errors)")
             folds = gr.Slider(2, 10, value=5, step=1, label="folds")
-            run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
+            with gr.Column(min_width=160):
+                run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
+                run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=48)  # the progress, by the button
         show = gr.CheckboxGroup(filter_choices(None), value=[], label="also show (the queue holds the estimated "
                                 "label errors; counts after a review)", elem_id="sh-show")
         with gr.Row():
             kind = gr.Dropdown(list(KINDS), value=ALL, label="kind")
             label = gr.Dropdown([ALL], value=ALL, label="class (given)")
-            split = gr.Dropdown([ALL, "train", "valid", "none"], value=ALL, label="split")
+            split = gr.Dropdown([ALL, "train", "valid", "none"], value=ALL, label="split", visible=False,
+                                info="model method only: train = the model learnt this image (scored in-sample), "
+                                     "valid = held out; fast and finetune score every image out-of-sample")
+        with gr.Accordion("Dataset health (after a review)", open=False):
+            health = gr.Markdown(elem_id="sh-health")
         page_text = gr.Markdown("No suspects yet: press **Run review**.", elem_id="sh-page-text")
         with gr.Row():
             with gr.Column(scale=3):
@@ -369,7 +408,7 @@ def build(ws: Workspace) -> None:
                 detail = gr.Markdown(elem_id="sh-detail")
                 with gr.Row():
                     keep_b = gr.Button("Keep (k)", elem_id="sh-keep")
-                    accept_b = gr.Button("Accept prediction (a)", elem_id="sh-accept")
+                    accept_b = gr.Button("Accept suggestion (a)", elem_id="sh-accept")
                     delete_b = gr.Button("Delete (d)", variant="stop", elem_id="sh-delete")
                     undo_b = gr.Button("Undo (u)", elem_id="sh-undo")
                 with gr.Row():
@@ -388,7 +427,7 @@ def build(ws: Workspace) -> None:
                 counts = gr.Markdown(counts_text(CleanState()), elem_id="sh-counts")
                 journal_b = gr.Button("Undo newest journal operation (any window)", size="sm",
                                       elem_id="sh-undo-journal")
-        gr.Markdown("Keys (outside text boxes): **k** keep · **a** accept the predicted label · **d** delete · "
+        gr.Markdown("Keys (outside text boxes): **k** keep · **a** accept the suggested label · **d** delete · "
                     "**u** undo · **1-9** relabel to the numbered class · **n / p** next / previous page.")
 
     outputs = [state, gallery, page_text, selected, detail, preview, status, counts, relabel_to, label, *quick,
@@ -407,7 +446,11 @@ def build(ws: Workspace) -> None:
             return page_error(ws, st, e).outputs()
 
     def on_counts(st):
-        return gr.update(choices=filter_choices(st.result)) if st.result is not None else gr.skip()
+        if st.result is None:
+            return gr.skip(), gr.skip(), gr.skip()
+        # the split filter means something only when a trained model scored its own training images
+        return (gr.update(choices=filter_choices(st.result)), gr.update(visible=st.method == "model"),
+                health_text(ws, st.result))
 
     def on_filter(st, k, lab, sp):
         return set_filters(ws, st, k, lab, sp).outputs()
@@ -453,7 +496,7 @@ def build(ws: Workspace) -> None:
         return (*view.outputs(), cleared)
 
     run.click(on_run, [state, method, threshold, folds, show], outputs,
-              show_progress_on=[status]).then(on_counts, [state], [show])  # one bar per job
+              show_progress_on=[run_progress]).then(on_counts, [state], [show, split, health])  # one bar, by the button
     show.input(on_show, [state, show], outputs)
     for widget in (kind, label, split):
         widget.input(on_filter, [state, kind, label, split], outputs)

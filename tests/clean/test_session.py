@@ -92,7 +92,7 @@ def test_accept_predicted(small_ws, sess) -> None:
     ws = small_ws
     assert session.accept_predicted(ws, sess, "cat/cat3.jpg").message == "relabelled cat/cat3.jpg → dog/cat3.jpg"
     outcome = session.accept_predicted(ws, sess, "dog/dog0.jpg")
-    assert not outcome.ok and "is its label 'dog' already" in outcome.message
+    assert not outcome.ok and "no suggestion other than its label 'dog'" in outcome.message
     assert not session.accept_predicted(ws, sess, "").ok
 
 
