@@ -5,6 +5,7 @@ and boxes are written in that frame. A JSON a person edited is never overwritten
 """
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -28,6 +29,8 @@ from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelErro
 from smarthub.annotate.evaluate import iou_matrix
 from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
                                        mark_silver, relative_image_path, save_labelme, stamp_file)
+from smarthub.annotate.scored import (ScoredBatch, ScoredImage, Thresholds, filter_shapes, provenance_at,
+                                      save_scored)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -50,6 +53,7 @@ class AnnotateReport:
     seconds: float = 0.0
     images_dir: Path | None = None
     out_dir: Path | None = None
+    scored: ScoredBatch | None = None  # every box down to the detector's floor, when thresholds were given
 
     @property
     def boxes(self) -> int:
@@ -250,7 +254,8 @@ def merge_shapes(person: list[Shape], ours: list[Shape], *, duplicate_iou: float
 def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | None = None, overwrite: bool = False,
                     merge: bool = False, embed_image: bool = False, classifier: Path | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    max_side_px: int | None = None, silver_min_conf: float | None = None) -> AnnotateReport:
+                    max_side_px: int | None = None, silver_min_conf: float | None = None,
+                    thresholds: Thresholds | None = None, thresholds_tuned: bool = False) -> AnnotateReport:
     """Pre-annotate every image under `images_dir` with `detector`; write Labelme JSON files.
 
     JSON goes next to each image, or into the mirrored tree under `out_dir`. Files a person edited
@@ -258,8 +263,11 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
     are reported in `failed`, never fatal. `progress(done, total)` is called from this thread after
     each image. `max_side_px` overrides the size images are shrunk to before detection (default:
     what the detector would shrink them to anyway). `silver_min_conf`: flag boxes scored at least this
-    (and images whose boxes all are) as silver in their Labelme flags. Raises AnnotationError when the output folder
-    is not writable and DatasetError when `images_dir` is not a folder.
+    (and images whose boxes all are) as silver in their Labelme flags. `thresholds`: the detector keeps every
+    box down to its own (low) conf, the Labelme files get those passing `thresholds`, and all of them are
+    recorded with their scores in `<root>/.smarthub/scored_boxes.json` (`report.scored`; see annotate.scored);
+    `thresholds_tuned` says they are a detector run's tuned ones.
+    Raises AnnotationError when the output folder is not writable and DatasetError when `images_dir` is not a folder.
     """
     t0 = time.perf_counter()
     images_dir = Path(images_dir)
@@ -279,6 +287,9 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         provenance["classifier"] = crop_classifier.path.name
     if silver_min_conf is not None:
         provenance["silver_min_conf"] = silver_min_conf
+    if thresholds is not None:
+        provenance = {**provenance_at(provenance, thresholds), "floor": detector.options.conf}
+    scored: list[ScoredImage] = []
 
     images = list(iter_images(images_dir, exclude=Path(out_dir) if out_dir is not None else None))
     report = AnnotateReport(images=len(images), images_dir=images_dir, out_dir=Path(out_dir) if out_dir else None)
@@ -342,7 +353,8 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
                 for (job, im, size), det in zip(loaded, dets):
                     try:
                         lf, ours = _to_labelme(job, im, size, det, crop_classifier, provenance, embed_image,
-                                               silver_min_conf)
+                                               silver_min_conf, thresholds=thresholds,
+                                               scored=None if thresholds is None else (scored, root, images_dir))
                     except (AnnotationError, ImageError, OSError) as e:
                         report.failed.append((job.image, str(e)))
                         tick()
@@ -352,6 +364,11 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         settle(wait=True)
     report.written.sort()
     report.boxes_per_label = dict(sorted(counts.items()))
+    if thresholds is not None:
+        report.scored = ScoredBatch(images_dir=images_dir, root=root, floor=float(detector.options.conf),
+                                    thresholds=thresholds, tuned=thresholds_tuned, provenance=provenance,
+                                    images=sorted(scored, key=lambda it: it.image))
+        save_scored(report.scored)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -372,14 +389,25 @@ def _load_batch(batch: list[_Job], sides: tuple[int, int | None]
 
 def _to_labelme(job: _Job, im: Image.Image, size: tuple[int, int], det: Detections,
                 crop_classifier: CropClassifier | None, provenance: dict[str, Any],
-                embed_image: bool, silver_min_conf: float | None = None) -> tuple[LabelmeFile, list[Shape]]:
-    """Detections on the (maybe downscaled) image → the Labelme file to write and the shapes we add."""
+                embed_image: bool, silver_min_conf: float | None = None, *, thresholds: Thresholds | None = None,
+                scored: tuple[list[ScoredImage], Path, Path] | None = None) -> tuple[LabelmeFile, list[Shape]]:
+    """Detections on the (maybe downscaled) image → the Labelme file to write and the shapes we add.
+
+    With `thresholds`, every box is appended to `scored` = (records, Labelme root, images folder) and only
+    those passing `thresholds` go into the file."""
     w, h = size
     if crop_classifier is not None:
         det = classify_boxes(crop_classifier, im, det)
     det = det.scaled(w / im.width, h / im.height)
     lf = detections_to_labelme(det, image_path=relative_image_path(job.json_path, job.image), width=w, height=h,
                                provenance=provenance, image_data=_embedded_bytes(job.image) if embed_image else None)
+    if thresholds is not None and scored is not None:
+        records, root, images_dir = scored
+        records.append(ScoredImage(image=job.image.relative_to(images_dir).as_posix(),
+                                   json=job.json_path.relative_to(root).as_posix(), width=w, height=h,
+                                   shapes=list(lf.shapes)))
+        lf.shapes = [copy.deepcopy(s) for s in filter_shapes(lf.shapes, thresholds)]
+        stamp_file(lf, provenance)
     if job.existing is None:
         if silver_min_conf is not None:
             stamp_file(mark_silver(lf, silver_min_conf), provenance)  # the stamp hashes the flags too
