@@ -120,6 +120,7 @@ def main() -> None:
 
         r1 = train("round1", root / "corrected")
         map1 = test_map(r1)
+        print(f"round 1 test mAP50 {map1:.3f}", flush=True)
         t0 = time.perf_counter()
         det, thresholds, _ = scoring_detector(r1.run_dir, DetectorOptions(config_dir=cfg))
         report = annotate_folder(root / "pool", det, out_dir=root / "pool pred", thresholds=thresholds)
@@ -147,6 +148,8 @@ def main() -> None:
             distinct = len({Path(i).stem.split("_copy")[0] for i in picks[arm]})
             run = train(f"round2-{arm}", folder)
             rows.append((arm, distinct, test_map(run)))
+            print(f"round 2, {arm}: {distinct} distinct scenes among its {args.k}, test mAP50 {rows[-1][2]:.3f} "
+                  f"(round 1: {map1:.3f}); load {os.getloadavg()[0]:.1f}", flush=True)
 
         print(f"\npool {pool_size} images ({args.pool} distinct scenes); every arm corrects K = {args.k}")
         print(f"{'choice':<12} {'distinct scenes in K':>20} {'train images':>12} {'test mAP50':>10}")

@@ -233,15 +233,46 @@ def ranking_path(root: Path) -> Path:
     return Path(root) / META_DIRNAME / RANKING_FILE
 
 
-def write_ranking(scored: ScoredBatch, thresholds: Thresholds, *, order: str = DEFAULT_ORDER,
-                  embeddings: np.ndarray | None = None) -> tuple[Path, list[RankedImage], str]:
-    """Rank the batch and write `<root>/.smarthub/next_images.csv`; returns (path, rows, embedding note).
+@dataclass
+class Ranking:
+    """The written ranking: its file, its rows (best first), the embeddings used and how they were made."""
 
-    Embeddings are computed here when the order needs them and none are given.
+    path: Path
+    rows: list[RankedImage]
+    embeddings: np.ndarray | None
+    note: str = ""
+
+
+def write_ranking(scored: ScoredBatch, thresholds: Thresholds, *, order: str = DEFAULT_ORDER,
+                  embeddings: np.ndarray | None = None) -> Ranking:
+    """Rank the batch and write `<root>/.smarthub/next_images.csv`.
+
+    Embeddings are computed here (cached per image) when the order needs them and none are given.
     """
     check_order(order)
     note = ""
     if embeddings is None and order in ("both", "diversity"):
         embeddings, note = batch_embeddings([scored.image_path(it) for it in scored.images], scored.root)
     rows = rank_scored(scored, thresholds, order=order, embeddings=embeddings)
-    return save_ranking(ranking_path(scored.root), rows), rows, note
+    return Ranking(save_ranking(ranking_path(scored.root), rows), rows, embeddings, note)
+
+
+GALLERY_SORTS = {"name": "file name", "least_confident": "least confident box first (images without a box first)",
+                 "next": "next to correct (uncertain and diverse first)"}
+
+
+def gallery_order(scored: ScoredBatch, thresholds: Thresholds, *, by: str = "name",
+                  embeddings: np.ndarray | None = None) -> list[int]:
+    """Indices of `scored.images` in gallery order: by file name, by least confident kept box (an image with
+    no box kept at `thresholds` counts as 0, i.e. first), or the 'both' ranking (needs `embeddings`)."""
+    if by not in GALLERY_SORTS:
+        raise SmartHubError(f"unknown gallery order {by!r}: one of {', '.join(GALLERY_SORTS)}")
+    items = scored.images
+    if by == "name":
+        return sorted(range(len(items)), key=lambda i: items[i].image)
+    if by == "least_confident":
+        lows = [least_confident(filter_shapes(it.shapes, thresholds)) for it in items]
+        return sorted(range(len(items)), key=lambda i: (lows[i] if lows[i] is not None else 0.0, items[i].image))
+    per_box_t = [np.array([thresholds.of_shape(s) for s in it.shapes], dtype=np.float64) for it in items]
+    u = image_uncertainty([it.scores for it in items], per_box_t)
+    return rank_images(u, embeddings, order="both" if embeddings is not None else "uncertainty").tolist()

@@ -436,6 +436,11 @@ def zip_outputs(source: AnnotateReport | Path, *, zip_path: Path | None = None) 
             raise AnnotationError(f"no such folder to zip: {root}")
         files = [p for p in sorted(root.rglob("*.json")) if not any(part.startswith(".") for part in
                                                                      p.relative_to(root).parts)]
+    return zip_files(root, files, zip_path=zip_path)
+
+
+def zip_files(root: Path, files: list[Path], *, zip_path: Path | None = None) -> Path:
+    """Zip Labelme files under `root` (archive names relative to it); a fresh temp folder unless `zip_path`."""
     if zip_path is None:
         zip_path = Path(tempfile.mkdtemp(prefix="smarthub-annotations-")) / "annotations.zip"
     zip_path = Path(zip_path)

@@ -114,9 +114,10 @@ def run_annotate(args: argparse.Namespace) -> int:
                              thresholds=thresholds, thresholds_tuned=tuned)
     print(report.summary())
     if report.scored is not None and report.scored.images:
-        path, rows, note = write_ranking(report.scored, thresholds, order=args.order)
-        top = ", ".join(r.image for r in rows[:5])
-        print(f"next images to correct ({args.order}{'; ' + note if note else ''}): {path}\n  first: {top}")
+        ranking = write_ranking(report.scored, thresholds, order=args.order)
+        top = ", ".join(r.image for r in ranking.rows[:5])
+        note = f"; {ranking.note}" if ranking.note else ""
+        print(f"next images to correct ({args.order}{note}): {ranking.path}\n  first: {top}")
     if args.zip:
         print(f"zipped to {zip_outputs(report, zip_path=args.zip)}")
     return 1 if report.failed else 0

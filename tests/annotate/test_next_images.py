@@ -176,8 +176,10 @@ def test_ranking_of_a_scored_batch(tmp_path: Path) -> None:
     rows = rank_scored(report.scored, Thresholds(0.5), order="uncertainty")
     assert [r.image for r in rows] == ["s_doubt.png", "s_none.png", "s_sure.png"]
     assert rows[0].doubtful_boxes == 2 and rows[2].least_confident == pytest.approx(1.0)
-    path, rows, note = write_ranking(report.scored, Thresholds(0.5), order="both")
-    assert path == ranking_path(d) == d / ".smarthub" / "next_images.csv" and "mobilenet_v2" in note
+    ranking = write_ranking(report.scored, Thresholds(0.5), order="both")
+    path = ranking.path
+    assert path == ranking_path(d) == d / ".smarthub" / "next_images.csv" and "mobilenet_v2" in ranking.note
+    assert ranking.embeddings.shape == (3, 1280)
     with path.open() as f:
         table = list(csv.reader(f))
     assert tuple(table[0]) == RANKING_HEADER and sorted(r[1] for r in table[1:]) == sorted(p.name for p in d.glob("*.png"))
