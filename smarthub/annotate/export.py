@@ -36,6 +36,7 @@ class ExportReport:
     backgrounds: int = 0
     boxes: int = 0
     split_file: Path | None = None
+    notes: list[str] = field(default_factory=list)  # shapes read as boxes or dropped (detset)
 
     @property
     def data_yaml(self) -> Path:
@@ -45,7 +46,7 @@ class ExportReport:
         per = ", ".join(f"{k} {v}" for k, v in self.images.items())
         return (f"{self.fmt.upper()} dataset in {self.out_dir}: {sum(self.images.values())} images ({per}; "
                 f"{self.backgrounds} without boxes kept as background), {self.boxes} boxes, {len(self.names)} "
-                f"classes: {', '.join(self.names)}\nsplit kept in {self.split_file}")
+                f"classes: {', '.join(self.names)}\nsplit kept in {self.split_file}" + "".join(f"\n{n}" for n in self.notes))
 
 
 def split_file_of(labelme_dir: Path) -> Path:
@@ -185,7 +186,8 @@ def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
                            f"annotate or correct some images first")
     record = dataset_split(dataset, split=split, seed=seed)
     report = ExportReport(out_dir=out_dir, fmt=fmt, names=names, backgrounds=dataset.backgrounds,
-                          images=record.counts([it.key for it in dataset.items]), split_file=split_file_of(labelme_dir))
+                          images=record.counts([it.key for it in dataset.items]), split_file=split_file_of(labelme_dir),
+                          notes=list(dataset.notes))
     try:
         with staged_folder(out_dir) as staged:
             (_write_yolo if fmt == "yolo" else _write_coco)(staged, dataset, record, names, report)
