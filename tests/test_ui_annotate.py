@@ -174,3 +174,19 @@ def test_batches_live_outside_the_class_folders(tmp_path: Path) -> None:
     text, _, _ = tab_annotate.annotate_batch(ws, str(ws.data_dir / "cat"), None, "detectors/r1", 0.25, 0.7, False,
                                              "skip")
     assert text.splitlines()[0].startswith("warning: ") and "put batches to annotate in" in text.splitlines()[0]
+
+
+def test_demo_gives_a_batch_a_person_can_find(tmp_path: Path) -> None:
+    from smarthub.dataset import scan_dataset
+    from smarthub.demo import prepare_demo
+
+    ws = Workspace(tmp_path / "demo" / "data", tmp_path / "demo" / "models")
+    report = prepare_demo(ws, train=False)
+    assert report.batch == tmp_path / "demo" / "batches" / "batch1"
+    assert f"a batch to annotate: {report.batch} (Annotate tab: type batch1)" in str(report)
+    assert len(list(report.batch.glob("*.jpg"))) == 8 and not list(report.batch.glob("*.json"))
+    assert "batch1" not in {i.label for i in scan_dataset(ws.data_dir)}  # not taken for a class
+    assert tab_annotate.inside_workspace(ws, "batch1", what="folder") == report.batch
+    before = sorted(p.stat().st_mtime_ns for p in report.batch.iterdir())
+    assert prepare_demo(ws, train=False).batch == report.batch  # reused, not rewritten
+    assert sorted(p.stat().st_mtime_ns for p in report.batch.iterdir()) == before
