@@ -71,7 +71,7 @@ def test_train_detector_from_the_tab_then_stop(tmp_path: Path) -> None:
 
 
 def make_run(models_dir: Path, name: str = "r1", thresholds: dict[str, float] | None = None) -> Path:
-    """A detector run folder (run.json + an untrained torchvision checkpoint: real code path, random scores)."""
+    """A detector run folder (run.json + a torchvision checkpoint with an untrained head: real code path)."""
     import json
 
     import torch
@@ -81,9 +81,10 @@ def make_run(models_dir: Path, name: str = "r1", thresholds: dict[str, float] | 
     torch.manual_seed(0)
     run = models_dir / "detectors" / name
     run.mkdir(parents=True)
-    kw = {"min_size": 64, "max_size": 64}
-    model = detect.build_torchvision_model("fasterrcnn_mobilenet_v3_large_320_fpn", 3, **kw)
-    detect.save_detector_checkpoint(run / "weights.pt", model, arch="fasterrcnn_mobilenet_v3_large_320_fpn",
+    kw = {"min_size": 96, "max_size": 96}
+    # ImageNet MobileNetV2 features (torch cache) under an untrained head: scores differ from box to box
+    model = detect.build_fasterrcnn_mobilenet_v2(3, backbone_weights=True, **kw)
+    detect.save_detector_checkpoint(run / "weights.pt", model, arch=detect.SMARTHUB_ARCHS[0],
                                     labels=["__background__", "cat", "dog"], model_kwargs=kw)
     tuned = thresholds if thresholds is not None else {"cat": 0.3, "dog": 0.35}
     (run / "run.json").write_text(json.dumps({"format": "smarthub-detector-run", "weights": "weights.pt",
