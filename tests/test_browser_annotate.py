@@ -6,7 +6,8 @@ import re
 from pathlib import Path
 
 import pytest
-from test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, _free_port, _require_browser
+from test_browser import ARTIFACTS, TIMEOUT_MS, _free_port, _require_browser
+from test_browser import page  # noqa: F401 (the Chromium page fixture, on this module's `served`)
 from test_ui_annotate import boxes_in_files, make_batch, make_run
 
 from smarthub.workspace import Workspace
@@ -16,7 +17,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
-    """A workspace with a tuned detector run (untrained weights: random scores) and a batch, served by the app."""
+    """A workspace with a tuned detector run (ImageNet backbone, untrained head) and a batch, served by the app."""
     _require_browser()
     from smarthub.ui import launch
 
@@ -31,26 +32,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
         yield ws, f"http://127.0.0.1:{port}/"
     finally:
         app.close()
-
-
-@pytest.fixture(scope="module")
-def page(served, tmp_path_factory):
-    import os
-
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(exist_ok=True)
-    home = tmp_path_factory.mktemp("chromium_home")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-                                    env={**os.environ, "HOME": str(home)})
-        try:
-            pg = browser.new_page(viewport={"width": 1400, "height": 1100})
-            pg.set_default_timeout(TIMEOUT_MS)
-            pg.goto(served[1])
-            yield pg
-        finally:
-            browser.close()
 
 
 SHOWN = re.compile(r"(\d+) boxes shown at threshold ([0-9.]+)")

@@ -66,6 +66,9 @@ class AnnotateReport:
                  f"{len(self.failed)} failed in {self.seconds:.1f} s ({rate:.1f} images/s)",
                  f"{self.boxes} boxes" + (": " + ", ".join(f"{k} {v}" for k, v in
                                                             sorted(self.boxes_per_label.items())) if self.boxes else "")]
+        if self.scored is not None and self.scored.images and not any(it.shapes for it in self.scored.images):
+            lines.append(f"no box in any image, even scored >= {self.scored.floor}: is this detector made for "
+                         f"these images (its classes, its input size)?")
         lines += [f"skipped {p}: {r}" for p, r in self.skipped]
         lines += [f"failed  {p}: {r}" for p, r in self.failed]
         return "\n".join(lines)
@@ -277,6 +280,9 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         raise SmartHubError("choose one of --overwrite and --merge")
     if silver_min_conf is not None and not 0.0 < silver_min_conf <= 1.0:
         raise SmartHubError(f"--silver-min-conf must be in (0, 1], got {silver_min_conf}")
+    images = list(iter_images(images_dir, exclude=Path(out_dir) if out_dir is not None else None))
+    if not images:
+        raise DatasetError(f"no images under {images_dir} ({', '.join(sorted(IMAGE_SUFFIXES))}): nothing to annotate")
     root = Path(out_dir) if out_dir is not None else images_dir
     _probe_writable(root)
     crop_classifier = CropClassifier(Path(classifier)) if classifier is not None else None
@@ -291,7 +297,6 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         provenance = {**provenance_at(provenance, thresholds), "floor": detector.options.conf}
     scored: list[ScoredImage] = []
 
-    images = list(iter_images(images_dir, exclude=Path(out_dir) if out_dir is not None else None))
     report = AnnotateReport(images=len(images), images_dir=images_dir, out_dir=Path(out_dir) if out_dir else None)
     counts: Counter[str] = Counter()
     done = 0

@@ -95,10 +95,6 @@ class ScoredBatch:
     def image_path(self, item: ScoredImage) -> Path:
         return self.images_dir / item.image
 
-    @property
-    def labels(self) -> list[str]:
-        return sorted({s.label for it in self.images for s in it.shapes})
-
 
 # ------------------------------------------------------------------ pure
 
@@ -195,15 +191,15 @@ def save_scored(batch: ScoredBatch) -> Path:
 
 def load_scored(root: Path) -> ScoredBatch:
     """The scored boxes of the batch whose Labelme files are under `root`; AnnotationError when absent or bad."""
-    import json
+    from smarthub.atomicio import read_json
 
     path = scored_path(root)
+    if not path.is_file():
+        raise AnnotationError(f"no scored boxes in {path.parent}: pre-annotate {root} first")
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise AnnotationError(f"no scored boxes in {path.parent}: pre-annotate {root} first") from e
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise AnnotationError(f"{path} cannot be read: {e}") from e
+        obj = read_json(path, what="scored-boxes file")
+    except SmartHubError as e:
+        raise AnnotationError(str(e)) from e
     if not isinstance(obj, dict) or obj.get("format") != SCORED_FORMAT or not isinstance(obj.get("images"), list):
         raise AnnotationError(f"{path} is not a smarthub scored-boxes file")
     try:

@@ -216,7 +216,8 @@ def thresholds_of(view: BatchView, conf: float, per_class: bool, values: list[fl
     """The thresholds the widgets show: the global slider, and the per-class sliders when ticked."""
     if not per_class or not view.classes:
         return Thresholds(float(conf))
-    return Thresholds(float(conf), {c: float(v) for c, v in zip(view.classes, values)})
+    tuned = dict(view.scored.thresholds.per_class)  # classes beyond the sliders keep their tuned threshold
+    return Thresholds(float(conf), {**tuned, **{c: float(v) for c, v in zip(view.classes, values)}})
 
 
 def show_view(view: BatchView, thresholds: Thresholds, sort: str) -> Any:

@@ -240,3 +240,23 @@ def test_cli_bad_order_and_floor(tmp_path: Path, run_folder: Path, capsys: pytes
     assert main(["annotate", str(d), "--model", str(run_folder), "--floor", "0"]) == 2
     assert "the score floor must be in (0, 1], got 0.0" in capsys.readouterr().err
     assert not list(d.glob("*.json"))  # nothing half-written
+
+
+def test_empty_batch_and_a_batch_with_no_box_at_any_threshold(tmp_path: Path, run_folder: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    from smarthub.errors import DatasetError
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.txt").write_text("not an image")
+    with pytest.raises(DatasetError, match="no images under .*empty .*nothing to annotate"):
+        annotate_folder(empty, SquareDetector(), thresholds=Thresholds(0.5))
+    assert main(["annotate", str(empty), "--model", str(run_folder)]) == 2
+    assert "nothing to annotate" in capsys.readouterr().err
+    assert not (empty / ".smarthub").exists()  # nothing half-written
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    Image.new("RGB", (64, 48), (120, 120, 120)).save(grey / "g.png")
+    report = annotate_folder(grey, SquareDetector(DetectorOptions(conf=0.05)), thresholds=Thresholds(0.5))
+    assert "no box in any image, even scored >= 0.05: is this detector made for these images" in report.summary()
+    assert load_labelme(grey / "g.json").shapes == []  # still a valid (empty) Labelme file
