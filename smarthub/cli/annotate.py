@@ -104,10 +104,10 @@ def run_annotate(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
         label_map=parse_label_map(args.label_map), batch=args.batch, device=resolve_device(args.device),
         config_dir=root / ".smarthub" / "ultralytics")
-    warning = batch_placement_warning(Workspace.from_args(), Path(root))
-    if warning:
-        print(f"warning: {warning}", file=sys.stderr)
     detector, thresholds, tuned = scoring_detector(args.model, options, floor=args.floor)
+    warning = batch_placement_warning(Workspace.from_args(), Path(root))
+    if warning:  # after the detector loaded: bad input stays one line
+        print(f"warning: {warning}", file=sys.stderr)
     report = annotate_folder(args.images_dir, detector, out_dir=args.out, overwrite=args.overwrite, merge=args.merge,
                              embed_image=args.embed_image, classifier=args.classifier,
                              progress=progress_printer("annotating"), silver_min_conf=args.silver_min_conf,

@@ -260,3 +260,17 @@ def test_empty_batch_and_a_batch_with_no_box_at_any_threshold(tmp_path: Path, ru
     report = annotate_folder(grey, SquareDetector(DetectorOptions(conf=0.05)), thresholds=Thresholds(0.5))
     assert "no box in any image, even scored >= 0.05: is this detector made for these images" in report.summary()
     assert load_labelme(grey / "g.json").shapes == []  # still a valid (empty) Labelme file
+
+
+def test_cli_warns_on_one_line_when_the_batch_is_a_class_folder(tmp_path: Path, run_folder: Path,
+                                                                monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("SMARTHUB_DATA", str(tmp_path / "data"))
+    monkeypatch.delenv("SMARTHUB_BATCHES", raising=False)
+    batch(tmp_path / "data" / "unlabelled", n=1)
+    assert main(["annotate", str(tmp_path / "data" / "unlabelled"), "--model", str(run_folder), "--order", "none"]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(err) == 1 and "where every folder is a class" in err[0] and str(tmp_path / "batches") in err[0]
+    batch(tmp_path / "batches" / "b1", n=1)
+    assert main(["annotate", str(tmp_path / "batches" / "b1"), "--model", str(run_folder), "--order", "none"]) == 0
+    assert "warning:" not in capsys.readouterr().err
