@@ -40,6 +40,7 @@ class DemoReport:
     pretrained: bool = False
     valid_accuracy: float | None = None
     detector: Path | None = None
+    batch: Path | None = None  # scenes to pre-annotate in the Annotate tab (in the workspace's batches folder)
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
 
@@ -52,6 +53,8 @@ class DemoReport:
                          f"validation accuracy {acc}")
         if self.detector is not None:
             lines.append(f"demo detector: {self.detector}")
+        if self.batch is not None:
+            lines.append(f"a batch to annotate: {self.batch} (Annotate tab: type {self.batch.name})")
         lines += self.notes
         lines.append(f"ready in {self.seconds:.0f} s")
         return "\n".join(lines)
@@ -174,7 +177,8 @@ def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPL
     started = time.monotonic()
     say = log or (lambda _line: None)
     copied, reused = copy_samples(ws, samples_dir=samples_dir)
-    report = DemoReport(data_dir=ws.data_dir, copied=copied, reused=reused)
+    report = DemoReport(data_dir=ws.data_dir, copied=copied, reused=reused,
+                        batch=prepare_demo_batch(ws, samples_dir=samples_dir))
     if train and not ws.export_path.exists():
         from smarthub.model import train as train_mod
 
@@ -202,6 +206,24 @@ def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPL
         report.detector = prepare_demo_detector(ws, samples_dir=samples_dir, say=say, notes=report.notes)
     report.seconds = time.monotonic() - started
     return report
+
+
+DEMO_BATCH = "batch1"
+DEMO_BATCH_SCENES = 8
+
+
+def prepare_demo_batch(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR) -> Path:
+    """A few scenes of the sample drawings (no Labelme files) in the workspace's batches folder, outside the
+    class folders, for the Annotate tab; kept when it exists."""
+    from smarthub.annotate.scenes import compose_scenes, load_drawings, texture_backgrounds
+
+    folder = ws.batches_dir / DEMO_BATCH
+    if not folder.is_dir():
+        drawings = {label: load_drawings(images[0].parent, max_side_px=96, limit=4)
+                    for label, images in sample_images(samples_dir).items()}
+        compose_scenes(folder, DEMO_BATCH_SCENES, drawings, texture_backgrounds(4, size=(256, 256), seed=1),
+                       size=(256, 192), objects=(1, 3), seed=1, prefix="batch_", truth=False)
+    return folder
 
 
 # ---------------------------------------------------------------- the demo's detector

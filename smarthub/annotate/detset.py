@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smarthub.errors import AnnotationError, DatasetError
-from smarthub.annotate.labelme import SILVER_FLAG, contained_image_path, load_labelme, shape_boxes
+from smarthub.annotate.labelme import (SILVER_FLAG, LabelmeFile, contained_image_path, load_labelme, non_box_shapes,
+                                       shape_boxes)
 Box = tuple[str, tuple[float, float, float, float]]
 
 
@@ -39,6 +40,7 @@ class DetSet:
 
     root: Path
     items: list[DetItem]
+    notes: list[str] = field(default_factory=list)  # shapes read as boxes or dropped (see `shape_notes`)
 
     @property
     def names(self) -> list[str]:
@@ -62,6 +64,39 @@ def check_not_nested(src: Path, out: Path, *, what: str = "output folder") -> No
         raise DatasetError(f"{what} {out} contains the input folder {src}: choose another folder")
 
 
+@dataclass
+class ShapeTally:
+    """Shapes that are not rectangles, over a folder: polygons read as boxes, other shapes dropped."""
+
+    boxed: int = 0
+    boxed_files: list[Path] = field(default_factory=list)
+    dropped: Counter[str] = field(default_factory=Counter)
+    dropped_files: list[Path] = field(default_factory=list)
+
+    def add(self, path: Path, lf: LabelmeFile) -> None:
+        boxed, dropped = non_box_shapes(lf)
+        if boxed:
+            self.boxed += boxed
+            self.boxed_files.append(path)
+        if dropped:
+            self.dropped.update(dropped)
+            self.dropped_files.append(path)
+
+    def notes(self) -> list[str]:
+        """One line per kind of change, naming how many shapes, in how many files, and the first file."""
+        out = []
+        if self.boxed:
+            out.append(f"{self.boxed} polygon{'s' if self.boxed != 1 else ''} in {len(self.boxed_files)} Labelme "
+                       f"file{'s' if len(self.boxed_files) != 1 else ''} read as {'their' if self.boxed != 1 else 'its'} "
+                       f"bounding box (e.g. {self.boxed_files[0]})")
+        if self.dropped:
+            kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.dropped.items()))
+            out.append(f"{kinds} shape{'s' if sum(self.dropped.values()) != 1 else ''} in {len(self.dropped_files)} "
+                       f"Labelme file{'s' if len(self.dropped_files) != 1 else ''} dropped: a detector learns boxes "
+                       f"(rectangles or polygons) only (e.g. {self.dropped_files[0]})")
+        return out
+
+
 def _oriented_size(path: Path) -> tuple[int, int]:
     from smarthub.imaging import check_image
 
@@ -82,6 +117,7 @@ def scan_labelme_dir(root: Path, *, silver_only: bool = False) -> DetSet:
         raise DatasetError(f"Labelme folder not found: {root}")
     rroot = root.resolve()
     claimed: dict[Path, Path] = {}
+    tally = ShapeTally()
     items: list[DetItem] = []
     problems: list[str] = []
     for jpath in sorted(root.rglob("*.json")):
@@ -105,6 +141,7 @@ def scan_labelme_dir(root: Path, *, silver_only: bool = False) -> DetSet:
         silver = bool(lf.flags.get(SILVER_FLAG))
         if silver_only and not silver:
             continue
+        tally.add(jpath, lf)
         boxes = [(label, xyxy) for label, xyxy, _ in shape_boxes(lf)]
         items.append(DetItem(key=image.relative_to(rroot).as_posix(), image=image, width=lf.image_width,
                              height=lf.image_height, boxes=boxes, json_path=jpath, silver=silver))
@@ -123,4 +160,4 @@ def scan_labelme_dir(root: Path, *, silver_only: bool = False) -> DetSet:
                                    f"image: {e.reason}; fix or remove it") from e
             items.append(DetItem(key=resolved.relative_to(rroot).as_posix(), image=resolved, width=w, height=h))
     items.sort(key=lambda it: it.key)
-    return DetSet(root=root, items=items)
+    return DetSet(root=root, items=items, notes=tally.notes())

@@ -198,7 +198,7 @@ def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
     report = ExportReport(out_dir=out_dir, fmt=fmt, names=names, backgrounds=sum(not b for b, _ in kept.values()),
                           images=record.counts([it.key for it in dataset.items]), split_file=split_file_of(labelme_dir),
                           dropped=[((it.json_path.name if it.json_path else it.key), kept[it.key][1])
-                                   for it in dataset.items if kept[it.key][1]], notes=notes)
+                                   for it in dataset.items if kept[it.key][1]], notes=[*dataset.notes, *notes])
     try:
         with staged_output(out_dir, kind=f"{fmt}-export", overwrite=overwrite, notes=report.notes) as staged:
             (_write_yolo if fmt == "yolo" else _write_coco)(staged, dataset, record, names, report)

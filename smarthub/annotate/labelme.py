@@ -194,6 +194,16 @@ def shape_boxes(lf: LabelmeFile) -> list[tuple[str, tuple[float, float, float, f
     return out
 
 
+def non_box_shapes(lf: LabelmeFile) -> tuple[int, dict[str, int]]:
+    """(polygons that `shape_boxes` reads as their bounding box, {shape type: count} of shapes it drops)."""
+    boxed = sum(1 for s in lf.shapes if s.shape_type == "polygon")
+    dropped: dict[str, int] = {}
+    for s in lf.shapes:
+        if s.shape_type not in BOX_SHAPE_TYPES:
+            dropped[s.shape_type] = dropped.get(s.shape_type, 0) + 1
+    return boxed, dropped
+
+
 def clip_xyxy(xyxy: np.ndarray, width: int, height: int) -> np.ndarray:
     """Boxes clipped to [0, width] x [0, height]."""
     out = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4).copy()

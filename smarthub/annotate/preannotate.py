@@ -5,6 +5,7 @@ and boxes are written in that frame. A JSON a person edited is never overwritten
 """
 from __future__ import annotations
 
+import copy
 import io
 import math
 import os
@@ -29,6 +30,8 @@ from smarthub.annotate.evaluate import iou_matrix
 from smarthub.model.train import load_classifier, predict_probs
 from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
                                        mark_silver, relative_image_path, save_labelme, stamp_file)
+from smarthub.annotate.scored import (ScoredBatch, ScoredImage, Thresholds, filter_shapes, provenance_at,
+                                      save_scored)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -51,6 +54,7 @@ class AnnotateReport:
     seconds: float = 0.0
     images_dir: Path | None = None
     out_dir: Path | None = None
+    scored: ScoredBatch | None = None  # every box down to the detector's floor, when thresholds were given
 
     @property
     def boxes(self) -> int:
@@ -63,6 +67,9 @@ class AnnotateReport:
                  f"{len(self.failed)} failed in {self.seconds:.1f} s ({rate:.1f} images/s)",
                  f"{self.boxes} boxes" + (": " + ", ".join(f"{k} {v}" for k, v in
                                                             sorted(self.boxes_per_label.items())) if self.boxes else "")]
+        if self.scored is not None and self.scored.images and not any(it.shapes for it in self.scored.images):
+            lines.append(f"no box in any image, even scored >= {self.scored.floor}: is this detector made for "
+                         f"these images (its classes, its input size)?")
         lines += [f"skipped {p}: {r}" for p, r in self.skipped]
         lines += [f"failed  {p}: {r}" for p, r in self.failed]
         return "\n".join(lines)
@@ -229,7 +236,8 @@ def merge_shapes(person: list[Shape], ours: list[Shape], *, duplicate_iou: float
 def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | None = None, overwrite: bool = False,
                     merge: bool = False, embed_image: bool = False, classifier: Path | None = None,
                     progress: Callable[[int, int], None] | None = None,
-                    max_side_px: int | None = None, silver_min_conf: float | None = None) -> AnnotateReport:
+                    max_side_px: int | None = None, silver_min_conf: float | None = None,
+                    thresholds: Thresholds | None = None, thresholds_tuned: bool = False) -> AnnotateReport:
     """Pre-annotate every image under `images_dir` with `detector`; write Labelme JSON files.
 
     JSON goes next to each image, or into the mirrored tree under `out_dir`. Files a person edited
@@ -237,8 +245,11 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
     are reported in `failed`, never fatal. `progress(done, total)` is called from this thread after
     each image. `max_side_px` overrides the size images are shrunk to before detection (default:
     what the detector would shrink them to anyway). `silver_min_conf`: flag boxes scored at least this
-    (and images whose boxes all are) as silver in their Labelme flags. Raises AnnotationError when the output folder
-    is not writable and DatasetError when `images_dir` is not a folder.
+    (and images whose boxes all are) as silver in their Labelme flags. `thresholds`: the detector keeps every
+    box down to its own (low) conf, the Labelme files get those passing `thresholds`, and all of them are
+    recorded with their scores in `<root>/.smarthub/scored_boxes.json` (`report.scored`; see annotate.scored);
+    `thresholds_tuned` says they are a detector run's tuned ones.
+    Raises AnnotationError when the output folder is not writable and DatasetError when `images_dir` is not a folder.
     """
     t0 = time.perf_counter()
     images_dir = Path(images_dir)
@@ -248,6 +259,9 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         raise SmartHubError("choose one of --overwrite and --merge")
     if silver_min_conf is not None and not 0.0 < silver_min_conf <= 1.0:
         raise SmartHubError(f"--silver-min-conf must be in (0, 1], got {silver_min_conf}")
+    images = list(iter_images(images_dir, exclude=Path(out_dir) if out_dir is not None else None))
+    if not images:
+        raise DatasetError(f"no images under {images_dir} ({', '.join(sorted(IMAGE_SUFFIXES))}): nothing to annotate")
     root = Path(out_dir) if out_dir is not None else images_dir
     _probe_writable(root)
     crop_classifier = CropClassifier(Path(classifier)) if classifier is not None else None
@@ -258,8 +272,10 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         provenance["classifier"] = crop_classifier.path.name
     if silver_min_conf is not None:
         provenance["silver_min_conf"] = silver_min_conf
+    if thresholds is not None:
+        provenance = {**provenance_at(provenance, thresholds), "floor": detector.options.conf}
+    scored: list[ScoredImage] = []
 
-    images = list(iter_images(images_dir, exclude=Path(out_dir) if out_dir is not None else None))
     report = AnnotateReport(images=len(images), images_dir=images_dir, out_dir=Path(out_dir) if out_dir else None)
     counts: Counter[str] = Counter()
     done = 0
@@ -321,7 +337,8 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
                 for (job, im, size), det in zip(loaded, dets):
                     try:
                         lf, ours = _to_labelme(job, im, size, det, crop_classifier, provenance, embed_image,
-                                               silver_min_conf)
+                                               silver_min_conf, thresholds=thresholds,
+                                               scored=None if thresholds is None else (scored, root, images_dir))
                     except (AnnotationError, ImageError, OSError) as e:
                         report.failed.append((job.image, str(e)))
                         tick()
@@ -331,6 +348,11 @@ def annotate_folder(images_dir: Path, detector: Detector, *, out_dir: Path | Non
         settle(wait=True)
     report.written.sort()
     report.boxes_per_label = dict(sorted(counts.items()))
+    if thresholds is not None:
+        report.scored = ScoredBatch(images_dir=images_dir, root=root, floor=float(detector.options.conf),
+                                    thresholds=thresholds, tuned=thresholds_tuned, provenance=provenance,
+                                    images=sorted(scored, key=lambda it: it.image))
+        save_scored(report.scored)
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -351,14 +373,25 @@ def _load_batch(batch: list[_Job], sides: tuple[int, int | None]
 
 def _to_labelme(job: _Job, im: Image.Image, size: tuple[int, int], det: Detections,
                 crop_classifier: CropClassifier | None, provenance: dict[str, Any],
-                embed_image: bool, silver_min_conf: float | None = None) -> tuple[LabelmeFile, list[Shape]]:
-    """Detections on the (maybe downscaled) image → the Labelme file to write and the shapes we add."""
+                embed_image: bool, silver_min_conf: float | None = None, *, thresholds: Thresholds | None = None,
+                scored: tuple[list[ScoredImage], Path, Path] | None = None) -> tuple[LabelmeFile, list[Shape]]:
+    """Detections on the (maybe downscaled) image → the Labelme file to write and the shapes we add.
+
+    With `thresholds`, every box is appended to `scored` = (records, Labelme root, images folder) and only
+    those passing `thresholds` go into the file."""
     w, h = size
     if crop_classifier is not None:
         det = classify_boxes(crop_classifier, im, det)
     det = det.scaled(w / im.width, h / im.height)
     lf = detections_to_labelme(det, image_path=relative_image_path(job.json_path, job.image), width=w, height=h,
                                provenance=provenance, image_data=_embedded_bytes(job.image) if embed_image else None)
+    if thresholds is not None and scored is not None:
+        records, root, images_dir = scored
+        records.append(ScoredImage(image=job.image.relative_to(images_dir).as_posix(),
+                                   json=job.json_path.relative_to(root).as_posix(), width=w, height=h,
+                                   shapes=list(lf.shapes)))
+        lf.shapes = [copy.deepcopy(s) for s in filter_shapes(lf.shapes, thresholds)]
+        stamp_file(lf, provenance)
     if job.existing is None:
         if silver_min_conf is not None:
             stamp_file(mark_silver(lf, silver_min_conf), provenance)  # the stamp hashes the flags too
@@ -387,6 +420,11 @@ def zip_outputs(source: AnnotateReport | Path, *, zip_path: Path | None = None) 
             raise AnnotationError(f"no such folder to zip: {root}")
         files = [p for p in sorted(root.rglob("*.json")) if not any(part.startswith(".") for part in
                                                                      p.relative_to(root).parts)]
+    return zip_files(root, files, zip_path=zip_path)
+
+
+def zip_files(root: Path, files: list[Path], *, zip_path: Path | None = None) -> Path:
+    """Zip Labelme files under `root` (archive names relative to it); a fresh temp folder unless `zip_path`."""
     if zip_path is None:
         zip_path = Path(tempfile.mkdtemp(prefix="smarthub-annotations-")) / "annotations.zip"
     zip_path = Path(zip_path)

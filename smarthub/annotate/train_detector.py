@@ -485,6 +485,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     names = dataset.names
     splits = {s: [it for it in dataset.items if record.assignments[it.key] == s] for s in SPLITS}
     silver, notes = silver_items(options.silver_dir, dataset) if options.silver_dir else ([], [])
+    notes = [*dataset.notes, *notes]  # polygons read as boxes, other shapes dropped (detset)
     if not splits["val"]:
         notes.append("the validation split is empty (too few images): thresholds are not tuned")
     name = options.name or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)

@@ -36,6 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--merge", action="store_true", help="keep a person's shapes and add new boxes")
     p.add_argument("--embed-image", action="store_true", help="embed the image in imageData")
     p.add_argument("--zip", type=Path, metavar="ZIP", help="also zip the written JSON files to ZIP")
+    p.add_argument("--order", default="both", choices=("both", "uncertainty", "diversity", "none"),
+                   help="rank the batch in .smarthub/next_images.csv: which images to correct first (uncertain "
+                        "boxes, and diverse images; default both)")
+    p.add_argument("--floor", type=float, default=0.05, metavar="CONF",
+                   help="keep every box scored at least CONF in .smarthub/scored_boxes.json, so thresholds can "
+                        "move later without running the detector again (default 0.05)")
     p.set_defaults(func=run_annotate)
 
     p = sub.add_parser("evaluate-annotations", help="precision/recall/mAP of pre-annotations against corrected files")
@@ -81,9 +87,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_annotate(args: argparse.Namespace) -> int:
+    import sys
+
     from smarthub.annotate.preannotate import annotate_folder, zip_outputs
-    from smarthub.annotate.detect import DetectorOptions, load_detector, parse_label_map
+    from smarthub.annotate.detect import DetectorOptions, parse_label_map
+    from smarthub.annotate.next_images import write_ranking
+    from smarthub.annotate.scored import scoring_detector
     from smarthub.model.devices import resolve_device
+    from smarthub.workspace import Workspace, batch_placement_warning
 
     root = args.out or args.images_dir
     if Path(root).is_dir():
@@ -93,11 +104,20 @@ def run_annotate(args: argparse.Namespace) -> int:
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
         label_map=parse_label_map(args.label_map), batch=args.batch, device=resolve_device(args.device),
         config_dir=root / ".smarthub" / "ultralytics")
-    detector = load_detector(args.model, options)
+    detector, thresholds, tuned = scoring_detector(args.model, options, floor=args.floor)
+    warning = batch_placement_warning(Workspace.from_args(), Path(root))
+    if warning:  # after the detector loaded: bad input stays one line
+        print(f"warning: {warning}", file=sys.stderr)
     report = annotate_folder(args.images_dir, detector, out_dir=args.out, overwrite=args.overwrite, merge=args.merge,
                              embed_image=args.embed_image, classifier=args.classifier,
-                             progress=progress_printer("annotating"), silver_min_conf=args.silver_min_conf)
+                             progress=progress_printer("annotating"), silver_min_conf=args.silver_min_conf,
+                             thresholds=thresholds, thresholds_tuned=tuned)
     print(report.summary())
+    if report.scored is not None and report.scored.images:
+        ranking = write_ranking(report.scored, thresholds, order=args.order)
+        top = ", ".join(r.image for r in ranking.rows[:5])
+        note = f"; {ranking.note}" if ranking.note else ""
+        print(f"next images to correct ({args.order}{note}): {ranking.path}\n  first: {top}")
     if args.zip:
         print(f"zipped to {zip_outputs(report, zip_path=args.zip)}")
     return 1 if report.failed else 0

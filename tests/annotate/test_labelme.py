@@ -231,3 +231,62 @@ def test_labelme_opens_files_for_tiny_and_huge_images_with_no_detections(tmp_pat
     assert lf.shapes == []
     raw = json.loads(report.written[0].read_text())
     assert (raw["imageWidth"], raw["imageHeight"]) == size and raw["imageData"] is None
+
+
+# ---------------------------------------------------------------- shapes that are not boxes are reported
+
+
+def _shape(label: str, kind: str, points: list[list[float]]) -> Shape:
+    return Shape(label=label, points=points, shape_type=kind)
+
+
+@pytest.mark.parametrize("kinds,boxes,boxed,dropped", [
+    (["rectangle"], 1, 0, {}),
+    (["polygon", "rectangle"], 2, 1, {}),
+    (["point", "line", "circle"], 0, 0, {"circle": 1, "line": 1, "point": 1}),
+    (["polygon", "polygon", "point"], 2, 2, {"point": 1}),
+], ids=["rectangle", "polygon-boxed", "all-dropped", "mixed"])
+def test_non_box_shapes_are_counted(kinds, boxes: int, boxed: int, dropped: dict) -> None:
+    from smarthub.annotate.labelme import non_box_shapes, shape_boxes
+
+    pts = {"rectangle": [[1, 1], [9, 9]], "polygon": [[1, 1], [9, 2], [5, 9]], "point": [[3, 3]],
+           "line": [[1, 1], [5, 5]], "circle": [[5, 5], [7, 7]]}
+    lf = LabelmeFile("a.jpg", 20, 20, [_shape("cat", k, pts[k]) for k in kinds])
+    assert len(shape_boxes(lf)) == boxes
+    assert non_box_shapes(lf) == (boxed, dropped)
+
+
+def test_a_folder_scan_reports_polygons_boxed_and_points_dropped(tmp_path: Path) -> None:
+    from smarthub.annotate.detset import scan_labelme_dir
+
+    for name in ("a", "b", "c"):
+        Image.new("RGB", (20, 20)).save(tmp_path / f"{name}.jpg")
+    save_labelme(tmp_path / "a.json", LabelmeFile("a.jpg", 20, 20, [
+        _shape("cat", "polygon", [[1, 1], [9, 2], [5, 9]]), _shape("cat", "point", [[3, 3]])]))
+    save_labelme(tmp_path / "b.json", LabelmeFile("b.jpg", 20, 20, [
+        _shape("dog", "polygon", [[2, 2], [12, 2], [7, 12]]), _shape("dog", "line", [[1, 1], [5, 5]])]))
+    save_labelme(tmp_path / "c.json", LabelmeFile("c.jpg", 20, 20, [_shape("dog", "rectangle", [[1, 1], [9, 9]])]))
+    ds = scan_labelme_dir(tmp_path)
+    assert sum(len(it.boxes) for it in ds.items) == 3
+    assert ds.items[0].boxes == [("cat", (1, 1, 9, 9))]
+    assert len(ds.notes) == 2 and all("\n" not in n for n in ds.notes)
+    assert ds.notes[0].startswith("2 polygons in 2 Labelme files read as their bounding box (e.g. ")
+    assert ds.notes[1].startswith("1 line, 1 point shapes in 2 Labelme files dropped: a detector learns boxes")
+    save_labelme(tmp_path / "a.json", LabelmeFile("a.jpg", 20, 20, [_shape("cat", "rectangle", [[1, 1], [9, 9]])]))
+    save_labelme(tmp_path / "b.json", LabelmeFile("b.jpg", 20, 20, []))
+    assert scan_labelme_dir(tmp_path).notes == []  # nothing converted: nothing said
+
+
+def test_export_reports_converted_shapes(tmp_path: Path) -> None:
+    from smarthub.annotate.export import export_dataset
+
+    src = tmp_path / "lm"
+    src.mkdir()
+    for i in range(4):
+        Image.new("RGB", (20, 20)).save(src / f"i{i}.jpg")
+        save_labelme(src / f"i{i}.json", LabelmeFile(f"i{i}.jpg", 20, 20, [
+            _shape("cat", "polygon" if i == 0 else "rectangle", [[1, 1], [9, 2], [5, 9]] if i == 0 else [[1, 1], [9, 9]]),
+            *([_shape("cat", "point", [[3, 3]])] if i == 1 else [])]))
+    summary = export_dataset(src, tmp_path / "out", split=(0.5, 0.5, 0.0)).summary()
+    assert "1 polygon in 1 Labelme file read as its bounding box" in summary
+    assert "1 point shape in 1 Labelme file dropped" in summary
