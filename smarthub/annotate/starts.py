@@ -128,7 +128,7 @@ def _backbone_names() -> list[str]:
 
 def backbone_weights(name: str, cache: Path) -> tuple[str, Path, bool]:
     """(weights enum name, file in `cache`, cached?) for torchvision model `name`: the first of its ImageNet
-    weights whose file is cached, else its default."""
+    weights whose file is cached, else IMAGENET1K_V1 (the file smarthub's classifier uses too) or its default."""
     from torchvision.models import get_model_weights
 
     enum = list(get_model_weights(name))
@@ -136,7 +136,7 @@ def backbone_weights(name: str, cache: Path) -> tuple[str, Path, bool]:
         f = cache / w.url.rsplit("/", 1)[-1]
         if f.is_file():
             return w.name, f, True
-    default = get_model_weights(name).DEFAULT
+    default = next((w for w in enum if w.name == "IMAGENET1K_V1"), get_model_weights(name).DEFAULT)
     return default.name, cache / default.url.rsplit("/", 1)[-1], False
 
 
@@ -238,7 +238,8 @@ def choose_start(spec: str = AUTO, *, search_dirs: list[Path] | None = None,
         raise SmartHubError(f"torchvision has no backbone {spec!r}" + (f" (close: {', '.join(close)})" if close
                                                                       else "") + "; e.g. mobilenet_v2")
     start = _backbone_start(spec, cache, required=True)
-    assert start is not None
+    if start is None:  # required=True raises instead
+        raise ModelError(f"no ImageNet weights for backbone {spec}")
     return start
 
 
