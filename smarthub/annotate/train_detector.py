@@ -433,7 +433,9 @@ def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions
         model.add_callback("on_train_epoch_start", on_epoch_start)
         model.add_callback("on_train_batch_end", on_batch_end)
         model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
-        args: dict[str, Any] = {**recipe_for(start), **options.ultralytics_args}
+        # nbs = batch: an optimizer step per batch. Ultralytics' default (64) accumulates 64 images per step, which
+        # on 50 training images is one step per epoch: 20 epochs were 20 steps and learnt nothing (RESULTS.md)
+        args: dict[str, Any] = {"nbs": options.batch, **recipe_for(start), **options.ultralytics_args}
         length: dict[str, Any] = {"epochs": options.epochs} if options.epochs is not None else \
             {"epochs": MAX_EPOCHS, "time": options.budget_s / 3600}
         model.train(data=str(data_yaml), imgsz=options.imgsz, batch=options.batch, workers=0,
