@@ -75,6 +75,7 @@ class DetectorTrainOptions:
     split: tuple[float, float, float] = (0.8, 0.2, 0.0)
     seed: int = 0
     min_precision: float | None = None
+    tune: str = "time"  # per-class thresholds: least correction time on validation, or best F1
     silver_dir: Path | None = None
     name: str | None = None
     lr: float = 0.005  # torchvision backend only (Ultralytics picks its own)
@@ -93,6 +94,8 @@ class DetectorTrainOptions:
         self.split = check_split(tuple(self.split))
         if self.min_precision is not None and not 0.0 < self.min_precision <= 1.0:
             raise SmartHubError(f"--min-precision must be in (0, 1], got {self.min_precision}")
+        if self.tune not in ("time", "f1"):
+            raise SmartHubError(f"--tune must be time or f1, got {self.tune!r}")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")
                                       or self.name in (".", "..")):
             raise SmartHubError(f"--name {self.name!r} must be a plain folder name")
@@ -562,7 +565,7 @@ def predict_items(detector: Any, items: list[DetItem]) -> list[Any]:
 
 
 def validation_metrics(items: list[DetItem], dets: list[Any], names: list[str], *,
-                       min_precision: float | None) -> tuple[list[ClassMetrics], float | None, float | None,
+                       min_precision: float | None, objective: str = "f1") -> tuple[list[ClassMetrics], float | None, float | None,
                                                              dict[str, list[tuple[float, bool]]]]:
     """Per-class AP (faster-coco-eval) and tuned thresholds from validation predictions."""
     from smarthub.annotate.evaluate import coco_map
@@ -581,7 +584,8 @@ def validation_metrics(items: list[DetItem], dets: list[Any], names: list[str], 
         coco_pairs.append((pred_boxes, [(lab, xyxy, None) for lab, xyxy in it.boxes], it.width, it.height))
     map50, map50_95, per_label = coco_map(coco_pairs, names)
     metrics = [ClassMetrics(n, truth[n], *per_label.get(n, (None, None)),
-                            threshold=choose_threshold(pairs[n], truth[n], min_precision=min_precision))
+                            threshold=choose_threshold(pairs[n], truth[n], min_precision=min_precision,
+                                                       objective=objective))
                for n in names]
     return metrics, map50, map50_95, pairs
 
@@ -693,7 +697,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             config_dir=runs / ".cache" / "ultralytics"))
         dets = predict_items(detector, splits["val"])
         metrics, map50, map50_95, pairs = validation_metrics(splits["val"], dets, names,
-                                                             min_precision=options.min_precision)
+                                                             min_precision=options.min_precision,
+                                                             objective=options.tune)
         save_pr_curves(staged / "pr_curves.png", pairs, metrics)
         atomic_write_json(staged / "split.json", record.to_json())
         run = DetectorRun(run_dir=final, backend=options.backend, names=names,

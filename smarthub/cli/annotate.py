@@ -67,8 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
     p.add_argument("--split", default="0.8,0.2,0", help="train,val,test fractions for new images (default 0.8,0.2,0)")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--tune", choices=("time", "f1"), default="time",
+                   help="per-class thresholds: the least estimated correction time on validation (default), or "
+                        "the best F1")
     p.add_argument("--min-precision", type=float, metavar="P",
-                   help="per-class threshold: the most recall reaching precision P (default: best F1)")
+                   help="per-class threshold: the most recall reaching precision P (instead of --tune)")
     p.add_argument("--silver", type=Path, metavar="DIR", help="add silver-flagged Labelme files of DIR to training")
     p.add_argument("--name", help="run folder name (default: the time)")
     p.set_defaults(func=run_train_detector)
@@ -133,6 +136,7 @@ def run_train_detector(args: argparse.Namespace) -> int:
     options = DetectorTrainOptions(model=args.model, epochs=args.epochs, budget=args.budget, patience=args.patience,
                                    imgsz=args.imgsz, batch=args.batch, device=args.device,
                                    split=parse_split(args.split), seed=args.seed, min_precision=args.min_precision,
+                                   tune=args.tune,
                                    silver_dir=args.silver, name=args.name)
 
     def progress(p) -> None:  # one line per epoch; Ultralytics' own output goes to the run folder's train.log
