@@ -2,8 +2,8 @@
 batches, and price what a person does to each box (verify, adjust, relabel, delete, draw) against drawing
 every box by hand. One process, the same scenes and seed for every arm (the start of training).
 
-    .venv/bin/python bench/detection_loop.py [--arms yolov8n.yaml,mobilenet_v2] [--n 60] [--test 30]
-        [--imgsz 224] [--epochs N | --budget 8m] [--round2 0] [--figure bench/figures/detection_loop.png]
+    .venv/bin/python bench/detection_loop.py [--arms mobilenet_v2,yolov8n.yaml] [--n 60] [--test 30]
+        [--imgsz 160] [--epochs 30 | --budget 8m] [--round2 0] [--figure bench/figures/detection_loop.png]
 
 Scenes: public-domain openclipart drawings (Debian `openclipart-png`) of two classes, `fish` and `fruit`, 1-3 per
 scene, pasted at random sizes and places onto crops of real photos (scikit-image's sample photos). Every 4th
@@ -109,16 +109,17 @@ def figure(path: Path, rows: list[dict]) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--arms", default="yolov8n.yaml,mobilenet_v2",
+    ap.add_argument("--arms", default="mobilenet_v2,yolov8n.yaml",
                     help="comma-separated train-detector --model values, each optionally :k=v;k=v Ultralytics args")
     ap.add_argument("--n", type=int, default=60, help="corrected scenes in round 1")
     ap.add_argument("--test", type=int, default=30, help="scenes per new batch (seen / new individuals)")
     ap.add_argument("--round2", type=int, default=0, help="scenes corrected after round 1 for a round 2 (0: none)")
-    ap.add_argument("--epochs", type=int, help="epoch cap (default: the --budget with early stopping)")
-    ap.add_argument("--budget", default="8m", help="time budget per training (default 8m)")
+    ap.add_argument("--epochs", type=int, default=30,
+                    help="epoch cap, the same for every arm whatever the load (0: --budget instead)")
+    ap.add_argument("--budget", default="8m", help="time budget per training when --epochs 0 (default 8m)")
     ap.add_argument("--patience", type=int, default=10)
-    ap.add_argument("--imgsz", type=int, default=224)
-    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figure", type=Path, help="write the effort figure (PNG) here")
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
@@ -185,7 +186,7 @@ def main() -> None:
         for k, arm in enumerate(arms):
             model, extra = parse_arm(arm)
             name = f"arm{k}"
-            opts = DetectorTrainOptions(model=model, epochs=args.epochs, budget=args.budget, patience=args.patience,
+            opts = DetectorTrainOptions(model=model, epochs=args.epochs or None, budget=args.budget, patience=args.patience,
                                         imgsz=args.imgsz, batch=args.batch_size, seed=args.seed, name=name,
                                         ultralytics_args=extra)
             t0 = time.perf_counter()

@@ -422,10 +422,12 @@ def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions
             report(TrainProgress("train", trainer.epoch + 1, trainer.epochs, state["batch"],
                                  len(trainer.train_loader)))
 
+        def on_train_epoch_end(trainer: Any) -> None:
+            state["trained"] = trainer.epoch + 1
+
         def on_fit_epoch_end(trainer: Any) -> None:
-            if trainer.epoch + 1 <= state.get("reported", 0):  # Ultralytics calls it again after its final check
+            if trainer.epoch + 1 != state.get("trained"):  # Ultralytics' final check of best.pt calls it at epoch+1
                 return
-            state["reported"] = trainer.epoch + 1
             loss = sum(float(v) for v in (trainer.tloss or {}).values()) if isinstance(trainer.tloss, dict) \
                 else _float(getattr(trainer.tloss, "sum", lambda: None)())
             report(TrainProgress("epoch", trainer.epoch + 1, trainer.epochs, loss=loss,
@@ -435,6 +437,7 @@ def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions
             model.add_callback("on_pretrain_routine_end", fold_imagenet_normalisation)
         model.add_callback("on_train_epoch_start", on_epoch_start)
         model.add_callback("on_train_batch_end", on_batch_end)
+        model.add_callback("on_train_epoch_end", on_train_epoch_end)
         model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
         # nbs = batch: an optimizer step per batch. Ultralytics' default (64) accumulates 64 images per step, which
         # on 50 training images is one step per epoch: 20 epochs were 20 steps and learnt nothing (RESULTS.md)
