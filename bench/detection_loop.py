@@ -84,7 +84,7 @@ def figure(path: Path, rows: list[dict]) -> None:
 
     per = {"verify": DEFAULT_COSTS.verify_s, "adjust": DEFAULT_COSTS.adjust_s, "relabel": DEFAULT_COSTS.relabel_s,
            "delete": DEFAULT_COSTS.delete_s, "draw": DEFAULT_COSTS.draw_s}
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2), 4.5), dpi=100)
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(rows) + 2) + 2.5, 4.5), dpi=100)
     labels = [f"{r['arm']}\n{r['batch']}\nmAP50 {r['map50']:.2f}" for r in rows]
     bottom = [0.0] * len(rows)
     colors = {"verify": "#4caf50", "adjust": "#ffc107", "relabel": "#9c27b0", "delete": "#f44336", "draw": "#2196f3"}
@@ -100,7 +100,7 @@ def figure(path: Path, rows: list[dict]) -> None:
     ax.set_xticks(range(len(rows)), labels, fontsize=7)
     ax.set_ylabel("estimated seconds per image")
     ax.set_title("correcting pre-annotations vs drawing by hand (round 1: 60 corrected scenes)", fontsize=9)
-    ax.legend(fontsize=7, loc="upper right")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
