@@ -244,8 +244,8 @@ def prepare_demo_detector(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR, say
     backgrounds = texture_backgrounds(6, size=(256, 256)) + [Image.new("RGB", (256, 256), (255, 255, 255))] * 3
     folder = ws.cache_dir / "demo-scenes"
     options = demo_detector_options()
-    say(f"training the demo detector ({options.length()} at {options.imgsz} px on {scenes} scenes of the sample "
-        f"drawings)…")
+    say(f"training the demo detector on {scenes} scenes of the sample drawings at {options.imgsz} px "
+        f"({options.length()})…")
     compose_scenes(folder, scenes, {DEMO_DETECTOR_CLASS: drawings}, backgrounds,
                    size=(options.imgsz, options.imgsz * 3 // 4), objects=(1, 2), side_frac=(0.35, 0.9))
     result = train_detector(folder, ws.models_dir, options,

@@ -25,7 +25,7 @@ import numpy as np
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
 from smarthub.annotate.split import SPLITS, check_split
-from smarthub.annotate.starts import DetectorStart, choose_start
+from smarthub.annotate.starts import DetectorStart, choose_start, parse_duration
 from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores
 
 DETECTORS_DIRNAME = "detectors"
@@ -37,22 +37,6 @@ TORCHVISION_DEFAULT_EPOCHS = 30  # the torchvision backend has no per-epoch vali
 LOG_FILE = "train.log"  # Ultralytics' own output, kept in the run folder
 EPOCHS_FILE = "epochs.csv"  # Ultralytics' per-epoch losses and validation figures, kept in the run folder
 MAX_EPOCHS = 300  # the cap under a time budget (Ultralytics' time= re-plans the epochs to fit the budget)
-# Ultralytics train() arguments per start, chosen by bench/detection_loop.py --recipes (bench/RESULTS.md)
-RECIPES: dict[str, dict[str, Any]] = {
-    "backbone": {},
-    "coco": {},
-    "weights": {},
-    "scratch": {},
-}
-
-
-def recipe_for(start: Any) -> dict[str, Any]:
-    """The Ultralytics arguments measured best for this kind of start (a copy)."""
-    return dict(RECIPES.get(start.kind, {}))
-
-
-class TrainingStopped(SmartHubError):
-    """Stop was pressed: nothing was written and the previous detector stays."""
 
 
 @dataclass
@@ -82,8 +66,6 @@ class DetectorTrainOptions:
     ultralytics_args: dict[str, Any] = field(default_factory=dict)  # extra YOLO.train() arguments (bench, experts)
 
     def __post_init__(self) -> None:
-        from smarthub.annotate.starts import parse_duration
-
         if self.epochs is not None and self.epochs < 1 or self.batch < 1:
             raise SmartHubError("--epochs and --batch must be at least 1")
         if self.patience < 0:
@@ -441,7 +423,8 @@ def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions
         model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
         # nbs = batch: an optimizer step per batch. Ultralytics' default (64) accumulates 64 images per step, which
         # on 50 training images is one step per epoch: 20 epochs were 20 steps and learnt nothing (RESULTS.md)
-        args: dict[str, Any] = {"nbs": options.batch, **recipe_for(start), **options.ultralytics_args}
+        # Otherwise Ultralytics' defaults: freezing the backbone measured worse (bench/RESULTS.md, detection loop)
+        args: dict[str, Any] = {"nbs": options.batch, **options.ultralytics_args}
         length: dict[str, Any] = {"epochs": options.epochs} if options.epochs is not None else \
             {"epochs": MAX_EPOCHS, "time": options.budget_s / 3600}
         model.train(data=str(data_yaml), imgsz=options.imgsz, batch=options.batch, workers=0,
