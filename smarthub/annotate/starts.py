@@ -100,21 +100,22 @@ def parse_duration(text: str | float | int, *, what: str = "--budget") -> float:
 
 
 def weights_search_dirs() -> list[Path]:
-    """Where COCO YOLO weights are looked for: Ultralytics' weights folder (its settings; read without
-    importing Ultralytics when the settings file exists) and the torch cache."""
+    """Where COCO YOLO weights are looked for: Ultralytics' weights folder (from its settings file, read
+    without importing Ultralytics) and the torch cache."""
     import json
     import os
 
     from smarthub.model.archs import checkpoints_dir
 
+    env = os.environ.get("YOLO_CONFIG_DIR")
+    base = Path(env).expanduser() if env else Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser()
     dirs = []
-    cfg = os.environ.get("YOLO_CONFIG_DIR")
-    if cfg and (Path(cfg) / "settings.json").is_file():
+    for settings in (base / "Ultralytics" / "settings.json", base / "settings.json"):
         try:
-            wd = json.loads((Path(cfg) / "settings.json").read_text(encoding="utf-8")).get("weights_dir")
-        except (OSError, ValueError):
-            wd = None
-        if isinstance(wd, str):
+            wd = json.loads(settings.read_text(encoding="utf-8")).get("weights_dir")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(wd, str) and Path(wd) not in dirs:
             dirs.append(Path(wd))
     dirs.append(checkpoints_dir())
     return dirs
