@@ -39,6 +39,10 @@ EPOCHS_FILE = "epochs.csv"  # Ultralytics' per-epoch losses and validation figur
 MAX_EPOCHS = 300  # the cap under a time budget (Ultralytics' time= re-plans the epochs to fit the budget)
 
 
+class TrainingStopped(SmartHubError):
+    """Stop was pressed: nothing was written and the previous detector stays."""
+
+
 @dataclass
 class DetectorTrainOptions:
     """`smarthub train-detector` flags of the same names (the app's Annotate tab uses these defaults too).
