@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -198,18 +199,16 @@ def main() -> None:
             if args.round2:
                 grown = root / f"corrected {name} r2"
                 grown.mkdir()
-                for p in sorted((root / "corrected").glob("*")):
+                for p in sorted((root / "corrected").glob("*")):  # copies: a symlinked image points outside
                     if p.is_file():
-                        (grown / p.name).symlink_to(p)
+                        shutil.copy2(p, grown / p.name)
                 tuned = load_detector(run.run_dir, DetectorOptions(config_dir=cfg))
                 annotate_folder(r2_images, tuned, out_dir=root / f"{name} r2 pred")
                 e = evaluate_annotations(root / f"{name} r2 pred", r2_truth).effort
                 print(f"  {arm}: correcting the round-2 batch: {e.seconds():.0f} s vs {e.hand_seconds():.0f} s by "
                       f"hand ({e.ratio():.2f}x)", flush=True)
-                for p in sorted(r2_images.glob("*.jpg")):
-                    (grown / p.name).symlink_to(p)
-                for p in sorted(r2_truth.glob("*.json")):
-                    (grown / p.name).symlink_to(p)
+                for p in [*sorted(r2_images.glob("*.jpg")), *sorted(r2_truth.glob("*.json"))]:
+                    shutil.copy2(p, grown / p.name)
                 run2 = train_detector(grown, models, dataclasses.replace(opts, name=name + "-r2"))
                 measure(arm, 2, run2)
 
