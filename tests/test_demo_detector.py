@@ -1,6 +1,7 @@
 """The offline demo's detector: trained on scenes of the shipped drawings, then used by annotate."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,10 @@ def test_demo_detector_trains_once_and_annotates(tmp_path: Path) -> None:
     run = demo.prepare_demo_detector(ws, say=lines.append, notes=notes, scenes=16)
     assert run is not None and run.name == demo.DEMO_DETECTOR_RUN and latest_run(ws.models_dir) == run
     assert any(line.startswith("demo detector: validation mAP50") for line in lines) and notes == []
+    # the same start as train-detector: the cached ImageNet MobileNetV2 under a YOLOv8n head (TORCH_HOME: conftest)
+    assert any(line.strip().startswith("start: YOLOv8n neck and head on mobilenet_v2 IMAGENET1K_V1") for line in lines)
+    assert any(line.strip().startswith("epoch 1/") for line in lines)
+    assert json.loads((run / "run.json").read_text())["start"]["kind"] == "backbone"
     assert demo.prepare_demo_detector(ws, say=lines.append, notes=notes) == run  # reused, not retrained
     detector = load_detector(run, DetectorOptions(config_dir=tmp_path / "cfg"))
     assert detector.class_names == [demo.DEMO_DETECTOR_CLASS]

@@ -2,13 +2,25 @@
 
 mAP50 and mAP50-95 come from faster-coco-eval (COCO's own algorithm). Precision and recall per
 label are those of the boxes actually written (an operating point, not a curve): a greedy match by
-descending score at IoU >= 0.5 within each label, the same matching rule COCO uses. Correction
-effort compares the two files box by box, ignoring labels, to count what a person had to do.
+descending score at IoU >= 0.5 within each label, the same matching rule COCO uses.
+
+Correction effort: what a person does to each box of a pre-annotated image, and the time it costs.
+Boxes are paired across labels, highest IoU first; a pair at IoU >= 0.7 with the right label is a
+glance (*verify*), at 0.5 <= IoU < 0.7 a drag of its edges (*adjust*), a pair at IoU >= 0.5 with the wrong
+label is a *relabel* (plus an adjust when also loose), an unpaired prediction a *delete* and an unpaired
+truth box a *draw*. Priced per action (ActionCosts) beside drawing every truth box by hand:
+- draw 7.0 s: extreme clicking, 7.0 s per box (Papadopoulos, Uijlings, Keller, Ferrari, "Extreme clicking
+  for efficient object annotation", ICCV 2017); careful boxes with a quality check cost 25-42 s (Su, Deng,
+  Fei-Fei, "Crowdsourcing annotations for visual object detection", AAAI-W 2012), so 7 s favours drawing;
+- verify 1.6 s: a yes/no check of one box (Papadopoulos, Uijlings, Keller, Ferrari, "We don't need no
+  bounding-boxes: training object class detectors using only human verification", CVPR 2016: 1.6 s);
+- delete and relabel 1.6 s: one glance and one click or pick, priced as a verification;
+- adjust 3.5 s: dragging one or two edges, half a box drawn.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +29,14 @@ from smarthub.errors import AnnotationError, DatasetError
 from smarthub.annotate.labelme import edit_state, load_labelme, shape_boxes
 
 MATCH_IOU = 0.5          # a prediction counts as found at IoU >= 0.5 (precision/recall, mAP50)
-SAME_OBJECT_IOU = 0.3    # correction effort: boxes this close are the same object, edited
-MOVED_BELOW_IOU = 0.9    # ... and it was moved (or resized) when IoU < 0.9
+VERIFY_IOU = 0.7         # correction effort: a box this close to the truth is accepted with one glance
+ADJUST_IOU = 0.5         # ... from here up to VERIFY_IOU its edges are dragged; below it is deleted and redrawn
+ACTIONS = ("verify", "adjust", "relabel", "delete", "draw")
+ACTION_WORDS = {"verify": "verify (IoU >= 0.7, right label: one glance)",
+                "adjust": "adjust (IoU 0.5-0.7: drag the edges)",
+                "relabel": "relabel (IoU >= 0.5, wrong label)",
+                "delete": "delete (a box on nothing)",
+                "draw": "draw (an object without a box)"}
 
 Box = tuple[str, tuple[float, float, float, float], float | None]
 
@@ -43,19 +61,81 @@ class LabelStats:
         return self.true_positives / self.truth if self.truth else None
 
 
+@dataclass(frozen=True)
+class ActionCosts:
+    """Seconds a person spends per action (sources in the module docstring)."""
+
+    draw_s: float = 7.0
+    verify_s: float = 1.6
+    adjust_s: float = 3.5
+    relabel_s: float = 1.6
+    delete_s: float = 1.6
+
+    def __post_init__(self) -> None:
+        if any(not (v >= 0 and math.isfinite(v)) for v in asdict(self).values()):
+            from smarthub.errors import SmartHubError
+
+            raise SmartHubError(f"action costs must be finite seconds >= 0, got {asdict(self)}")
+
+
+DEFAULT_COSTS = ActionCosts()
+
+
 @dataclass
 class CorrectionEffort:
-    """What the person changed: kept as is, added, deleted, moved/resized, relabelled."""
+    """What a person does to the boxes of pre-annotated images, and what drawing them all would be.
 
-    kept: int = 0
-    added: int = 0
-    deleted: int = 0
-    moved: int = 0
-    relabelled: int = 0
+    verify/adjust/relabel/delete/draw count actions; `truth` is the boxes a person would draw by hand.
+    A loose box with a wrong label is one relabel and one adjust.
+    """
+
+    verify: int = 0
+    adjust: int = 0
+    relabel: int = 0
+    delete: int = 0
+    draw: int = 0
+    truth: int = 0
+
+    def __add__(self, other: CorrectionEffort) -> CorrectionEffort:
+        return CorrectionEffort(**{k: getattr(self, k) + getattr(other, k) for k in (*ACTIONS, "truth")})
 
     @property
     def edits(self) -> int:
-        return self.added + self.deleted + self.moved + self.relabelled
+        """Boxes a person changes (everything but a glance)."""
+        return self.adjust + self.relabel + self.delete + self.draw
+
+    def seconds(self, costs: ActionCosts = DEFAULT_COSTS) -> float:
+        """Estimated time to correct the pre-annotations."""
+        return (self.verify * costs.verify_s + self.adjust * costs.adjust_s + self.relabel * costs.relabel_s
+                + self.delete * costs.delete_s + self.draw * costs.draw_s)
+
+    def hand_seconds(self, costs: ActionCosts = DEFAULT_COSTS) -> float:
+        """Estimated time to draw every truth box by hand."""
+        return self.truth * costs.draw_s
+
+    def ratio(self, costs: ActionCosts = DEFAULT_COSTS) -> float | None:
+        """Correcting time ÷ drawing time (below 1: pre-annotation saves time); None without truth boxes."""
+        hand = self.hand_seconds(costs)
+        return self.seconds(costs) / hand if hand else None
+
+    def to_json(self, costs: ActionCosts = DEFAULT_COSTS) -> dict:
+        return {**{k: getattr(self, k) for k in ACTIONS}, "truth": self.truth, "edits": self.edits,
+                "seconds": round(self.seconds(costs), 2), "hand_seconds": round(self.hand_seconds(costs), 2),
+                "ratio": None if self.ratio(costs) is None else round(self.ratio(costs), 4),
+                "costs_s": asdict(costs), "bands": {"verify_iou": VERIFY_IOU, "adjust_iou": ADJUST_IOU}}
+
+    def summary(self, costs: ActionCosts = DEFAULT_COSTS) -> list[str]:
+        """Lines: each action with its count and seconds, then the total beside drawing by hand."""
+        per = {"verify": costs.verify_s, "adjust": costs.adjust_s, "relabel": costs.relabel_s,
+               "delete": costs.delete_s, "draw": costs.draw_s}
+        lines = ["correction effort (what a person does to each box):"]
+        for k in ACTIONS:
+            n = getattr(self, k)
+            lines.append(f"  {ACTION_WORDS[k]:<46} {n:>5} x {per[k]:.1f} s = {n * per[k]:>7.1f} s")
+        r = self.ratio(costs)
+        lines.append(f"  estimated time {self.seconds(costs):.0f} s vs {self.hand_seconds(costs):.0f} s drawing all "
+                     f"{self.truth} boxes by hand" + (f" ({r:.2f}x)" if r is not None else ""))
+        return lines
 
 
 @dataclass
@@ -72,6 +152,7 @@ class EvalReport:
     failed: list[tuple[Path, str]] = field(default_factory=list)
     iou: float = MATCH_IOU
     warnings: list[str] = field(default_factory=list)
+    costs: ActionCosts = DEFAULT_COSTS
 
     def to_json(self) -> dict:
         """Every figure as plain JSON (paths as strings, missing figures as null)."""
@@ -79,9 +160,7 @@ class EvalReport:
                 "labels": {s.label: {"truth": s.truth, "predicted": s.predicted, "true_positives": s.true_positives,
                                      "precision": s.precision, "recall": s.recall, "ap50": s.ap50,
                                      "ap50_95": s.ap50_95} for s in self.labels.values()},
-                "effort": {"kept": self.effort.kept, "added": self.effort.added, "deleted": self.effort.deleted,
-                           "moved": self.effort.moved, "relabelled": self.effort.relabelled,
-                           "edits": self.effort.edits},
+                "effort": self.effort.to_json(self.costs),
                 "missing_pred": [str(p) for p in self.missing_pred],
                 "unpaired_pred": [str(p) for p in self.unpaired_pred],
                 "failed": [{"file": str(p), "reason": r} for p, r in self.failed], "warnings": list(self.warnings)}
@@ -97,9 +176,7 @@ class EvalReport:
         for s in self.labels.values():
             lines.append(f"{s.label:<20} {s.truth:>6} {s.predicted:>6} {f(s.precision):>6} {f(s.recall):>6} "
                          f"{f(s.ap50):>6} {f(s.ap50_95):>7}")
-        e = self.effort
-        lines.append(f"correction effort: {e.kept} kept, {e.added} added, {e.deleted} deleted, {e.moved} moved, "
-                     f"{e.relabelled} relabelled ({e.edits} edits)")
+        lines += self.effort.summary(self.costs)
         if self.missing_pred:
             lines.append(f"{len(self.missing_pred)} truth files had no prediction (counted as no boxes)")
         if self.unpaired_pred:
@@ -143,25 +220,29 @@ def greedy_tp(pred: list[Box], truth: list[Box], *, iou: float = MATCH_IOU) -> i
 
 
 def correction_effort(pred: list[Box], truth: list[Box]) -> CorrectionEffort:
-    """Pair boxes across labels (highest IoU first, IoU >= SAME_OBJECT_IOU) and count the edits."""
-    e = CorrectionEffort()
+    """What a person does to one image's predicted boxes to reach the truth (see the module docstring):
+    pairs across labels, highest IoU first, at IoU >= ADJUST_IOU."""
+    e = CorrectionEffort(truth=len(truth))
     m = iou_matrix(np.array([p[1] for p in pred]), np.array([t[1] for t in truth])) if pred and truth \
         else np.zeros((len(pred), len(truth)))
     pairs = sorted(((m[i, j], i, j) for i in range(len(pred)) for j in range(len(truth))
-                    if m[i, j] >= SAME_OBJECT_IOU), reverse=True)
+                    if m[i, j] >= ADJUST_IOU), reverse=True)
     used_p, used_t = set(), set()
     for v, i, j in pairs:
         if i in used_p or j in used_t:
             continue
         used_p.add(i)
         used_t.add(j)
-        moved = bool(v < MOVED_BELOW_IOU)
-        relabelled = pred[i][0] != truth[j][0]  # a box can be both moved and relabelled: two edits
-        e.moved += moved
-        e.relabelled += relabelled
-        e.kept += not (moved or relabelled)
-    e.deleted = len(pred) - len(used_p)
-    e.added = len(truth) - len(used_t)
+        loose = bool(v < VERIFY_IOU)
+        if pred[i][0] != truth[j][0]:
+            e.relabel += 1
+            e.adjust += loose
+        elif loose:
+            e.adjust += 1
+        else:
+            e.verify += 1
+    e.delete = len(pred) - len(used_p)
+    e.draw = len(truth) - len(used_t)
     return e
 
 
@@ -230,10 +311,12 @@ def folder_warnings(preds: list, truths: list) -> list[str]:
     return out
 
 
-def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_IOU) -> EvalReport:
+def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_IOU,
+                         costs: ActionCosts = DEFAULT_COSTS) -> EvalReport:
     """Compare predicted Labelme files with corrected ones paired by relative path.
 
-    Precision and recall count a prediction found at IoU >= `iou`.
+    Precision and recall count a prediction found at IoU >= `iou`; the correction effort is priced with
+    `costs` (seconds per action).
 
     Raises DatasetError when a folder is missing or the truth folder has no Labelme files.
     Broken files are reported in `failed` and left out.
@@ -249,7 +332,8 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_
     preds, truths = _json_index(pred_dir), _json_index(truth_dir)
     if not truths:
         raise DatasetError(f"no Labelme .json files under {truth_dir}")
-    report = EvalReport(unpaired_pred=[preds[k] for k in sorted(set(preds) - set(truths))], iou=iou)
+    report = EvalReport(unpaired_pred=[preds[k] for k in sorted(set(preds) - set(truths))], iou=iou,
+                        costs=costs)
     pairs: list[tuple[list[Box], list[Box], int, int]] = []
     loaded_p, loaded_t = [], []
     for key, tpath in truths.items():
@@ -276,9 +360,7 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_
             s.predicted += len(pl)
             s.truth += len(tl)
             s.true_positives += greedy_tp(pl, tl, iou=iou)
-        e = correction_effort(pred, truth)
-        for name in ("kept", "added", "deleted", "moved", "relabelled"):
-            setattr(report.effort, name, getattr(report.effort, name) + getattr(e, name))
+        report.effort = report.effort + correction_effort(pred, truth)
     report.map50, report.map50_95, per_label = coco_map(pairs, labels)
     for lab, (ap50, ap) in per_label.items():
         stats[lab].ap50, stats[lab].ap50_95 = ap50, ap

@@ -8,12 +8,13 @@ complete: a failure or Stop leaves nothing behind and earlier runs untouched.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,11 +25,18 @@ import numpy as np
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
 from smarthub.annotate.split import SPLITS, check_split
+from smarthub.annotate.starts import DetectorStart, choose_start, parse_duration
 from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores
 
 DETECTORS_DIRNAME = "detectors"
 LATEST_FILE = "latest.json"
 EVAL_CONF = 0.001  # predictions kept for measuring and tuning (COCO's habit)
+DEFAULT_BUDGET = "10m"  # train-detector's time budget when --epochs is not given
+DEFAULT_PATIENCE = 10  # epochs without a better validation mAP before stopping
+TORCHVISION_DEFAULT_EPOCHS = 30  # the torchvision backend has no per-epoch validation: a fixed count
+LOG_FILE = "train.log"  # Ultralytics' own output, kept in the run folder
+EPOCHS_FILE = "epochs.csv"  # Ultralytics' per-epoch losses and validation figures, kept in the run folder
+MAX_EPOCHS = 300  # the cap under a time budget (Ultralytics' time= re-plans the epochs to fit the budget)
 
 
 class TrainingStopped(SmartHubError):
@@ -37,28 +45,43 @@ class TrainingStopped(SmartHubError):
 
 @dataclass
 class DetectorTrainOptions:
-    """`smarthub train-detector` flags of the same names."""
+    """`smarthub train-detector` flags of the same names (the app's Annotate tab uses these defaults too).
 
-    model: str = "yolov8n.yaml"  # Ultralytics .yaml/.pt, or a torchvision detector name
-    epochs: int = 30
+    model: 'auto' (the best pretrained start found offline, see starts.choose_start), a YOLO .pt/.yaml, a
+    torchvision backbone name (ImageNet weights under a YOLOv8 neck and head) or a torchvision detector name.
+    Training length: `epochs` when given (an epoch cap), else up to `budget` of wall-clock time; either way
+    it stops early when the validation mAP has not improved for `patience` epochs (0: never).
+    """
+
+    model: str = "auto"
+    epochs: int | None = None
+    budget: str | float = DEFAULT_BUDGET  # a duration ('90s', '5m', '1h') or seconds; ignored when epochs is given
+    patience: int = DEFAULT_PATIENCE
     imgsz: int = 320
     batch: int = 8
     device: str = "auto"
     split: tuple[float, float, float] = (0.8, 0.2, 0.0)
     seed: int = 0
     min_precision: float | None = None
+    tune: str = "time"  # per-class thresholds: least correction time on validation, or best F1
     silver_dir: Path | None = None
     name: str | None = None
     lr: float = 0.005  # torchvision backend only (Ultralytics picks its own)
+    ultralytics_args: dict[str, Any] = field(default_factory=dict)  # extra YOLO.train() arguments (bench, experts)
 
     def __post_init__(self) -> None:
-        if self.epochs < 1 or self.batch < 1:
+        if self.epochs is not None and self.epochs < 1 or self.batch < 1:
             raise SmartHubError("--epochs and --batch must be at least 1")
+        if self.patience < 0:
+            raise SmartHubError(f"--patience must be 0 (never stop early) or more, got {self.patience}")
+        self.budget_s = parse_duration(self.budget)
         if self.imgsz < 32:
             raise SmartHubError(f"--imgsz must be at least 32, got {self.imgsz}")
         self.split = check_split(tuple(self.split))
         if self.min_precision is not None and not 0.0 < self.min_precision <= 1.0:
             raise SmartHubError(f"--min-precision must be in (0, 1], got {self.min_precision}")
+        if self.tune not in ("time", "f1"):
+            raise SmartHubError(f"--tune must be time or f1, got {self.tune!r}")
         if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")
                                       or self.name in (".", "..")):
             raise SmartHubError(f"--name {self.name!r} must be a plain folder name")
@@ -69,16 +92,40 @@ class DetectorTrainOptions:
 
         return "torchvision" if self.model in TORCHVISION_ARCHS + SMARTHUB_ARCHS else "ultralytics"
 
+    def length(self) -> str:
+        """How long training may run, in words."""
+        stop = f", stopping early after {self.patience} epochs without a better validation mAP" if self.patience \
+            else ""
+        if self.epochs is not None:
+            return f"at most {self.epochs} epochs{stop}"
+        return f"at most {_duration_words(self.budget_s)}{stop}"
+
+
+def _duration_words(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.3g} min"
+
 
 @dataclass
 class TrainProgress:
-    """One progress report: stage ('split', 'train', 'evaluate', 'done'), epoch and batch counters."""
+    """One progress report: stage ('start', 'split', 'train', 'epoch', 'evaluate', 'done'), epoch and batch
+    counters; an 'epoch' report carries the epoch's mean training loss and validation mAP50; 'start' its text."""
 
     stage: str
     epoch: int = 0
     epochs: int = 0
     batch: int = 0
     batches: int = 0
+    loss: float | None = None
+    map50: float | None = None
+    text: str = ""
+
+    def line(self) -> str:
+        """One line for a log or a terminal."""
+        if self.stage == "epoch":
+            loss = "-" if self.loss is None else f"{self.loss:.3f}"
+            m = "-" if self.map50 is None else f"{self.map50:.3f}"
+            return f"epoch {self.epoch}/{self.epochs}: loss {loss}, validation mAP50 {m}"
+        return self.text or self.stage
 
 
 @dataclass
@@ -107,6 +154,8 @@ class DetectorRun:
     map50_95: float | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    start: DetectorStart | None = None
+    length: TrainLength | None = None
 
     def summary(self) -> str:
         def f(v: float | None) -> str:
@@ -114,11 +163,16 @@ class DetectorRun:
 
         split = ", ".join(f"{k} {v}" for k, v in self.counts.items())
         bg = ", ".join(f"{k} {v}" for k, v in self.backgrounds.items() if v)
-        lines = [f"detector run {self.run_dir} ({self.backend}, {self.seconds:.0f} s)",
-                 f"images: {split}" + (f" (background without boxes: {bg})" if bg else "")
-                 + (f"; {self.silver} silver images added to train" if self.silver else ""),
-                 f"validation: mAP50 {f(self.map50)}, mAP50-95 {f(self.map50_95)}",
-                 f"{'class':<20} {'truth':>6} {'AP50':>6} {'AP50-95':>7} {'conf':>6} {'P':>6} {'R':>6}"]
+        lines = [f"detector run {self.run_dir} ({self.backend}, {self.seconds:.0f} s)"]
+        if self.start is not None:
+            lines.append(self.start.describe())
+        if self.length is not None:
+            best = f", weights of epoch {self.length.best_epoch}" if self.length.best_epoch else ""
+            lines.append(f"trained {self.length.epochs} epochs ({self.length.reason}{best})")
+        lines += [f"images: {split}" + (f" (background without boxes: {bg})" if bg else "")
+                  + (f"; {self.silver} silver images added to train" if self.silver else ""),
+                  f"validation: mAP50 {f(self.map50)}, mAP50-95 {f(self.map50_95)}",
+                  f"{'class':<20} {'truth':>6} {'AP50':>6} {'AP50-95':>7} {'conf':>6} {'P':>6} {'R':>6}"]
         for m in self.metrics:
             t = m.threshold
             conf = f"{t.conf:.3f}" + ("" if t.tuned else "*")
@@ -243,38 +297,160 @@ def _ultralytics_device(device: str) -> str:
     return device.split(":", 1)[1] if device.startswith("cuda:") else device
 
 
-def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions, device: str, config_dir: Path,
-                      report: Callable[[TrainProgress], None]) -> Path:
-    """Train with Ultralytics; returns the last weights. `report` may raise TrainingStopped."""
-    from smarthub.annotate.detect import import_ultralytics
+@dataclass
+class TrainLength:
+    """How a training run ended: epochs run, the epoch whose weights were kept, and why it stopped."""
 
-    YOLO = import_ultralytics(config_dir)
+    epochs: int
+    best_epoch: int | None
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextlib.contextmanager
+def _ultralytics_output_to(log_path: Path) -> Iterator[Callable[[TrainProgress], None]]:
+    """Send Ultralytics' logger, prints and progress bars to `log_path` instead of the terminal; yields a
+    wrapper that runs a progress callback with the terminal's streams back (its lines are the user's)."""
+    import logging
+    import sys
+
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    out, err = sys.stdout, sys.stderr
+    with open(log_path, "a", encoding="utf-8") as f:
+        logger = logging.getLogger("ultralytics")
+        saved = logger.handlers[:]
+        handler = logging.StreamHandler(f)
+        logger.handlers = [handler]
+
+        def outside(report: Callable[[TrainProgress], None]) -> Callable[[TrainProgress], None]:
+            def run(p: TrainProgress) -> None:
+                with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    report(p)
+            return run
+
+        try:
+            with contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+                yield outside
+        finally:
+            logger.handlers = saved
+            handler.close()
+
+
+def fold_imagenet_normalisation(trainer: Any) -> None:
+    """Make a torchvision backbone (Ultralytics' TorchVision module, layer 0) take Ultralytics' 0-1 pixels as the
+    ImageNet-normalised input its weights expect: divide its first convolution by the ImageNet std and shift
+    the BatchNorm after it by the mean's response (exact away from the zero-padded border). Matters where
+    BatchNorm runs on its running statistics: a frozen backbone, and validation in the first epochs."""
+    import torch
+    from torch import nn
+
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    for model in (trainer.model, getattr(getattr(trainer, "ema", None), "ema", None)):
+        if model is None:
+            continue
+        backbone = model.model[0]
+        convs = [m for m in backbone.modules() if isinstance(m, nn.Conv2d)]
+        bns = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+        if not convs or not bns or convs[0].in_channels != 3 or bns[0].num_features != convs[0].out_channels:
+            return
+        conv, bn = convs[0], bns[0]
+        with torch.no_grad():
+            w = conv.weight / std.to(conv.weight)[None, :, None, None]
+            conv.weight.copy_(w)
+            bn.running_mean += (w * mean.to(w)[None, :, None, None]).sum(dim=(1, 2, 3))
+
+
+def _float(v: Any) -> float | None:
     try:
-        model = YOLO(options.model)
-    except (OSError, RuntimeError, ValueError, KeyError, AttributeError, TypeError) as e:
-        raise ModelError(f"cannot load Ultralytics model {options.model!r} ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0][:200] if str(e) else ''}); offline, use a .yaml such as "
-                         f"yolov8n.yaml (trains from scratch) or a local .pt file") from e
-    if getattr(model, "task", "detect") != "detect":
-        raise ModelError(f"{options.model} is a YOLO {model.task} model, not a detector")
-    state = {"batch": 0}
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
-    def on_epoch_start(trainer: Any) -> None:
-        state["batch"] = 0
 
-    def on_batch_end(trainer: Any) -> None:
-        state["batch"] += 1
-        report(TrainProgress("train", trainer.epoch + 1, trainer.epochs, state["batch"], len(trainer.train_loader)))
+def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions, device: str, config_dir: Path,
+                      report: Callable[[TrainProgress], None], *, start: DetectorStart | None = None,
+                      log_path: Path | None = None) -> tuple[Path, TrainLength]:
+    """Train with Ultralytics from `start`; returns (the best weights, how training ended).
 
-    model.add_callback("on_train_epoch_start", on_epoch_start)
-    model.add_callback("on_train_batch_end", on_batch_end)
-    model.train(data=str(data_yaml), epochs=options.epochs, imgsz=options.imgsz, batch=options.batch, workers=0,
-                device=_ultralytics_device(device), plots=False, val=False, amp=False, project=str(work),
-                name="ultralytics", exist_ok=True, verbose=False, seed=options.seed, deterministic=True)
+    Ultralytics' own output goes to `log_path`; `report` gets a 'train' report per batch (it may raise
+    TrainingStopped) and an 'epoch' report with loss and validation mAP50 per epoch.
+    """
+    from smarthub.annotate.detect import import_ultralytics
+    from smarthub.annotate.starts import backbone_yaml, choose_start
+
+    start = start or choose_start(options.model)
+    with _ultralytics_output_to(log_path or work / LOG_FILE) as outside:
+        report = outside(report)
+        YOLO = import_ultralytics(config_dir)
+        spec = start.model
+        if start.kind == "backbone":
+            nc = sum(1 for line in data_yaml.read_text(encoding="utf-8").splitlines() if line.startswith("  "))
+            spec = str(work / start.model)
+            Path(spec).write_text(backbone_yaml(start, nc), encoding="utf-8")
+        try:
+            model = YOLO(spec)
+        except (OSError, RuntimeError, ValueError, KeyError, AttributeError, TypeError) as e:
+            raise ModelError(f"cannot load Ultralytics model {spec!r} ({type(e).__name__}: "
+                             f"{str(e).splitlines()[0][:200] if str(e) else ''}); offline, use --model auto, a "
+                             f"torchvision backbone with cached weights, a .yaml such as yolov8n.yaml (trains "
+                             f"from scratch) or a local .pt file") from e
+        if getattr(model, "task", "detect") != "detect":
+            raise ModelError(f"{options.model} is a YOLO {model.task} model, not a detector")
+        state = {"batch": 0}
+
+        def on_epoch_start(trainer: Any) -> None:
+            state["batch"] = 0
+
+        def on_batch_end(trainer: Any) -> None:
+            state["batch"] += 1
+            report(TrainProgress("train", trainer.epoch + 1, trainer.epochs, state["batch"],
+                                 len(trainer.train_loader)))
+
+        def on_train_epoch_end(trainer: Any) -> None:
+            state["trained"] = trainer.epoch + 1
+
+        def on_fit_epoch_end(trainer: Any) -> None:
+            if trainer.epoch + 1 != state.get("trained"):  # Ultralytics' final check of best.pt calls it at epoch+1
+                return
+            loss = sum(float(v) for v in (trainer.tloss or {}).values()) if isinstance(trainer.tloss, dict) \
+                else _float(getattr(trainer.tloss, "sum", lambda: None)())
+            report(TrainProgress("epoch", trainer.epoch + 1, trainer.epochs, loss=loss,
+                                 map50=_float((trainer.metrics or {}).get("metrics/mAP50(B)"))))
+
+        if start.kind == "backbone":
+            model.add_callback("on_pretrain_routine_end", fold_imagenet_normalisation)
+        model.add_callback("on_train_epoch_start", on_epoch_start)
+        model.add_callback("on_train_batch_end", on_batch_end)
+        model.add_callback("on_train_epoch_end", on_train_epoch_end)
+        model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+        # nbs = batch: an optimizer step per batch. Ultralytics' default (64) accumulates 64 images per step, which
+        # on 50 training images is one step per epoch: 20 epochs were 20 steps and learnt nothing (RESULTS.md)
+        # Otherwise Ultralytics' defaults: freezing the backbone measured worse (bench/RESULTS.md, detection loop)
+        args: dict[str, Any] = {"nbs": options.batch, **options.ultralytics_args}
+        length: dict[str, Any] = {"epochs": options.epochs} if options.epochs is not None else \
+            {"epochs": MAX_EPOCHS, "time": options.budget_s / 3600}
+        model.train(data=str(data_yaml), imgsz=options.imgsz, batch=options.batch, workers=0,
+                    device=_ultralytics_device(device), plots=False, val=True, amp=False, project=str(work),
+                    name="ultralytics", exist_ok=True, verbose=False, seed=options.seed, deterministic=True,
+                    patience=options.patience or MAX_EPOCHS * 10, **length, **args)
+        trainer = model.trainer
     weights = work / "ultralytics" / "weights"
-    for name in ("last.pt", "best.pt"):
+    ran = int(getattr(trainer, "epoch", 0)) + 1
+    stopper = getattr(trainer, "stopper", None)
+    best = getattr(stopper, "best_epoch", None)
+    if options.patience and stopper is not None and getattr(stopper, "possible_stop", False) and \
+            ran - (best or 0) >= options.patience and ran < int(getattr(trainer, "epochs", ran)):
+        reason = f"stopped early: no better validation mAP for {options.patience} epochs"
+    elif options.epochs is not None:
+        reason = f"{ran} epochs as asked" if ran >= options.epochs else f"stopped early after {ran} epochs"
+    else:
+        reason = f"time budget of {_duration_words(options.budget_s)} used"
+    info = TrainLength(epochs=ran, best_epoch=None if best is None else int(best), reason=reason)
+    for name in ("best.pt", "last.pt"):
         if (weights / name).is_file():
-            return weights / name
+            return weights / name, info
     raise ModelError(f"Ultralytics finished without writing weights under {weights}")
 
 
@@ -343,7 +519,11 @@ def train_torchvision(items: list[DetItem], names: list[str], out: Path, options
 
     order = list(items)
     batches = (len(order) + options.batch - 1) // options.batch
-    for epoch in range(options.epochs):
+    epochs = options.epochs or TORCHVISION_DEFAULT_EPOCHS
+    deadline = time.monotonic() + options.budget_s if options.epochs is None else None
+    for epoch in range(epochs):
+        if deadline is not None and time.monotonic() > deadline:
+            break
         rng.shuffle(order)
         for b in range(batches):
             chunk = [sample(it) for it in order[b * options.batch:(b + 1) * options.batch]]
@@ -354,7 +534,7 @@ def train_torchvision(items: list[DetItem], names: list[str], out: Path, options
             opt.zero_grad()
             loss.backward()
             opt.step()
-            report(TrainProgress("train", epoch + 1, options.epochs, b + 1, batches))
+            report(TrainProgress("train", epoch + 1, epochs, b + 1, batches))
     path = save_detector_checkpoint(out, model.cpu(), arch=options.model, labels=labels, model_kwargs=kwargs)
     return path, pretrained
 
@@ -375,7 +555,7 @@ def predict_items(detector: Any, items: list[DetItem]) -> list[Any]:
 
 
 def validation_metrics(items: list[DetItem], dets: list[Any], names: list[str], *,
-                       min_precision: float | None) -> tuple[list[ClassMetrics], float | None, float | None,
+                       min_precision: float | None, objective: str = "f1") -> tuple[list[ClassMetrics], float | None, float | None,
                                                              dict[str, list[tuple[float, bool]]]]:
     """Per-class AP (faster-coco-eval) and tuned thresholds from validation predictions."""
     from smarthub.annotate.evaluate import coco_map
@@ -394,7 +574,8 @@ def validation_metrics(items: list[DetItem], dets: list[Any], names: list[str], 
         coco_pairs.append((pred_boxes, [(lab, xyxy, None) for lab, xyxy in it.boxes], it.width, it.height))
     map50, map50_95, per_label = coco_map(coco_pairs, names)
     metrics = [ClassMetrics(n, truth[n], *per_label.get(n, (None, None)),
-                            threshold=choose_threshold(pairs[n], truth[n], min_precision=min_precision))
+                            threshold=choose_threshold(pairs[n], truth[n], min_precision=min_precision,
+                                                       objective=objective))
                for n in names]
     return metrics, map50, map50_95, pairs
 
@@ -471,6 +652,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
         check_start_weights(start_from)
     device = resolve_device(options.device)
     say = progress or (lambda _p: None)
+    start = choose_start(options.model) if options.backend == "ultralytics" else DetectorStart("torchvision",
+                                                                                                options.model)
 
     def report(p: TrainProgress) -> None:
         if should_stop is not None and should_stop():
@@ -481,6 +664,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     say(TrainProgress("split"))
     dataset = scan_labelme_dir(labelme_dir)
     check_trainable(dataset)
+    say(TrainProgress("start", text=f"{start.describe()}; {options.length()}"))
     record = dataset_split(dataset, split=options.split, seed=options.seed)
     names = dataset.names
     splits = {s: [it for it in dataset.items if record.assignments[it.key] == s] for s in SPLITS}
@@ -498,13 +682,21 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
         train_items = splits["train"] + silver
         if options.backend == "ultralytics":
             data_yaml = write_yolo_tree(work / "dataset", {"train": train_items, "val": splits["val"]}, names)
-            last = train_ultralytics(data_yaml, work, options, device, runs / ".cache" / "ultralytics", report)
+            last, length = train_ultralytics(data_yaml, work, options, device, runs / ".cache" / "ultralytics",
+                                             report, start=start, log_path=staged / LOG_FILE)
             # through atomic_save_torch: the run's weights are recorded as written by smarthub (trust.py)
             atomic_save_torch(staged / "weights.pt", lambda tmp: shutil.copyfile(last, tmp))
-            weights_name, pretrained = "weights.pt", ("Ultralytics weights" if options.model.endswith(".pt") else None)
+            results = work / "ultralytics" / "results.csv"
+            if results.is_file():
+                shutil.copyfile(results, staged / EPOCHS_FILE)
+            weights_name = "weights.pt"
+            pretrained = {"coco": "COCO", "backbone": f"ImageNet ({start.backbone} backbone)",
+                          "weights": "given weights"}.get(start.kind)
         else:
             _, pretrained = train_torchvision(train_items, names, staged / "detector.pt", options, device, report)
             weights_name = "detector.pt"
+            length = TrainLength(epochs=options.epochs or TORCHVISION_DEFAULT_EPOCHS, best_epoch=None,
+                                 reason="fixed epoch count (torchvision backend)")
         fileops.discard_folder(work)
         report(TrainProgress("evaluate"))
         detector = load_detector(staged / weights_name, DetectorOptions(
@@ -512,17 +704,20 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             config_dir=runs / ".cache" / "ultralytics"))
         dets = predict_items(detector, splits["val"])
         metrics, map50, map50_95, pairs = validation_metrics(splits["val"], dets, names,
-                                                             min_precision=options.min_precision)
+                                                             min_precision=options.min_precision,
+                                                             objective=options.tune)
         save_pr_curves(staged / "pr_curves.png", pairs, metrics)
         atomic_write_json(staged / "split.json", record.to_json())
         run = DetectorRun(run_dir=final, backend=options.backend, names=names,
                           counts={s: len(v) for s, v in splits.items()},
                           backgrounds={s: sum(not it.boxes for it in v) for s, v in splits.items()},
-                          silver=len(silver), metrics=metrics, map50=map50, map50_95=map50_95, notes=notes)
+                          silver=len(silver), metrics=metrics, map50=map50, map50_95=map50_95, notes=notes,
+                          start=start, length=length)
         opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
         atomic_write_json(staged / RUN_FILE, {
             "format": RUN_FORMAT, "version": 1, "weights": weights_name, "backend": options.backend,
-            "model": options.model, "pretrained": pretrained, "names": names, "imgsz": options.imgsz,
+            "model": options.model, "pretrained": pretrained, "start": start.to_json(),
+            "training": length.to_json(), "names": names, "imgsz": options.imgsz,
             "device": device, "labelme_dir": str(labelme_dir.resolve()), "options": opts,
             "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "split": {"counts": run.counts, "backgrounds": run.backgrounds, "silver": len(silver)},
@@ -534,5 +729,5 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             "min_precision": options.min_precision})
     atomic_write_json(runs / LATEST_FILE, {"run": name})
     run.seconds = time.monotonic() - started
-    say(TrainProgress("done", options.epochs, options.epochs))
+    say(TrainProgress("done", length.epochs, length.epochs))
     return run

@@ -9,6 +9,8 @@ from smarthub.workspace import contain_library_caches
 
 ORDER = 50
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
+DETECTOR_BUDGET = "10m"  # = train_detector.DEFAULT_BUDGET (checked by a test; importing it here would be slow)
+DETECTOR_PATIENCE = 10  # = train_detector.DEFAULT_PATIENCE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,17 +57,27 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "validate, tune per-class thresholds)")
     p.add_argument("labelme_dir", type=Path, metavar="LABELME_DIR")
     add_workspace_args(p)
-    p.add_argument("--model", default="yolov8n.yaml", metavar="SPEC",
-                   help="Ultralytics yolov8n.yaml (from scratch) / yolov8n.pt / a local .pt, or a torchvision "
-                        "detector name (fine-tuned from COCO weights when cached) (default yolov8n.yaml)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--model", default="auto", metavar="SPEC",
+                   help="auto (default: COCO yolov8n.pt/yolo11n.pt when cached, else a YOLOv8 head on a cached "
+                        "ImageNet torchvision backbone, else yolov8n.yaml from scratch), a YOLO .pt/.yaml, a torchvision "
+                        "backbone name (e.g. mobilenet_v2), or a torchvision detector name")
+    p.add_argument("--epochs", type=int, help="train at most this many epochs (wins over --budget)")
+    p.add_argument("--budget", default=DETECTOR_BUDGET, metavar="DURATION",
+                   help=f"time for training, e.g. 90s, 5m, 1h (default {DETECTOR_BUDGET}); it stops earlier when "
+                        f"the validation mAP stops improving")
+    p.add_argument("--patience", type=int, default=DETECTOR_PATIENCE,
+                   help=f"stop after this many epochs without a better validation mAP (default {DETECTOR_PATIENCE}; "
+                        f"0: never early)")
     p.add_argument("--imgsz", type=int, default=320, help="training image size in pixels (default 320)")
     p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
     p.add_argument("--split", default="0.8,0.2,0", help="train,val,test fractions for new images (default 0.8,0.2,0)")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
+    p.add_argument("--tune", choices=("time", "f1"), default="time",
+                   help="per-class thresholds: the least estimated correction time on validation (default), or "
+                        "the best F1")
     p.add_argument("--min-precision", type=float, metavar="P",
-                   help="per-class threshold: the most recall reaching precision P (default: best F1)")
+                   help="per-class threshold: the most recall reaching precision P (instead of --tune)")
     p.add_argument("--silver", type=Path, metavar="DIR", help="add silver-flagged Labelme files of DIR to training")
     p.add_argument("--name", help="run folder name (default: the time)")
     p.set_defaults(func=run_train_detector)
@@ -141,14 +153,15 @@ def run_train_detector(args: argparse.Namespace) -> int:
     from smarthub.annotate.train_detector import DetectorTrainOptions, train_detector
 
     ws = workspace_from(args)
-    options = DetectorTrainOptions(model=args.model, epochs=args.epochs, imgsz=args.imgsz, batch=args.batch,
-                                   device=args.device, split=parse_split(args.split), seed=args.seed,
-                                   min_precision=args.min_precision, silver_dir=args.silver, name=args.name)
-    printer = progress_printer("training")
+    options = DetectorTrainOptions(model=args.model, epochs=args.epochs, budget=args.budget, patience=args.patience,
+                                   imgsz=args.imgsz, batch=args.batch, device=args.device,
+                                   split=parse_split(args.split), seed=args.seed, min_precision=args.min_precision,
+                                   tune=args.tune,
+                                   silver_dir=args.silver, name=args.name)
 
-    def progress(p) -> None:
-        if p.stage == "train" and p.batches:
-            printer((p.epoch - 1) * p.batches + p.batch, p.epochs * p.batches)
+    def progress(p) -> None:  # one line per epoch; Ultralytics' own output goes to the run folder's train.log
+        if p.stage in ("start", "epoch"):
+            print(p.line(), flush=True)
 
     run = train_detector(args.labelme_dir, ws.models_dir, options, progress=progress)
     print(run.summary())

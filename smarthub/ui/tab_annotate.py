@@ -28,7 +28,7 @@ CONTROLS = {"--conf": "the 'confidence threshold' slider", "--iou": "the 'NMS Io
             "--arch": "the 'detector' box"}
 GALLERY_LIMIT = 200
 DETECTOR_SUFFIXES = (".pt", ".pth", ".onnx")
-TRAIN_MODELS = ["yolov8n.yaml", "yolov8s.yaml", "yolov8n.pt"]
+TRAIN_MODELS = ["auto", "mobilenet_v2", "yolov8n.yaml", "yolov8s.yaml", "yolov8n.pt"]
 COUNT_HEADERS = ["class", "boxes", "images"]
 CLASS_SLIDERS = 6  # per-class threshold sliders shown for a run with tuned thresholds (other classes: the global)
 
@@ -277,6 +277,12 @@ def run_annotate(ws: Workspace, folder: str, files: list[Any] | None, detector_s
     return text, zipped, previews.items, count_rows(previews)
 
 
+def td_budget() -> str:
+    from smarthub.annotate.train_detector import DEFAULT_BUDGET
+
+    return DEFAULT_BUDGET
+
+
 def run_train_detector(ws: Workspace, folder: str, model: str, epochs: int, imgsz: int,
                        progress: gr.Progress | None = None, stop: StopSwitch | None = None) -> tuple[str, str | None]:
     """Train a detector on a Labelme folder inside the workspace; returns (summary Markdown, PR curves PNG).
@@ -296,13 +302,13 @@ def run_train_detector(ws: Workspace, folder: str, model: str, epochs: int, imgs
                      desc=f"epoch {p.epoch}/{p.epochs}, batch {p.batch}/{p.batches}")
         else:
             progress(None, desc={"split": "reading the Labelme files", "evaluate": "measuring on validation"}
-                     .get(p.stage, p.stage))
+                     .get(p.stage, p.line()))
 
     with user_errors():
         if not (folder or "").strip():
             raise DatasetError("type the Labelme folder (inside the workspace) to train on")
         labelme_dir = inside_workspace(ws, folder, what="Labelme folder")
-        options = td.DetectorTrainOptions(model=(model or "").strip() or "yolov8n.yaml", epochs=int(epochs),
+        options = td.DetectorTrainOptions(model=(model or "").strip() or "auto", epochs=int(epochs) or None,
                                           imgsz=int(imgsz))
         try:
             run = td.train_detector(labelme_dir, ws.models_dir, options, progress=cb, should_stop=stop)
@@ -369,8 +375,10 @@ def build(ws: Workspace) -> None:
             lm_folder = gr.Textbox(label="Labelme folder inside the workspace", placeholder="e.g. batch1 (corrected)",
                                    elem_id="sh-det-folder")
             model = gr.Dropdown(TRAIN_MODELS + list(TORCHVISION_ARCHS), value=TRAIN_MODELS[0], allow_custom_value=True,
-                                label="model (Ultralytics .yaml/.pt or a torchvision detector)", elem_id="sh-det-model")
-            epochs = gr.Slider(1, 300, value=30, step=1, label="epochs", elem_id="sh-det-epochs")
+                                label="start (auto: the best pretrained weights cached; .yaml: from scratch)",
+                                elem_id="sh-det-model")
+            epochs = gr.Slider(0, 300, value=0, step=1, label="epochs (0: stop when validation stops improving, "
+                               f"within {td_budget()})", elem_id="sh-det-epochs")
             imgsz = gr.Slider(64, 1280, value=320, step=32, label="image size (px)", elem_id="sh-det-imgsz")
         with gr.Row():
             train_b = gr.Button("Train detector", variant="primary", elem_id="sh-det-train")

@@ -10,7 +10,9 @@ from PIL import Image
 
 from smarthub.cli import main
 from smarthub.errors import DatasetError
-from smarthub.annotate.evaluate import correction_effort, evaluate_annotations, greedy_tp
+from smarthub.annotate.evaluate import (ActionCosts, CorrectionEffort, correction_effort, evaluate_annotations,
+                                       greedy_tp)
+from smarthub.errors import SmartHubError
 from smarthub.annotate.labelme import LabelmeFile, Shape, load_labelme, save_labelme
 
 TRUTH = {  # image -> [(label, xyxy)]
@@ -38,18 +40,20 @@ def test_truth_against_itself_is_perfect(tmp_path: Path) -> None:
     r = evaluate_annotations(t, t)
     assert r.images == 3 and r.map50 == pytest.approx(1.0) and r.map50_95 == pytest.approx(1.0)
     assert all(s.precision == 1 and s.recall == 1 for s in r.labels.values())
-    assert (r.effort.kept, r.effort.edits) == (5, 0)
+    assert (r.effort.verify, r.effort.edits, r.effort.truth) == (5, 0, 5)
+    assert r.effort.seconds() == pytest.approx(5 * 1.6) and r.effort.hand_seconds() == pytest.approx(35.0)
 
 
 def test_shifted_copy_scores_lower(tmp_path: Path) -> None:
     t = write_set(tmp_path / "t", TRUTH)
-    p = write_set(tmp_path / "p", shifted(TRUTH, 5), scores=True)  # IoU >= 0.6 for every box
+    p = write_set(tmp_path / "p", shifted(TRUTH, 10), scores=True)  # IoU 0.5-0.6 for 4 boxes, 0.71 for one
     r = evaluate_annotations(p, t)
     assert r.map50 == pytest.approx(1.0) and 0.2 < r.map50_95 < 0.95
-    assert r.effort.moved == 5 and r.effort.kept == 0
+    assert (r.effort.adjust, r.effort.verify) == (4, 1)
     far = write_set(tmp_path / "far", shifted(TRUTH, 200), scores=True)
     r2 = evaluate_annotations(far, t)
-    assert r2.map50 == 0 and r2.effort.deleted == 5 and r2.effort.added == 5
+    assert r2.map50 == 0 and r2.effort.delete == 5 and r2.effort.draw == 5
+    assert r2.effort.ratio() == pytest.approx((5 * 1.6 + 5 * 7.0) / 35.0)  # worse than drawing by hand
 
 
 def test_planted_corrections_are_counted(tmp_path: Path) -> None:
@@ -57,18 +61,54 @@ def test_planted_corrections_are_counted(tmp_path: Path) -> None:
     pred["a"][1] = ("cat", pred["a"][1][1])             # person relabelled cat -> dog
     pred["b"].append(("cat", (150, 150, 190, 190)))     # person deleted a false box
     del pred["sub/c"][1]                                # person added a missed dog
-    pred["sub/c"][0] = ("dog", (30, 20, 90, 80))        # person moved a box (IoU 0.71)
+    pred["sub/c"][0] = ("dog", (35, 20, 95, 80))        # person adjusted a loose box (IoU 0.6)
     t = write_set(tmp_path / "t", TRUTH)
     p = write_set(tmp_path / "p", pred, scores=True)
     r = evaluate_annotations(p, t)
     e = r.effort
-    assert (e.kept, e.added, e.deleted, e.moved, e.relabelled) == (2, 1, 1, 1, 1)
+    assert (e.verify, e.adjust, e.relabel, e.delete, e.draw, e.truth) == (2, 1, 1, 1, 1, 5)
+    assert e.seconds() == pytest.approx(2 * 1.6 + 3.5 + 1.6 + 1.6 + 7.0) and e.ratio() == pytest.approx(16.9 / 35)
     cat, dog = r.labels["cat"], r.labels["dog"]
     assert (cat.truth, cat.predicted, cat.true_positives) == (2, 4, 2)
     assert (dog.truth, dog.predicted, dog.true_positives) == (3, 1, 1)
     assert cat.precision == 0.5 and cat.recall == 1.0 and dog.recall == pytest.approx(1 / 3)
     assert 0 < r.map50 < 1 and r.labels["dog"].ap50 < r.labels["cat"].ap50 + 1e-9
-    assert "correction effort: 2 kept, 1 added, 1 deleted, 1 moved, 1 relabelled" in r.summary()
+    text = r.summary()
+    assert "verify (IoU >= 0.7, right label: one glance)" in text and "adjust (IoU 0.5-0.7: drag the edges)" in text
+    assert "estimated time 17 s vs 35 s drawing all 5 boxes by hand (0.48x)" in text
+
+
+BOX = (0.0, 0.0, 100.0, 100.0)
+
+
+@pytest.mark.parametrize("pred, truth, counts", [
+    ([("a", (0, 0, 100, 80), .9)], [("a", BOX, None)], dict(verify=1)),           # IoU 0.80
+    ([("a", (0, 0, 100, 70), .9)], [("a", BOX, None)], dict(verify=1)),           # IoU 0.70: the edge verifies
+    ([("a", (0, 0, 100, 69), .9)], [("a", BOX, None)], dict(adjust=1)),           # IoU 0.69
+    ([("a", (0, 0, 100, 50), .9)], [("a", BOX, None)], dict(adjust=1)),           # IoU 0.50: the edge adjusts
+    ([("a", (0, 0, 100, 49), .9)], [("a", BOX, None)], dict(delete=1, draw=1)),   # IoU 0.49: redrawn
+    ([("b", (0, 0, 100, 90), .9)], [("a", BOX, None)], dict(relabel=1)),          # tight, wrong label
+    ([("b", (0, 0, 100, 60), .9)], [("a", BOX, None)], dict(relabel=1, adjust=1)),  # loose and wrong
+    ([("a", (300, 300, 350, 350), .9)], [], dict(delete=1)),                      # a box on nothing
+    ([], [("a", BOX, None)], dict(draw=1)),                                       # a missed object
+    ([("a", BOX, .9), ("a", (0, 0, 100, 95), .8)], [("a", BOX, None)], dict(verify=1, delete=1)),  # a duplicate
+], ids=["0.80", "0.70", "0.69", "0.50", "0.49", "relabel", "relabel-loose", "false", "missed", "duplicate"])
+def test_effort_bands(pred, truth, counts) -> None:
+    e = correction_effort(pred, truth)
+    want = {k: counts.get(k, 0) for k in ("verify", "adjust", "relabel", "delete", "draw")}
+    assert {k: getattr(e, k) for k in want} == want and e.truth == len(truth)
+    costs = ActionCosts()
+    price = {"verify": 1.6, "adjust": 3.5, "relabel": 1.6, "delete": 1.6, "draw": 7.0}
+    assert e.seconds(costs) == pytest.approx(sum(n * price[k] for k, n in want.items()))
+
+
+def test_effort_costs_and_sums() -> None:
+    e = CorrectionEffort(verify=10, draw=2, truth=12) + CorrectionEffort(adjust=1, truth=1)
+    assert (e.verify, e.adjust, e.draw, e.truth) == (10, 1, 2, 13)
+    assert e.seconds(ActionCosts(verify_s=1.0, draw_s=10.0, adjust_s=5.0)) == pytest.approx(35.0)
+    assert CorrectionEffort().ratio() is None
+    with pytest.raises(SmartHubError, match="action costs must be finite seconds >= 0"):
+        ActionCosts(draw_s=-1.0)
 
 
 def test_greedy_match_takes_highest_score_first() -> None:
@@ -76,7 +116,7 @@ def test_greedy_match_takes_highest_score_first() -> None:
     preds = [("x", (0, 0, 10, 9), 0.4), ("x", (0, 0, 10, 10), 0.9)]
     assert greedy_tp(preds, truth) == 1
     assert greedy_tp([], truth) == 0
-    assert correction_effort([], truth).added == 1
+    assert correction_effort([], truth).draw == 1
 
 
 def test_missing_broken_and_unpaired_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -176,7 +216,7 @@ def test_torchvision_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[st
     e = r.effort
     n_truth = sum(len(b) for b in truth.values())
     n_pred = sum(s.predicted for s in r.labels.values())
-    assert n_truth - e.added == n_pred - e.deleted >= e.kept  # the same matched pairs seen from both sides
+    assert n_truth - e.draw == n_pred - e.delete >= e.verify  # the same matched pairs seen from both sides
     perfect = evaluate_annotations(t, t)
     assert perfect.map50 == pytest.approx(1.0) and perfect.map50_95 == pytest.approx(1.0)
 
@@ -208,7 +248,8 @@ def test_cli_json_and_swapped_folders_warning(tmp_path: Path, capsys: pytest.Cap
     out = capsys.readouterr()
     data = json.loads(out.out)
     assert data["images"] == 3 and data["iou"] == 0.5 and data["labels"]["dog"]["truth"] == 3
-    assert data["effort"]["moved"] + data["effort"]["kept"] == 5 and data["warnings"] == [] and out.err == ""
+    assert data["effort"]["verify"] == 5 and data["effort"]["hand_seconds"] == 35.0 and data["warnings"] == []
+    assert data["effort"]["seconds"] == 8.0 and data["effort"]["costs_s"]["draw_s"] == 7.0 and out.err == ""
     # swapped: the truth folder given as predictions and the other way round
     assert main(["evaluate-annotations", str(t), str(p)]) == 0
     err = capsys.readouterr().err

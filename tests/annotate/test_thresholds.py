@@ -60,3 +60,18 @@ def test_match_scores_greedy_by_score() -> None:
     assert match_scores(pred, scores, truth) == [(0.9, True), (0.8, False), (0.5, True), (0.3, False)]
     assert match_scores(pred, scores, truth, iou=0.95) == [(0.9, False), (0.8, False), (0.5, False), (0.3, True)]
     assert match_scores(pred[:1], scores[:1], np.zeros((0, 4))) == [(0.3, False)]
+
+
+@pytest.mark.parametrize("pairs, n_truth, objective, conf", [
+    (PLANTED, 10, "time", 0.45),  # 9 kept (1.6 s each) + 2 drawn (7 s): 28.4 s, the least; F1 agrees
+    ([(0.9, True), (0.8, False), (0.7, False), (0.6, True)], 2, "f1", 0.9),  # F1 ties at 0.667: fewer boxes
+    ([(0.9, True), (0.8, False), (0.7, False), (0.6, True)], 2, "time", 0.6),  # 4 x 1.6 s < 1.6 s + 7 s drawn
+], ids=["planted", "f1-tie", "time-keeps-more"])
+def test_objective_time_prices_a_missed_box_above_a_false_one(pairs, n_truth: int, objective: str,
+                                                               conf: float) -> None:
+    assert choose_threshold(pairs, n_truth, objective=objective).conf == conf
+
+
+def test_bad_objective() -> None:
+    with pytest.raises(SmartHubError, match="threshold objective must be one of time, f1, got 'fast'"):
+        choose_threshold(PLANTED, 10, objective="fast")

@@ -1,9 +1,11 @@
-"""train-detector for real: a tiny YOLO (yolov8n.yaml from scratch) and a tiny torchvision detector trained on
-scenes of the shipped drawings; the run folder, tuned thresholds used by annotate, Stop, silver, bad input."""
+"""train-detector for real: a tiny YOLO (a YOLOv8n head on the cached ImageNet MobileNetV2, the default start
+here) and a tiny torchvision detector trained on scenes of the shipped drawings; the start chooser, the run
+folder, tuned thresholds used by annotate, one line per epoch, Stop, silver, bad input."""
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -15,9 +17,11 @@ from test_export import files_under, scenes
 
 from smarthub.annotate.labelme import load_labelme, save_labelme
 from smarthub.annotate.preannotate import annotate_folder
-from smarthub.annotate.train_detector import (DetectorTrainOptions, TrainingStopped, latest_run, list_runs,
-                                              train_detector)
+from smarthub.annotate.starts import choose_start, parse_duration
+from smarthub.annotate.train_detector import (DEFAULT_BUDGET, DEFAULT_PATIENCE, DetectorTrainOptions,
+                                              TrainingStopped, latest_run, list_runs, train_detector)
 from smarthub.cli import main
+from smarthub.errors import ModelError, SmartHubError
 
 pytestmark = pytest.mark.slow
 TINY = dict(epochs=2, imgsz=64, batch=8)
@@ -32,16 +36,27 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]
     root = tmp_path_factory.mktemp("trained")
     lm = scenes(root / "lm", 16)
     Image.new("RGB", (96, 72), (80, 140, 60)).save(lm / "field.jpg")  # a background negative
-    run = train_detector(lm, root / "models", DetectorTrainOptions(**TINY, name="first"))
+    run = train_detector(lm, root / "models", DetectorTrainOptions(**TINY, name="first"))  # model="auto"
     return lm, root / "models", run.run_dir
 
 
 def test_the_run_folder(trained) -> None:
     lm, models, run_dir = trained
-    assert sorted(p.name for p in run_dir.iterdir()) == [".smarthub-models.jsonl", "pr_curves.png", "run.json",
-                                                         "split.json", "weights.pt"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".smarthub-models.jsonl", "epochs.csv", "pr_curves.png",
+                                                         "run.json", "split.json", "train.log", "weights.pt"]
     run = json.loads((run_dir / "run.json").read_text())
     assert run["backend"] == "ultralytics" and run["names"] == ["fish", "fruit"] and run["imgsz"] == 64
+    # the start: TORCH_HOME holds MobileNetV2's ImageNet weights only (conftest), so auto picks them
+    assert run["start"] == {"kind": "backbone", "model": "yolov8n neck+head", "weights_file": "mobilenet_v2-b0353104.pth",
+                            "backbone": "mobilenet_v2", "backbone_weights": "IMAGENET1K_V1",
+                            "neck_from": [{"block": 6, "index": 7, "stride": 8, "channels": 32},
+                                          {"block": 13, "index": 14, "stride": 16, "channels": 96},
+                                          {"block": 17, "index": 18, "stride": 32, "channels": 320}]}
+    assert run["pretrained"] == "ImageNet (mobilenet_v2 backbone)"
+    assert run["training"]["epochs"] == 2 and run["training"]["reason"] == "2 epochs as asked"
+    log = (run_dir / "train.log").read_text()
+    assert "TorchVision" in log and "epochs=2" in log  # Ultralytics' model table and argument dump, kept here
+    assert (run_dir / "epochs.csv").read_text().count("\n") == 3  # header and two epochs
     assert run["split"]["counts"]["train"] + run["split"]["counts"]["val"] == 17
     assert sum(run["split"]["backgrounds"].values()) == 1
     for label in ("fish", "fruit"):
@@ -141,6 +156,86 @@ def test_torchvision_backend(tmp_path: Path, arch: str, capsys: pytest.CaptureFi
     assert load_labelme(batch / "a.json").stamp["model"] == run_dir.name
 
 
+def test_cli_prints_the_start_and_one_line_per_epoch(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    lm = scenes(tmp_path / "lm", 8)
+    assert main(["train-detector", str(lm), "--models", str(tmp_path / "models"), "--data", str(tmp_path / "data"),
+                 "--epochs", "2", "--imgsz", "64", "--batch", "4", "--device", "cpu"]) == 0
+    out, err = capfd.readouterr()
+    lines = out.splitlines()
+    assert lines[0].startswith("start: YOLOv8n neck and head on mobilenet_v2 IMAGENET1K_V1 "
+                               "(mobilenet_v2-b0353104.pth); neck fed by block 6 (stride 8, 32 ch), block 13")
+    assert lines[0].endswith("at most 2 epochs, stopping early after 10 epochs without a better validation mAP")
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [e.split(":")[0] for e in epochs] == ["epoch 1/2", "epoch 2/2"]
+    assert all(", validation mAP50 " in e and "loss " in e for e in epochs)
+    # Ultralytics' argument dump, model table and per-batch bars are in the run's log, not on the terminal
+    for noise in ("engine/trainer", "Ultralytics 8.", "TorchVision", "it/s", "━"):
+        assert noise not in out and noise not in err
+    assert "engine/trainer" in (latest_run(tmp_path / "models") / "train.log").read_text()
+
+
+def test_start_chooser(tmp_path: Path, torch_home: Path) -> None:
+    """COCO weights present / an ImageNet backbone in the torch cache / nothing: the start and its line."""
+    cache = torch_home / "hub" / "checkpoints"
+    coco_dir, empty = tmp_path / "weights", tmp_path / "empty"
+    coco_dir.mkdir()
+    empty.mkdir()
+    (coco_dir / "yolov8n.pt").write_bytes(b"planted")
+    table = [
+        (dict(search_dirs=[coco_dir], torch_cache=cache), "coco", "start: COCO YOLO weights " + str(coco_dir / "yolov8n.pt")),
+        (dict(search_dirs=[empty], torch_cache=cache), "backbone",
+         "start: YOLOv8n neck and head on mobilenet_v2 IMAGENET1K_V1 (mobilenet_v2-b0353104.pth); neck fed by block 6 "
+         "(stride 8, 32 ch), block 13 (stride 16, 96 ch), block 17 (stride 32, 320 ch)"),
+        (dict(search_dirs=[empty], torch_cache=empty), "scratch",
+         f"start: yolov8n.yaml from scratch (no pretrained weights found: neither yolo11n.pt nor yolov8n.pt in {empty} "
+         f"nor ImageNet weights of mobilenet_v2, mobilenet_v3_large, efficientnet_b0, resnet18 in {empty}; add one "
+         f"with `smarthub weights add FILE` for a much better detector)"),
+    ]
+    for where, kind, line in table:
+        start = choose_start("auto", **where)
+        assert (start.kind, start.describe()) == (kind, line)
+    assert choose_start("yolov8n.pt", search_dirs=[coco_dir], torch_cache=empty).weights_file == coco_dir / "yolov8n.pt"
+    assert choose_start("yolov8n.yaml", search_dirs=[], torch_cache=cache).kind == "scratch"
+    assert choose_start("mobilenet_v2", search_dirs=[], torch_cache=cache).kind == "backbone"
+
+
+@pytest.mark.parametrize("spec, error, message", [
+    ("yolov8n.pt", ModelError, "weights yolov8n.pt not found (looked in {empty}); offline they cannot be downloaded: "
+                               "copy the file there with `smarthub weights add yolov8n.pt`"),
+    ("mobilenet_v2", ModelError, "ImageNet weights for backbone mobilenet_v2 are not in the torch cache (expected "
+                                 "{empty}/mobilenet_v2-b0353104.pth): copy the file there with `smarthub weights add "
+                                 "mobilenet_v2-b0353104.pth`"),
+    ("mobilenet_v9", SmartHubError, "torchvision has no backbone 'mobilenet_v9' (close: mobilenet_v2"),
+    ("weights.onnx", SmartHubError, "--model 'weights.onnx': give auto, a YOLO .pt or .yaml"),
+], ids=["coco-not-cached", "backbone-not-cached", "unknown-backbone", "wrong-suffix"])
+def test_start_chooser_refuses(tmp_path: Path, spec: str, error: type, message: str) -> None:
+    with pytest.raises(error, match=re.escape(message.format(empty=tmp_path))):
+        choose_start(spec, search_dirs=[tmp_path], torch_cache=tmp_path)
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("5m", 300), ("1.5h", 5400), ("45", 45), (" 2 min ", 120),
+                                           (30, 30)], ids=["s", "m", "h", "bare", "min", "number"])
+def test_parse_duration(text, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text, message", [("0", "--budget must be more than zero, got '0'"),
+                                           ("0s", "more than zero"), ("soon", "'soon' is not a duration"),
+                                           ("-5m", "is not a duration")], ids=["zero", "zero-s", "words", "negative"])
+def test_parse_duration_refuses(text: str, message: str) -> None:
+    with pytest.raises(SmartHubError, match=re.escape(message)):
+        parse_duration(text)
+
+
+def test_defaults_in_one_place() -> None:
+    from smarthub.cli import annotate as cli
+
+    assert (cli.DETECTOR_BUDGET, cli.DETECTOR_PATIENCE) == (DEFAULT_BUDGET, DEFAULT_PATIENCE)
+    o = DetectorTrainOptions()
+    assert (o.model, o.epochs, o.budget, o.patience) == ("auto", None, DEFAULT_BUDGET, DEFAULT_PATIENCE)
+    assert o.length() == f"at most 10 min, stopping early after {DEFAULT_PATIENCE} epochs without a better validation mAP"
+
+
 def _one_image_class(lm: Path) -> None:
     lf = load_labelme(lm / "scene0000.json")
     lf.shapes[0].label = "unicorn"
@@ -170,12 +265,17 @@ BAD = [
     (None, ["--models", "{lm}/models"], "is inside the input folder"),
     (None, ["--model", "{tmp}/notes.pt"], "cannot load Ultralytics model"),
     (None, ["--epochs", "0"], "--epochs and --batch must be at least 1"),
+    (None, ["--budget", "0"], "--budget must be more than zero, got '0'"),
+    (None, ["--model", "yolov8n.pt"], "weights yolov8n.pt not found"),
+    (None, ["--model", "resnet18"], "ImageNet weights for backbone resnet18 are not in the torch cache (expected"),
+    (None, ["--model", "notanet"], "torchvision has no backbone 'notanet'"),
 ]
 
 
 @pytest.mark.parametrize("spoil,extra,message", BAD, ids=["class-in-one-image", "no-boxes", "corrupt-json",
                                                           "missing-image", "output-inside-input", "not-a-model",
-                                                          "zero-epochs"])
+                                                          "zero-epochs", "zero-budget", "coco-not-cached",
+                                                          "backbone-not-cached", "unknown-backbone"])
 def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str], spoil, extra: list[str], message: str) -> None:
     lm = scenes(tmp_path / "lm", 6)
     (tmp_path / "notes.pt").write_text("not weights")
