@@ -16,11 +16,18 @@ from typing import Any
 
 import numpy as np
 
+from smarthub.errors import SmartHubError
+
 # L2 penalty of the head fit (mean cross-entropy + wd/2 * |W|^2 on standardised features). On the embeddings of
 # bench/time_to_accuracy.py's two datasets the head's validation accuracy is flat (within one image) from 1e-3
 # to 3e-2 (bench/RESULTS.md, time to accuracy)
 HEAD_WEIGHT_DECAY = 3e-3
 HEAD_MAX_ITER = 200
+# The stage-2 probe (`fine_tuning_pays`): judged after this share of the first epoch's steps (at least
+# PROBE_MIN_STEPS), on the validation loss; measured in bench/RESULTS.md (time to accuracy)
+PROBE_EPOCH_SHARE = 0.3
+PROBE_MIN_STEPS = 3
+PROBE_MIN_LOSS_DROP = 0.0
 
 
 @dataclass(frozen=True)
@@ -177,13 +184,19 @@ def make_keep_best(*, baseline: HeadScore | None, patience: int, earliest: int =
             self.best_state: dict | None = None
             self.epochs_run = 0
             self.stopped_early = False
+            self.moved = False  # weights changed since the last epoch's end (a fit cut short mid-epoch)
 
         def before_fit(self) -> None:
             if baseline is not None:
                 self.best_state = copy.deepcopy(_unwrapped(self.learn.model).state_dict())
 
+        def after_batch(self) -> None:
+            if self.training:
+                self.moved = True
+
         def after_epoch(self) -> None:
             self.epochs_run += 1
+            self.moved = False
             rec = self.learn.recorder
             names = list(rec.metric_names[1:])
             values = dict(zip(names, rec.final_record))
@@ -199,11 +212,162 @@ def make_keep_best(*, baseline: HeadScore | None, patience: int, earliest: int =
                 raise CancelFitException()
 
         def after_fit(self) -> None:
-            if self.best_state is not None and self.best_epoch != self.epochs_run:
+            if self.best_state is not None and (self.best_epoch != self.epochs_run or self.moved):
                 _unwrapped(self.learn.model).load_state_dict(self.best_state)
             self.best_state = None
 
     return KeepBest()
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """What the first `steps` fine-tuning steps showed: the validation score then, whether it beat the fitted head
+    (`pays`), and the measured seconds per training step and per validation pass (for a budget's plan)."""
+
+    steps: int
+    score: HeadScore
+    pays: bool
+    step_s: float
+    valid_s: float
+
+
+def probe_length(steps_per_epoch: int) -> int:
+    """How many stage-2 steps the probe runs before judging: PROBE_EPOCH_SHARE of an epoch, at least
+    PROBE_MIN_STEPS (never more than an epoch)."""
+    return max(1, min(steps_per_epoch, max(PROBE_MIN_STEPS, math.ceil(PROBE_EPOCH_SHARE * steps_per_epoch))))
+
+
+def fine_tuning_pays(head: HeadScore, probe: HeadScore) -> bool:
+    """The stop rule: fine-tuning goes on only when its first steps already lowered the validation loss below
+    the fitted head's (bench/RESULTS.md, time to accuracy: on photos ImageNet features already suit, the loss
+    rises at once and no later epoch beats the head; on drawings and Fashion-MNIST it falls within a few steps)."""
+    if math.isnan(probe.valid_loss):
+        return False
+    return probe.valid_loss < head.valid_loss * (1.0 - PROBE_MIN_LOSS_DROP)
+
+
+def make_probe(*, at_step: int, baseline: HeadScore, on_probe: Any) -> Any:
+    """A fastai Callback that, after `at_step` training steps, scores the model on the validation set
+    (`valid_score`), times the steps and that pass, and hands a ProbeOutcome to `on_probe(outcome)`; when that
+    returns False the fit ends there (make_keep_best then restores the best weights: the head's)."""
+    import time
+
+    from fastai.callback.core import Callback, CancelFitException
+
+    class Probe(Callback):
+        order = 80  # after KeepBest (75) has seen the batch
+
+        def __init__(self) -> None:
+            self.steps = 0
+            self.first_done = 0.0
+            self.outcome: ProbeOutcome | None = None
+            self.cancelled = False
+
+        def after_batch(self) -> None:
+            if not self.training or self.outcome is not None:
+                return
+            self.steps += 1
+            now = time.monotonic()
+            if self.steps == 1:
+                self.first_done, self.started = now, now
+            if self.steps < at_step:
+                return
+            timed = self.steps - 1
+            step_s = (now - self.first_done) / timed if timed else now - self.started
+            t0 = time.monotonic()
+            score = valid_score(self.learn)
+            valid_s = time.monotonic() - t0
+            self.outcome = ProbeOutcome(steps=self.steps, score=score, pays=fine_tuning_pays(baseline, score),
+                                        step_s=step_s, valid_s=valid_s)
+            if not on_probe(self.outcome):
+                self.cancelled = True
+                raise CancelFitException()
+
+        def before_batch(self) -> None:
+            if self.training and self.steps == 0:
+                self.started = time.monotonic()
+
+    return Probe()
+
+
+class BudgetError(SmartHubError):
+    """The time budget cannot hold even the fitted head; `minimum_s` is what this run needs at least here."""
+
+    def __init__(self, message: str, *, minimum_s: float) -> None:
+        super().__init__(message)
+        self.field = "budget"
+        self.minimum_s = minimum_s
+
+
+@dataclass(frozen=True)
+class EpochPlan:
+    """How many fine-tuning epochs fit in what is left of a budget (0: keep the head), and why."""
+
+    epochs: int
+    epoch_s: float
+    left_s: float
+    reason: str
+
+
+def plan_epochs(*, budget_s: float, elapsed_s: float, step_s: float, steps_per_epoch: int, valid_s: float,
+                finish_s: float, max_epochs: int) -> EpochPlan:
+    """Fine-tuning epochs that end within `budget_s` (pure): an epoch is `steps_per_epoch` steps of `step_s`
+    and a validation pass of `valid_s`; `elapsed_s` is spent, `finish_s` is kept for evaluating and saving; at
+    most `max_epochs`."""
+    epoch_s = max(steps_per_epoch * step_s + valid_s, 1e-9)
+    left_s = budget_s - elapsed_s - finish_s
+    fits = int(left_s // epoch_s) if left_s > 0 else 0
+    epochs = max(0, min(max_epochs, fits))
+    if epochs == 0:
+        reason = (f"the budget leaves {max(left_s, 0.0):.0f} s, less than one fine-tuning epoch (about {epoch_s:.0f} s "
+                  f"here): kept the head")
+    elif epochs < max_epochs:
+        reason = f"{epochs} of {max_epochs} fine-tuning epochs fit in the budget (about {epoch_s:.0f} s each here)"
+    else:
+        reason = f"all {max_epochs} fine-tuning epochs fit in the budget (about {epoch_s:.0f} s each here)"
+    return EpochPlan(epochs=epochs, epoch_s=epoch_s, left_s=left_s, reason=reason)
+
+
+def check_head_fits(*, budget_s: float, head_s: float, finish_s: float) -> None:
+    """Raise BudgetError when the head alone (`head_s` so far, plus `finish_s` to evaluate and save) overruns
+    `budget_s`, saying the least budget that would do on this machine."""
+    minimum = math.ceil(head_s + finish_s)
+    if head_s + finish_s > budget_s:
+        raise BudgetError(f"a budget of {budget_s:g} s is too short: the head alone needs about {minimum} s here "
+                          f"(image check, embedding, fit, saving); give at least {minimum} s, or drop the budget; "
+                          f"nothing was written, the previous model is unchanged", minimum_s=minimum)
+
+
+def make_deadline(*, deadline: float, finish_s: float) -> Any:
+    """A fastai Callback that ends the fit when the budget's `deadline` (time.monotonic) would be passed: after an
+    epoch when another one (as long as the last) and the finishing work (`finish_s`) no longer fit, and within an
+    epoch when only the finishing work still fits (make_keep_best then restores the best epoch)."""
+    import time
+
+    from fastai.callback.core import Callback, CancelFitException
+
+    class Deadline(Callback):
+        order = 85
+
+        def __init__(self) -> None:
+            self.epoch_start = 0.0
+            self.hit = False
+
+        def before_epoch(self) -> None:
+            self.epoch_start = time.monotonic()
+
+        def after_batch(self) -> None:
+            if self.training and time.monotonic() + finish_s > deadline:
+                self.hit = True
+                raise CancelFitException()
+
+        def after_epoch(self) -> None:
+            now = time.monotonic()
+            if self.epoch < self.n_epoch - 1 and now + (now - self.epoch_start) + finish_s > deadline:
+                self.hit = True
+                raise CancelFitException()
+
+    return Deadline()
 
 
 @contextmanager
@@ -276,6 +440,31 @@ def make_frozen_bn() -> Any:
                     m.eval()
 
     return FrozenBatchNorm()
+
+
+def valid_score(learner: Any) -> HeadScore:
+    """Mean cross-entropy and accuracy of the Learner's model on its validation set, taken in the middle of a
+    fit (no augmentation, inference mode); every module's training flag is put back after."""
+    import torch
+
+    model = learner.model
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    loss_sum, correct, n = 0.0, 0, 0
+    try:
+        with torch.inference_mode():
+            for xb, yb in learner.dls.valid:
+                out = model(xb).as_subclass(torch.Tensor).float()  # fastai's tensor subclasses refuse plain torch functions
+                yb = yb.as_subclass(torch.Tensor).long()
+                loss_sum += float(torch.nn.functional.cross_entropy(out, yb, reduction="sum"))
+                correct += int((out.argmax(dim=1) == yb).sum())
+                n += len(yb)
+    finally:
+        for m, was_training in flags:
+            m.training = was_training
+    if n == 0:
+        return HeadScore(valid_loss=float("nan"), accuracy=float("nan"))
+    return HeadScore(valid_loss=loss_sum / n, accuracy=correct / n)
 
 
 def _unwrapped(model: Any) -> Any:
