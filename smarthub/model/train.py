@@ -280,8 +280,8 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     the budget cannot hold the head.
     """
     from smarthub.model.lpft import (check_head_fits, earliest_stop, fit_linear_head, frozen_early_layers,
-                                     make_deadline, make_frozen_bn, make_keep_best, make_probe, plan_epochs,
-                                     probe_length, score_head, set_head)
+                                     make_deadline, make_frozen_bn, make_keep_best, make_probe, nothing_to_gain,
+                                     plan_epochs, probe_length, score_head, set_head)
     from smarthub.model.options import (DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV,
                                         FINETUNE_PCT_START, SAVE_ALLOWANCE_S)
 
@@ -315,6 +315,12 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
         if should_stop is not None and should_stop():
             raise TrainingStopped("training stopped after fitting the head; nothing was written, the previous "
                                   "model is unchanged")
+    if probe and baseline is not None and nothing_to_gain(baseline):
+        decision = ("the head already classifies every validation image correctly: nothing for fine-tuning to "
+                    "beat; kept the head")
+        _note(progress, decision)
+        return FitResult(history=history, best_epoch=0, stopped_early=False, head_accuracy=baseline.accuracy,
+                         decision=decision)
     pct_start = FINETUNE_PCT_START  # fit_one_cycle's own default, for both recipes
     frozen = 0
     decision = ""
@@ -353,22 +359,24 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
             if plan.epochs < options.epochs:
                 return False
         if probe:
-            _note(progress, f"fine-tuning pays: after {result.steps} steps the validation loss is "
-                            f"{result.score.valid_loss:.3f} (the head's {baseline.valid_loss:.3f}); fine-tuning goes on")
+            _note(progress, f"fine-tuning goes on: after {result.steps} steps validation accuracy is "
+                            f"{result.score.accuracy:.3f} (the head's {baseline.accuracy:.3f}), within the warm-up's "
+                            f"usual dip")
         return True
 
     with learner.no_bar() if not bars else nullcontext(), channels_last(learner):
         gated = options.pretrained and (probe or deadline is not None)
-        gate = (make_probe(at_step=probe_length(len(learner.dls.train)), baseline=baseline, on_probe=on_probe)
-                if gated else None)
+        gate = (make_probe(at_step=probe_length(len(learner.dls.train)), baseline=baseline,
+                           n_valid=len(learner.dls.valid_ds), on_probe=on_probe) if gated else None)
         if options.pretrained:
             learner.unfreeze()
         with frozen_early_layers(learner, options.freeze_stride) if options.pretrained else nullcontext(0) as frozen:
             _, keep = stage(options.epochs, gate=gate)
             if gate is not None and gate.cancelled:
                 if probe and not outcome.pays:
-                    decision = (f"fine-tuning did not beat the head after {outcome.steps} steps (validation loss "
-                                f"{outcome.score.valid_loss:.3f}, the head's {baseline.valid_loss:.3f}): kept the head")
+                    decision = (f"fine-tuning did not beat the head after {outcome.steps} steps (validation "
+                                f"accuracy {outcome.score.accuracy:.3f}, the head's {baseline.accuracy:.3f}, further "
+                                f"below it than the warm-up's usual dip): kept the head")
                 elif plan is not None and plan.epochs == 0:
                     decision = plan.reason
                 else:
@@ -496,7 +504,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
                      if options.pretrained else None)
     extra_cbs = [distributed.trainer_callback(device)] if distributed.is_distributed() else []
     result = fit(learn, options, head_data=head_data, progress=progress, bars=bars, should_stop=should_stop,
-                 cbs=extra_cbs, probe=options.probe, started=started)
+                 cbs=extra_cbs, probe=options.probe and not distributed.is_distributed(), started=started)
     used_device = str(next(learn.model.parameters()).device)
     if not distributed.is_main_process():
         return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report={},
