@@ -1,4 +1,4 @@
-"""Model commands: train, predict, weights (add / list)."""
+"""Model commands: train, tune, predict, weights (add / list)."""
 from __future__ import annotations
 
 import argparse
@@ -131,6 +131,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "on the CPU, gloo); see the README for several machines")
     p.set_defaults(func=run_train)
 
+    p = sub.add_parser("tune", help="search learning rate, frozen depth, augmentation and image size on the "
+                                    "validation split (Optuna), then train the final model with the best")
+    add_workspace_args(p)
+    add_train_args(p)
+    p.add_argument("--trials", type=int, default=10, metavar="N", help="at most N trials (default 10)")
+    add_budget_arg(p)
+    p.add_argument("--tune-lr", default=None, metavar="LOW,HIGH",
+                   help="learning-rate range, searched on a log scale (default 5e-4,8e-3)")
+    p.add_argument("--tune-freeze", default=None, metavar="S,S,...", help="freeze strides to try (default 0,4,8,16)")
+    p.add_argument("--tune-aug", default=None, metavar="A,A,...",
+                   help="augmentation strengths to try (default 0,0.5,1,2; 1 is fastai's aug_transforms)")
+    p.add_argument("--tune-sizes", default=None, metavar="PX,PX,...", help="image sizes to try (default 64,96,128,160)")
+    p.add_argument("--promote", choices=("if-better", "always", "never"), default="if-better",
+                   help="what to do with the final model (as for train)")
+    add_device_arg(p)
+    p.set_defaults(func=run_tune)
+
     p = sub.add_parser("predict", help="predict the class of images with the exported model")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
     p.add_argument("--model", type=Path, default=None,
@@ -224,6 +241,21 @@ def run_train(args: argparse.Namespace) -> int:
     if result.wrote:
         return print_train_summary(result)
     return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from smarthub.model.tune import parse_space, tune
+
+    ws = workspace_from(args)
+    space = parse_space(lr=args.tune_lr, freeze=args.tune_freeze, aug=args.tune_aug, sizes=args.tune_sizes)
+    base = dataclasses.replace(train_options_from(args), promote=args.promote)
+    budget_s = budget_from(args)
+    with quiet_libraries():
+        result = tune(ws, base, space=space, trials=args.trials, budget_s=budget_s,
+                      say=lambda text: print(text, file=sys.stderr, flush=True))
+    code = print_train_summary(result.final)
+    print(f"trials: {', '.join(result.files)}")
+    return code
 
 
 def print_promotion(outcome: dict[str, Any]) -> int:

@@ -32,6 +32,7 @@ DEFAULT_EPOCHS = 6
 DEFAULT_SCRATCH_LR = 1e-3
 # Kept free at the end of a budgeted run for the evaluation pass and the atomic writes (export.pkl, report…)
 SAVE_ALLOWANCE_S = 3.0
+AUG_STRENGTH_MAX = 3.0
 PROMOTE_POLICIES = ("if-better", "always", "never")
 FREEZE_STRIDES = (0, 2, 4, 8, 16, 32)
 
@@ -69,6 +70,7 @@ class TrainOptions:
     promote: str = "if-better"  # if-better | always | never (model/runs.py)
     probe: bool = True  # fine-tune only while it pays (lpft.fine_tuning_pays); False: always run stage 2
     budget_s: float | None = None  # wall seconds for the whole run (smarthub.durations.parse_duration)
+    aug_strength: float = 1.0  # fastai aug_transforms(mult=...): rotation, zoom, warp, lighting; 0: none (flip neither)
 
     def __post_init__(self) -> None:
         if self.promote not in PROMOTE_POLICIES:
@@ -93,6 +95,9 @@ class TrainOptions:
         if self.budget_s is not None and not (self.budget_s > 0 and self.budget_s < float("inf")):
             raise DurationError(f"budget must be above zero, e.g. 90s, 5m or 1h30m (got {self.budget_s!r} s)",
                                 field="budget")
+        if not 0.0 <= self.aug_strength <= AUG_STRENGTH_MAX:
+            raise SmartHubError(f"augmentation strength must be between 0 and {AUG_STRENGTH_MAX:g} (got "
+                                f"{self.aug_strength}); 1 is fastai's aug_transforms, 0 none")
         if self.head_only and not self.pretrained:
             raise SmartHubError("--head-only needs a pretrained body (its embeddings are what the head is fitted "
                                 "on): drop --no-pretrained, or drop --head-only to train from scratch")

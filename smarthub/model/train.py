@@ -148,7 +148,7 @@ def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options:
         get_y=parent_label,
         splitter=IndexSplitter(valid_idx),
         item_tfms=Resize(options.size_px, method=ResizeMethod.Squish),
-        batch_tfms=aug_transforms(),
+        batch_tfms=aug_transforms(mult=options.aug_strength) if options.aug_strength > 0 else None,
     )
     bs = max(2, min(options.batch_size, n_train))
     dls = block.dataloaders([Path(it.path) for it in items], bs=bs, num_workers=options.num_workers,
@@ -280,8 +280,8 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     the budget cannot hold the head.
     """
     from smarthub.model.lpft import (check_head_fits, earliest_stop, fit_linear_head, frozen_early_layers,
-                                     make_deadline, make_frozen_bn, make_keep_best, make_probe, nothing_to_gain,
-                                     plan_epochs, probe_length, score_head, set_head)
+                                     head_errors, little_to_gain, make_deadline, make_frozen_bn, make_keep_best,
+                                     make_probe, plan_epochs, probe_length, score_head, set_head)
     from smarthub.model.options import (DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV,
                                         FINETUNE_PCT_START, SAVE_ALLOWANCE_S)
 
@@ -315,9 +315,10 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
         if should_stop is not None and should_stop():
             raise TrainingStopped("training stopped after fitting the head; nothing was written, the previous "
                                   "model is unchanged")
-    if probe and baseline is not None and nothing_to_gain(baseline):
-        decision = ("the head already classifies every validation image correctly: nothing for fine-tuning to "
-                    "beat; kept the head")
+    if probe and baseline is not None and little_to_gain(baseline, n_valid=len(data.valid_y)):
+        errors, noise = head_errors(baseline, len(data.valid_y))
+        decision = (f"the head gets {errors} of {len(data.valid_y)} validation images wrong, within the noise of that "
+                    f"count (±{noise:.1f}): fine-tuning could not show a gain; kept the head")
         _note(progress, decision)
         return FitResult(history=history, best_epoch=0, stopped_early=False, head_accuracy=baseline.accuracy,
                          decision=decision)
