@@ -164,6 +164,17 @@ def fresh_workspace(ws, name: str):
     return other
 
 
+def warm_up(root: Path) -> None:
+    """One tiny head-only run first, so that no timed run pays for the process's first imports of fastai and torch
+    or their first model build (seconds on a loaded machine)."""
+    from smarthub.model.train import TrainOptions, train
+    from smarthub.workspace import Workspace
+
+    ws = Workspace(root / "warm-up" / "data", root / "warm-up" / "models")
+    fashion_folders(ws.data_dir, per_class=4)
+    train(ws, TrainOptions(size_px=32, batch_size=8, head_only=True))
+
+
 def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, smarthub_epochs: int, batch_size: int,
             root: Path, seed: int = 42, freeze_stride: int, always: bool = False, budget_s: float | None = None,
             skip_fastai: bool = False) -> dict:
@@ -287,6 +298,7 @@ def main() -> int:
         datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96),
                     "photos": (photo_folders, 8 if args.quick else 30, 128)}
         only = args.only.split(",") if args.only else list(datasets)
+        warm_up(root)
         results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, smarthub_epochs=sh_epochs,
                            batch_size=32, root=root, seed=seed, freeze_stride=freeze, always=args.always_fine_tune,
                            budget_s=args.budget, skip_fastai=args.skip_fastai)

@@ -17,13 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from smarthub.errors import SmartHubError
+from smarthub.fileops import discard_folder
 from smarthub.model.options import AUG_STRENGTH_MAX, FREEZE_STRIDES, TrainOptions
 
 TRIAL_COLUMNS = ("trial", "state", "valid_accuracy", "lr", "freeze_stride", "aug_strength", "size_px", "epochs_run",
@@ -121,7 +121,7 @@ def tune(ws: Any, base: TrainOptions, *, space: TuneSpace, trials: int, budget_s
     valid_freeze = [s for s in space.freeze_strides if s in FREEZE_STRIDES]
     valid_aug = [a for a in space.aug_strengths if 0 <= a <= AUG_STRENGTH_MAX]
     valid_sizes = [s for s in space.sizes_px if 16 <= s <= 2048]
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # each trial has its own line (`say`), failures included
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     records: list[Trial] = []
@@ -156,13 +156,13 @@ def tune(ws: Any, base: TrainOptions, *, space: TuneSpace, trials: int, budget_s
             records.append(Trial(trial.number, state, acc, options.lr, options.freeze_stride, options.aug_strength,
                                  options.size_px, epochs_run, round(time.monotonic() - started, 2), note))
             say(_trial_line(records[-1]))
-            shutil.rmtree(scratch.models_dir, ignore_errors=True)  # a scratch run: never promoted, never kept
+            discard_folder(scratch.models_dir)  # a scratch run: never promoted, never kept
         if state == "pruned":
             raise optuna.TrialPruned()
         return acc
 
     study.optimize(objective, n_trials=trials, timeout=budget_s, catch=(SmartHubError,))
-    shutil.rmtree(scratch_root, ignore_errors=True)
+    discard_folder(scratch_root)
     done = [t for t in records if t.state == "complete"]
     if not done:
         reasons = "; ".join(f"trial {t.number}: {t.note}" for t in records[:3])

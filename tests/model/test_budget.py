@@ -145,3 +145,19 @@ def test_a_budgeted_run_plans_from_its_first_steps_and_ends_in_the_plan(tmp_path
     assert report["valid_accuracy"] == pytest.approx(accuracies[report["best_epoch"]], abs=1e-4)
     notes = [p.metrics["message"] for p in events if p.stage == "note"]
     assert notes and notes[-1].startswith("all 2 fine-tuning epochs fit")
+
+
+@pytest.mark.parametrize(("budget", "message"), [
+    ("0", r"'time budget' must be above zero \(got '0'\)"),
+    ("later", r"'time budget' must be a duration such as 90s, 5m or 1h30m \(got 'later'\)"),
+], ids=["zero", "word"])
+def test_the_apps_budget_box_refuses_bad_budgets_in_its_own_words(promoted: Workspace, budget, message) -> None:
+    import gradio as gr
+
+    from smarthub.ui import tab_train
+
+    before = {p.relative_to(promoted.models_dir): p.read_bytes() for p in promoted.models_dir.rglob("*") if p.is_file()}
+    with pytest.raises(gr.Error, match=message):
+        tab_train.run_train(promoted, "mobilenet_v2", 1, 32, True, budget=budget)
+    after = {p.relative_to(promoted.models_dir): p.read_bytes() for p in promoted.models_dir.rglob("*") if p.is_file()}
+    assert after == before

@@ -66,7 +66,9 @@ def test_tune_records_every_trial_and_trains_the_final_model(tmp_path: Path, tor
     assert [t.state for t in result.trials] == ["complete", "failed", "complete"]
     assert "zz-broken.png" in result.trials[1].note and result.trials[1].valid_accuracy is None
     assert re.match(r"trial 1: failed, accuracy — .*zz-broken\.png", lines[1]), lines[1]
-    best = max((t for t in result.trials if t.valid_accuracy is not None), key=lambda t: t.valid_accuracy)
+    top = max(t.valid_accuracy for t in result.trials if t.valid_accuracy is not None)
+    best = [t for t in result.trials if t.valid_accuracy == top]  # ties: the faster one is taken
+    best = min(best, key=lambda t: t.seconds)
     assert (result.best.lr, result.best.freeze_stride, result.best.aug_strength) == (
         best.lr, best.freeze_stride, best.aug_strength)
     report = result.final.report
