@@ -328,6 +328,7 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     plan = None
     outcome = None
     deadline_cb = None
+    noted: set[str] = set()
 
     def stage(n_epochs: int, *, gate: Any = None, reset_opt: bool = False) -> tuple[Any, Any]:
         nonlocal deadline_cb
@@ -357,6 +358,8 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
             plan = plan_epochs(budget_s=options.budget_s, elapsed_s=time.monotonic() - started, step_s=result.step_s,
                                steps_per_epoch=len(learner.dls.train), valid_s=result.valid_s,
                                finish_s=SAVE_ALLOWANCE_S + result.valid_s, max_epochs=options.epochs)
+            _note(progress, plan.reason)
+            noted.add(plan.reason)
             if plan.epochs < options.epochs:
                 return False
         if probe:
@@ -381,16 +384,13 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
                 elif plan is not None and plan.epochs == 0:
                     decision = plan.reason
                 else:
-                    _note(progress, f"{plan.reason}: fine-tuning for {plan.epochs} epochs")
                     _, keep = stage(plan.epochs, reset_opt=True)
                     decision = plan.reason
-                    if probe:
-                        decision += f"; fine-tuning paid after {outcome.steps} probe steps"
             elif plan is not None:
                 decision = plan.reason
     if deadline_cb is not None and deadline_cb.hit:
         decision = (decision + "; " if decision else "") + "the budget ran out: kept the best model by then"
-    if decision:
+    if decision and decision not in noted:
         _note(progress, decision)
     return FitResult(history=history, best_epoch=keep.best_epoch, stopped_early=keep.stopped_early,
                      head_accuracy=None if baseline is None else baseline.accuracy, frozen_blocks=frozen,
