@@ -110,7 +110,7 @@ def test_bad_budgets_are_one_line_and_keep_the_promoted_model(promoted: Workspac
     capsys.readouterr()
     before = {p.relative_to(ws.models_dir): p.read_bytes() for p in ws.models_dir.rglob("*") if p.is_file()}
     rc = main(["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--size", "32", "--batch-size",
-               "8", "--budget", budget])
+               "8", f"--budget={budget}"])  # = : a negative value is not a flag
     err = capsys.readouterr().err
     errors = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert rc == 2 and len(errors) == 1 and "Traceback" not in err, err
