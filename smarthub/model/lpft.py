@@ -254,7 +254,7 @@ def little_to_gain(head: HeadScore, *, n_valid: int) -> bool:
 
     Measured in bench/RESULTS.md (time to accuracy): on the photo set (crops of eight photos) the head gets 47
     of 48 right and no fine-tuning epoch beats it (epoch 1 ties it, later ones fall to 0.90-0.96); on
-    Fashion-MNIST and openclipart it leaves 30-40 errors, far above their noise (10-11), and fine-tuning gains
+    Fashion-MNIST and openclipart it leaves 31-41 errors, far above their noise (10-11), and fine-tuning gains
     3-8 points."""
     errors, noise = head_errors(head, n_valid)
     return n_valid > 0 and errors <= noise
@@ -474,11 +474,17 @@ def make_frozen_bn() -> Any:
 
 def valid_score(learner: Any) -> HeadScore:
     """Mean cross-entropy and accuracy of the Learner's model on its validation set, taken in the middle of a
-    fit (no augmentation, inference mode); every module's training flag is put back after."""
+    fit (no augmentation, inference mode); every module's training flag and the random generators are put back
+    after, so the fit goes on exactly as it would have (a DataLoader draws its base seed from torch's generator,
+    and the next batches' augmentation would shift)."""
+    import random
+
     import torch
 
     model = learner.model
     flags = [(m, m.training) for m in model.modules()]
+    rng = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+           torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     model.eval()
     loss_sum, correct, n = 0.0, 0, 0
     try:
@@ -492,6 +498,11 @@ def valid_score(learner: Any) -> HeadScore:
     finally:
         for m, was_training in flags:
             m.training = was_training
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.set_rng_state(rng[2])
+        if rng[3] is not None:
+            torch.cuda.set_rng_state_all(rng[3])
     if n == 0:
         return HeadScore(valid_loss=float("nan"), accuracy=float("nan"))
     return HeadScore(valid_loss=loss_sum / n, accuracy=correct / n)
