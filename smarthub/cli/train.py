@@ -62,9 +62,9 @@ def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training op
                         f"accuracy nor the epoch before, once the rate has annealed below half its peak "
                         f"(default {d.patience}); the best epoch, or the head, is kept")
     g.add_argument("--always-fine-tune", action="store_true",
-                   help="fine-tune for the planned epochs even when the first steps do not beat the head (by "
-                        "default fine-tuning goes on only while it pays: the head is kept when its first steps "
-                        "do not lower the validation loss)")
+                   help="always run the fine-tuning epochs (by default they are skipped when the head's "
+                        "validation errors are within the noise of their count, and stopped after a short probe "
+                        "when accuracy falls far below the head's; the head is kept then)")
     g.add_argument("--freeze-stride", type=int, default=d.freeze_stride, metavar="N",
                    help=f"keep the body's early blocks up to output stride N ({', '.join(map(str, FREEZE_STRIDES))}) "
                         f"frozen while fine-tuning (default {d.freeze_stride}: the stem and the early blocks; 0 "
