@@ -7,8 +7,14 @@ package), same images, split, image size and batch size.
     .venv/bin/python bench/time_to_accuracy.py --quick      # smoke run
 
 Datasets (real, installable here): Fashion-MNIST class folders, 100 per class (Debian dataset-fashion-mnist),
-and openclipart drawings of eight subject folders, up to 100 per folder (Debian openclipart-png), flattened on
-white once before either recipe starts so both read the same RGB pixels.
+openclipart drawings of eight subject folders, up to 100 per folder (Debian openclipart-png), flattened on
+white once before either recipe starts so both read the same RGB pixels, and photos: 30 seeded crops of each of
+eight scikit-image sample photos (`photo_folders`), where ImageNet features already suit and the head is best.
+
+Issue 20: each dataset and split also gets a `--head-only` run on a cold cache of its own (the default run's
+time is printed as a multiple of it: fine-tuning only while it pays must end within 2x on data where the head
+is best), `--budget SECONDS` adds a budgeted run, `--always-fine-tune` turns the stage-2 rule off, and
+`--skip-fastai` leaves fastai out. A tiny head-only run warms the process up first.
 
 fastai side: `DataBlock(ImageBlock, CategoryBlock, parent_label, Resize(squish), aug_transforms)` →
 `vision_learner(mobilenet_v2)` → `fine_tune(E)` (one frozen epoch, then E; E = 3 by default: 4 passes over the
