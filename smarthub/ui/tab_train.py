@@ -113,11 +113,13 @@ CONTROLS = {"--arch": "'architecture' =", "--no-pretrained": "'start from ImageN
 
 def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: bool,
               progress: gr.Progress | None = None, stop: StopSwitch | None = None,
-              promote: str = "if-better", budget: str = "") -> tuple[str, list[list[Any]], str | None]:
+              promote: str = "if-better", budget: str = "",
+              always_fine_tune: bool = False) -> tuple[str, list[list[Any]], str | None]:
     """Train with the core and return the report views; errors become gr.Error.
 
     `budget` ('' for none, else e.g. '90s', '5m'): the run plans its epochs to end within it and keeps the best
     model by then (smarthub.durations.parse_duration reads it; a bad one is a gr.Error, nothing trained).
+    `always_fine_tune`: run the fine-tuning epochs even where the head leaves nothing to gain (TrainOptions.probe).
 
     The run is kept in models/runs/ and promoted by `promote` (if-better, always, never); the summary says
     which, with the new and the promoted model's accuracy side by side.
@@ -137,7 +139,8 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
         from smarthub.model import train
         budget_s = parse_duration(budget, field="--budget") if (budget or "").strip() else None
         options = train.TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
-                                     pretrained=bool(pretrained), promote=promote or "if-better", budget_s=budget_s)
+                                     pretrained=bool(pretrained), promote=promote or "if-better", budget_s=budget_s,
+                                     probe=not always_fine_tune)
         try:
             result = train.train(ws, options, progress=cb, should_stop=stop)
         except train.TrainingStopped as e:
