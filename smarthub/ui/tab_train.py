@@ -217,6 +217,9 @@ def build(ws: Workspace) -> None:
         budget = gr.Textbox("", label="time budget", elem_id="sh-train-budget", placeholder="none, or e.g. 90s, 5m",
                             info="the run plans its epochs to end within it on this machine and keeps the best "
                                  "model by then")
+        pays = gr.Checkbox(True, label="fine-tune only while it pays", elem_id="sh-train-pays",
+                           info="skip the fine-tuning epochs when the head leaves nothing to gain, or when its "
+                                "first steps fall far below the head")
         run = gr.Button("Train", variant="primary", elem_id="sh-train")
         stop_b = gr.Button("Stop", variant="stop", elem_id="sh-train-stop")
         reload = gr.Button("Show current model", elem_id="sh-train-reload")
@@ -245,9 +248,10 @@ def build(ws: Workspace) -> None:
         rows, choices, problem_line = show_history(ws)
         return rows, gr.update(choices=choices, value=None), status or problem_line
 
-    def on_train(a: str, e: float, s: float, p: bool, how: str, b: str, progress=gr.Progress()):
+    def on_train(a: str, e: float, s: float, p: bool, how: str, b: str, only_if_pays: bool, progress=gr.Progress()):
         try:
-            views = run_train(ws, a, int(e), int(s), p, progress, switch, promote=how, budget=b)
+            views = run_train(ws, a, int(e), int(s), p, progress, switch, promote=how, budget=b,
+                              always_fine_tune=not only_if_pays)
         except gr.Error as err:  # stays on the page (a toast would vanish)
             return (*[gr.skip()] * 6, problem(err))
         return (*views, *refreshed(""), "")
@@ -272,7 +276,7 @@ def build(ws: Workspace) -> None:
     views = [summary, table, confusion]
     history_views_ = [history, pick, history_status]
     # one progress display per job: on the summary only, not on each output
-    run.click(on_train, [arch, epochs, size, pretrained, promote, budget], views + history_views_ + [status],
+    run.click(on_train, [arch, epochs, size, pretrained, promote, budget, pays], views + history_views_ + [status],
               show_progress_on=[summary])
     promote_b.click(on_promote, [pick], history_views_ + views, show_progress_on=[history_status])
     undo_b.click(on_undo, None, history_views_ + views, show_progress_on=[history_status])
