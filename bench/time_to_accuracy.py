@@ -7,8 +7,14 @@ package), same images, split, image size and batch size.
     .venv/bin/python bench/time_to_accuracy.py --quick      # smoke run
 
 Datasets (real, installable here): Fashion-MNIST class folders, 100 per class (Debian dataset-fashion-mnist),
-and openclipart drawings of eight subject folders, up to 100 per folder (Debian openclipart-png), flattened on
-white once before either recipe starts so both read the same RGB pixels.
+openclipart drawings of eight subject folders, up to 100 per folder (Debian openclipart-png), flattened on
+white once before either recipe starts so both read the same RGB pixels, and photos: 30 seeded crops of each of
+eight scikit-image sample photos (`photo_folders`), where ImageNet features already suit and the head is best.
+
+Issue 20: each dataset and split also gets a `--head-only` run on a cold cache of its own (the default run's
+time is printed as a multiple of it: fine-tuning only while it pays must end within 2x on data where the head
+is best), `--budget SECONDS` adds a budgeted run, `--always-fine-tune` turns the stage-2 rule off, and
+`--skip-fastai` leaves fastai out. A tiny head-only run warms the process up first.
 
 fastai side: `DataBlock(ImageBlock, CategoryBlock, parent_label, Resize(squish), aug_transforms)` →
 `vision_learner(mobilenet_v2)` → `fine_tune(E)` (one frozen epoch, then E; E = 3 by default: 4 passes over the
@@ -65,6 +71,36 @@ def clipart_folders(data_dir: Path, *, per_class: int) -> None:
             written += 1
 
 
+PHOTO_SOURCES = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field", "immunohistochemistry", "retina",
+                 "camera")
+
+
+def photo_folders(data_dir: Path, *, per_class: int, seed: int = 0) -> None:
+    """Photos where ImageNet features already suffice: one class per scikit-image sample photo (an astronaut, a
+    cup of coffee, a cat, a rocket, the Hubble deep field, a stained tissue slide, a retina, a cameraman), each
+    class `per_class` seeded random crops (15-40 % of the shorter side, anywhere, mirrored half the time, with
+    brightness and contrast jitter) saved as 128 px JPEGs."""
+    import numpy as np
+    import skimage.data
+    from PIL import Image, ImageEnhance, ImageOps
+
+    rng = np.random.default_rng(seed)
+    for name in PHOTO_SOURCES:
+        photo = Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+        w, h = photo.size
+        target = data_dir / name.split("_")[0]
+        target.mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            side = int(min(w, h) * rng.uniform(0.15, 0.4))
+            x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            crop = photo.crop((x, y, x + side, y + side)).resize((128, 128), Image.Resampling.BILINEAR)
+            if rng.random() < 0.5:
+                crop = ImageOps.mirror(crop)
+            crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.7, 1.3))
+            crop = ImageEnhance.Contrast(crop).enhance(rng.uniform(0.7, 1.3))
+            crop.save(target / f"{i:03d}.jpg", quality=90)
+
+
 def fastai_fine_tune(items: list, is_valid: list[bool], *, size_px: int, epochs: int, batch_size: int) -> dict:
     """fastai's default recipe; returns {"curve": [(seconds, accuracy)], "seconds": total}."""
     from fastai.callback.core import Callback
@@ -100,8 +136,10 @@ def fastai_fine_tune(items: list, is_valid: list[bool], *, size_px: int, epochs:
     return {"curve": curve, "seconds": time.monotonic() - t0, "final": curve[-1][1]}
 
 
-def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int = 42, freeze_stride: int) -> dict:
-    """smarthub's train() from a cold cache; returns the curve (head, then epochs) and the kept accuracy."""
+def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int = 42, freeze_stride: int,
+                    probe: bool = True, head_only: bool = False, budget_s: float | None = None) -> dict:
+    """smarthub's train() from a cold cache; returns the curve (head, then epochs), the kept accuracy and the
+    stage-2 decision (probe, budget)."""
     from smarthub.model.train import TrainOptions, train
 
     curve: list[tuple[float, float]] = []
@@ -112,14 +150,40 @@ def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int
             curve.append((time.monotonic() - t0, float(p.metrics["accuracy"])))
 
     result = train(ws, TrainOptions(arch="mobilenet_v2", size_px=size_px, epochs=epochs, batch_size=batch_size,
-                                    seed=seed, freeze_stride=freeze_stride),
+                                    seed=seed, freeze_stride=freeze_stride, probe=probe, head_only=head_only,
+                                    budget_s=budget_s),
                    progress=progress)
-    return {"curve": curve, "seconds": time.monotonic() - t0, "final": float(result.report["valid_accuracy"]),
-            "best_epoch": result.report["best_epoch"], "stopped_early": result.report["stopped_early"]}
+    r = result.report
+    return {"curve": curve, "seconds": time.monotonic() - t0, "final": float(r["valid_accuracy"]),
+            "best_epoch": r["best_epoch"], "stopped_early": r["stopped_early"], "epochs_run": r["epochs_run"],
+            "decision": r.get("finetune_decision", ""), "probe": r.get("probe")}
+
+
+def fresh_workspace(ws, name: str):
+    """A copy of `ws`'s images in a new workspace (a cold cache: nothing embedded or resized yet)."""
+    import shutil
+
+    from smarthub.workspace import Workspace
+
+    other = Workspace(ws.data_dir.parent.parent / name / "data", ws.data_dir.parent.parent / name / "models")
+    shutil.copytree(ws.data_dir, other.data_dir, ignore=shutil.ignore_patterns(".smarthub"))
+    return other
+
+
+def warm_up(root: Path) -> None:
+    """One tiny head-only run first, so that no timed run pays for the process's first imports of fastai and torch
+    or their first model build (seconds on a loaded machine)."""
+    from smarthub.model.train import TrainOptions, train
+    from smarthub.workspace import Workspace
+
+    ws = Workspace(root / "warm-up" / "data", root / "warm-up" / "models")
+    fashion_folders(ws.data_dir, per_class=4)
+    train(ws, TrainOptions(size_px=32, batch_size=8, head_only=True))
 
 
 def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, smarthub_epochs: int, batch_size: int,
-            root: Path, seed: int = 42, freeze_stride: int) -> dict:
+            root: Path, seed: int = 42, freeze_stride: int, always: bool = False, budget_s: float | None = None,
+            skip_fastai: bool = False) -> dict:
     import torch
 
     from smarthub.dataset import scan_dataset
@@ -132,17 +196,35 @@ def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, smart
     is_valid = split_items(items, valid_pct=0.2, seed=seed)  # what train() uses with the same seed
     print(f"{name}: {len(items)} images, {sum(is_valid)} valid, {len({i.label for i in items})} classes, "
           f"{size_px} px", flush=True)
-    fa = fastai_fine_tune(items, is_valid, size_px=size_px, epochs=epochs, batch_size=batch_size)
-    print(f"  fastai fine_tune({epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in fa["curve"]), flush=True)
+    head_ws, budget_ws = fresh_workspace(ws, f"{name}-{seed}-head"), fresh_workspace(ws, f"{name}-{seed}-budget")
+    if skip_fastai:
+        fa = {"curve": [(0.0, 0.0)], "seconds": float("nan"), "final": float("nan")}
+    else:
+        fa = fastai_fine_tune(items, is_valid, size_px=size_px, epochs=epochs, batch_size=batch_size)
+        print(f"  fastai fine_tune({epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in fa["curve"]), flush=True)
     sh = smarthub_recipe(ws, size_px=size_px, epochs=smarthub_epochs, batch_size=batch_size, seed=seed,
-                         freeze_stride=freeze_stride)
+                         freeze_stride=freeze_stride, probe=not always)
     print(f"  smarthub LP-FT ({smarthub_epochs}): " + ", ".join(f"{a:.3f}@{t:.0f}s" for t, a in sh["curve"])
-          + f"; kept {sh['final']:.3f} (epoch {sh['best_epoch']}) in {sh['seconds']:.0f}s", flush=True)
+          + f"; kept {sh['final']:.3f} (epoch {sh['best_epoch']}) in {sh['seconds']:.0f}s"
+          + (f"; {sh['decision']}" if sh["decision"] else ""), flush=True)
+    head = smarthub_recipe(head_ws, size_px=size_px, epochs=smarthub_epochs, batch_size=batch_size, seed=seed,
+                           freeze_stride=freeze_stride, head_only=True)
+    print(f"  smarthub --head-only: {head['final']:.3f} in {head['seconds']:.1f}s; the default run took "
+          f"{sh['seconds'] / head['seconds']:.2f}x that", flush=True)
+    budgeted = None
+    if budget_s is not None:
+        budgeted = smarthub_recipe(budget_ws, size_px=size_px, epochs=smarthub_epochs, batch_size=batch_size,
+                                   seed=seed, freeze_stride=freeze_stride, probe=not always, budget_s=budget_s)
+        print(f"  smarthub --budget {budget_s:g}s: kept {budgeted['final']:.3f} after {budgeted['epochs_run']} epochs "
+              f"in {budgeted['seconds']:.1f}s ({budgeted['seconds'] / budget_s:.2f}x the budget); "
+              f"{budgeted['decision']}", flush=True)
     reach = next((t for t, a in sh["curve"] if a >= fa["final"] - 1e-6), None)  # equal counts (rounding)
     out = {"dataset": name, "n_images": len(items), "n_valid": sum(is_valid), "size_px": size_px,
            "fastai_fine_tune_epochs": epochs, "smarthub_epochs": smarthub_epochs,
            "smarthub_freeze_stride": freeze_stride, "torch_threads": torch.get_num_threads(),
-           "fastai": fa, "smarthub": sh, "smarthub_reaches_fastai_final_s": reach,
+           "fastai": fa, "smarthub": sh, "smarthub_head_only": head, "smarthub_budget": budgeted,
+           "budget_s": budget_s, "head_time_ratio": sh["seconds"] / head["seconds"],
+           "smarthub_reaches_fastai_final_s": reach,
            "reach_ratio": None if reach is None else reach / fa["seconds"],
            "final_gain_points": 100 * (sh["final"] - fa["final"]), "time_ratio": sh["seconds"] / fa["seconds"]}
     ok1 = out["reach_ratio"] is not None and out["reach_ratio"] <= 0.2
@@ -188,7 +270,13 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads for both recipes (default: torch's, one per core)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
-    parser.add_argument("--only", choices=("fashion-mnist", "openclipart"), default=None, help="one dataset")
+    parser.add_argument("--only", default=None,
+                        help="datasets, comma-separated: fashion-mnist, openclipart, photos (default: all three)")
+    parser.add_argument("--always-fine-tune", action="store_true",
+                        help="smarthub without its probe (stage 2 always runs: the recipe before issue 20)")
+    parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                        help="also run smarthub with this --budget (seconds) on a cold cache of its own")
+    parser.add_argument("--skip-fastai", action="store_true", help="no fastai run (smarthub's figures only)")
     parser.add_argument("--split-seeds", type=lambda v: [int(x) for x in v.split(",")], default=[42],
                         help="seeds of the 80/20 split, comma-separated (default 42, train()'s); with several, "
                              "the mean figures per dataset are printed at the end")
@@ -213,15 +301,23 @@ def main() -> int:
         os.environ["TORCH_HOME"] = str(fill_torch_home(root / "torch"))
         per_fashion, per_clip = (20, 12) if args.quick else (100, 100)
         epochs = 1 if args.quick else args.epochs
-        datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96)}
+        datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96),
+                    "photos": (photo_folders, 8 if args.quick else 30, 128)}
+        only = args.only.split(",") if args.only else list(datasets)
+        warm_up(root)
         results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, smarthub_epochs=sh_epochs,
-                           batch_size=32, root=root, seed=seed, freeze_stride=freeze)
-                   for name, (make, n, size) in datasets.items() if args.only in (None, name)
+                           batch_size=32, root=root, seed=seed, freeze_stride=freeze, always=args.always_fine_tune,
+                           budget_s=args.budget, skip_fastai=args.skip_fastai)
+                   for name, (make, n, size) in datasets.items() if name in only
                    for seed in args.split_seeds]
     if len(args.split_seeds) > 1:
         for name in dict.fromkeys(r["dataset"] for r in results):
             rs = [r for r in results if r["dataset"] == name]
-            mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("final_gain_points", "time_ratio")}
+            mean = {k: sum(r[k] for r in rs) / len(rs) for k in ("final_gain_points", "time_ratio", "head_time_ratio")}
+            finals = [100 * r["smarthub"]["final"] for r in rs]
+            se = (sum((f - sum(finals) / len(finals)) ** 2 for f in finals) / max(len(finals) - 1, 1)) ** 0.5 / len(finals) ** 0.5
+            print(f"{name}, {len(rs)} splits: smarthub kept {sum(finals) / len(finals):.1f} % (standard error "
+                  f"{se:.1f} points) in {mean['head_time_ratio']:.2f}x the head-only run's time")
             reach = [r["reach_ratio"] for r in rs]
             print(f"{name}, {len(rs)} splits: fastai final {sum(r['fastai']['final'] for r in rs) / len(rs):.3f}, "
                   f"smarthub {sum(r['smarthub']['final'] for r in rs) / len(rs):.3f}: {mean['final_gain_points']:+.1f} "

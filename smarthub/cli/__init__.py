@@ -62,6 +62,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     debug = args.debug or bool(os.environ.get("SMARTHUB_DEBUG"))
     from smarthub import trust
+    from smarthub.libwarnings import quiet_library_warnings
+
+    quiet_library_warnings()
 
     previous = trust.require_known_models(not getattr(args, "trust", False))
     try:

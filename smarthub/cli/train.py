@@ -1,4 +1,4 @@
-"""Model commands: train, predict, weights (add / list)."""
+"""Model commands: train, tune, predict, weights (add / list)."""
 from __future__ import annotations
 
 import argparse
@@ -61,6 +61,10 @@ def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training op
                    help=f"stop after N fine-tuning epochs in a row that beat neither the best validation "
                         f"accuracy nor the epoch before, once the rate has annealed below half its peak "
                         f"(default {d.patience}); the best epoch, or the head, is kept")
+    g.add_argument("--always-fine-tune", action="store_true",
+                   help="always run the fine-tuning epochs (by default they are skipped when the head's "
+                        "validation errors are within the noise of their count, and stopped after a short probe "
+                        "when accuracy falls far below the head's; the head is kept then)")
     g.add_argument("--freeze-stride", type=int, default=d.freeze_stride, metavar="N",
                    help=f"keep the body's early blocks up to output stride N ({', '.join(map(str, FREEZE_STRIDES))}) "
                         f"frozen while fine-tuning (default {d.freeze_stride}: the stem and the early blocks; 0 "
@@ -75,7 +79,23 @@ def train_options_from(args: argparse.Namespace) -> Any:
     return TrainOptions(arch=args.arch, epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,
                         valid_pct=args.valid_pct, seed=args.seed, pretrained=not args.no_pretrained,
                         num_workers=args.workers, lr=args.lr, head_only=args.head_only,
-                        patience=args.patience, freeze_stride=args.freeze_stride, **extra)
+                        patience=args.patience, freeze_stride=args.freeze_stride,
+                        probe=not getattr(args, "always_fine_tune", False), **extra)
+
+
+def add_budget_arg(parser: argparse.ArgumentParser) -> None:
+    """--budget DURATION (read by smarthub.durations.parse_duration)."""
+    parser.add_argument("--budget", default=None, metavar="DURATION",
+                        help="wall time for the whole run on this machine, e.g. 90s, 5m or 1h30m: the first "
+                             "fine-tuning steps are timed, the epochs planned to end within it, and the best model "
+                             "found by then is kept (default: no limit)")
+
+
+def budget_from(args: argparse.Namespace) -> float | None:
+    """Seconds of --budget (None when not given); a bad duration is one line (DurationError)."""
+    from smarthub.durations import parse_duration
+
+    return None if args.budget is None else parse_duration(args.budget, field="--budget")
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
@@ -104,11 +124,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--promote", choices=("if-better", "always", "never"), default="if-better",
                    help="make the new run the model in use: if its validation accuracy is not worse than the "
                         "promoted model's on the same images (default), always, or never (`smarthub models`)")
+    add_budget_arg(p)
     add_device_arg(p)
     p.add_argument("--distributed", type=int, default=None, metavar="N",
                    help="train in N processes on this machine through `accelerate launch` (one per GPU; "
                         "on the CPU, gloo); see the README for several machines")
     p.set_defaults(func=run_train)
+
+    p = sub.add_parser("tune", help="search learning rate, frozen depth, augmentation and image size on the "
+                                    "validation split (Optuna), then train the final model with the best")
+    add_workspace_args(p)
+    add_train_args(p)
+    p.add_argument("--trials", type=int, default=10, metavar="N", help="at most N trials (default 10)")
+    add_budget_arg(p)
+    p.add_argument("--tune-lr", default=None, metavar="LOW,HIGH",
+                   help="learning-rate range, searched on a log scale (default 5e-4,8e-3)")
+    p.add_argument("--tune-freeze", default=None, metavar="S,S,...", help="freeze strides to try (default 0,4,8,16)")
+    p.add_argument("--tune-aug", default=None, metavar="A,A,...",
+                   help="augmentation strengths to try (default 0,0.5,1,2; 1 is fastai's aug_transforms)")
+    p.add_argument("--tune-sizes", default=None, metavar="PX,PX,...", help="image sizes to try (default 64,96,128,160)")
+    p.add_argument("--promote", choices=("if-better", "always", "never"), default="if-better",
+                   help="what to do with the final model (as for train)")
+    add_device_arg(p)
+    p.set_defaults(func=run_tune)
 
     p = sub.add_parser("predict", help="predict the class of images with the exported model")
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
@@ -129,36 +167,58 @@ def register(sub: argparse._SubParsersAction) -> None:
     lst.set_defaults(func=run_weights_list)
 
 
-def epoch_printer() -> Any:
-    """A TrainProgress callback: a live batch line on a terminal, one line per epoch (and stage) always."""
-    tty = sys.stderr.isatty()
+# without a terminal (a log file, CI), a progress line inside a long step at most this often
+LOG_PROGRESS_EVERY_S = 10.0
+
+
+def epoch_printer(*, tty: bool | None = None) -> Any:
+    """A TrainProgress callback: one line per stage, epoch and decision always; inside a long step (embedding,
+    resizing, an epoch's batches) a live line on a terminal, else a line every LOG_PROGRESS_EVERY_S seconds."""
+    tty = sys.stderr.isatty() if tty is None else tty
     last_stage = [""]
-    last_live = [0.0]
+    last_live = [time.monotonic()]
+
+    def say(text: str, *, live: bool = False) -> None:
+        if tty:
+            print("\r" + text + (" " * 10 if not live else ""), end="" if live else "\n", file=sys.stderr, flush=True)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def inside(text: str) -> None:
+        now = time.monotonic()
+        if now - last_live[0] >= (0.2 if tty else LOG_PROGRESS_EVERY_S):
+            last_live[0] = now
+            say(text, live=True)
 
     def progress(p: Any) -> None:
+        if p.stage == "note":
+            say(str(p.metrics.get("message", "")))
+            return
         if p.stage == "head" and "accuracy" in p.metrics:
             m = p.metrics
-            print(f"head fitted on cached embeddings: valid_loss {m['valid_loss']:.4f}  accuracy "
-                  f"{m['accuracy']:.4f}  {m.get('time', 0):.1f}s", file=sys.stderr, flush=True)
+            say(f"head fitted on cached embeddings: valid_loss {m['valid_loss']:.4f}  accuracy "
+                f"{m['accuracy']:.4f}  {m.get('time', 0):.1f}s")
             last_stage[0] = p.stage
             return
         if p.epoch == 0:  # a stage outside the epochs
             if p.stage != last_stage[0] and p.stage not in ("done",):
-                print(f"{p.stage}…", file=sys.stderr, flush=True)
+                say(f"{p.stage}…")
+                last_live[0] = time.monotonic()
+            elif p.batches and p.batch < p.batches:
+                inside(f"{p.stage}… {p.batch}/{p.batches}")
             last_stage[0] = p.stage
             return
+        if last_stage[0] != p.stage or p.batch == 1:
+            last_live[0] = time.monotonic()
         last_stage[0] = p.stage
         if "valid_loss" in p.metrics:
             m = p.metrics
-            line = (f"epoch {p.epoch}/{p.epochs} ({p.stage}): train_loss {m['train_loss']:.4f}  "
-                    f"valid_loss {m['valid_loss']:.4f}  accuracy {m.get('accuracy', float('nan')):.4f}  "
-                    f"{m.get('time', 0):.1f}s")
-            print(("\r" if tty else "") + line + (" " * 10 if tty else ""), file=sys.stderr, flush=True)
-        elif tty and time.monotonic() - last_live[0] > 0.2:
-            last_live[0] = time.monotonic()
-            print(f"\repoch {p.epoch}/{p.epochs} ({p.stage}): batch {p.batch}/{p.batches}  "
-                  f"train_loss {p.metrics.get('train_loss', float('nan')):.4f}", end="", file=sys.stderr,
-                  flush=True)
+            say(f"epoch {p.epoch}/{p.epochs} ({p.stage}): train_loss {m['train_loss']:.4f}  "
+                f"valid_loss {m['valid_loss']:.4f}  accuracy {m.get('accuracy', float('nan')):.4f}  "
+                f"{m.get('time', 0):.1f}s")
+        else:
+            inside(f"epoch {p.epoch}/{p.epochs} ({p.stage}): batch {p.batch}/{p.batches}  "
+                   f"train_loss {p.metrics.get('train_loss', float('nan')):.4f}")
 
     return progress
 
@@ -168,7 +228,12 @@ def run_train(args: argparse.Namespace) -> int:
     from smarthub.model.train import train
 
     ws = workspace_from(args)
-    options = dataclasses.replace(train_options_from(args), promote=args.promote)
+    options = dataclasses.replace(train_options_from(args), promote=args.promote, budget_s=budget_from(args))
+    if options.budget_s is not None and (args.distributed is not None or distributed.is_distributed()):
+        from smarthub.errors import SmartHubError
+
+        raise SmartHubError("--budget plans one process's epochs: it cannot be used with --distributed yet "
+                            "(use --epochs)")
     if args.distributed is not None and not distributed.is_distributed():
         return launch_distributed(ws, options, n_processes=args.distributed)
     with quiet_libraries():
@@ -176,6 +241,21 @@ def run_train(args: argparse.Namespace) -> int:
     if result.wrote:
         return print_train_summary(result)
     return 0
+
+
+def run_tune(args: argparse.Namespace) -> int:
+    from smarthub.model.tune import parse_space, tune
+
+    ws = workspace_from(args)
+    space = parse_space(lr=args.tune_lr, freeze=args.tune_freeze, aug=args.tune_aug, sizes=args.tune_sizes)
+    base = dataclasses.replace(train_options_from(args), promote=args.promote)
+    budget_s = budget_from(args)
+    with quiet_libraries():
+        result = tune(ws, base, space=space, trials=args.trials, budget_s=budget_s,
+                      say=lambda text: print(text, file=sys.stderr, flush=True))
+    code = print_train_summary(result.final)
+    print(f"trials: {', '.join(result.files)}")
+    return code
 
 
 def print_promotion(outcome: dict[str, Any]) -> int:
@@ -198,6 +278,7 @@ def train_argv(ws: Any, options: Any) -> list[str]:
     if options.lr is not None:
         argv += ["--lr", str(options.lr)]
     argv += ["--no-pretrained"] * (not options.pretrained) + ["--head-only"] * options.head_only
+    argv += ["--always-fine-tune"] * (not options.probe)
     return argv
 
 
@@ -252,6 +333,8 @@ def recipe_line(r: dict) -> str:
                      + (" (stopped early: validation stopped improving)" if r.get("stopped_early") else ""))
         if r.get("frozen_blocks"):
             parts.append(f"first {r['frozen_blocks']} body blocks frozen")
+        if r.get("finetune_decision"):
+            parts.append(str(r["finetune_decision"]))
         parts.append("kept the fitted head (epoch 0)" if kept == 0 else f"kept epoch {kept}")
     return ", ".join(parts)
 

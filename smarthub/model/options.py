@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from smarthub.durations import DurationError
 from smarthub.errors import SmartHubError
 
 # Measured in bench/train_speed.py: on a 2-core CPU, DataLoader worker processes compete with torch's
@@ -29,6 +30,9 @@ DEFAULT_FREEZE_STRIDE = 8
 DEFAULT_EPOCHS = 6
 # Training from scratch (no pretrained body): fit_one_cycle's peak rate
 DEFAULT_SCRATCH_LR = 1e-3
+# Kept free at the end of a budgeted run for the evaluation pass and the atomic writes (export.pkl, report…)
+SAVE_ALLOWANCE_S = 3.0
+AUG_STRENGTH_MAX = 3.0
 PROMOTE_POLICIES = ("if-better", "always", "never")
 FREEZE_STRIDES = (0, 2, 4, 8, 16, 32)
 
@@ -43,7 +47,10 @@ class TrainOptions:
     `aug_transforms`, the body's blocks up to output stride `freeze_stride` kept frozen (0: none), stopping after
     `patience` fine-tuning epochs in a row that beat neither the best epoch nor the one before them, once the rate
     has annealed below half its peak (`lpft.make_keep_best`), and keeping the best epoch (the fitted head counts
-    as epoch 0). `head_only` skips stage 2. From scratch (`pretrained=False`):
+    as epoch 0). Stage 2 goes on only while it pays (`probe`): its first steps must lower the validation loss
+    below the head's (`lpft.fine_tuning_pays`), else the head is kept. `budget_s`: the whole run (check,
+    embedding, head, fine-tuning, saving) plans its epochs to end within that many wall seconds on this machine
+    (`lpft.plan_epochs`, from the probe's timing) and keeps the best model by then. `head_only` skips stage 2. From scratch (`pretrained=False`):
     `epochs` epochs of fit_one_cycle, best epoch kept. `device`: auto, cpu, cuda, cuda:N or mps (model/devices.py).
     """
 
@@ -61,6 +68,9 @@ class TrainOptions:
     freeze_stride: int = DEFAULT_FREEZE_STRIDE
     device: str = "auto"
     promote: str = "if-better"  # if-better | always | never (model/runs.py)
+    probe: bool = True  # fine-tune only while it pays (lpft.fine_tuning_pays); False: always run stage 2
+    budget_s: float | None = None  # wall seconds for the whole run (smarthub.durations.parse_duration)
+    aug_strength: float = 1.0  # fastai aug_transforms(mult=...): rotation, zoom, warp, lighting; 0: none (flip neither)
 
     def __post_init__(self) -> None:
         if self.promote not in PROMOTE_POLICIES:
@@ -82,6 +92,12 @@ class TrainOptions:
         if self.freeze_stride not in FREEZE_STRIDES:
             raise SmartHubError(f"freeze stride must be one of {', '.join(map(str, FREEZE_STRIDES))} (got "
                                 f"{self.freeze_stride}); 0 fine-tunes every layer")
+        if self.budget_s is not None and not (self.budget_s > 0 and self.budget_s < float("inf")):
+            raise DurationError(f"budget must be above zero, e.g. 90s, 5m or 1h30m (got {self.budget_s!r} s)",
+                                field="budget")
+        if not 0.0 <= self.aug_strength <= AUG_STRENGTH_MAX:
+            raise SmartHubError(f"augmentation strength must be between 0 and {AUG_STRENGTH_MAX:g} (got "
+                                f"{self.aug_strength}); 1 is fastai's aug_transforms, 0 none")
         if self.head_only and not self.pretrained:
             raise SmartHubError("--head-only needs a pretrained body (its embeddings are what the head is fitted "
                                 "on): drop --no-pretrained, or drop --head-only to train from scratch")

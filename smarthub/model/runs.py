@@ -377,7 +377,9 @@ def record_run(ws: Workspace, report: dict[str, Any], *, save_export: Callable[[
         raise SmartHubError(f"--promote must be one of {', '.join(PROMOTE_POLICIES)} (got {policy!r})")
     with _locked(ws):
         _prepare(ws)
-        created = _parse_time(report.get("created_at")) or datetime.now(timezone.utc)
+        # the id is the run's start time (reports before it have only the time they were written)
+        created = (_parse_time(report.get("started_at")) or _parse_time(report.get("created_at"))
+                   or datetime.now(timezone.utc))
         existing = [p.name for p in ws.runs_dir.iterdir()] if ws.runs_dir.is_dir() else []
         run_id = new_run_id(str(report.get("arch") or "model"), now=created,
                             existing=[n.lstrip(".").removesuffix(".partial") for n in existing])

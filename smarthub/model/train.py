@@ -148,7 +148,7 @@ def build_learner(items: Sequence[ImageItem], is_valid: Sequence[bool], options:
         get_y=parent_label,
         splitter=IndexSplitter(valid_idx),
         item_tfms=Resize(options.size_px, method=ResizeMethod.Squish),
-        batch_tfms=aug_transforms(),
+        batch_tfms=aug_transforms(mult=options.aug_strength) if options.aug_strength > 0 else None,
     )
     bs = max(2, min(options.batch_size, n_train))
     dls = block.dataloaders([Path(it.path) for it in items], bs=bs, num_workers=options.num_workers,
@@ -246,6 +246,9 @@ class FitResult:
     stopped_early: bool
     head_accuracy: float | None
     frozen_blocks: int = 0
+    decision: str = ""  # why stage 2 stopped or was cut short (probe, budget), "" when it ran as planned
+    probe: dict | None = None  # the probe's steps, validation score, verdict and timings
+    plan: dict | None = None  # the budget's epoch plan (lpft.EpochPlan)
 
 
 def head_data_from_learner(learner: Any) -> HeadData:
@@ -262,24 +265,32 @@ def head_data_from_learner(learner: Any) -> HeadData:
 
 def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = None,
         progress: ProgressFn | None = None, bars: bool = False, should_stop: StopFn | None = None,
-        cbs: Sequence[Any] = ()) -> FitResult:
+        cbs: Sequence[Any] = (), probe: bool = False, started: float | None = None) -> FitResult:
     """Train a Learner from `build_learner` with the recipe of `options` (see TrainOptions).
 
     Pretrained: stage 1 fits the linear head on `head_data` (computed through the Learner when None), then
     (unless head_only) stage 2 fine-tunes everything for `options.epochs` epochs with early stopping, keeping
-    the best epoch. From scratch: fit_one_cycle for `options.epochs` epochs, best epoch kept. `cbs` join
-    stage 2 (e.g. the distributed trainer). fastai's own progress bars only when `bars`.
-    Raises TrainingStopped when `should_stop()` turned true (polled after every batch).
+    the best epoch. With `probe`, stage 2 first runs `lpft.probe_length` steps and goes on only when they beat
+    the head (`lpft.fine_tuning_pays`); else the head is kept. With `options.budget_s` (counted from `started`,
+    a time.monotonic() value; default: now), the probe's timing plans how many epochs fit and the fit ends
+    before the budget runs out, keeping the best model by then. From scratch: fit_one_cycle for
+    `options.epochs` epochs, best epoch kept. `cbs` join stage 2 (e.g. the distributed trainer). fastai's own
+    progress bars only when `bars`.
+    Raises TrainingStopped when `should_stop()` turned true (polled after every batch), lpft.BudgetError when
+    the budget cannot hold the head.
     """
-    from smarthub.model.lpft import (earliest_stop, fit_linear_head, frozen_early_layers, make_frozen_bn,
-                                     make_keep_best, score_head, set_head)
+    from smarthub.model.lpft import (check_head_fits, earliest_stop, fit_linear_head, frozen_early_layers,
+                                     head_errors, little_to_gain, make_deadline, make_frozen_bn, make_keep_best,
+                                     make_probe, plan_epochs, probe_length, score_head, set_head)
     from smarthub.model.options import (DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV,
-                                        FINETUNE_PCT_START)
+                                        FINETUNE_PCT_START, SAVE_ALLOWANCE_S)
 
+    started = time.monotonic() if started is None else started
+    deadline = None if options.budget_s is None else started + options.budget_s
     history: list[dict] = []
     baseline = None
     if options.pretrained:
-        started = time.monotonic()
+        head_started = time.monotonic()
         _report(progress, "fitting the head")
         data = head_data if head_data is not None else head_data_from_learner(learner)
         n_classes = len(learner.dls.vocab)
@@ -289,35 +300,108 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
         train_score = score_head(head, data.train_x, data.train_y)
         row = {"epoch": 0, "train_loss": round(train_score.valid_loss, 6), "valid_loss": round(baseline.valid_loss, 6),
                "error_rate": round(1 - baseline.accuracy, 6), "accuracy": round(baseline.accuracy, 6),
-               "time": round(time.monotonic() - started, 3), "stage": "head"}
+               "time": round(time.monotonic() - head_started, 3), "stage": "head"}
         history.append(row)
         if progress is not None:
             progress(TrainProgress("head", 0, options.epochs, 0, 0,
                                    {k: v for k, v in row.items() if k not in ("epoch", "stage")}))
+        if options.budget_s is not None:
+            n_valid, n_all = len(data.valid_y), len(data.valid_y) + len(data.train_y)
+            head_s = time.monotonic() - started
+            check_head_fits(budget_s=options.budget_s, head_s=head_s,
+                            finish_s=SAVE_ALLOWANCE_S + head_s * n_valid / max(n_all, 1))
         if options.head_only:
             return FitResult(history=history, best_epoch=0, stopped_early=False, head_accuracy=baseline.accuracy)
         if should_stop is not None and should_stop():
             raise TrainingStopped("training stopped after fitting the head; nothing was written, the previous "
                                   "model is unchanged")
-    cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=options.epochs,
-                                 history=history, should_stop=should_stop)
+    if probe and baseline is not None and little_to_gain(baseline, n_valid=len(data.valid_y)):
+        errors, noise = head_errors(baseline, len(data.valid_y))
+        decision = (f"the head gets {errors} of {len(data.valid_y)} validation images wrong, within the noise of that "
+                    f"count (±{noise:.1f}): fine-tuning could not show a gain; kept the head")
+        _note(progress, decision)
+        return FitResult(history=history, best_epoch=0, stopped_early=False, head_accuracy=baseline.accuracy,
+                         decision=decision)
     pct_start = FINETUNE_PCT_START  # fit_one_cycle's own default, for both recipes
-    keep = make_keep_best(baseline=baseline, patience=options.patience,
-                          earliest=earliest_stop(options.epochs, pct_start))
     frozen = 0
-    with learner.no_bar() if not bars else nullcontext(), channels_last(learner):
+    decision = ""
+    plan = None
+    outcome = None
+    deadline_cb = None
+    noted: set[str] = set()
+
+    def stage(n_epochs: int, *, gate: Any = None, reset_opt: bool = False) -> tuple[Any, Any]:
+        nonlocal deadline_cb
+        cb = _make_progress_callback(progress, silence_logger=not bars, n_stages_epochs=n_epochs,
+                                     history=history, should_stop=should_stop)
+        keep = make_keep_best(baseline=baseline, patience=options.patience, earliest=earliest_stop(n_epochs, pct_start))
+        extra = [gate] if gate is not None else []
+        if deadline is not None:
+            deadline_cb = make_deadline(deadline=deadline, finish_s=SAVE_ALLOWANCE_S + (outcome.valid_s if outcome else 0))
+            extra.append(deadline_cb)
         if options.pretrained:
             lr = options.lr or DEFAULT_FINETUNE_LR
-            learner.unfreeze()
-            with frozen_early_layers(learner, options.freeze_stride) as frozen:
-                learner.fit_one_cycle(options.epochs, slice(lr / FINETUNE_BODY_LR_DIV, lr), pct_start=pct_start,
-                                      cbs=[cb, keep, make_frozen_bn(), *cbs])
+            learner.fit_one_cycle(n_epochs, slice(lr / FINETUNE_BODY_LR_DIV, lr), pct_start=pct_start,
+                                  reset_opt=reset_opt, cbs=[cb, keep, make_frozen_bn(), *extra, *cbs])
         else:
-            learner.fit_one_cycle(options.epochs, options.lr or DEFAULT_SCRATCH_LR, pct_start=pct_start,
-                                  cbs=[cb, keep, *cbs])
-    _raise_if_stopped(cb, history)
+            learner.fit_one_cycle(n_epochs, options.lr or DEFAULT_SCRATCH_LR, pct_start=pct_start,
+                                  cbs=[cb, keep, *extra, *cbs])
+        _raise_if_stopped(cb, history)
+        return cb, keep
+
+    def on_probe(result: Any) -> bool:
+        nonlocal outcome, plan
+        outcome = result
+        if probe and not result.pays:
+            return False
+        if deadline is not None:
+            plan = plan_epochs(budget_s=options.budget_s, elapsed_s=time.monotonic() - started, step_s=result.step_s,
+                               steps_per_epoch=len(learner.dls.train), valid_s=result.valid_s,
+                               finish_s=SAVE_ALLOWANCE_S + result.valid_s, max_epochs=options.epochs)
+            _note(progress, plan.reason)
+            noted.add(plan.reason)
+            if plan.epochs < options.epochs:
+                return False
+        if probe:
+            _note(progress, f"fine-tuning goes on: after {result.steps} steps validation accuracy is "
+                            f"{result.score.accuracy:.3f} (the head's {baseline.accuracy:.3f}), within the warm-up's "
+                            f"usual dip")
+        return True
+
+    with learner.no_bar() if not bars else nullcontext(), channels_last(learner):
+        gated = options.pretrained and (probe or deadline is not None)
+        gate = (make_probe(at_step=probe_length(len(learner.dls.train)), baseline=baseline,
+                           n_valid=len(learner.dls.valid_ds), on_probe=on_probe) if gated else None)
+        if options.pretrained:
+            learner.unfreeze()
+        with frozen_early_layers(learner, options.freeze_stride) if options.pretrained else nullcontext(0) as frozen:
+            _, keep = stage(options.epochs, gate=gate)
+            if gate is not None and gate.cancelled:
+                if probe and not outcome.pays:
+                    decision = (f"fine-tuning did not beat the head after {outcome.steps} steps (validation "
+                                f"accuracy {outcome.score.accuracy:.3f}, the head's {baseline.accuracy:.3f}, further "
+                                f"below it than the warm-up's usual dip): kept the head")
+                elif plan is not None and plan.epochs == 0:
+                    decision = plan.reason
+                else:
+                    _, keep = stage(plan.epochs, reset_opt=True)
+                    decision = plan.reason
+            elif plan is not None:
+                decision = plan.reason
+    if deadline_cb is not None and deadline_cb.hit:
+        decision = (decision + "; " if decision else "") + "the budget ran out: kept the best model by then"
+    if decision and decision not in noted:
+        _note(progress, decision)
     return FitResult(history=history, best_epoch=keep.best_epoch, stopped_early=keep.stopped_early,
-                     head_accuracy=None if baseline is None else baseline.accuracy, frozen_blocks=frozen)
+                     head_accuracy=None if baseline is None else baseline.accuracy, frozen_blocks=frozen,
+                     decision=decision, probe=None if outcome is None else _probe_record(outcome),
+                     plan=None if plan is None else asdict(plan))
+
+
+def _probe_record(outcome: Any) -> dict:
+    return {"steps": outcome.steps, "valid_loss": round(outcome.score.valid_loss, 6),
+            "accuracy": round(outcome.score.accuracy, 6), "pays": outcome.pays,
+            "step_s": round(outcome.step_s, 4), "valid_s": round(outcome.valid_s, 4)}
 
 
 @contextmanager
@@ -395,6 +479,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
     from smarthub.model.imagecache import resized_copies
 
     started = time.monotonic()
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")  # the run's id (model/runs.py)
     device = distributed.rank_device(resolve_device(options.device))
     options = replace(options, device=device)
     outside: list[Path] = []
@@ -430,7 +515,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
                      if options.pretrained else None)
     extra_cbs = [distributed.trainer_callback(device)] if distributed.is_distributed() else []
     result = fit(learn, options, head_data=head_data, progress=progress, bars=bars, should_stop=should_stop,
-                 cbs=extra_cbs)
+                 cbs=extra_cbs, probe=options.probe and not distributed.is_distributed(), started=started)
     used_device = str(next(learn.model.parameters()).device)
     if not distributed.is_main_process():
         return TrainResult(export_path=ws.export_path, report_path=ws.report_path, report={},
@@ -454,6 +539,10 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "stopped_early": result.stopped_early,
         "head_valid_accuracy": None if result.head_accuracy is None else round(result.head_accuracy, 4),
         "frozen_blocks": result.frozen_blocks,
+        "finetune_decision": result.decision,
+        "probe": result.probe,
+        "budget_s": options.budget_s,
+        "budget_plan": result.plan,
         "batch_size": options.batch_size,
         "valid_pct": options.valid_pct,
         "seed": options.seed,
@@ -478,6 +567,7 @@ def train(ws: Any, options: TrainOptions, *, progress: ProgressFn | None = None,
         "dataset_fingerprint": dataset_fingerprint(items, ws.data_dir),
         "versions": library_versions(),
         "options": asdict(options),
+        "started_at": started_at,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "notes": notes,
     }
@@ -534,6 +624,12 @@ def portable_learner(learn: Any) -> None:
         learn.to_fp32()
     learn.model.cpu()
     learn.dls.cpu()
+
+
+def _note(progress: ProgressFn | None, message: str) -> None:
+    """A one-line decision the person should read (stage 'note', metrics {'message': ...})."""
+    if progress is not None:
+        progress(TrainProgress("note", 0, 0, 0, 0, {"message": message}))
 
 
 def _report(progress: ProgressFn | None, stage: str, batch: int = 0, batches: int = 0) -> None:

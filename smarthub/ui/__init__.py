@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from smarthub.dataset import SPLIT_NAMES
 from smarthub.errors import SmartHubError
+from smarthub.libwarnings import quiet_library_warnings
 from smarthub.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ def _prepare_env(ws: Workspace | None = None) -> None:
         os.environ.setdefault("GRADIO_TEMP_DIR", str(ws.cache_dir / "gradio"))
     if ws is not None:
         ws.contain_library_caches()
+    quiet_library_warnings()
 
 
 def build_app(ws: Workspace, **kwargs: Any) -> gr.Blocks:

@@ -28,6 +28,7 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
         f"{report.get('n_train')} train / {report.get('n_valid')} valid images"
         + (f" · {report['seconds']:.0f} s" if isinstance(report.get("seconds"), (int, float)) else ""),
         f"classes: {html.escape(', '.join(map(str, report.get('vocab', []))))}",
+        *([f"fine-tuning: {html.escape(str(report['finetune_decision']))}"] if report.get("finetune_decision") else []),
         f"model: `{html.escape(str(ws.export_path))}`" + (f" (run {html.escape(str(report['run_id']))})"
                                                           if report.get("run_id") else ""),
     ]
@@ -94,6 +95,8 @@ def defaults(ws: Workspace) -> dict[str, Any]:
 
 def progress_text(p: Any) -> tuple[float | None, str]:
     """(fraction done or None, one line) for a train.TrainProgress."""
+    if p.stage == "note":  # a decision (fine-tuning stopped, the budget's plan): the line itself
+        return None, str((p.metrics or {}).get("message", ""))
     metrics = " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in (p.metrics or {}).items())
     if p.epochs and p.epoch:
         frac = ((p.epoch - 1) + (p.batch / p.batches if p.batches else 0.0)) / p.epochs
@@ -104,13 +107,19 @@ def progress_text(p: Any) -> tuple[float | None, str]:
 
 
 CONTROLS = {"--arch": "'architecture' =", "--no-pretrained": "'start from ImageNet weights' unticked",
-            "--epochs": "the 'epochs' slider", "--size": "the 'image size (px)' slider"}
+            "--epochs": "the 'epochs' slider", "--size": "the 'image size (px)' slider",
+            "--budget": "'time budget'"}
 
 
 def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: bool,
               progress: gr.Progress | None = None, stop: StopSwitch | None = None,
-              promote: str = "if-better") -> tuple[str, list[list[Any]], str | None]:
+              promote: str = "if-better", budget: str = "",
+              always_fine_tune: bool = False) -> tuple[str, list[list[Any]], str | None]:
     """Train with the core and return the report views; errors become gr.Error.
+
+    `budget` ('' for none, else e.g. '90s', '5m'): the run plans its epochs to end within it and keeps the best
+    model by then (smarthub.durations.parse_duration reads it; a bad one is a gr.Error, nothing trained).
+    `always_fine_tune`: run the fine-tuning epochs even where the head leaves nothing to gain (TrainOptions.probe).
 
     The run is kept in models/runs/ and promoted by `promote` (if-better, always, never); the summary says
     which, with the new and the promoted model's accuracy side by side.
@@ -126,9 +135,12 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
     if stop is not None:
         stop.reset()
     with user_errors(CONTROLS):
+        from smarthub.durations import parse_duration
         from smarthub.model import train
+        budget_s = parse_duration(budget, field="--budget") if (budget or "").strip() else None
         options = train.TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
-                                     pretrained=bool(pretrained), promote=promote or "if-better")
+                                     pretrained=bool(pretrained), promote=promote or "if-better", budget_s=budget_s,
+                                     probe=not always_fine_tune)
         try:
             result = train.train(ws, options, progress=cb, should_stop=stop)
         except train.TrainingStopped as e:
@@ -202,6 +214,12 @@ def build(ws: Workspace) -> None:
         promote = gr.Radio(["if-better", "always", "never"], value="if-better", label="use the new model",
                            elem_id="sh-train-promote",
                            info="if-better: only when its validation accuracy is not worse on the same images")
+        budget = gr.Textbox("", label="time budget", elem_id="sh-train-budget", placeholder="none, or e.g. 90s, 5m",
+                            info="the run plans its epochs to end within it on this machine and keeps the best "
+                                 "model by then")
+        pays = gr.Checkbox(True, label="fine-tune only while it pays", elem_id="sh-train-pays",
+                           info="skip the fine-tuning epochs when the head leaves nothing to gain, or when its "
+                                "first steps fall far below the head")
         run = gr.Button("Train", variant="primary", elem_id="sh-train")
         stop_b = gr.Button("Stop", variant="stop", elem_id="sh-train-stop")
         reload = gr.Button("Show current model", elem_id="sh-train-reload")
@@ -230,9 +248,10 @@ def build(ws: Workspace) -> None:
         rows, choices, problem_line = show_history(ws)
         return rows, gr.update(choices=choices, value=None), status or problem_line
 
-    def on_train(a: str, e: float, s: float, p: bool, how: str, progress=gr.Progress()):
+    def on_train(a: str, e: float, s: float, p: bool, how: str, b: str, only_if_pays: bool, progress=gr.Progress()):
         try:
-            views = run_train(ws, a, int(e), int(s), p, progress, switch, promote=how)
+            views = run_train(ws, a, int(e), int(s), p, progress, switch, promote=how, budget=b,
+                              always_fine_tune=not only_if_pays)
         except gr.Error as err:  # stays on the page (a toast would vanish)
             return (*[gr.skip()] * 6, problem(err))
         return (*views, *refreshed(""), "")
@@ -257,7 +276,7 @@ def build(ws: Workspace) -> None:
     views = [summary, table, confusion]
     history_views_ = [history, pick, history_status]
     # one progress display per job: on the summary only, not on each output
-    run.click(on_train, [arch, epochs, size, pretrained, promote], views + history_views_ + [status],
+    run.click(on_train, [arch, epochs, size, pretrained, promote, budget, pays], views + history_views_ + [status],
               show_progress_on=[summary])
     promote_b.click(on_promote, [pick], history_views_ + views, show_progress_on=[history_status])
     undo_b.click(on_undo, None, history_views_ + views, show_progress_on=[history_status])

@@ -13,7 +13,7 @@ from helpers import write_fashion_folders
 from smarthub.cli import main
 from smarthub.workspace import Workspace
 
-ARGS = ["--size", "32", "--batch-size", "8", "--epochs", "2", "--device", "cpu"]
+ARGS = ["--size", "32", "--batch-size", "8", "--epochs", "2", "--device", "cpu", "--always-fine-tune"]
 
 
 @pytest.mark.slow

@@ -86,7 +86,7 @@ def _scan(ws: Workspace) -> list:
 def test_lpft_cli_prints_the_head_then_total_epochs(tmp_path: Path, capsys) -> None:
     ws = _fashion_ws(tmp_path)
     rc = main(["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--size", "32",
-               "--batch-size", "8", "--epochs", "2", "--patience", "2", "--device", "cpu"])
+               "--batch-size", "8", "--epochs", "2", "--patience", "2", "--device", "cpu", "--always-fine-tune"])
     out, err = capsys.readouterr()
     assert rc == 0, err
     report = json.loads(ws.report_path.read_text())

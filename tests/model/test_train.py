@@ -242,7 +242,8 @@ def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace
 
     # 24 images, 20 % valid, batch 8: 2 train + 1 valid batches per epoch → polled 3 times per epoch, and
     # once after the head is fitted (pretrained)
-    options = TrainOptions(arch="mobilenet_v2", epochs=3, patience=3, size_px=32, batch_size=8, pretrained=pretrained)
+    options = TrainOptions(arch="mobilenet_v2", epochs=3, patience=3, size_px=32, batch_size=8, pretrained=pretrained,
+                           probe=False)
     with pytest.raises(TrainingStopped, match=f"^training stopped {message}.*nothing was "
                                               f"written, the previous model is unchanged$"):
         train(ws, options, should_stop=should_stop)
@@ -256,7 +257,7 @@ def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_h
 
     ws = Workspace(tmp_path / "data", tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=16, classes=("trouser", "bag"), size_px=64)
-    result = train(ws, TrainOptions(arch="mobilenet_v2", epochs=1, size_px=64, batch_size=8))
+    result = train(ws, TrainOptions(arch="mobilenet_v2", epochs=1, size_px=64, batch_size=8, probe=False))
     report = result.report
     assert report["pretrained"] is True and report["weights_file"] == "mobilenet_v2-b0353104.pth"
     assert report["recipe"] == "lp-ft" and report["device"] == "cpu"
