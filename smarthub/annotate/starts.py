@@ -4,12 +4,10 @@
 weights folder or the torch cache; else a YOLOv8 neck and Detect head on an ImageNet-pretrained torchvision
 backbone whose weights are in the torch cache (Ultralytics' `TorchVision` YAML module, `split=True`, with
 `Index` modules picking the last block at strides 8, 16 and 32); else `yolov8n.yaml` from scratch, said on
-one line. `backbone_yaml(start, nc)` writes the model YAML for a backbone start. Also: `parse_duration`,
-the one parser of `--budget` values.
+one line. `backbone_yaml(start, nc)` writes the model YAML for a backbone start.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,27 +71,6 @@ class DetectorStart:
                 "backbone": self.backbone, "backbone_weights": self.backbone_weights,
                 "neck_from": [{"block": n.block, "index": n.index, "stride": n.stride, "channels": n.channels}
                               for n in self.neck]}
-
-
-# ---------------------------------------------------------------- durations
-
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|m|min|h)?\s*$", re.IGNORECASE)
-_UNIT_S = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-
-
-def parse_duration(text: str | float | int, *, what: str = "--budget") -> float:
-    """'90s', '5m', '1.5h' or a number of seconds -> seconds (> 0). SmartHubError otherwise."""
-    if isinstance(text, (int, float)):
-        seconds = float(text)
-    else:
-        m = _DURATION.match(str(text))
-        if not m:
-            raise SmartHubError(f"{what} {text!r} is not a duration: write e.g. 90s, 5m or 1.5h")
-        seconds = float(m.group(1)) * _UNIT_S[(m.group(2) or "").lower() or None]
-    if not seconds > 0:
-        raise SmartHubError(f"{what} must be more than zero, got {text!r}")
-    return seconds
 
 
 # ---------------------------------------------------------------- the chooser

@@ -25,7 +25,8 @@ import numpy as np
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
 from smarthub.annotate.split import SPLITS, check_split
-from smarthub.annotate.starts import DetectorStart, choose_start, parse_duration
+from smarthub.annotate.starts import DetectorStart, choose_start
+from smarthub.durations import parse_duration
 from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores
 
 DETECTORS_DIRNAME = "detectors"
@@ -74,7 +75,7 @@ class DetectorTrainOptions:
             raise SmartHubError("--epochs and --batch must be at least 1")
         if self.patience < 0:
             raise SmartHubError(f"--patience must be 0 (never stop early) or more, got {self.patience}")
-        self.budget_s = parse_duration(self.budget)
+        self.budget_s = parse_duration(self.budget, field="--budget")
         if self.imgsz < 32:
             raise SmartHubError(f"--imgsz must be at least 32, got {self.imgsz}")
         self.split = check_split(tuple(self.split))
