@@ -284,6 +284,8 @@ def test_train_tab_stop_in_the_browser(served, page) -> None:
         box = page.locator(f"{elem} input[type=number]").first
         box.fill(value)
         box.press("Enter")
+    # the head already solves these images: "fine-tune only while it pays" would skip the epochs to stop
+    page.locator("#sh-train-pays input[type=checkbox]").uncheck()
     page.locator("#sh-train").click()
     page.get_by_text(re.compile(r"epoch \d+/\d+ batch")).first.wait_for()  # gradio's progress line
     page.locator("#sh-train-stop").click()

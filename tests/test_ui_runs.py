@@ -73,7 +73,7 @@ def test_each_job_shows_one_progress_display(small_ws: Workspace) -> None:
     elem = {c["id"]: c.get("props", {}).get("elem_id") for c in config["components"]}
     by_trigger = {elem[d["targets"][0][0]]: d for d in config["dependencies"]
                   if d["targets"] and d["targets"][0][0] is not None}  # `.then` steps have no component target
-    for button, shown_on in (("sh-train", "sh-train-summary"), ("sh-run-review", "sh-status"),
+    for button, shown_on in (("sh-train", "sh-train-summary"), ("sh-run-review", "sh-run-progress"),
                              ("sh-predict", "sh-predict-label"), ("sh-ann-run", "sh-ann-report"),
                              ("sh-train-promote-run", "sh-train-history-status")):
         dep = by_trigger[button]
