@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from smarthub.errors import AnnotationError, DatasetError
+from smarthub.annotate.detset import ShapeTally
 from smarthub.annotate.labelme import edit_state, load_labelme, shape_boxes
 
 MATCH_IOU = 0.5          # a prediction counts as found at IoU >= 0.5 (precision/recall, mAP50)
@@ -336,6 +337,7 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_
                         costs=costs)
     pairs: list[tuple[list[Box], list[Box], int, int]] = []
     loaded_p, loaded_t = [], []
+    tally = ShapeTally()  # truth shapes that are not rectangles: said, not silently dropped
     for key, tpath in truths.items():
         try:
             t = load_labelme(tpath)
@@ -344,6 +346,7 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_
             report.failed.append((tpath, str(e)))
             continue
         loaded_t.append(t)
+        tally.add(tpath, t)
         if p is None:
             report.missing_pred.append(tpath)
         else:
@@ -365,6 +368,6 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_
     for lab, (ap50, ap) in per_label.items():
         stats[lab].ap50, stats[lab].ap50_95 = ap50, ap
     report.labels = stats
-    report.warnings = folder_warnings(loaded_p, loaded_t)
+    report.warnings = folder_warnings(loaded_p, loaded_t) + [f"truth: {n}" for n in tally.notes()]
     return report
 

@@ -261,3 +261,20 @@ def test_cli_bad_iou(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     t = write_set(tmp_path / "t", TRUTH)
     assert main(["evaluate-annotations", str(t), str(t), "--iou", "0"]) == 2
     assert capsys.readouterr().err.strip() == "error: --iou must be in (0, 1], got 0.0"
+
+
+def test_truth_shapes_that_are_not_rectangles_are_said(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A polygon in the truth counts as its bounding box and a point is dropped: both said, not silent."""
+    t = write_set(tmp_path / "t", TRUTH)
+    lf = load_labelme(t / "a.json")
+    lf.shapes.append(Shape(label="cat", points=[[120, 120], [160, 130], [140, 170]], shape_type="polygon"))
+    lf.shapes.append(Shape(label="dog", points=[[5, 5]], shape_type="point"))
+    save_labelme(t / "a.json", lf)
+    p = write_set(tmp_path / "p", TRUTH, scores=True)
+    report = evaluate_annotations(p, t)
+    assert report.labels["cat"].truth == 3  # the polygon's box is a truth box a person would have to draw
+    assert any("1 polygon in 1 Labelme file read as its bounding box" in w and w.startswith("truth: ")
+               for w in report.warnings), report.warnings
+    assert any("1 point shape in 1 Labelme file dropped" in w for w in report.warnings), report.warnings
+    assert main(["evaluate-annotations", str(p), str(t)]) == 0
+    assert "warning: truth: 1 polygon" in capsys.readouterr().err
