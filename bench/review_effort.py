@@ -73,7 +73,6 @@ def simulate(feats: np.ndarray, true: np.ndarray, noisy: np.ndarray, vocab: list
         return [Entry(path=Path(f"{vocab[labels[i]]}/{i}.png"), label=vocab[labels[i]], sha256=shas[i])
                 for i in range(n)]
 
-    uniq = entries()
     nb = scorers.neighbours_of(feats_by_sha, shas, seed=seed)
     planted = set(np.flatnonzero(true != noisy).tolist())
     trusted: set[str] = set()

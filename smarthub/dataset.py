@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import os
 import unicodedata
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field

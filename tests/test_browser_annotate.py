@@ -3,7 +3,6 @@ boxes in the gallery, the Labelme files are written at the chosen thresholds on 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from test_browser import ARTIFACTS, TIMEOUT_MS, _free_port, _require_browser

@@ -6,7 +6,6 @@ and boxes are written in that frame. A JSON a person edited is never overwritten
 from __future__ import annotations
 
 import copy
-import io
 import math
 import os
 import tempfile

@@ -18,7 +18,7 @@ import numpy as np
 
 from smarthub.annotate.next_images import GALLERY_SORTS, gallery_order
 from smarthub.annotate.scored import DEFAULT_FLOOR, ScoredBatch, Thresholds
-from smarthub.errors import DatasetError, ModelError, SmartHubError
+from smarthub.errors import DatasetError, ModelError
 from smarthub.ui._common import StopSwitch, ok, problem, user_errors
 from smarthub.workspace import Workspace
 
