@@ -62,10 +62,10 @@ def atomic_write_with(path: Path, writer: Callable[[Any], object], *, durable: b
             tmp.unlink()
 
 
-def atomic_save_torch(path: Path, save: Callable[[Path], object]) -> None:
+def atomic_save_file(path: Path, save: Callable[[Path], object]) -> None:
     """Run `save(tmp_path)` (e.g. learn.export / torch.save), then atomically replace `path`.
 
-    The file is then listed as written by smarthub (`trust.record_written`), so it may be loaded again.
+    Model files go through `trust.save_model`, which also lists them as written by smarthub.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +84,6 @@ def atomic_save_torch(path: Path, save: Callable[[Path], object]) -> None:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    from smarthub.trust import record_written  # here, not at the top: trust imports this module
-
-    record_written(path)
 
 
 def append_jsonl(path: Path, records: list[dict[str, Any]] | dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smarthub.errors import DatasetError, ImageError, LabelError
+from smarthub.staging import sha256_file  # noqa: F401 (re-exported: the dataset's file hash)
 from smarthub.imaging import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, check_image, is_image_file  # noqa: F401 (re-exported)
 
 MAX_LABEL_CHARS = 100
@@ -172,15 +173,6 @@ def check_trainable(items: list[ImageItem], *, min_per_class: int = 2) -> None:
         raise DatasetError(
             f"classes with fewer than {min_per_class} images: {', '.join(small)}; add images or remove the folder"
         )
-
-
-def sha256_file(path: Path, *, chunk_bytes: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_bytes):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dataset_fingerprint(items: Iterable[ImageItem], data_dir: Path) -> str:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -54,11 +53,6 @@ class ProvenanceRecord:
             return cls(**kwargs)
         except (TypeError, ValueError):
             return None
-
-
-def now_iso() -> str:
-    """UTC timestamp for records."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def append_records(ws: Workspace, records: Iterable[ProvenanceRecord]) -> None:

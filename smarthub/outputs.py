@@ -1,7 +1,7 @@
 """Folders smarthub writes whole (exports, imports, detector runs): staged, locked, swapped in, never a stranger's.
 
 An output is written into a hidden staged folder beside it, `.<name>.partial-<token>`, while the writer holds
-an `flock` on `.<name>.lock` (which names its pid), then swapped in by `fileops.replace_folder` (the old folder
+an `flock` on `.<name>.lock` (which names its pid), then swapped in by `staging.swap_whole` (the old folder
 is renamed aside to `.<name>.old-<token>` until the new one is in place). The lock dies with its process,
 whatever signal ended it, so the next writer of the same name takes the lock and cleans up what a dead one left:
 stale staged folders are removed, and an aside copy is either put back (the swap was cut before the new folder
@@ -18,11 +18,11 @@ import errno
 import fcntl
 import json
 import os
-import secrets
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
+from smarthub import __version__, staging
+from smarthub.atomicio import atomic_write_json
 from smarthub.errors import SmartHubError
 
 MARKER_NAME = ".smarthub-export"  # JSON, without the .json suffix: Labelme folder scans never take it for theirs
@@ -89,20 +89,15 @@ def _marker_files(dest: Path) -> set[str] | None:
 
 def write_marker(folder: Path, *, kind: str) -> None:
     """Record in `folder` (complete, not yet in place) that smarthub wrote it and which files it holds."""
-    from smarthub import __version__
-    from smarthub.atomicio import atomic_write_json
-
     folder = Path(folder)
     atomic_write_json(folder / MARKER_NAME, {
-        "kind": kind, "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "kind": kind, "at": staging.now(),
         "by": f"smarthub {__version__}", "files": [e for e in _entries(folder) if e != MARKER_NAME]})
 
 
 @contextlib.contextmanager
 def output_lock(dest: Path) -> Iterator[None]:
     """Hold the writer lock of output `dest` (`.<name>.lock` beside it); refuse when another process holds it."""
-    from smarthub import fileops
-
     dest = Path(dest)
     path = _lock_path(dest)
     while True:
@@ -132,19 +127,17 @@ def output_lock(dest: Path) -> Iterator[None]:
         os.pwrite(fd, f"held by pid {os.getpid()}\n".encode(), 0)
         yield
     finally:
-        fileops.discard_lock_file(path)  # while still held: a writer that opened it meanwhile sees it gone
+        staging.discard_lock_file(path)  # while still held: a writer that opened it meanwhile sees it gone
         os.close(fd)
 
 
 def recover_output(dest: Path) -> list[str]:
-    """Repair what a dead writer of `dest` left (`fileops.recover_folder`, under the output lock); returns the
+    """Repair what a dead writer of `dest` left (`staging.recover_beside`, under the output lock); returns the
     notes saying what was done."""
-    from smarthub import fileops
-
     if not Path(dest).parent.is_dir():
         return []
     with output_lock(dest):
-        return fileops.recover_folder(dest)
+        return staging.recover_beside(dest)
 
 
 @contextlib.contextmanager
@@ -158,23 +151,20 @@ def staged_output(dest: Path, *, kind: str | None, overwrite: bool = False,
         SmartHubError: another process writes `dest`; `dest` is not empty and `overwrite` is not set, or it is
             not smarthub's to replace (`check_replaceable`).
     """
-    from smarthub import fileops
-
     dest = Path(dest)
     with output_lock(dest):
-        done = fileops.recover_folder(dest)
+        done = staging.recover_beside(dest)
         if notes is not None:
             notes += done
         if dest.is_dir() and any(dest.iterdir()) and not overwrite:
             raise SmartHubError(f"output folder {dest} is not empty: choose a new folder or pass --overwrite "
                                 f"(replaces it whole)")
         check_replaceable(dest)
-        staged = dest.with_name(f".{dest.name}.partial-{secrets.token_hex(4)}")
-        staged.mkdir()
+        staged = staging.build_beside(dest)
         try:
             yield staged
             if kind is not None:
                 write_marker(staged, kind=kind)
-            fileops.replace_folder(staged, dest)
+            staging.swap_whole(staged, dest)
         finally:
-            fileops.discard_folder(staged)
+            staging.discard(staged)

@@ -1,7 +1,7 @@
 """Which model files may be unpickled: those smarthub wrote itself, others only when the user says so.
 
 Loading a pickle (fastai's export.pkl, an Ultralytics .pt) runs whatever code the file holds. Every
-model file smarthub writes (through `atomicio.atomic_save_torch`) gets a line in a record beside it,
+model file smarthub writes (through `save_model`) gets a line in a record beside it,
 `<folder>/.smarthub-models.jsonl` (name, sha256, when); a file whose exact bytes are listed there was
 written by smarthub in that models folder. The CLI and the app refuse any other pickle unless started
 with `--trust`; library calls (notebooks, tests) only print the notice.
@@ -9,12 +9,14 @@ with `--trust`; library calls (notebooks, tests) only print the notice.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from smarthub.atomicio import append_jsonl, read_jsonl
-from smarthub.dataset import sha256_file
+from smarthub import __version__
+from smarthub.atomicio import append_jsonl, atomic_save_file, read_jsonl
 from smarthub.errors import ModelError
+from smarthub.staging import now, sha256_file
 
 RECORD_NAME = ".smarthub-models.jsonl"
 
@@ -37,13 +39,17 @@ def record_path(model: Path) -> Path:
     return Path(model).parent / RECORD_NAME
 
 
+def save_model(path: Path, save: Callable[[Path], object]) -> None:
+    """Write a model file atomically (`save(tmp_path)`, e.g. learn.export / torch.save; see
+    `atomicio.atomic_save_file`), then list it as written by smarthub, so it may be loaded again."""
+    atomic_save_file(path, save)
+    record_written(path)
+
+
 def record_written(model: Path) -> None:
     """Note that smarthub has just written `model` (call after the file is in place)."""
-    from smarthub import __version__
-    from smarthub.ledger import now_iso
-
     model = Path(model)
-    append_jsonl(record_path(model), {"name": model.name, "sha256": sha256_file(model), "at": now_iso(),
+    append_jsonl(record_path(model), {"name": model.name, "sha256": sha256_file(model), "at": now(),
                                       "by": f"smarthub {__version__}"})
 
 

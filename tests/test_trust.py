@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from smarthub import trust
-from smarthub.atomicio import atomic_save_torch
 from smarthub.errors import ModelError
 from tests.helpers import make_image
 
@@ -44,7 +43,7 @@ def test_files_smarthub_wrote_are_recognised_by_their_bytes(tmp_path: Path) -> N
     import torch
 
     model = tmp_path / "models" / "export.pkl"
-    atomic_save_torch(model, lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
+    trust.save_model(model, lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
     origin = trust.written_by_smarthub(model)
     assert origin is not None and origin["name"] == "export.pkl" and origin["by"].startswith("smarthub")
     assert "written by smarthub" in trust.check_pickle(model)

@@ -327,14 +327,12 @@ def save_detector_checkpoint(path: Path, model: Any, *, arch: str, labels: list[
     """
     import torch
 
-    from smarthub.atomicio import atomic_save_torch
-
     if not labels or labels[0] != "__background__":
         raise SmartHubError("detector checkpoint labels must start with '__background__'")
     ckpt = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "arch": arch, "num_classes": len(labels),
             "labels": list(labels), "model_kwargs": dict(model_kwargs or {}),
             "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}}
-    atomic_save_torch(Path(path), lambda tmp: torch.save(ckpt, tmp))
+    trust.save_model(Path(path), lambda tmp: torch.save(ckpt, tmp))
     return Path(path)
 
 

@@ -9,8 +9,6 @@ complete: a failure or Stop leaves nothing behind and earlier runs untouched.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import os
 import secrets
 import shutil
 import time
@@ -27,6 +25,7 @@ from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_lab
 from smarthub.annotate.split import SPLITS, check_split
 from smarthub.annotate.starts import DetectorStart, choose_start
 from smarthub.durations import parse_duration
+from smarthub.staging import link_or_copy, sha256_file
 from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores
 
 DETECTORS_DIRNAME = "detectors"
@@ -217,14 +216,6 @@ def list_runs(models_dir: Path) -> list[Path]:
 # ---------------------------------------------------------------- dataset
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_trainable(dataset: DetSet) -> None:
     """Refuse a folder without boxes and a class present in one image only (one line each)."""
     if not dataset.names:
@@ -243,10 +234,10 @@ def silver_items(silver_dir: Path, dataset: DetSet) -> tuple[list[DetItem], list
     check_not_nested(dataset.root, silver_dir, what="silver folder")
     silver = scan_labelme_dir(silver_dir, silver_only=True)
     notes = []
-    known = {_sha256(it.image) for it in dataset.items}
+    known = {sha256_file(it.image) for it in dataset.items}
     kept = []
     for it in silver.items:
-        if _sha256(it.image) in known:
+        if sha256_file(it.image) in known:
             continue
         unknown = sorted(it.labels - set(dataset.names))
         if unknown:
@@ -262,14 +253,6 @@ def silver_items(silver_dir: Path, dataset: DetSet) -> tuple[list[DetItem], list
     return kept, notes
 
 
-def _link_or_copy(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        os.symlink(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-
-
 def write_yolo_tree(folder: Path, splits: dict[str, list[DetItem]], names: list[str]) -> Path:
     """A YOLO dataset (images linked, labels written) for Ultralytics; returns its data.yaml."""
     import json
@@ -280,7 +263,7 @@ def write_yolo_tree(folder: Path, splits: dict[str, list[DetItem]], names: list[
     for split, items in splits.items():
         for it in items:
             stem = flat_stem(it.key)
-            _link_or_copy(it.image, folder / "images" / split / f"{stem}{it.image.suffix.lower()}")
+            link_or_copy(it.image, folder / "images" / split / f"{stem}{it.image.suffix.lower()}", symbolic=True)
             label = folder / "labels" / split / f"{stem}.txt"
             label.parent.mkdir(parents=True, exist_ok=True)
             label.write_text("".join(x + "\n" for x in yolo_lines(it, ids)), encoding="utf-8")
@@ -634,10 +617,10 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     Raises DatasetError (bad input, one line), ModelError (backend), TrainingStopped (should_stop()
     turned true: nothing written, earlier runs untouched).
     """
-    from smarthub import fileops
+    from smarthub import staging, trust
     from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, load_detector
     from smarthub.annotate.export import dataset_split
-    from smarthub.atomicio import atomic_save_torch, atomic_write_json
+    from smarthub.atomicio import atomic_write_json
     from smarthub.model.devices import resolve_device
     from smarthub.outputs import staged_output
 
@@ -685,8 +668,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             data_yaml = write_yolo_tree(work / "dataset", {"train": train_items, "val": splits["val"]}, names)
             last, length = train_ultralytics(data_yaml, work, options, device, runs / ".cache" / "ultralytics",
                                              report, start=start, log_path=staged / LOG_FILE)
-            # through atomic_save_torch: the run's weights are recorded as written by smarthub (trust.py)
-            atomic_save_torch(staged / "weights.pt", lambda tmp: shutil.copyfile(last, tmp))
+            # through save_model: the run's weights are recorded as written by smarthub
+            trust.save_model(staged / "weights.pt", lambda tmp: shutil.copyfile(last, tmp))
             results = work / "ultralytics" / "results.csv"
             if results.is_file():
                 shutil.copyfile(results, staged / EPOCHS_FILE)
@@ -698,7 +681,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             weights_name = "detector.pt"
             length = TrainLength(epochs=options.epochs or TORCHVISION_DEFAULT_EPOCHS, best_epoch=None,
                                  reason="fixed epoch count (torchvision backend)")
-        fileops.discard_folder(work)
+        staging.discard(work)
         report(TrainProgress("evaluate"))
         detector = load_detector(staged / weights_name, DetectorOptions(
             conf=EVAL_CONF, max_det=100, imgsz=options.imgsz, device=device,

@@ -19,7 +19,8 @@ from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, DatasetIndex, phash_
 from smarthub.collect.download import DownloadOptions, DownloadReport, Fetcher, fetch_many, save_image
 from smarthub.errors import DatasetError, LabelError, NetworkError, SmartHubError
 from smarthub.fileops import class_names
-from smarthub.ledger import ProvenanceRecord, append_records, now_iso, read_records, split_present
+from smarthub.ledger import ProvenanceRecord, append_records, read_records, split_present
+from smarthub.staging import now
 from smarthub.collect.search import (DEFAULT_QUERY_TEMPLATES, SearchBackend, SearchHit, SearchOptions, UrlListBackend,
                              cached_search)
 from smarthub.workspace import Workspace
@@ -326,7 +327,7 @@ class _RunState:
             sha256=image.sha256, phash=phash_hex(image.phash), label=label, path=_rel(self.ws, path),
             url=hit.image_url, page_url=hit.page_url, query=query, backend=getattr(self.backend, "name", ""),
             licence=hit.licence, width=image.width, height=image.height, bytes=len(image.data),
-            fetched_at=now_iso(),
+            fetched_at=now(),
         )
 
 

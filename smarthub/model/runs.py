@@ -22,17 +22,17 @@ import contextlib
 import fcntl
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from smarthub import trust
-from smarthub.atomicio import (append_jsonl, atomic_save_torch, atomic_write_bytes, atomic_write_json, atomic_write_text,
-                               discard_temp, read_json, read_jsonl)
+from smarthub import staging, trust
+from smarthub.atomicio import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, discard_temp,
+                               read_json, read_jsonl)
 from smarthub.errors import ModelError, SmartHubError
+from smarthub.staging import now as _now
 from smarthub.workspace import Workspace
 
 PROMOTE_POLICIES = ("if-better", "always", "never")
@@ -334,18 +334,16 @@ def _discard_interrupted_runs(ws: Workspace) -> None:
     into place. Called under the history lock, which every writer holds from making such a folder to renaming
     it, so none of them is still being written. They hold only files training wrote (never a user's image),
     were never listed or promoted, and each is noted in the promotions log."""
-    from smarthub import fileops
-
     if not ws.runs_dir.is_dir():
         return
-    for staging in sorted(ws.runs_dir.glob(".*.partial")):
-        if not staging.is_dir():
+    for partial in sorted(ws.runs_dir.glob(".*.partial")):
+        if not partial.is_dir():
             continue
         try:
-            fileops.discard_folder(staging)
+            staging.discard(partial)
         except OSError:
             continue  # tried again on the next use; it is never listed meanwhile
-        append_jsonl(log_path(ws), {"at": _now(), "discarded": staging.name,
+        append_jsonl(log_path(ws), {"at": _now(), "discarded": partial.name,
                                     "reason": "discarded an interrupted training run (its process stopped before "
                                               "the run folder was complete)"})
 
@@ -384,25 +382,24 @@ def record_run(ws: Workspace, report: dict[str, Any], *, save_export: Callable[[
         run_id = new_run_id(str(report.get("arch") or "model"), now=created,
                             existing=[n.lstrip(".").removesuffix(".partial") for n in existing])
         report["run_id"] = run_id
-        staging = ws.runs_dir / f".{run_id}.partial"
-        try:
-            staging.mkdir(parents=True)
-        except OSError as e:
-            raise SmartHubError(f"cannot create {staging}: {e.strerror or e}") from e
         run_dir = ws.runs_dir / run_id
+        partial = staging.beside(run_dir, token=False)
         try:
-            atomic_save_torch(staging / "export.pkl", save_export)
-            atomic_write_text(staging / "history.csv", history_csv)
-            atomic_write_bytes(staging / "confusion.png", confusion_png)
-            atomic_write_json(staging / "report.json", report)
+            partial.mkdir(parents=True)
+        except OSError as e:
+            raise SmartHubError(f"cannot create {partial}: {e.strerror or e}") from e
+        try:
+            trust.save_model(partial / "export.pkl", save_export)
+            atomic_write_text(partial / "history.csv", history_csv)
+            atomic_write_bytes(partial / "confusion.png", confusion_png)
+            atomic_write_json(partial / "report.json", report)
             try:
-                os.replace(staging, run_dir)
+                staging.put_in_place(partial, run_dir)
             except OSError as e:
                 raise SmartHubError(f"cannot write {run_dir}: {e.strerror or e}") from e
         except SmartHubError:
-            # an empty staging folder goes; a partly written one stays hidden (never listed, never promoted)
-            with contextlib.suppress(OSError):
-                os.rmdir(staging)
+            # an empty staged folder goes; a partly written one stays hidden (never listed, never promoted)
+            staging.discard_if_empty(partial)
             raise
         return _decide(ws, run_id, report, policy=policy)
 
@@ -463,30 +460,20 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
     """
     run_dir = ws.runs_dir / run_id
     models = ws.models_dir
-    backups: dict[str, Path] = {}
     settled = False
     log_line = {"at": _now(), "run_id": run_id, "previous": previous, "reason": reason}
     old_pointer = pointer_path(ws).read_bytes() if pointer_path(ws).is_file() else None
     try:
-        staged = {name: _link_or_copy(run_dir / name, models / f".{name}.new.tmp")
-                  for name in ARTEFACTS if (run_dir / name).is_file()}
-        for name in ARTEFACTS:
-            if (models / name).is_file():
-                backups[name] = _link_or_copy(models / name, models / f".{name}.prev.tmp")
+        staged, backups = staging.stage_files(run_dir, models, ARTEFACTS)
         atomic_write_json(models / INTENT_NAME, {"run_id": run_id, "names": list(ARTEFACTS), "log": log_line})
         done: list[str] = []
         try:
-            for name in ARTEFACTS:
-                target = models / name
-                if name in staged:
-                    os.replace(staged[name], target)
-                elif target.exists():  # the run lacks this file: the old one must not pass for the new run's
-                    os.replace(target, models / f".{name}.stale.tmp")
-                done.append(name)
+            # a file the run lacks is set aside: the old one must not pass for the new run's
+            staging.replace_files(models, ARTEFACTS, staged, done)
             _write_pointer(ws, run_id, previous=previous)  # the promotion's commit point
         except (OSError, SmartHubError) as e:
             try:
-                _roll_back(models, done, backups)
+                staging.restore_files(models, done, backups)
                 _restore_pointer(ws, run_id, old_pointer)
             except (OSError, SmartHubError) as e2:
                 raise SmartHubError(f"cannot promote run {run_id}: {e}; putting the previous files back failed "
@@ -529,32 +516,19 @@ def _restore_pointer(ws: Workspace, run_id: str, old: bytes | None) -> None:
     current = _pointer_or_none(ws)
     if current is None or current.get("run_id") != run_id:
         return
-    if old is None:  # there was none: set it aside as a temp (only fileops removes files by name)
-        aside = ws.models_dir / f".{POINTER_NAME}.undone.tmp"
-        os.replace(pointer_path(ws), aside)
-        discard_temp(aside)
+    if old is None:  # there was none: it goes
+        staging.discard_file(pointer_path(ws))
     else:
         atomic_write_bytes(pointer_path(ws), old)
 
 
 def _discard_promotion_temps(models: Path) -> None:
-    for name in ARTEFACTS:
-        for suffix in (".new.tmp", ".prev.tmp", ".stale.tmp"):
-            discard_temp(models / f".{name}{suffix}")
+    staging.discard_file_temps(models, ARTEFACTS)
     discard_temp(models / INTENT_NAME)
     # the temporary files of atomic writes a kill cut short (only writers holding the history lock make them)
     for name in (POINTER_NAME, INTENT_NAME):
         for temp in models.glob(f".{name}.*.tmp"):
             discard_temp(temp)
-
-
-def _roll_back(models: Path, done: Iterable[str], backups: dict[str, Path]) -> None:
-    """Put back the files replaced so far (backups are hard links or copies of the previous files)."""
-    for name in done:
-        if name in backups:
-            os.replace(backups[name], models / name)
-        elif (models / name).exists():
-            os.replace(models / name, models / f".{name}.stale.tmp")
 
 
 def _recover(ws: Workspace) -> None:
@@ -576,9 +550,10 @@ def _recover(ws: Workspace) -> None:
             _finish_promotion(ws, str(intent["run_id"]), line)
     else:
         names = intent.get("names", ARTEFACTS) if isinstance(intent, dict) else ARTEFACTS
-        backups = {n: models / f".{n}.prev.tmp" for n in names if (models / f".{n}.prev.tmp").is_file()}
+        backups = {n: staging.temp_of(models, n, staging.PREVIOUS) for n in names
+                   if staging.temp_of(models, n, staging.PREVIOUS).is_file()}
         try:
-            _roll_back(models, [n for n in names if n in ARTEFACTS], backups)
+            staging.restore_files(models, [n for n in names if n in ARTEFACTS], backups)
         except OSError as e:
             raise SmartHubError(f"cannot finish rolling back an interrupted promotion in {models}: "
                                 f"{e.strerror or e}") from e
@@ -601,14 +576,14 @@ def _adopt_first_version(ws: Workspace) -> None:
     run_id = new_run_id(str(report.get("arch") or "model"), now=created)
     run_dir = ws.runs_dir / run_id
     if not run_dir.is_dir():  # a crash after the folder was made but before the pointer: reuse it
-        staging = ws.runs_dir / f".{run_id}.partial"
+        partial = staging.beside(run_dir, token=False)
         try:
-            staging.mkdir(parents=True, exist_ok=True)
+            partial.mkdir(parents=True, exist_ok=True)
             for name in ARTEFACTS[:-1]:
-                if (ws.models_dir / name).is_file() and not (staging / name).exists():
-                    _link_or_copy(ws.models_dir / name, staging / name)
-            atomic_write_json(staging / "report.json", {**report, "run_id": run_id, "adopted": True})
-            os.replace(staging, run_dir)
+                if (ws.models_dir / name).is_file() and not (partial / name).exists():
+                    staging.link_or_copy(ws.models_dir / name, partial / name)
+            atomic_write_json(partial / "report.json", {**report, "run_id": run_id, "adopted": True})
+            staging.put_in_place(partial, run_dir)
         except OSError as e:
             raise SmartHubError(f"cannot adopt {ws.export_path} as a run in {run_dir}: {e.strerror or e}; "
                                 f"the model is unchanged") from e
@@ -621,17 +596,6 @@ def _write_pointer(ws: Workspace, run_id: str, *, previous: str | None) -> None:
     atomic_write_json(pointer_path(ws), {"run_id": run_id, "previous": previous, "promoted_at": _now()})
 
 
-def _link_or_copy(src: Path, dst: Path) -> Path:
-    """A hard link of `src` at `dst` (no extra space), else a copy; `dst` must not exist or be our temp."""
-    if dst.name.endswith(".tmp"):
-        discard_temp(dst)  # a leftover of an interrupted promotion
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copyfile(src, dst)
-    return dst
-
-
 def _parse_time(text: object) -> datetime | None:
     if not isinstance(text, str):
         return None
@@ -640,7 +604,3 @@ def _parse_time(text: object) -> datetime | None:
     except ValueError:
         return None
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from smarthub.errors import SmartHubError
-from smarthub.fileops import discard_folder
+from smarthub.staging import discard
 from smarthub.model.options import AUG_STRENGTH_MAX, FREEZE_STRIDES, TrainOptions
 
 TRIAL_COLUMNS = ("trial", "state", "valid_accuracy", "lr", "freeze_stride", "aug_strength", "size_px", "epochs_run",
@@ -156,13 +156,13 @@ def tune(ws: Any, base: TrainOptions, *, space: TuneSpace, trials: int, budget_s
             records.append(Trial(trial.number, state, acc, options.lr, options.freeze_stride, options.aug_strength,
                                  options.size_px, epochs_run, round(time.monotonic() - started, 2), note))
             say(_trial_line(records[-1]))
-            discard_folder(scratch.models_dir)  # a scratch run: never promoted, never kept
+            discard(scratch.models_dir)  # a scratch run: never promoted, never kept
         if state == "pruned":
             raise optuna.TrialPruned()
         return acc
 
     study.optimize(objective, n_trials=trials, timeout=budget_s, catch=(SmartHubError,))
-    discard_folder(scratch_root)
+    discard(scratch_root)
     done = [t for t in records if t.state == "complete"]
     if not done:
         reasons = "; ".join(f"trial {t.number}: {t.note}" for t in records[:3])

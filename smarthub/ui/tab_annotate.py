@@ -5,7 +5,6 @@ folder; train-detector on corrected Labelme files with progress and Stop."""
 from __future__ import annotations
 
 import html
-import os
 import secrets
 import shutil
 from dataclasses import dataclass
@@ -117,7 +116,7 @@ def store_detector(ws: Workspace, file: Any) -> tuple[str, str]:
     """Validate an uploaded detector file and keep it in models/detectors/uploads/ (a new name, never
     overwriting); returns (message, its spec relative to the models folder). A file that is not a
     detector is refused and not kept."""
-    from smarthub import fileops
+    from smarthub import staging
     from smarthub.annotate import detect
     from smarthub.annotate.train_detector import detectors_dir
 
@@ -137,9 +136,9 @@ def store_detector(ws: Workspace, file: Any) -> tuple[str, str]:
         while dst.exists():
             dst = uploads / f"{src.stem}_{n}{src.suffix}"
             n += 1
-        os.replace(staged / src.name, dst)
+        staging.put_in_place(staged / src.name, dst)
     finally:
-        fileops.discard_folder(staged)
+        staging.discard(staged)
     spec = dst.relative_to(ws.models_dir).as_posix()
     classes = ", ".join(c for c in detector.class_names if c not in ("__background__", "N/A"))[:300]
     return f"stored {spec} ({type(detector).__name__}; classes: {classes})", spec

@@ -244,10 +244,10 @@ def _data_folder(tmp_path: Path) -> Path:
 def _models_folder(tmp_path: Path) -> Path:
     import torch
 
-    from smarthub.atomicio import atomic_save_torch
+    from smarthub.trust import save_model
 
     models = tmp_path / "ws" / "models"
-    atomic_save_torch(models / "export.pkl", lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
+    save_model(models / "export.pkl", lambda tmp: torch.save({"w": torch.zeros(2)}, tmp))
     return models
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from smarthub.atomicio import append_jsonl, atomic_save_torch, atomic_write_json, read_json, read_jsonl
+from smarthub.atomicio import append_jsonl, atomic_save_file, atomic_write_json, read_json, read_jsonl
 from smarthub.errors import SmartHubError
 
 
@@ -36,7 +36,7 @@ def test_writer_exception_keeps_last_good_file(tmp_path: Path) -> None:
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        atomic_save_torch(target, half_then_crash)
+        atomic_save_file(target, half_then_crash)
     assert target.read_bytes() == b"good"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.pkl"]
 

@@ -1,0 +1,141 @@
+"""Moves of chosen images: relabel, trash, undo (each one journaled operation, see `moves`).
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from smarthub.dataset import SPLIT_NAMES, check_label_case, has_split_layout, validate_label
+from smarthub.errors import FileOpError, MissingFileError
+from smarthub.fileops.classes import class_names
+from smarthub.fileops.journal import Operation, _new_op_id, _rel, history
+from smarthub.fileops.lock import workspace_lock
+from smarthub.fileops.moves import _run
+from smarthub.fileops.recover import recover
+from smarthub.workspace import META_DIRNAME, Workspace
+
+
+def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operation:
+    """Move images into the class folder `label` (created if new), never overwriting.
+
+    Raises:
+        LabelError: `label` breaks the label rules.
+        FileOpError: a path is missing, outside the data folder, or already has that label.
+    """
+    label = check_label_case(validate_label(label), class_names(ws))
+    with workspace_lock(ws):
+        recovered = recover(ws)
+        plans: list[tuple[Path, Path]] = []
+        for src in _as_list(paths):
+            src = _checked_source(ws, src)
+            root, class_name = _class_root(ws, src)
+            if class_name == label:
+                raise FileOpError(f"{_rel(ws, src)} is already labelled {label!r}")
+            if (root / label).exists() and not (root / label).is_dir():
+                raise FileOpError(f"{_rel(ws, root / label)} is a file, not a class folder: give a class name")
+            plans.append((src, root / label / src.name))
+        return _run(ws, "relabel", plans, label=label, recovered=recovered)
+
+
+def trash(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
+    """Move images to `data/.smarthub/trash/<op id>/…` (restorable with `undo`)."""
+    with workspace_lock(ws):
+        recovered = recover(ws)
+        op_id = _new_op_id()
+        plans = []
+        for src in _as_list(paths):
+            src = _checked_source(ws, src)
+            plans.append((src, ws.trash_dir / op_id / _rel(ws, src)))
+        return _run(ws, "trash", plans, op_id=op_id, recovered=recovered)
+
+
+def undo(ws: Workspace, op_id: str | None = None) -> Operation:
+    """Undo operation `op_id`, or the latest committed operation not yet undone.
+
+    Repeated calls walk back through history. Undoing an undo redoes the original.
+
+    Raises:
+        FileOpError: nothing to undo, unknown id, or a file of that operation has been moved since.
+    """
+    with workspace_lock(ws):
+        recovered = recover(ws)
+        ops = history(ws)
+        if op_id is None:
+            candidates = [op for op in ops if op.state == "committed" and op.undone_by is None and op.kind != "undo"]
+            if not candidates:
+                raise FileOpError("nothing to undo: no relabel or delete in the journal is left to undo")
+            target = candidates[-1]
+        else:
+            matches = [op for op in ops if op.op_id == op_id]
+            if not matches:
+                raise FileOpError(f"no operation {op_id!r} in {ws.journal_path}; `smarthub history` lists them")
+            target = matches[0]
+            if target.state != "committed":
+                raise FileOpError(f"operation {op_id} was {target.state}, there is nothing to undo")
+            if target.undone_by is not None:
+                raise FileOpError(f"operation {op_id} was already undone by {target.undone_by}")
+        missing = [m.dst for m in target.moves if not (ws.data_dir / m.dst).exists()]
+        if missing:
+            raise FileOpError(
+                f"cannot undo {target.op_id}: {', '.join(missing[:3])} moved since; undo the later operations first"
+            )
+        plans = [(ws.data_dir / m.dst, ws.data_dir / m.src) for m in reversed(target.moves)]
+        return _run(ws, "undo", plans, undoes=target.op_id, emptied=target.created, recovered=recovered)
+
+
+def _checked_source(ws: Workspace, path: Path) -> Path:
+    path = Path(path)
+    data_root = ws.data_dir.resolve()
+    if not path.is_absolute():  # relative to the current folder when it is there or points into the data folder
+        here = path.absolute()
+        inside = data_root in (here.parent.resolve() / here.name).parents
+        path = here if here.exists() or inside else ws.data_dir / path
+    resolved = path.parent.resolve() / path.name
+    if data_root not in resolved.parents:
+        raise FileOpError(f"{path} is not inside the data folder {ws.data_dir}; smarthub only moves its own images")
+    rel = resolved.relative_to(data_root)
+    if rel.parts[0] == META_DIRNAME:
+        raise FileOpError(f"{path} is smarthub bookkeeping, not an image of the dataset")
+    if path.is_symlink() or (resolved.exists() and not resolved.is_file()):
+        raise FileOpError(f"{path} is not a regular file")
+    if not resolved.exists():
+        raise _missing(ws, rel.as_posix())
+    return ws.data_dir / rel
+
+
+def _missing(ws: Workspace, rel: str) -> MissingFileError:
+    """Why `rel` is not there: the journaled operation that moved it away, else plainly absent."""
+    for op in reversed(history(ws)):
+        if op.state != "committed":
+            continue
+        for m in op.moves:
+            if m.src == rel:
+                where = "to the trash" if m.dst.startswith(f"{META_DIRNAME}/") else f"to {m.dst}"
+                return MissingFileError(f"{rel} no longer exists: {op.kind} {op.op_id} moved it {where}", rel,
+                                        explained=True)
+            if m.dst == rel:  # it arrived here last, so it was removed outside smarthub
+                return MissingFileError(f"{rel} no longer exists (deleted or moved outside smarthub)", rel,
+                                        explained=True)
+    return MissingFileError(f"{rel} does not exist in the data folder {ws.data_dir}", rel)
+
+
+def _class_root(ws: Workspace, src: Path) -> tuple[Path, str]:
+    """Return (folder holding the class folders, current class name) for a source image."""
+    rel = src.relative_to(ws.data_dir)
+    root = ws.data_dir
+    parts = rel.parts
+    if len(parts) >= 3 and parts[0] in SPLIT_NAMES and has_split_layout(ws.data_dir):
+        root, parts = ws.data_dir / parts[0], parts[1:]
+    if len(parts) < 2:
+        raise FileOpError(f"{rel.as_posix()} is not inside a class folder")
+    return root, parts[0]
+
+
+def _as_list(paths: Path | Iterable[Path]) -> list[Path]:
+    if isinstance(paths, (str, os.PathLike)):
+        return [Path(paths)]
+    out = [Path(p) for p in paths]
+    if len(set(out)) != len(out):
+        raise FileOpError("the same file was given twice")
+    return out
