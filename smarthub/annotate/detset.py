@@ -7,10 +7,13 @@ background negatives (no objects), counted in the report.
 """
 from __future__ import annotations
 
+import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smarthub.dataset import IMAGE_SUFFIXES
 from smarthub.errors import AnnotationError, DatasetError
 from smarthub.annotate.labelme import (SILVER_FLAG, LabelmeFile, contained_image_path, load_labelme, non_box_shapes,
                                        shape_boxes)
@@ -97,6 +100,17 @@ class ShapeTally:
         return out
 
 
+def iter_images(images_dir: Path, *, exclude: Path | None = None) -> Iterator[Path]:
+    """Image files under `images_dir` (recursive, sorted, skipping dot folders and `exclude`)."""
+    exclude = exclude.resolve() if exclude else None
+    for root, dirs, files in os.walk(images_dir):
+        root_p = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_p / d).resolve() != exclude)
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                yield root_p / name
+
+
 def _oriented_size(path: Path) -> tuple[int, int]:
     from smarthub.imaging import check_image
 
@@ -109,7 +123,6 @@ def scan_labelme_dir(root: Path, *, silver_only: bool = False) -> DetSet:
     `silver_only`: keep only files whose flags mark them silver (see preannotate's silver flags),
     and no background images. Raises DatasetError (one line) on the first problem.
     """
-    from smarthub.annotate.preannotate import iter_images
     from smarthub.errors import ImageError
 
     root = Path(root)

@@ -347,7 +347,7 @@ def import_yolo(yolo_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Im
             linked from outside the YOLO folder, or a non-empty output.
     """
     from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
-    from smarthub.annotate.preannotate import iter_images
+    from smarthub.annotate.detset import iter_images
     from smarthub.errors import ImageError
     from smarthub.imaging import check_image
 

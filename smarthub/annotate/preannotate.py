@@ -12,7 +12,7 @@ import tempfile
 import time
 import zipfile
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ from smarthub.dataset import IMAGE_SUFFIXES
 from smarthub.imaging import (draft_target, encode_jpeg, encode_png, exif_orientation, flatten_to_rgb, open_image,
                               pillow_open)
 from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
+from smarthub.annotate.detset import iter_images
 from smarthub.annotate.evaluate import iou_matrix
 from smarthub.model.train import load_classifier, predict_probs
 from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
@@ -75,17 +76,6 @@ class AnnotateReport:
 
 
 # ------------------------------------------------------------------ images
-
-
-def iter_images(images_dir: Path, *, exclude: Path | None = None) -> Iterator[Path]:
-    """Image files under `images_dir` (recursive, sorted, skipping dot folders and `exclude`)."""
-    exclude = exclude.resolve() if exclude else None
-    for root, dirs, files in os.walk(images_dir):
-        root_p = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_p / d).resolve() != exclude)
-        for name in sorted(files):
-            if not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES:
-                yield root_p / name
 
 
 def detection_scale(size: tuple[int, int], *, max_side_px: int | None, min_side_px: int | None = None) -> float:
