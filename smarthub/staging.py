@@ -11,7 +11,7 @@ anything. Only for what smarthub itself wrote:
   over the targets (`replace_files`); `restore_files` puts the backups back, `discard_file_temps` removes the
   leftovers. The caller journals the intent (see model/runs.py);
 - `link_or_copy`, `sha256_file` and `now` are the small pieces all of them share.
-Imports nothing heavy and no other smarthub module but atomicio and errors.
+Imports nothing heavy, and of smarthub only atomicio.
 """
 from __future__ import annotations
 

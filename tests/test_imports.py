@@ -122,8 +122,8 @@ def test_only_fileops_moves_or_removes_files() -> None:
         if rel.startswith(MOVERS):
             continue
         offenders += [f"{rel}:{call}" for call in _moving_calls(path.read_text(encoding="utf-8"))]
-    assert offenders == [], ("only smarthub/fileops/ (user images), atomicio.py (its temp files) and staging.py (folders "
-                             "smarthub writes whole) may move or remove files:\n" + "\n".join(offenders))
+    assert offenders == [], ("only smarthub/fileops/ (user images), atomicio.py (its temp files) and staging.py "
+                             "(folders smarthub writes whole) may move or remove files:\n" + "\n".join(offenders))
     assert {p.name for p in (root / "fileops").glob("*.py")} >= {"__init__.py", "journal.py", "lock.py"}
 
 

@@ -21,9 +21,9 @@ folders, rename, merge). Folders smarthub writes itself (runs, exports) are swap
 """
 from __future__ import annotations
 
-from smarthub.fileops.lock import LOCK_FILENAME, LOCK_WAIT_S, _process_start, _this_owner, workspace_lock
+from smarthub.fileops.lock import LOCK_FILENAME, LOCK_WAIT_S, workspace_lock
 from smarthub.fileops.journal import FINISHED, ROLLED_BACK, Move, Operation, Recovery, history
-from smarthub.fileops.moves import _move_no_clobber, remove_empty_folders
+from smarthub.fileops.moves import remove_empty_folders
 from smarthub.fileops.recover import recover
 from smarthub.fileops.classes import class_folders, class_names, merge_classes, rename_class
 from smarthub.fileops.images import relabel, trash, undo
@@ -31,5 +31,5 @@ from smarthub.fileops.images import relabel, trash, undo
 __all__ = [
     "FINISHED", "LOCK_FILENAME", "LOCK_WAIT_S", "ROLLED_BACK", "Move", "Operation", "Recovery", "class_folders",
     "class_names", "history", "merge_classes", "recover", "relabel", "remove_empty_folders", "rename_class",
-    "trash", "undo", "workspace_lock", "_move_no_clobber", "_process_start", "_this_owner",
+    "trash", "undo", "workspace_lock",
 ]

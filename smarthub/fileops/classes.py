@@ -6,9 +6,9 @@ from pathlib import Path
 
 from smarthub.dataset import SPLIT_NAMES, check_label_case, has_split_layout, validate_label
 from smarthub.errors import FileOpError
-from smarthub.fileops.journal import Operation, Recovery, _rel
+from smarthub.fileops.journal import Operation, Recovery, rel_path
 from smarthub.fileops.lock import workspace_lock
-from smarthub.fileops.moves import _run
+from smarthub.fileops.moves import run_operation
 from smarthub.fileops.recover import recover
 from smarthub.workspace import Workspace
 
@@ -40,7 +40,7 @@ def rename_class(ws: Workspace, old: str, new: str) -> Operation:
         sources = _class_sources(ws, old, new)
         taken = [f for f in sources if (f.parent / new).exists()]
         if taken:
-            raise FileOpError(f"class {new!r} exists already (folder {_rel(ws, taken[0].parent / new)}): "
+            raise FileOpError(f"class {new!r} exists already (folder {rel_path(ws, taken[0].parent / new)}): "
                               f"`smarthub classes merge {old} {new}` moves the images of {old!r} into it")
         return _move_class(ws, "rename", sources, new, recovered=recovered)
 
@@ -58,7 +58,7 @@ def merge_classes(ws: Workspace, source: str, target: str) -> Operation:
         recovered = recover(ws)
         sources = _class_sources(ws, source, target)
         if not class_folders(ws, target):
-            raise FileOpError(f"no class {target!r} to merge into (no folder {_rel(ws, ws.data_dir / target)}); "
+            raise FileOpError(f"no class {target!r} to merge into (no folder {rel_path(ws, ws.data_dir / target)}); "
                               f"`smarthub classes rename {source} {target}` renames instead")
         return _move_class(ws, "merge", sources, target, recovered=recovered)
 
@@ -68,7 +68,7 @@ def _class_sources(ws: Workspace, source: str, target: str) -> list[Path]:
         raise FileOpError(f"{source!r} and {target!r} are the same class")
     folders = class_folders(ws, source)
     if not folders:
-        raise FileOpError(f"no class {source!r}: there is no folder {_rel(ws, ws.data_dir / source)}")
+        raise FileOpError(f"no class {source!r}: there is no folder {rel_path(ws, ws.data_dir / source)}")
     return folders
 
 
@@ -79,5 +79,5 @@ def _move_class(ws: Workspace, kind: str, sources: list[Path], label: str, *,
     plans = [(f, folder.parent / label / f.name) for folder in sources for f in sorted(folder.iterdir())
              if f.is_file() and not f.is_symlink()]
     if not plans:
-        raise FileOpError(f"class folder {_rel(ws, sources[0])} holds no file to move")
-    return _run(ws, kind, plans, label=label, emptied=[_rel(ws, f) for f in sources], recovered=recovered)
+        raise FileOpError(f"class folder {rel_path(ws, sources[0])} holds no file to move")
+    return run_operation(ws, kind, plans, label=label, emptied=[rel_path(ws, f) for f in sources], recovered=recovered)

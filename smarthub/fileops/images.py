@@ -9,9 +9,9 @@ from pathlib import Path
 from smarthub.dataset import SPLIT_NAMES, check_label_case, has_split_layout, validate_label
 from smarthub.errors import FileOpError, MissingFileError
 from smarthub.fileops.classes import class_names
-from smarthub.fileops.journal import Operation, _new_op_id, _rel, history
+from smarthub.fileops.journal import Operation, new_op_id, rel_path, history
 from smarthub.fileops.lock import workspace_lock
-from smarthub.fileops.moves import _run
+from smarthub.fileops.moves import run_operation
 from smarthub.fileops.recover import recover
 from smarthub.workspace import META_DIRNAME, Workspace
 
@@ -31,23 +31,23 @@ def relabel(ws: Workspace, paths: Path | Sequence[Path], label: str) -> Operatio
             src = _checked_source(ws, src)
             root, class_name = _class_root(ws, src)
             if class_name == label:
-                raise FileOpError(f"{_rel(ws, src)} is already labelled {label!r}")
+                raise FileOpError(f"{rel_path(ws, src)} is already labelled {label!r}")
             if (root / label).exists() and not (root / label).is_dir():
-                raise FileOpError(f"{_rel(ws, root / label)} is a file, not a class folder: give a class name")
+                raise FileOpError(f"{rel_path(ws, root / label)} is a file, not a class folder: give a class name")
             plans.append((src, root / label / src.name))
-        return _run(ws, "relabel", plans, label=label, recovered=recovered)
+        return run_operation(ws, "relabel", plans, label=label, recovered=recovered)
 
 
 def trash(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
     """Move images to `data/.smarthub/trash/<op id>/…` (restorable with `undo`)."""
     with workspace_lock(ws):
         recovered = recover(ws)
-        op_id = _new_op_id()
+        op_id = new_op_id()
         plans = []
         for src in _as_list(paths):
             src = _checked_source(ws, src)
-            plans.append((src, ws.trash_dir / op_id / _rel(ws, src)))
-        return _run(ws, "trash", plans, op_id=op_id, recovered=recovered)
+            plans.append((src, ws.trash_dir / op_id / rel_path(ws, src)))
+        return run_operation(ws, "trash", plans, op_id=op_id, recovered=recovered)
 
 
 def undo(ws: Workspace, op_id: str | None = None) -> Operation:
@@ -81,7 +81,7 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
                 f"cannot undo {target.op_id}: {', '.join(missing[:3])} moved since; undo the later operations first"
             )
         plans = [(ws.data_dir / m.dst, ws.data_dir / m.src) for m in reversed(target.moves)]
-        return _run(ws, "undo", plans, undoes=target.op_id, emptied=target.created, recovered=recovered)
+        return run_operation(ws, "undo", plans, undoes=target.op_id, emptied=target.created, recovered=recovered)
 
 
 def _checked_source(ws: Workspace, path: Path) -> Path:

@@ -1,5 +1,5 @@
 """The journal of file operations (`data/.smarthub/journal.jsonl`): its records (`Move`, `Operation`, `Recovery`),
-reading it back (`history`) and closing an operation (`_journal_end`).
+reading it back (`history`) and closing an operation (`end_operation`).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from smarthub.atomicio import append_jsonl, read_jsonl
-from smarthub.fileops.lock import _check_journal
+from smarthub.fileops.lock import check_journal
 from smarthub.staging import now
 from smarthub.workspace import Workspace
 
@@ -87,7 +87,7 @@ class Operation:
 def history(ws: Workspace) -> list[Operation]:
     """All operations in journal order with their state and, if undone, the id of the undo."""
     ops: dict[str, Operation] = {}
-    _check_journal(ws)
+    check_journal(ws)
     for rec in read_jsonl(ws.journal_path):
         event, op_id = rec.get("event"), rec.get("op_id")
         if not isinstance(op_id, str):
@@ -127,7 +127,7 @@ def history(ws: Workspace) -> list[Operation]:
     return list(ops.values())
 
 
-def _journal_end(
+def end_operation(
     ws: Workspace, op: Operation, done: list[Move], *, reason: str | None = None, abort: bool = False
 ) -> None:
     """Close `op` in the journal: commit the moves that happened, or abort when none did."""
@@ -139,7 +139,7 @@ def _journal_end(
     append_jsonl(ws.journal_path, rec)
 
 
-def _rel(ws: Workspace, path: Path) -> str:
+def rel_path(ws: Workspace, path: Path) -> str:
     path = Path(path)
     try:
         return path.relative_to(ws.data_dir).as_posix()
@@ -147,12 +147,12 @@ def _rel(ws: Workspace, path: Path) -> str:
         return path.as_posix()
 
 
-def _describe(ws: Workspace, e: BaseException) -> str:
+def describe_error(ws: Workspace, e: BaseException) -> str:
     if isinstance(e, OSError):
-        where = f" ({_rel(ws, Path(e.filename))})" if e.filename else ""
+        where = f" ({rel_path(ws, Path(e.filename))})" if e.filename else ""
         return f"{e.strerror or e}{where}"
     return str(e)
 
 
-def _new_op_id() -> str:
+def new_op_id() -> str:
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)

@@ -56,7 +56,7 @@ def _acquire(ws: Workspace, wait_s: float) -> int:
     path = ws.meta_dir / LOCK_FILENAME
     if not ws.data_dir.is_dir():  # never create a workspace by locking it (a --data typo)
         raise FileOpError(f"no data folder at {ws.data_dir}; check --data")
-    _check_journal(ws)
+    check_journal(ws)
     try:
         ws.meta_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -96,7 +96,7 @@ def _read_holder(fd: int) -> str:
     return f"held by pid {rec.get('pid')}, `{rec.get('command', '?')}`, since {rec.get('since', '?')}"
 
 
-def _check_journal(ws: Workspace) -> None:
+def check_journal(ws: Workspace) -> None:
     """Refuse damaged bookkeeping: a `.smarthub` that is a file, or a journal that is not a regular file."""
     if ws.meta_dir.exists() and not ws.meta_dir.is_dir():
         raise FileOpError(f"{ws.meta_dir} is a file; smarthub keeps its bookkeeping in that folder — move the "
@@ -122,11 +122,11 @@ def _boot_id() -> str:
         return ""
 
 
-def _this_owner() -> dict:
+def this_owner() -> dict:
     return {"pid": os.getpid(), "start": _process_start(os.getpid()) or "", "boot": _boot_id()}
 
 
-def _owner_alive(owner: object) -> bool:
+def owner_alive(owner: object) -> bool:
     """True when the process that began an operation is still running (and is not this process)."""
     if not isinstance(owner, dict) or not isinstance(owner.get("pid"), int):
         return False  # a line from before owners were recorded: its writer is long gone

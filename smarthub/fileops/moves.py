@@ -13,13 +13,13 @@ from smarthub.atomicio import append_jsonl
 from smarthub.dataset import sha256_file
 from smarthub.errors import FileOpError
 from smarthub.fileops import journal
-from smarthub.fileops.journal import Move, Operation, Recovery, _describe, _new_op_id, _rel
-from smarthub.fileops.lock import _this_owner, workspace_lock
+from smarthub.fileops.journal import Move, Operation, Recovery, describe_error, new_op_id, rel_path
+from smarthub.fileops.lock import this_owner, workspace_lock
 from smarthub.staging import now
 from smarthub.workspace import Workspace
 
 
-def _run(
+def run_operation(
     ws: Workspace,
     kind: str,
     plans: list[tuple[Path, Path]],
@@ -60,26 +60,26 @@ def _run_locked(
             digest = sha256_file(src)
             ino = os.stat(src).st_ino
         except OSError as e:
-            raise FileOpError(f"cannot read {_rel(ws, src)}: {e.strerror or e}") from e
-        moves.append(Move(src=_rel(ws, src), dst=_rel(ws, dst), sha256=digest, ino=ino))
-    op = Operation(op_id=op_id or _new_op_id(), kind=kind, moves=moves, at=now(), label=label, undoes=undoes,
-                   created=_missing_folders(ws, [dst for _, dst in plans]), owner=_this_owner())
+            raise FileOpError(f"cannot read {rel_path(ws, src)}: {e.strerror or e}") from e
+        moves.append(Move(src=rel_path(ws, src), dst=rel_path(ws, dst), sha256=digest, ino=ino))
+    op = Operation(op_id=op_id or new_op_id(), kind=kind, moves=moves, at=now(), label=label, undoes=undoes,
+                   created=_missing_folders(ws, [dst for _, dst in plans]), owner=this_owner())
     append_jsonl(ws.journal_path, op.to_record())  # write-ahead: the plan is on disk before any file moves
     done: list[Move] = []
     try:
         for i, m in enumerate(op.moves):
-            final = _move_no_clobber(ws.data_dir / m.src, ws.data_dir / m.dst)
-            final_rel = _rel(ws, final)
+            final = move_no_clobber(ws.data_dir / m.src, ws.data_dir / m.dst)
+            final_rel = rel_path(ws, final)
             if final_rel != m.dst:  # collision: record the name actually used
                 m = Move(src=m.src, dst=final_rel, sha256=m.sha256, ino=m.ino)
                 op.moves[i] = m
                 op.notes.append(f"{m.src} → {final_rel} (name taken)")
-            _verify_move(ws, m)
+            verify_move(ws, m)
             done.append(m)
     except (OSError, FileOpError) as e:
-        reason = _describe(ws, e)
+        reason = describe_error(ws, e)
         rollback_failures, stayed = _rollback(ws, done)
-        journal._journal_end(ws, op, stayed, reason=reason, abort=not stayed)
+        journal.end_operation(ws, op, stayed, reason=reason, abort=not stayed)
         op.state = "aborted"
         remove_empty_folders(ws, op.created)
         if rollback_failures:
@@ -87,12 +87,12 @@ def _run_locked(
                               f"{'; '.join(rollback_failures)}; the journal records where each file is") from e
         raise FileOpError(f"{kind} failed and was rolled back, no file changed: {reason}") from e
     remove_empty_folders(ws, emptied)
-    journal._journal_end(ws, op, done)
+    journal.end_operation(ws, op, done)
     op.state = "committed"
     return op
 
 
-def _move_no_clobber(src: Path, dst: Path) -> Path:
+def move_no_clobber(src: Path, dst: Path) -> Path:
     """Move `src` to `dst`, or to `dst` with a numeric suffix if taken; never overwrites. Returns the path used."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     for n in range(10_000):
@@ -114,7 +114,7 @@ def _move_no_clobber(src: Path, dst: Path) -> Path:
         except FileNotFoundError:
             return candidate  # the source name vanished meanwhile: the new name is the only one left, keep it
         except OSError:
-            if _same_file(src, candidate):
+            if same_file(src, candidate):
                 with contextlib.suppress(OSError):
                     os.unlink(candidate)  # undo the link so the file keeps exactly one name
             raise
@@ -122,7 +122,7 @@ def _move_no_clobber(src: Path, dst: Path) -> Path:
     raise FileOpError(f"no free file name for {dst} after 10,000 tries")
 
 
-def _same_file(a: Path, b: Path) -> bool:
+def same_file(a: Path, b: Path) -> bool:
     """True when both names exist and are the same inode (a hard link pair)."""
     try:
         return os.path.samefile(a, b)
@@ -130,7 +130,7 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _verify_move(ws: Workspace, m: Move) -> None:
+def verify_move(ws: Workspace, m: Move) -> None:
     src, dst = ws.data_dir / m.src, ws.data_dir / m.dst
     if src.exists():
         raise FileOpError(f"{m.src} still exists after moving it to {m.dst}")
@@ -145,9 +145,9 @@ def _rollback(ws: Workspace, done: list[Move]) -> tuple[list[str], list[Move]]:
     failures, stayed = [], []
     for m in reversed(done):
         try:
-            _move_no_clobber(ws.data_dir / m.dst, ws.data_dir / m.src)
+            move_no_clobber(ws.data_dir / m.dst, ws.data_dir / m.src)
         except (OSError, FileOpError) as e:
-            failures.append(f"{m.dst} stays at its new place ({_describe(ws, e)})")
+            failures.append(f"{m.dst} stays at its new place ({describe_error(ws, e)})")
             stayed.append(m)
     return failures, stayed
 
@@ -158,7 +158,7 @@ def _missing_folders(ws: Workspace, destinations: Iterable[Path]) -> list[str]:
     for dst in destinations:
         folder = Path(dst).parent
         while not folder.exists() and ws.data_dir in folder.parents and folder not in (ws.meta_dir, ws.trash_dir):
-            missing.add(_rel(ws, folder))
+            missing.add(rel_path(ws, folder))
             folder = folder.parent
     return sorted(missing)
 

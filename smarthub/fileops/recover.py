@@ -11,9 +11,9 @@ from pathlib import Path
 from smarthub.dataset import sha256_file
 from smarthub.errors import FileOpError
 from smarthub.fileops import journal
-from smarthub.fileops.journal import FINISHED, ROLLED_BACK, Move, Operation, Recovery, _describe, _rel, history
-from smarthub.fileops.lock import _check_journal, _owner_alive, workspace_lock
-from smarthub.fileops.moves import _move_no_clobber, _same_file, _verify_move, remove_empty_folders
+from smarthub.fileops.journal import FINISHED, ROLLED_BACK, Move, Operation, Recovery, describe_error, rel_path, history
+from smarthub.fileops.lock import check_journal, owner_alive, workspace_lock
+from smarthub.fileops.moves import move_no_clobber, same_file, verify_move, remove_empty_folders
 from smarthub.workspace import Workspace
 
 
@@ -27,7 +27,7 @@ def recover(ws: Workspace) -> list[Recovery]:
     undoable. Operations whose owner process is still running are left alone; when there is nothing to
     repair no lock is taken (read-only commands never wait). Returns one record per repaired operation.
     """
-    _check_journal(ws)
+    check_journal(ws)
     if not ws.journal_path.exists() or not _repairable(history(ws)):
         return []
     repaired: list[Recovery] = []
@@ -39,7 +39,7 @@ def recover(ws: Workspace) -> list[Recovery]:
 
 
 def _repairable(ops: list[Operation]) -> list[Operation]:
-    return [op for op in ops if op.state == "begun" and not _owner_alive(op.owner)]
+    return [op for op in ops if op.state == "begun" and not owner_alive(op.owner)]
 
 
 @dataclass
@@ -61,11 +61,11 @@ def _repair(ws: Workspace, op: Operation, ops: list[Operation]) -> Recovery:
         try:
             done = _roll_forward(ws, found)
         except (OSError, FileOpError) as e:
-            reason = f"finishing it failed ({_describe(ws, e)})"
+            reason = f"finishing it failed ({describe_error(ws, e)})"
         else:
             remove_empty_folders(ws, _emptied(op, ops))
             op.moves = done
-            journal._journal_end(ws, op, done, reason="recovered after an interrupted operation: finished it")
+            journal.end_operation(ws, op, done, reason="recovered after an interrupted operation: finished it")
             op.state = "committed"
             return Recovery(op.op_id, op.kind, len(op.moves), FINISHED, undoes=op.undoes)
         found = [_find_move(ws, m, set()) for m in op.moves]  # where each file is after the failed attempt
@@ -75,7 +75,7 @@ def _repair(ws: Workspace, op: Operation, ops: list[Operation]) -> Recovery:
                   + (f" (and {len(broken) - 1} more)" if len(broken) > 1 else ""))
     stayed, failures = _roll_back_found(ws, found)
     remove_empty_folders(ws, op.created)
-    journal._journal_end(ws, op, stayed, reason=f"recovered after an interrupted operation: rolled back, {reason}",
+    journal.end_operation(ws, op, stayed, reason=f"recovered after an interrupted operation: rolled back, {reason}",
                  abort=not stayed)
     op.state = "committed" if stayed else "aborted"
     if failures:
@@ -88,7 +88,7 @@ def _find_move(ws: Workspace, m: Move, claimed: set[Path]) -> _Found:
     src = ws.data_dir / m.src
     if src.is_file() and not src.is_symlink():
         for candidate in _dst_names(ws, m):
-            if candidate not in claimed and _same_file(src, candidate):
+            if candidate not in claimed and same_file(src, candidate):
                 claimed.add(candidate)
                 return _Found(m, "linked", candidate)
         try:
@@ -130,13 +130,13 @@ def _roll_forward(ws: Workspace, found: list[_Found]) -> list[Move]:
             os.unlink(ws.data_dir / m.src)  # both names are one inode: drop the old one
             final = f.at
         elif f.state == "pending":
-            final = _move_no_clobber(ws.data_dir / m.src, ws.data_dir / m.dst)
+            final = move_no_clobber(ws.data_dir / m.src, ws.data_dir / m.dst)
         else:
             final = f.at
         if final is None:
             raise FileOpError(f"{m.dst} is missing")
-        moved = Move(src=m.src, dst=_rel(ws, final), sha256=m.sha256)
-        _verify_move(ws, moved)
+        moved = Move(src=m.src, dst=rel_path(ws, final), sha256=m.sha256)
+        verify_move(ws, moved)
         done.append(moved)
     return done
 
@@ -150,12 +150,12 @@ def _roll_back_found(ws: Workspace, found: list[_Found]) -> tuple[list[Move], li
             if f.state == "linked" and f.at is not None:
                 os.unlink(f.at)  # the new name of a link pair: the source name keeps the file
             elif f.state == "done" and f.at is not None:
-                back = _move_no_clobber(f.at, ws.data_dir / m.src)
-                if _rel(ws, back) != m.src:
-                    failures.append(f"{m.src} came back as {_rel(ws, back)} (name taken meanwhile)")
+                back = move_no_clobber(f.at, ws.data_dir / m.src)
+                if rel_path(ws, back) != m.src:
+                    failures.append(f"{m.src} came back as {rel_path(ws, back)} (name taken meanwhile)")
         except (OSError, FileOpError) as e:
-            failures.append(f"{_rel(ws, f.at) if f.at else m.dst} stays at its new place ({_describe(ws, e)})")
-            stayed.append(Move(src=m.src, dst=_rel(ws, f.at) if f.at else m.dst, sha256=m.sha256))
+            failures.append(f"{rel_path(ws, f.at) if f.at else m.dst} stays at its new place ({describe_error(ws, e)})")
+            stayed.append(Move(src=m.src, dst=rel_path(ws, f.at) if f.at else m.dst, sha256=m.sha256))
     return stayed, failures
 
 

@@ -200,7 +200,7 @@ def test_commit_line_lost_is_recovered(small_ws, monkeypatch) -> None:
     """Files moved but the commit line never reached the journal: the next call repairs it, undo works."""
     ws = small_ws
     before = all_hashes(ws)
-    monkeypatch.setattr(fileops.journal, "_journal_end", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(fileops.journal, "end_operation", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         fileops.relabel(ws, [ws.data_dir / "cat" / "cat0.jpg", ws.data_dir / "cat" / "cat1.jpg"], "fish")
     monkeypatch.undo()
@@ -257,7 +257,7 @@ def test_recovery_after_crash_with_name_collision(small_ws, monkeypatch) -> None
     ws = small_ws
     make_image(ws.data_dir / "dog" / "cat0.jpg", pattern=4242)  # occupies the planned name
     before = all_hashes(ws)
-    monkeypatch.setattr(fileops.journal, "_journal_end", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    monkeypatch.setattr(fileops.journal, "end_operation", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         fileops.relabel(ws, [ws.data_dir / "cat" / "cat0.jpg"], "dog")
     monkeypatch.undo()

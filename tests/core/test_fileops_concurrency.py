@@ -118,7 +118,7 @@ def test_recover_only_touches_operations_whose_owner_is_gone(tmp_path: Path, own
     ws, _ = _workspace(tmp_path, 3)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        owner = fileops._this_owner() | {"pid": sleeper.pid, "start": fileops._process_start(sleeper.pid)}
+        owner = fileops.lock.this_owner() | {"pid": sleeper.pid, "start": fileops.lock._process_start(sleeper.pid)}
         if owner_kind == "dead process":
             owner["start"] = "1"  # the pid now belongs to another process (or none): not the owner
         src, dst = _begun(ws, None if owner_kind == "no owner recorded" else owner)
@@ -144,6 +144,6 @@ def test_move_keeps_its_new_name_when_the_source_vanished(tmp_path: Path, monkey
         return real_unlink(path, *a, **kw)
 
     monkeypatch.setattr(os, "unlink", other_process_removed_source)
-    final = fileops._move_no_clobber(src, dst)
+    final = fileops.moves.move_no_clobber(src, dst)
     monkeypatch.undo()
     assert final == dst and dst.is_file() and not src.exists()
