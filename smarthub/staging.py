@@ -48,7 +48,8 @@ def link_or_copy(src: Path, dst: Path, *, symbolic: bool = False) -> Path:
 
     A hard link, else a copy of the bytes; `symbolic=True`: a symbolic link, else a copy with its times
     (a working tree for a trainer). A leftover temp of ours at `dst` (`.<name>….tmp`) is removed first;
-    `dst`'s folder is created.
+    `dst`'s folder is created. Never overwrites: FileExistsError when `dst` is taken (a copy through a link
+    there would write into the file it points at).
     """
     src, dst = Path(src), Path(dst)
     if is_own_temp(dst):
@@ -59,6 +60,8 @@ def link_or_copy(src: Path, dst: Path, *, symbolic: bool = False) -> Path:
             os.symlink(src, dst)
         else:
             os.link(src, dst)
+    except FileExistsError:
+        raise
     except OSError:
         if symbolic:
             shutil.copy2(src, dst)

@@ -9,7 +9,7 @@ from pathlib import Path
 from smarthub.dataset import SPLIT_NAMES, check_label_case, has_split_layout, validate_label
 from smarthub.errors import FileOpError, MissingFileError
 from smarthub.fileops.classes import class_names
-from smarthub.fileops.journal import Operation, new_op_id, rel_path, history
+from smarthub.fileops.journal import Operation, history, new_op_id, rel_path
 from smarthub.fileops.lock import workspace_lock
 from smarthub.fileops.moves import run_operation
 from smarthub.fileops.recover import recover

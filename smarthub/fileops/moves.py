@@ -10,12 +10,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from smarthub.atomicio import append_jsonl
-from smarthub.dataset import sha256_file
 from smarthub.errors import FileOpError
 from smarthub.fileops import journal
 from smarthub.fileops.journal import Move, Operation, Recovery, describe_error, new_op_id, rel_path
 from smarthub.fileops.lock import this_owner, workspace_lock
-from smarthub.staging import now
+from smarthub.staging import now, sha256_file
 from smarthub.workspace import Workspace
 
 

@@ -4,16 +4,17 @@ each unmoved file is intact, else rolled back as a whole; one `Recovery` record 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
-from smarthub.dataset import sha256_file
 from smarthub.errors import FileOpError
 from smarthub.fileops import journal
-from smarthub.fileops.journal import FINISHED, ROLLED_BACK, Move, Operation, Recovery, describe_error, rel_path, history
+from smarthub.fileops.journal import (FINISHED, ROLLED_BACK, Move, Operation, Recovery, describe_error, history,
+                                      rel_path)
 from smarthub.fileops.lock import check_journal, owner_alive, workspace_lock
-from smarthub.fileops.moves import move_no_clobber, same_file, verify_move, remove_empty_folders
+from smarthub.fileops.moves import move_no_clobber, remove_empty_folders, same_file, verify_move
+from smarthub.staging import sha256_file
 from smarthub.workspace import Workspace
 
 
