@@ -25,8 +25,8 @@ from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_lab
 from smarthub.annotate.split import SPLITS, check_split
 from smarthub.annotate.starts import DetectorStart, choose_start
 from smarthub.durations import parse_duration
-from smarthub.staging import link_or_copy, sha256_file
 from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores
+from smarthub.staging import link_or_copy, sha256_file
 
 DETECTORS_DIRNAME = "detectors"
 LATEST_FILE = "latest.json"
