@@ -127,72 +127,6 @@ def test_only_fileops_moves_or_removes_files() -> None:
     assert {p.name for p in (root / "fileops").glob("*.py")} >= {"__init__.py", "journal.py", "lock.py"}
 
 
-# The layering of the package: each module belongs to a layer; imports point down only.
-CORE = {"errors", "workspace", "atomicio", "imaging", "dataset", "fileops", "ledger", "trust", "outputs",
-        "durations", "libwarnings", "staging"}
-STAGES = {"collect", "model", "clean", "annotate"}
-TOP = {"cli", "ui", "notebook", "demo", "weights", "__main__", "__init__"}
-# which stages a stage may import besides the core (model/ is shared: clean and annotate need a classifier)
-STAGE_MAY_IMPORT = {"collect": set(), "model": set(), "clean": {"model"}, "annotate": {"model"}}
-
-
-def _layer(module: str) -> str:
-    """'core', a stage name, or a top-level name, for a dotted smarthub module."""
-    parts = module.split(".")
-    head = parts[1] if len(parts) > 1 else "__init__"
-    if head in CORE:
-        return "core"
-    if head in STAGES or head in TOP:
-        return head
-    raise AssertionError(f"{module} belongs to no layer: add it to CORE, STAGES or TOP in this test")
-
-
-def _imports_of(path: Path) -> set[str]:
-    """Every smarthub module a file imports (top-level and inside functions), by parsing it."""
-    import ast
-
-    found: set[str] = set()
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names if a.name.startswith("smarthub")}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smarthub"):
-            found.add(node.module)
-            found |= {f"{node.module}.{a.name}" for a in node.names if node.module.count(".") == 0}
-    return found
-
-
-def test_imports_point_down_only() -> None:
-    """Core imports no stage; stages import core (and model/ where allowed); nothing imports cli/ or ui/."""
-    root = Path(smarthub.__file__).parent
-    wrong = []
-    for path in sorted(root.rglob("*.py")):
-        rel = path.relative_to(root).with_suffix("")
-        module = "smarthub." + ".".join(rel.parts).removesuffix(".__init__")
-        if module == "smarthub.__init__":
-            module = "smarthub"
-        src = _layer(module)
-        for target in _imports_of(path):
-            if target == "smarthub":
-                continue
-            try:
-                dst = _layer(target)
-            except AssertionError:
-                continue  # `from smarthub import X` adds smarthub.X for each name; a non-module name is no layer
-            if dst == src:
-                continue
-            if dst in ("cli", "ui") and src not in ("__main__", "__init__", "cli", "ui"):
-                wrong.append(f"{module} imports {target} (nothing imports the CLI or the UI)")
-            elif src == "core" and dst != "core":
-                wrong.append(f"{module} imports {target} (the core imports no stage)")
-            elif src in STAGES and dst in STAGES and dst not in STAGE_MAY_IMPORT[src]:
-                wrong.append(f"{module} imports {target} (stage {src} may import only the core and "
-                             f"{sorted(STAGE_MAY_IMPORT[src]) or 'no other stage'})")
-            elif src in STAGES and dst in TOP:
-                wrong.append(f"{module} imports {target} (a stage imports nothing above it)")
-    assert wrong == [], "\n".join(wrong)
-
-
 def _module_files() -> dict[str, Path]:
     """Every smarthub module by dotted name (a package by its own name), with its file."""
     root = Path(smarthub.__file__).parent
@@ -305,3 +239,69 @@ def test_no_import_cycle() -> None:
     assert {"smarthub.atomicio", "smarthub.trust", "smarthub.staging", "smarthub.fileops.moves"} <= set(graph)
     cycles = _cycles(graph)
     assert cycles == [], "import cycles:\n" + "\n".join(" → ".join(c) for c in cycles)
+
+
+# The layering of the package: each module belongs to a layer; imports point down only.
+CORE = {"errors", "workspace", "atomicio", "imaging", "dataset", "fileops", "ledger", "trust", "outputs",
+        "durations", "libwarnings", "staging"}
+STAGES = {"collect", "model", "clean", "annotate"}
+TOP = {"cli", "ui", "notebook", "demo", "weights", "__main__", "__init__"}
+# which stages a stage may import besides the core (model/ is shared: clean and annotate need a classifier)
+STAGE_MAY_IMPORT = {"collect": set(), "model": set(), "clean": {"model"}, "annotate": {"model"}}
+
+
+def _layer(module: str) -> str:
+    """'core', a stage name, or a top-level name, for a dotted smarthub module."""
+    parts = module.split(".")
+    head = parts[1] if len(parts) > 1 else "__init__"
+    if head in CORE:
+        return "core"
+    if head in STAGES or head in TOP:
+        return head
+    raise AssertionError(f"{module} belongs to no layer: add it to CORE, STAGES or TOP in this test")
+
+
+def _imports_of(path: Path) -> set[str]:
+    """Every smarthub module a file imports (top-level and inside functions), by parsing it."""
+    import ast
+
+    found: set[str] = set()
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("smarthub")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smarthub"):
+            found.add(node.module)
+            found |= {f"{node.module}.{a.name}" for a in node.names if node.module.count(".") == 0}
+    return found
+
+
+def test_imports_point_down_only() -> None:
+    """Core imports no stage; stages import core (and model/ where allowed); nothing imports cli/ or ui/."""
+    root = Path(smarthub.__file__).parent
+    wrong = []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).with_suffix("")
+        module = "smarthub." + ".".join(rel.parts).removesuffix(".__init__")
+        if module == "smarthub.__init__":
+            module = "smarthub"
+        src = _layer(module)
+        for target in _imports_of(path):
+            if target == "smarthub":
+                continue
+            try:
+                dst = _layer(target)
+            except AssertionError:
+                continue  # `from smarthub import X` adds smarthub.X for each name; a non-module name is no layer
+            if dst == src:
+                continue
+            if dst in ("cli", "ui") and src not in ("__main__", "__init__", "cli", "ui"):
+                wrong.append(f"{module} imports {target} (nothing imports the CLI or the UI)")
+            elif src == "core" and dst != "core":
+                wrong.append(f"{module} imports {target} (the core imports no stage)")
+            elif src in STAGES and dst in STAGES and dst not in STAGE_MAY_IMPORT[src]:
+                wrong.append(f"{module} imports {target} (stage {src} may import only the core and "
+                             f"{sorted(STAGE_MAY_IMPORT[src]) or 'no other stage'})")
+            elif src in STAGES and dst in TOP:
+                wrong.append(f"{module} imports {target} (a stage imports nothing above it)")
+    assert wrong == [], "\n".join(wrong)

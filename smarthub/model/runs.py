@@ -32,7 +32,6 @@ from smarthub import staging, trust
 from smarthub.atomicio import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, discard_temp,
                                read_json, read_jsonl)
 from smarthub.errors import ModelError, SmartHubError
-from smarthub.staging import now as _now
 from smarthub.workspace import Workspace
 
 PROMOTE_POLICIES = ("if-better", "always", "never")
@@ -323,7 +322,7 @@ def _reconcile_log(ws: Workspace) -> None:
     last = _last_promotion(ws)
     if last is not None and last.get("run_id") == pointer["run_id"]:
         return
-    append_jsonl(log_path(ws), {"at": pointer.get("promoted_at") or _now(), "run_id": pointer["run_id"],
+    append_jsonl(log_path(ws), {"at": pointer.get("promoted_at") or staging.now(), "run_id": pointer["run_id"],
                                 "previous": pointer.get("previous"),
                                 "reason": "recorded on the next use (the process that promoted it stopped "
                                           "before writing this line)"})
@@ -343,7 +342,7 @@ def _discard_interrupted_runs(ws: Workspace) -> None:
             staging.discard(partial)
         except OSError:
             continue  # tried again on the next use; it is never listed meanwhile
-        append_jsonl(log_path(ws), {"at": _now(), "discarded": partial.name,
+        append_jsonl(log_path(ws), {"at": staging.now(), "discarded": partial.name,
                                     "reason": "discarded an interrupted training run (its process stopped before "
                                               "the run folder was complete)"})
 
@@ -461,7 +460,7 @@ def _switch(ws: Workspace, run_id: str, *, previous: str | None, reason: str) ->
     run_dir = ws.runs_dir / run_id
     models = ws.models_dir
     settled = False
-    log_line = {"at": _now(), "run_id": run_id, "previous": previous, "reason": reason}
+    log_line = {"at": staging.now(), "run_id": run_id, "previous": previous, "reason": reason}
     old_pointer = pointer_path(ws).read_bytes() if pointer_path(ws).is_file() else None
     try:
         staged, backups = staging.stage_files(run_dir, models, ARTEFACTS)
@@ -588,12 +587,12 @@ def _adopt_first_version(ws: Workspace) -> None:
             raise SmartHubError(f"cannot adopt {ws.export_path} as a run in {run_dir}: {e.strerror or e}; "
                                 f"the model is unchanged") from e
     _write_pointer(ws, run_id, previous=None)
-    append_jsonl(log_path(ws), {"at": _now(), "run_id": run_id, "previous": None,
+    append_jsonl(log_path(ws), {"at": staging.now(), "run_id": run_id, "previous": None,
                                 "reason": f"adopted the first-version model {ws.export_path}"})
 
 
 def _write_pointer(ws: Workspace, run_id: str, *, previous: str | None) -> None:
-    atomic_write_json(pointer_path(ws), {"run_id": run_id, "previous": previous, "promoted_at": _now()})
+    atomic_write_json(pointer_path(ws), {"run_id": run_id, "previous": previous, "promoted_at": staging.now()})
 
 
 def _parse_time(text: object) -> datetime | None:
