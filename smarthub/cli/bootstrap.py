@@ -49,7 +49,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     from smarthub.cli.train import add_train_args
 
     # --size and --workers mean the search size filter and download workers here
-    add_train_args(p, title="training options (with --train)", prefixed=frozenset({"size", "workers"}))
+    add_train_args(p, title="training options (with --train)",
+                   flags={"size_px": "--train-size", "num_workers": "--train-workers"})
     p.set_defaults(func=run_bootstrap)
 
     p = sub.add_parser("dedupe", help="report exact and near-duplicate images across all classes")

@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also print the dataset's health: estimated errors per class, the most-confused class pairs, "
                         "the highest losses and a class-imbalance note")
     add_train_args(p, title="embedder and fine-tune options")
-    p.set_defaults(func=run_review, arch=None, size=None)
+    p.set_defaults(func=run_review, arch=None, size_px=None)
 
     p = sub.add_parser("keep", help="mark images as correctly labelled: trusted by the next review, hidden until they "
                                     "change (`keep --undo PATH` forgets the mark)")
@@ -61,8 +61,8 @@ def review_options_from(args: argparse.Namespace, ws: object) -> object:
 
     default = review.default_train_options(ws)  # type: ignore[arg-type]
     embedder = args.embedder or args.arch
-    size = args.size if args.size is not None else (default.size_px if embedder is None else review.DEFAULT_SIZE_PX)
-    args = argparse.Namespace(**{**vars(args), "arch": embedder or default.arch, "size": size})
+    size = args.size_px if args.size_px is not None else (default.size_px if embedder is None else review.DEFAULT_SIZE_PX)
+    args = argparse.Namespace(**{**vars(args), "arch": embedder or default.arch, "size_px": size})
     train = train_options_from(args)
     method = "finetune" if args.finetune else "model" if args.fast_model else "fast"
     include = frozenset(x for x in args.include.split(",") if x.strip())
