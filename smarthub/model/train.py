@@ -808,7 +808,7 @@ def load_classifier(path: Path, *, device: str = "auto") -> Any:
     path = Path(path)
     target = resolve_device(device)
     if not path.is_file():
-        raise ModelError(f"no model at {path}: run `smarthub train` first")
+        raise ModelError(f"no model at {path}: run {{train}} first")
     notice = trust.check_pickle(path, what="classifier")  # refuses a pickle smarthub did not write (unless --trust)
     try:
         with warnings.catch_warnings():
@@ -818,10 +818,10 @@ def load_classifier(path: Path, *, device: str = "auto") -> Any:
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError, TypeError, KeyError,
             AttributeError, ImportError, IndexError) as e:
         raise ModelError(f"{path} is not a readable fastai model ({type(e).__name__}: {e}); "
-                         f"train again with `smarthub train`") from e
+                         f"train again with {{train}}") from e
     if not isinstance(learn, Learner) or getattr(learn, "dls", None) is None:
         raise ModelError(f"{path} does not hold a fastai learner (found {type(learn).__name__}); "
-                         f"train again with `smarthub train`")
+                         f"train again with {{train}}")
     trust.announce(notice)
     if hasattr(learn, "channels_last"):
         learn = learn.to_contiguous(to_fp32=True)
