@@ -115,7 +115,7 @@ def add_arguments(parser: argparse.ArgumentParser | Any, record: type, *, only: 
             parser.add_argument(flag, dest=f.name, action="store_false" if f.default else "store_true",
                                 default=f.default, help=spec.help)
             continue
-        shown = "" if "(default" in spec.help else f" (default {_shown(f.default)})"
+        shown = "" if "(default" in spec.help or f.default is None else f" (default {_shown(f.default)})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": f.default, "help": spec.help + shown}
         kind = _type_of(f, spec)
         if kind is not None:
