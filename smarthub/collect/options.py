@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from smarthub.collect.search import SAFESEARCH
 from smarthub.optionspec import check, option
 
+SAFESEARCH = ("on", "moderate", "off")  # ddgs' safe-search levels
 DEFAULT_NEAR_THRESHOLD = 6  # pHash Hamming distance counted as a near duplicate (collect/dedupe.py)
 
 

@@ -743,7 +743,7 @@ def write_artifacts(ws: Any, learn: Any, report: dict, *, valid_items: Sequence[
     outcome = runs.record_run(ws, report, save_export=lambda tmp: learn.export(Path(tmp).absolute()),
                               history_csv=history_csv(report["history"]),
                               confusion_png=confusion_png(report["confusion_matrix"], report["vocab"]),
-                              policy=report["options"].get("promote", "if-better"))
+                              policy=report["options"].get("promote", TrainOptions.promote))
     report["promotion"] = outcome.to_dict()
 
 
@@ -788,7 +788,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], vocab: Sequence[str]) -> byte
 # ---------------------------------------------------------------------------------------------------------
 # Inference
 
-def load_classifier(path: Path, *, device: str = "auto") -> Any:
+def load_classifier(path: Path, *, device: str = TrainOptions.device) -> Any:
     """Load an exported fastai learner onto `device` (auto, cpu, cuda, cuda:N, mps; see model/devices.py).
 
     Models exported by smarthub's first version load too (model/compat.py maps their old names).
