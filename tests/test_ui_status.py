@@ -23,7 +23,8 @@ from smarthub.workspace import Workspace  # noqa: E402
      "'folds' must be between 2 and 20 (got 1)"),
     (OptionError("{head_only} needs a pretrained body: drop {pretrained}", field="head_only", owner=TrainOptions),
      tab_train.LABELS, "'head only' needs a pretrained body: drop 'start from ImageNet weights'"),
-    (ModelError("no model at m/export.pkl: run {train} first"), {}, "no model at m/export.pkl: run the Train tab first"),
+    (ModelError("no model at m/export.pkl: run {train} first"), {},
+     "no model at m/export.pkl: run the Train tab first"),
     (SmartHubError("a {folds} that is not an option's place stays"), tab_clean.LABELS,
      "a {folds} that is not an option's place stays"),
 ], ids=["option", "two-options", "job", "plain-error-untouched"])

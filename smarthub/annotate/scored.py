@@ -60,7 +60,8 @@ class Thresholds:
     def from_json(cls, obj: Any) -> Thresholds:
         if not isinstance(obj, dict) or not isinstance(obj.get("per_class", {}), dict):
             raise AnnotationError(f"thresholds must be {{'conf': x, 'per_class': {{...}}}}, got {obj!r}"[:200])
-        return cls(float(obj.get("conf", DetectOptions.conf)), {str(k): float(v) for k, v in obj.get("per_class", {}).items()})
+        return cls(float(obj.get("conf", DetectOptions.conf)),
+                   {str(k): float(v) for k, v in obj.get("per_class", {}).items()})
 
 
 @dataclass

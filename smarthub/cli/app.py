@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_workspace_args(p)
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to bind (default {DEFAULT_HOST}; any other address requires --auth)")
-    p.add_argument("--port", type=int_in(1, 65535), default=DEFAULT_PORT, help=f"port 1..65535 (default {DEFAULT_PORT})")
+    p.add_argument("--port", type=int_in(1, 65535), default=DEFAULT_PORT,
+                   help=f"port 1..65535 (default {DEFAULT_PORT})")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login (mandatory off loopback)")
     p.add_argument("--demo", action="store_true",
                    help="build a demo workspace from the shipped sample images (in ./demo unless --data/--models), "

@@ -16,7 +16,7 @@ ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from smarthub.collect.search import LICENCES, SAFESEARCH, SIZES, TYPES
+    from smarthub.collect.search import LICENCES, SIZES, TYPES
 
     p = sub.add_parser("bootstrap", help="search, download, verify and de-duplicate images of new classes",
                        description="Fill data/<LABEL>/ with verified, de-duplicated images found by image search "

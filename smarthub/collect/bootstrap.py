@@ -18,7 +18,7 @@ from smarthub.dataset import check_label_case, has_split_layout, is_image_file, 
 from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, DatasetIndex, phash_hex
 from smarthub.collect.download import DownloadOptions, DownloadReport, Fetcher, fetch_many, save_image
 from smarthub.collect.options import BootstrapOptions
-from smarthub.errors import DatasetError, LabelError, NetworkError, OptionError, SmartHubError
+from smarthub.errors import DatasetError, LabelError, NetworkError, OptionError
 from smarthub.fileops import class_names
 from smarthub.ledger import ProvenanceRecord, append_records, now_iso, read_records, split_present
 from smarthub.collect.search import (DEFAULT_QUERY_TEMPLATES, SearchBackend, SearchHit, SearchOptions, UrlListBackend,
@@ -121,7 +121,8 @@ def validate_labels(labels: Sequence[str], *, existing: Sequence[str] = ()) -> l
     return checked
 
 
-def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = BootstrapOptions.count, backend: SearchBackend | None = None,
+def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = BootstrapOptions.count,
+              backend: SearchBackend | None = None,
               search_options: SearchOptions | None = None, download_options: DownloadOptions | None = None,
               progress: ProgressFn | None = None, templates: Sequence[str] = DEFAULT_QUERY_TEMPLATES,
               results_per_query: int = 100, near_threshold: int = DEFAULT_NEAR_THRESHOLD,

@@ -81,8 +81,8 @@ class TrainOptions:
                               help=f"DataLoader worker processes (default {DEFAULT_NUM_WORKERS}: load in the main "
                                    f"process)")
     lr: float | None = option(None, metavar="RATE", label="learning rate",
-                              help=f"peak learning rate (default {DEFAULT_FINETUNE_LR} fine-tuning, {DEFAULT_SCRATCH_LR} "
-                                   f"from scratch)")
+                              help=f"peak learning rate (default {DEFAULT_FINETUNE_LR} fine-tuning, "
+                                   f"{DEFAULT_SCRATCH_LR} from scratch)")
     head_only: bool = option(False, label="head only",
                              help="only fit the head on the cached embeddings (seconds), no fine-tuning")
     patience: int = option(2, metavar="N", range=(1, None), label="patience (epochs)",

@@ -381,7 +381,8 @@ def build(ws: Workspace) -> None:
             threshold = gr.Slider(**c["threshold"].slider(),
                                   info="'unsure': the label's probability is below this. Probabilities are shared "
                                        f"between similar classes, so many right labels are unsure at "
-                                       f"{c['threshold'].value:g}: lower it for a shorter list (the queue itself is the estimated errors)")
+                                       f"{c['threshold'].value:g}: lower it for a shorter list (the queue itself "
+                                       f"is the estimated errors)")
             folds = gr.Slider(**c["folds"].slider())
             with gr.Column(min_width=160):
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
