@@ -32,10 +32,11 @@ class SmartHubError(Exception):
 
 
 def option_flag(owner: type | None, field: str) -> str:
-    """The command line's name of option `field` of record `owner`: its declared flag, else `--field-name`."""
-    if field.startswith("-"):
+    """The command line's name of option `field` of record `owner`: its declared flag, else `--field-name`
+    (a field of no record is named as written)."""
+    if field.startswith("-") or owner is None:
         return field
-    if owner is not None and dataclasses.is_dataclass(owner):
+    if dataclasses.is_dataclass(owner):
         for f in dataclasses.fields(owner):
             spec = f.metadata.get(OPTION_META)
             if f.name == field and spec is not None and spec.flag:

@@ -251,7 +251,7 @@ BAD = [
     (_missing_image, [], "scene0002.json: its image 'scene0002.jpg' is missing"),
     (None, ["--models", "{lm}/models"], "is inside the input folder"),
     (None, ["--model", "{tmp}/notes.pt"], "cannot load Ultralytics model"),
-    (None, ["--epochs", "0"], "--epochs and --batch must be at least 1"),
+    (None, ["--epochs", "0"], "--epochs must be at least 1 (got 0)"),
     (None, ["--budget", "0"], "--budget must be above zero (got '0')"),
     (None, ["--model", "yolov8n.pt"], "weights yolov8n.pt not found"),
     (None, ["--model", "resnet18"], "ImageNet weights for backbone resnet18 are not in the torch cache (expected"),
