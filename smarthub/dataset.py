@@ -163,7 +163,7 @@ def class_counts(items: Iterable[ImageItem]) -> dict[str, int]:
 def check_trainable(items: list[ImageItem], *, min_per_class: int = 2) -> None:
     """Raise DatasetError unless there are at least two classes with `min_per_class` images each."""
     if not items:
-        raise DatasetError("no images to train on: add class folders with images (or run `smarthub bootstrap`)")
+        raise DatasetError("no images to train on: add class folders with images (or run {bootstrap})")
     counts = class_counts(items)
     if len(counts) < 2:
         only = next(iter(counts))

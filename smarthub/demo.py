@@ -238,7 +238,7 @@ def demo_detector_options():
     nothing (validation mAP50 0.00, 2026-12-01, load 15)."""
     from smarthub.annotate.train_detector import DetectorTrainOptions
 
-    return DetectorTrainOptions(model="auto", epochs=20, imgsz=128, batch=8, device="auto", name=DEMO_DETECTOR_RUN)
+    return DetectorTrainOptions(epochs=20, imgsz=128, name=DEMO_DETECTOR_RUN)
 
 
 def prepare_demo_detector(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR, say: Callable[[str], None],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import re
 
-from smarthub.errors import SmartHubError
+from smarthub.errors import OptionError
 
 _UNITS = {"h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
           "m": 60.0, "min": 60.0, "mins": 60.0, "minute": 60.0, "minutes": 60.0,
@@ -16,26 +16,29 @@ _UNITS = {"h": 3600.0, "hr": 3600.0, "hour": 3600.0, "hours": 3600.0,
 _PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([a-z]*)\s*")
 
 
-class DurationError(SmartHubError):
+class DurationError(OptionError):
     """A duration that cannot be read, or is not above zero; `field` names the option it was given for."""
 
-    def __init__(self, message: str, *, field: str) -> None:
-        super().__init__(message)
-        self.field = field
+    def __init__(self, message: str, *, field: str, owner: type | None = None) -> None:
+        super().__init__(message, 
+                            field=field, owner=owner)
 
 
-def parse_duration(text: str | float | int, *, field: str = "budget") -> float:
+def parse_duration(text: str | float | int, *, field: str = "budget", owner: type | None = None) -> float:
     """Seconds in `text`: a number of seconds ("90", 90), or numbers with units h/m/s (also min, sec, hours…),
-    e.g. "5m", "1h30m", "2m 30s", "1.5h". Raises DurationError (naming `field`) for anything else, and for zero,
-    negative or non-finite durations."""
+    e.g. "5m", "1h30m", "2m 30s", "1.5h". Raises DurationError (naming `field` of the options record `owner`,
+    which each shell names its own way) for anything else, and for zero, negative or non-finite durations."""
+    place = "{" + field + "}"
     if isinstance(text, bool):
-        raise DurationError(f"{field} must be a duration such as 90s, 5m or 1h30m (got {text!r})", field=field)
+        raise DurationError(f"{place} must be a duration such as 90s, 5m or 1h30m (got {text!r})", 
+                            field=field, owner=owner)
     if isinstance(text, (int, float)):
         seconds = float(text)
     else:
         raw = str(text).strip().lower()
         if raw.startswith("-"):
-            raise DurationError(f"{field} must be above zero (got {text!r}): e.g. 90s, 5m or 1h30m", field=field)
+            raise DurationError(f"{place} must be above zero (got {text!r}): e.g. 90s, 5m or 1h30m", 
+                            field=field, owner=owner)
         seconds, pos, units_seen = 0.0, 0, []
         while pos < len(raw):
             m = _PART.match(raw, pos)
@@ -48,9 +51,11 @@ def parse_duration(text: str | float | int, *, field: str = "budget") -> float:
             seconds += float(m.group(1)) * _UNITS[unit]
             pos = m.end()
         if not raw or pos != len(raw):
-            raise DurationError(f"{field} must be a duration such as 90s, 5m or 1h30m (got {text!r})", field=field)
+            raise DurationError(f"{place} must be a duration such as 90s, 5m or 1h30m (got {text!r})", 
+                            field=field, owner=owner)
     if not math.isfinite(seconds) or seconds <= 0:
-        raise DurationError(f"{field} must be above zero (got {text!r}): e.g. 90s, 5m or 1h30m", field=field)
+        raise DurationError(f"{place} must be above zero (got {text!r}): e.g. 90s, 5m or 1h30m", 
+                            field=field, owner=owner)
     return seconds
 
 

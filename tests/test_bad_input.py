@@ -142,7 +142,7 @@ CASES: dict[str, Case] = {
                              _empty_folder),
     "train-zero-epochs": Case(("train", "--epochs", "0", "--no-pretrained"), 2, r"epochs must be at least 1"),
     "train-valid-pct-over-one": Case(("train", "--valid-pct", "1.5", "--no-pretrained"), 2,
-                                     r"valid_pct must be between 0 and 1"),
+                                     r"--valid-pct must be between 0 and 1"),
     "train-unknown-arch": Case(("train", "--arch", "nonsense_arch", "--no-pretrained"), 2,
                                r"unknown architecture 'nonsense_arch'"),
     # dedupe / bootstrap

@@ -9,31 +9,41 @@ from helpers import make_image  # noqa: E402
 
 from smarthub.ui import build_app  # noqa: E402
 from smarthub.ui import tab_clean, tab_train  # noqa: E402
-from smarthub.ui._common import for_the_app  # noqa: E402
+from smarthub.clean.options import ReviewOptions  # noqa: E402
+from smarthub.errors import ModelError, OptionError, SmartHubError  # noqa: E402
+from smarthub.model.options import TrainOptions  # noqa: E402
+from smarthub.ui._common import app_message  # noqa: E402
 from smarthub.ui.app import has_images  # noqa: E402
 from smarthub.ui.tab_clean import CleanState  # noqa: E402
 from smarthub.workspace import Workspace  # noqa: E402
 
 
-@pytest.mark.parametrize("message,controls,expected", [
-    ("--folds must be between 2 and 20, got 1", tab_clean.CONTROLS,
-     "the 'folds' slider must be between 2 and 20, got 1"),
-    ("weights not cached: copy the file, or use --arch mobilenet_v2", tab_train.CONTROLS,
-     "weights not cached: copy the file, or use 'architecture' = mobilenet_v2"),
-    ("or train without them (--no-pretrained)", tab_train.CONTROLS,
-     "or train without them ('start from ImageNet weights' unticked)"),
-    ("no model at m/export.pkl: run `smarthub train` first", {}, "no model at m/export.pkl: run the Train tab first"),
-    ("--foldsx is not ours", tab_clean.CONTROLS, "--foldsx is not ours"),
-], ids=["flag", "flag-with-value", "flag-in-parentheses", "command", "longer-flag-untouched"])
-def test_core_messages_name_the_control_not_the_flag(message, controls, expected) -> None:
-    assert for_the_app(message, controls) == expected
+@pytest.mark.parametrize("error,labels,expected", [
+    (OptionError("{folds} must be between 2 and 20 (got 1)", field="folds", owner=ReviewOptions), tab_clean.LABELS,
+     "'folds' must be between 2 and 20 (got 1)"),
+    (OptionError("{head_only} needs a pretrained body: drop {pretrained}", field="head_only", owner=TrainOptions),
+     tab_train.LABELS, "'head only' needs a pretrained body: drop 'start from ImageNet weights'"),
+    (ModelError("no model at m/export.pkl: run {train} first"), {},
+     "no model at m/export.pkl: run the Train tab first"),
+    (SmartHubError("a {folds} that is not an option's place stays"), tab_clean.LABELS,
+     "a {folds} that is not an option's place stays"),
+], ids=["option", "two-options", "job", "plain-error-untouched"])
+def test_core_errors_name_the_control_and_the_tab(error, labels, expected) -> None:
+    assert app_message(error, labels) == expected
+
+
+def test_the_command_line_names_the_flag_and_the_command() -> None:
+    assert str(OptionError("{folds} must be between 2 and 20 (got 1)", field="folds", owner=ReviewOptions)) == \
+        "--folds must be between 2 and 20 (got 1)"
+    assert str(OptionError("drop {pretrained}", field="pretrained", owner=TrainOptions)) == "drop --no-pretrained"
+    assert str(ModelError("no model: run {train} first")) == "no model: run `smarthub train` first"
 
 
 def test_a_failed_review_stays_in_the_status_area(small_ws: Workspace) -> None:
     with pytest.raises(gr.Error) as caught:
         tab_clean.run_review(small_ws, CleanState(), "fast", 0.6, 1)
     view = tab_clean.page_error(small_ws, CleanState(), caught.value)
-    assert view.status == "**Problem:** the 'folds' slider must be between 2 and 20, got 1"
+    assert view.status == "**Problem:** 'folds' must be between 2 and 20 (got 1)"
 
 
 def _first_tab(app) -> str:

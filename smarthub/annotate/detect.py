@@ -5,6 +5,7 @@ functions that need them. Ultralytics (AGPL-3.0) is only imported by the YOLO ba
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import zipfile
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from smarthub import trust
+from smarthub.annotate.options import DetectOptions
 from smarthub.errors import ModelError, SmartHubError
 
 if TYPE_CHECKING:
@@ -103,38 +105,7 @@ class Detections:
         return Detections(xyxy, self.confidence.copy(), self.class_id.copy(), list(self.labels), dict(self.data))
 
 
-@dataclass
-class DetectorOptions:
-    """Inference options shared by every backend (CLI flags of the same names)."""
-
-    conf: float = 0.25
-    iou: float = 0.7
-    imgsz: int | None = None
-    max_det: int = 300
-    classes: list[str] | None = None  # keep only these model class names (before the label map)
-    label_map: dict[str, str] = field(default_factory=dict)  # model class name -> output label
-    batch: int = 4
-    device: str = "cpu"
-    config_dir: Path | None = None  # where Ultralytics may keep its settings.json
-    class_conf: dict[str, float] = field(default_factory=dict)  # per model class; `conf` for the others
-    run_thresholds: bool = True  # a detector run folder's tuned thresholds replace `conf` (False: --conf given)
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.conf <= 1.0:
-            raise SmartHubError(f"--conf must be between 0 and 1, got {self.conf}")
-        if not 0.0 < self.iou <= 1.0:
-            raise SmartHubError(f"--iou must be in (0, 1], got {self.iou}")
-        if self.max_det < 1 or self.batch < 1:
-            raise SmartHubError("--max-det and --batch must be at least 1")
-        if self.imgsz is not None and self.imgsz < 16:
-            raise SmartHubError(f"--imgsz must be at least 16, got {self.imgsz}")
-        if any(not 0.0 <= v <= 1.0 for v in self.class_conf.values()):
-            raise SmartHubError(f"per-class thresholds must be between 0 and 1, got {self.class_conf}")
-
-    @property
-    def backend_conf(self) -> float:
-        """The lowest threshold of any class: what the model itself may filter at."""
-        return min([self.conf, *self.class_conf.values()])
+DetectorOptions = DetectOptions  # the record lives in annotate/options.py (one source of its defaults)
 
 
 def parse_label_map(text: str) -> dict[str, str]:
@@ -504,6 +475,10 @@ def load_detector(spec: str | Path, options: DetectorOptions | None = None) -> D
     map or class filter naming classes the model does not have.
     """
     options = options or DetectorOptions()
+    if options.device == "auto":
+        from smarthub.model.devices import resolve_device
+
+        options = dataclasses.replace(options, device=resolve_device(options.device))
     text = str(spec)
     path = Path(spec)
     if text in TORCHVISION_ARCHS and not path.exists():
@@ -564,8 +539,6 @@ def read_run(run_dir: Path) -> dict[str, Any]:
 def load_run_detector(run_dir: Path, options: DetectorOptions) -> Detector:
     """The detector of a run folder written by `smarthub train-detector`, with its tuned per-class
     thresholds unless `options.run_thresholds` is False (the user gave --conf)."""
-    import dataclasses
-
     run_dir = Path(run_dir)
     run = read_run(run_dir)
     weights = (run_dir / run["weights"]).resolve()

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from smarthub.errors import DatasetError, SmartHubError
 from smarthub.outputs import staged_output
+from smarthub.annotate.options import ExportOptions
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
 from smarthub.annotate.split import (SPLIT_FILE, SPLITS, SplitRecord, check_split, parse_split,  # noqa: F401
                                      split_counts, stable_split)
@@ -29,7 +30,7 @@ class ExportReport:
     """What an export wrote: images per split, background images, boxes, class names."""
 
     out_dir: Path
-    fmt: str = "yolo"
+    fmt: str = ExportOptions.fmt
     names: list[str] = field(default_factory=list)
     images: dict[str, int] = field(default_factory=dict)
     backgrounds: int = 0
@@ -169,8 +170,8 @@ def _write_coco(staged: Path, dataset: DetSet, record: SplitRecord, names: list[
         atomic_write_json(staged / "annotations" / f"instances_{split}.json", coco)
 
 
-def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
-                   split: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
+def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = ExportOptions.fmt,
+                   split: tuple[float, float, float] = ExportOptions.split, seed: int = ExportOptions.seed,
                    overwrite: bool = False) -> ExportReport:
     """Write a YOLO (images/, labels/, data.yaml) or COCO (images/, annotations/instances_<split>.json)
     dataset from the Labelme folder `labelme_dir`, replacing `out_dir` whole.
@@ -207,8 +208,8 @@ def export_dataset(labelme_dir: Path, out_dir: Path, *, fmt: str = "yolo",
     return report
 
 
-def export_yolo(labelme_dir: Path, out_dir: Path, *, split: tuple[float, float, float] = (0.8, 0.1, 0.1),
-                seed: int = 0, overwrite: bool = False) -> ExportReport:
+def export_yolo(labelme_dir: Path, out_dir: Path, *, split: tuple[float, float, float] = ExportOptions.split,
+                seed: int = ExportOptions.seed, overwrite: bool = False) -> ExportReport:
     """`export_dataset` in YOLO format."""
     return export_dataset(labelme_dir, out_dir, fmt="yolo", split=split, seed=seed, overwrite=overwrite)
 

@@ -143,7 +143,7 @@ class CropClassifier:
 
 def _load_learner(path: Path) -> Any:
     if not path.is_file():
-        raise ModelError(f"classifier {path} not found: train one with `smarthub train` or give --classifier PATH")
+        raise ModelError(f"classifier {path} not found: train one with {{train}} or give --classifier PATH")
     return load_classifier(path)
 
 

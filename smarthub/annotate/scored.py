@@ -18,6 +18,7 @@ import numpy as np
 from smarthub.errors import AnnotationError, SmartHubError
 from smarthub.annotate.labelme import (LabelmeFile, Shape, edit_state, load_labelme, mark_silver, parse_shape,
                                        relative_image_path, save_labelme, shape_to_dict, shapes_hash, stamp_file)
+from smarthub.annotate.options import DetectOptions
 from smarthub.workspace import META_DIRNAME
 
 if TYPE_CHECKING:
@@ -32,7 +33,7 @@ SCORED_FORMAT = "smarthub-scored-boxes"
 class Thresholds:
     """A confidence threshold for every class, and per-class ones (a run's tuned thresholds, or sliders)."""
 
-    conf: float = 0.25
+    conf: float = DetectOptions.conf
     per_class: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -59,7 +60,8 @@ class Thresholds:
     def from_json(cls, obj: Any) -> Thresholds:
         if not isinstance(obj, dict) or not isinstance(obj.get("per_class", {}), dict):
             raise AnnotationError(f"thresholds must be {{'conf': x, 'per_class': {{...}}}}, got {obj!r}"[:200])
-        return cls(float(obj.get("conf", 0.25)), {str(k): float(v) for k, v in obj.get("per_class", {}).items()})
+        return cls(float(obj.get("conf", DetectOptions.conf)),
+                   {str(k): float(v) for k, v in obj.get("per_class", {}).items()})
 
 
 @dataclass

@@ -65,7 +65,7 @@ def _order(seed: int, key: str) -> str:
     return hashlib.sha256(f"{seed}\0{key}".encode()).hexdigest()
 
 
-def assign_splits(items: Mapping[str, frozenset[str]], *, fractions: tuple[float, float, float], seed: int = 0,
+def assign_splits(items: Mapping[str, frozenset[str]], *, fractions: tuple[float, float, float], seed: int,
                   previous: Mapping[str, str] | None = None) -> dict[str, str]:
     """{key: 'train'|'val'|'test'} for every key of `items` (key → the set of classes in that image).
 

@@ -22,17 +22,18 @@ import numpy as np
 
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
-from smarthub.annotate.split import SPLITS, check_split
+from smarthub.annotate.options import DetectorTrainOptions
+from smarthub.annotate.split import SPLITS
 from smarthub.annotate.starts import DetectorStart, choose_start
-from smarthub.durations import parse_duration
+from smarthub.optionspec import default
 from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores
 from smarthub.staging import link_or_copy, sha256_file
 
 DETECTORS_DIRNAME = "detectors"
 LATEST_FILE = "latest.json"
 EVAL_CONF = 0.001  # predictions kept for measuring and tuning (COCO's habit)
-DEFAULT_BUDGET = "10m"  # train-detector's time budget when --epochs is not given
-DEFAULT_PATIENCE = 10  # epochs without a better validation mAP before stopping
+DEFAULT_BUDGET: str = default(DetectorTrainOptions, "budget")  # the time budget when --epochs is not given
+DEFAULT_PATIENCE: int = default(DetectorTrainOptions, "patience")  # epochs without a better validation mAP
 TORCHVISION_DEFAULT_EPOCHS = 30  # the torchvision backend has no per-epoch validation: a fixed count
 LOG_FILE = "train.log"  # Ultralytics' own output, kept in the run folder
 EPOCHS_FILE = "epochs.csv"  # Ultralytics' per-epoch losses and validation figures, kept in the run folder
@@ -41,68 +42,6 @@ MAX_EPOCHS = 300  # the cap under a time budget (Ultralytics' time= re-plans the
 
 class TrainingStopped(SmartHubError):
     """Stop was pressed: nothing was written and the previous detector stays."""
-
-
-@dataclass
-class DetectorTrainOptions:
-    """`smarthub train-detector` flags of the same names (the app's Annotate tab uses these defaults too).
-
-    model: 'auto' (the best pretrained start found offline, see starts.choose_start), a YOLO .pt/.yaml, a
-    torchvision backbone name (ImageNet weights under a YOLOv8 neck and head) or a torchvision detector name.
-    Training length: `epochs` when given (an epoch cap), else up to `budget` of wall-clock time; either way
-    it stops early when the validation mAP has not improved for `patience` epochs (0: never).
-    """
-
-    model: str = "auto"
-    epochs: int | None = None
-    budget: str | float = DEFAULT_BUDGET  # a duration ('90s', '5m', '1h') or seconds; ignored when epochs is given
-    patience: int = DEFAULT_PATIENCE
-    imgsz: int = 320
-    batch: int = 8
-    device: str = "auto"
-    split: tuple[float, float, float] = (0.8, 0.2, 0.0)
-    seed: int = 0
-    min_precision: float | None = None
-    tune: str = "time"  # per-class thresholds: least correction time on validation, or best F1
-    silver_dir: Path | None = None
-    name: str | None = None
-    lr: float = 0.005  # torchvision backend only (Ultralytics picks its own)
-    ultralytics_args: dict[str, Any] = field(default_factory=dict)  # extra YOLO.train() arguments (bench, experts)
-
-    def __post_init__(self) -> None:
-        if self.epochs is not None and self.epochs < 1 or self.batch < 1:
-            raise SmartHubError("--epochs and --batch must be at least 1")
-        if self.patience < 0:
-            raise SmartHubError(f"--patience must be 0 (never stop early) or more, got {self.patience}")
-        self.budget_s = parse_duration(self.budget, field="--budget")
-        if self.imgsz < 32:
-            raise SmartHubError(f"--imgsz must be at least 32, got {self.imgsz}")
-        self.split = check_split(tuple(self.split))
-        if self.min_precision is not None and not 0.0 < self.min_precision <= 1.0:
-            raise SmartHubError(f"--min-precision must be in (0, 1], got {self.min_precision}")
-        if self.tune not in ("time", "f1"):
-            raise SmartHubError(f"--tune must be time or f1, got {self.tune!r}")
-        if self.name is not None and (not self.name or "/" in self.name or self.name.startswith(".")
-                                      or self.name in (".", "..")):
-            raise SmartHubError(f"--name {self.name!r} must be a plain folder name")
-
-    @property
-    def backend(self) -> str:
-        from smarthub.annotate.detect import SMARTHUB_ARCHS, TORCHVISION_ARCHS
-
-        return "torchvision" if self.model in TORCHVISION_ARCHS + SMARTHUB_ARCHS else "ultralytics"
-
-    def length(self) -> str:
-        """How long training may run, in words."""
-        stop = f", stopping early after {self.patience} epochs without a better validation mAP" if self.patience \
-            else ""
-        if self.epochs is not None:
-            return f"at most {self.epochs} epochs{stop}"
-        return f"at most {_duration_words(self.budget_s)}{stop}"
-
-
-def _duration_words(seconds: float) -> str:
-    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.3g} min"
 
 
 @dataclass

@@ -18,6 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from smarthub.clean.options import ReviewOptions
+from smarthub.model.options import TrainOptions
+
 HEAD_C = 3.0  # inverse L2 regularisation of the linear head on unit-norm embeddings
 # A fold's head learns from at most this many images (a random stratified share beyond): a linear head on
 # frozen features has learnt what it can by then, and it keeps a million embeddings within minutes.
@@ -85,8 +88,8 @@ def fold_assignment(labels: np.ndarray, *, folds: int, seed: int) -> np.ndarray:
     return fold
 
 
-def cross_val_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
-                    seed: int = 42, max_train_rows: int = HEAD_MAX_TRAIN_ROWS,
+def cross_val_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = ReviewOptions.folds,
+                    seed: int = TrainOptions.seed, max_train_rows: int = HEAD_MAX_TRAIN_ROWS,
                     exclude: np.ndarray | None = None, trusted: np.ndarray | None = None,
                     trusted_weight: float = TRUSTED_WEIGHT) -> np.ndarray:
     """Out-of-sample probabilities: each image scored by a linear head fit on the other folds.
@@ -224,8 +227,8 @@ class LabelProbs:
     flagged: np.ndarray
 
 
-def default_label_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
-                        seed: int = 42, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS,
+def default_label_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = ReviewOptions.folds,
+                        seed: int = TrainOptions.seed, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS,
                         trusted: np.ndarray | None = None, trusted_weight: float = TRUSTED_WEIGHT) -> np.ndarray:
     """smarthub's default out-of-sample probabilities: the cross-validated head and neighbour agreement combined,
     then `refit_rounds` prune-and-refit rounds (heads and neighbour votes without the images flagged so far).
@@ -238,8 +241,8 @@ def default_label_probs(feats: np.ndarray, labels: np.ndarray, *, n_classes: int
                                refit_rounds=refit_rounds, trusted=trusted, trusted_weight=trusted_weight).probs
 
 
-def default_label_parts(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = 5,
-                        seed: int = 42, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS,
+def default_label_parts(feats: np.ndarray, labels: np.ndarray, *, n_classes: int, folds: int = ReviewOptions.folds,
+                        seed: int = TrainOptions.seed, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS,
                         trusted: np.ndarray | None = None, trusted_weight: float = TRUSTED_WEIGHT) -> LabelProbs:
     """`default_label_probs` with its parts (for `rerank_probs`)."""
     from smarthub.clean.neighbours import nearest

@@ -35,7 +35,8 @@ from smarthub.clean.ranking import duplicates_from_neighbours, outliers_from_nei
 from smarthub.clean.records import (FILTERS, KINDS, QUALITY_ISSUES, SUSPECT_FIELDS, Entry, Suspect, suspect_rows,
                                     write_suspects)
 from smarthub.dataset import outside_note, verify_images
-from smarthub.errors import DatasetError, SmartHubError
+from smarthub.errors import DatasetError, OptionError, SmartHubError
+from smarthub.clean.options import DEFAULT_EMBEDDER, DEFAULT_SIZE_PX, METHODS, ReviewOptions, expand_filters
 from smarthub.model.embeddings import Progress, check_embedder, hash_scanned, scan_stat
 from smarthub.model.train import TrainOptions
 from smarthub.workspace import Workspace
@@ -44,12 +45,11 @@ __all__ = ["FILTERS", "KINDS", "METHODS", "QUALITY_ISSUES", "SUSPECT_FIELDS", "E
            "ReviewResult", "Suspect", "content_fingerprint", "default_train_options", "keep", "kept", "rank",
            "refresh", "relearn", "review", "suspect_rows", "unkeep", "write_suspects"]
 
-METHODS = ("fast", "finetune", "model")
-# The one documented default embedder (CLI, app and notebook): the trained model's arch and image size from
-# models/report.json when a model exists, else MobileNetV2 at 224 px (its ImageNet weights work offline).
-DEFAULT_EMBEDDER = "mobilenet_v2"
-DEFAULT_SIZE_PX = 224
 content_fingerprint = caches.content_fingerprint
+
+
+class FoldsError(DatasetError, OptionError):
+    """Too few different images for the folds asked: a dataset problem that names the folds option."""
 
 
 def default_train_options(ws: Workspace) -> TrainOptions:
@@ -64,51 +64,6 @@ def default_train_options(ws: Workspace) -> TrainOptions:
             arch = report["arch"]
             size = int(report.get("size_px", size)) if str(report.get("size_px", "")).isdigit() else size
     return TrainOptions(arch=arch, size_px=size)
-
-
-def expand_filters(include: Iterable[str]) -> frozenset[str]:
-    """Filter names → tags ('quality' stands for every image-quality issue); unknown names are refused."""
-    out: set[str] = set()
-    for name in include:
-        name = name.strip()
-        if not name:
-            continue
-        if name == "quality":
-            out.update(QUALITY_ISSUES)
-        elif name in FILTERS or name in QUALITY_ISSUES:
-            out.add(name)
-        else:
-            raise SmartHubError(f"unknown filter {name!r} for --include: use {', '.join(FILTERS + QUALITY_ISSUES)}")
-    return frozenset(out)
-
-
-@dataclass
-class ReviewOptions:
-    """How to score and what to show.
-
-    method fast | finetune | model; K folds; the 'unsure' threshold; train: the embedder (arch, size) and
-    fine-tune settings (None: `default_train_options`); include: filters shown besides the estimated label
-    issues (unsure, duplicate, outlier, quality or one quality issue); show_all: rank every image.
-    """
-
-    method: str = "fast"
-    folds: int = 5
-    threshold: float = 0.6
-    train: TrainOptions | None = None
-    limit: int | None = None
-    include: frozenset[str] = frozenset()
-    show_all: bool = False
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise SmartHubError(f"unknown review method {self.method!r}: use one of {', '.join(METHODS)}")
-        if not 2 <= int(self.folds) <= 20:
-            raise SmartHubError(f"--folds must be between 2 and 20, got {self.folds}")
-        if not 0.0 < float(self.threshold) < 1.0:
-            raise SmartHubError(f"--threshold must be between 0 and 1, got {self.threshold}")
-        if self.limit is not None and int(self.limit) < 1:
-            raise SmartHubError(f"--limit must be at least 1, got {self.limit}")
-        self.include = expand_filters(self.include)
 
 
 @dataclass
@@ -285,7 +240,7 @@ def _scan(ws: Workspace, progress: Progress | None,
 def _check_reviewable(entries: Sequence[Entry], ws: Workspace, folds: int) -> list[str]:
     """The classes, after refusing data a review cannot rank (one line each, naming what to do)."""
     if not entries:
-        raise DatasetError(f"no images in {ws.data_dir}: add class folders with images (or run `smarthub bootstrap`)")
+        raise DatasetError(f"no images in {ws.data_dir}: add class folders with images (or run {{bootstrap}})")
     vocab = sorted({e.label for e in entries})
     if len(vocab) < 2:
         raise DatasetError(f"only one class ({vocab[0]!r}) in {ws.data_dir}: reviewing labels needs at least two")
@@ -298,8 +253,8 @@ def _check_reviewable(entries: Sequence[Entry], ws: Workspace, folds: int) -> li
                            f"its class; add images to {ws.data_dir / lonely[0]} or move it into another class")
     n = sum(per_class.values())
     if n < folds:
-        raise DatasetError(f"only {n} different images for {folds} folds: use --folds {max(2, min(n, 5))} "
-                           f"or add images")
+        raise FoldsError(f"only {n} different images for {folds} folds: use {{folds}} {max(2, min(n, 5))} "
+                         f"or add images", field="folds", owner=ReviewOptions)
     return vocab
 
 

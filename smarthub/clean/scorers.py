@@ -150,7 +150,7 @@ def finetune_probs(ws: Workspace, entries: Sequence[Entry], vocab: list[str], tr
 def load_model(ws: Workspace, folder_vocab: list[str]) -> Any:
     """The exported learner; its classes must be the folders' classes."""
     if not ws.export_path.exists():
-        raise ModelError(f"no model at {ws.export_path}: run `smarthub train` first (or review without --fast-model)")
+        raise ModelError(f"no model at {ws.export_path}: run {{train}} first (or review without --fast-model)")
     from smarthub.model import train
 
     learner = train.load_classifier(ws.export_path)
@@ -164,7 +164,7 @@ def load_model(ws: Workspace, folder_vocab: list[str]) -> Any:
         if missing:
             parts.append(f"model classes with no folder: {', '.join(missing)}")
         raise ModelError(f"the model {ws.export_path} does not match the data ({'; '.join(parts)}): "
-                         f"run `smarthub train` again")
+                         f"run {{train}} again")
     return learner
 
 
@@ -188,7 +188,8 @@ def _valid_shas_from_report(ws: Workspace) -> set[str] | None:
         return None
     from smarthub.model.train import split_items
 
-    is_valid = split_items(items, valid_pct=float(report.get("valid_pct", 0.2)), seed=int(report.get("seed", 42)))
+    is_valid = split_items(items, valid_pct=float(report.get("valid_pct", TrainOptions.valid_pct)),
+                           seed=int(report.get("seed", TrainOptions.seed)))
     return {sha256_file(i.path) for i, v in zip(items, is_valid) if v}
 
 

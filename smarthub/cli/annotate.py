@@ -7,10 +7,10 @@ from pathlib import Path
 from smarthub.cli._common import add_workspace_args, progress_printer, workspace_from
 from smarthub.workspace import contain_library_caches
 
+from smarthub.annotate.options import DEFAULT_DETECTOR, DetectOptions, DetectorTrainOptions, ExportOptions
+from smarthub.optionspec import add_arguments, from_args
+
 ORDER = 50
-DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"
-DETECTOR_BUDGET = "10m"  # = train_detector.DEFAULT_BUDGET (checked by a test; importing it here would be slow)
-DETECTOR_PATIENCE = 10  # = train_detector.DEFAULT_PATIENCE
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,13 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="write JSON into a mirrored tree under DIR")
     p.add_argument("--conf", type=float, help="minimum detection confidence for every class (default: a run "
                                               "folder's tuned per-class thresholds, else 0.25)")
-    p.add_argument("--iou", type=float, default=0.7, help="NMS IoU threshold (default 0.7)")
-    p.add_argument("--imgsz", type=int, help="detector input size in pixels")
-    p.add_argument("--max-det", type=int, default=300, help="at most this many boxes per image (default 300)")
+    add_arguments(p, DetectOptions, only={"iou", "imgsz", "max_det"})
     p.add_argument("--classes", help="keep only these model classes, comma-separated")
     p.add_argument("--label-map", default="", metavar="A=B,...", help="rename model classes, e.g. person=worker")
-    p.add_argument("--batch", type=int, default=4, help="images per detector call (default 4)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
+    add_arguments(p, DetectOptions, only={"batch", "device"})
     p.add_argument("--silver-min-conf", type=float, metavar="CONF",
                    help="flag boxes scored at least CONF (and images whose boxes all are) as silver")
     p.add_argument("--classifier", type=Path, metavar="EXPORT_PKL",
@@ -57,38 +54,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                                               "validate, tune per-class thresholds)")
     p.add_argument("labelme_dir", type=Path, metavar="LABELME_DIR")
     add_workspace_args(p)
-    p.add_argument("--model", default="auto", metavar="SPEC",
-                   help="auto (default: COCO yolov8n.pt/yolo11n.pt when cached, else a YOLOv8 head on a cached "
-                        "ImageNet torchvision backbone, else yolov8n.yaml from scratch), a YOLO .pt/.yaml, a torchvision "
-                        "backbone name (e.g. mobilenet_v2), or a torchvision detector name")
-    p.add_argument("--epochs", type=int, help="train at most this many epochs (wins over --budget)")
-    p.add_argument("--budget", default=DETECTOR_BUDGET, metavar="DURATION",
-                   help=f"time for training, e.g. 90s, 5m, 1h (default {DETECTOR_BUDGET}); it stops earlier when "
-                        f"the validation mAP stops improving")
-    p.add_argument("--patience", type=int, default=DETECTOR_PATIENCE,
-                   help=f"stop after this many epochs without a better validation mAP (default {DETECTOR_PATIENCE}; "
-                        f"0: never early)")
-    p.add_argument("--imgsz", type=int, default=320, help="training image size in pixels (default 320)")
-    p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
-    p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
-    p.add_argument("--split", default="0.8,0.2,0", help="train,val,test fractions for new images (default 0.8,0.2,0)")
-    p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    p.add_argument("--tune", choices=("time", "f1"), default="time",
-                   help="per-class thresholds: the least estimated correction time on validation (default), or "
-                        "the best F1")
-    p.add_argument("--min-precision", type=float, metavar="P",
-                   help="per-class threshold: the most recall reaching precision P (instead of --tune)")
-    p.add_argument("--silver", type=Path, metavar="DIR", help="add silver-flagged Labelme files of DIR to training")
-    p.add_argument("--name", help="run folder name (default: the time)")
+    add_arguments(p, DetectorTrainOptions)
     p.set_defaults(func=run_train_detector)
 
     p = sub.add_parser("export-yolo", help="write a YOLO dataset (images, labels, data.yaml) from Labelme files")
     p.add_argument("labelme_dir", type=Path, metavar="LABELME_DIR")
     p.add_argument("out", type=Path, metavar="OUT")
-    p.add_argument("--split", default="0.8,0.1,0.1", help="train,val,test fractions (default 0.8,0.1,0.1)")
-    p.add_argument("--seed", type=int, default=0, help="split seed for new images (default 0)")
-    p.add_argument("--format", default="yolo", choices=("yolo", "coco"), help="yolo (default) or coco JSON")
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty OUT whole")
+    add_arguments(p, ExportOptions)
     p.set_defaults(func=run_export_yolo)
 
     p = sub.add_parser("import-yolo", help="write Labelme files (with the images) from a YOLO dataset")
@@ -102,7 +74,7 @@ def run_annotate(args: argparse.Namespace) -> int:
     import sys
 
     from smarthub.annotate.preannotate import annotate_folder, zip_outputs
-    from smarthub.annotate.detect import DetectorOptions, parse_label_map
+    from smarthub.annotate.detect import parse_label_map
     from smarthub.annotate.next_images import write_ranking
     from smarthub.annotate.scored import scoring_detector
     from smarthub.model.devices import resolve_device
@@ -111,10 +83,11 @@ def run_annotate(args: argparse.Namespace) -> int:
     root = args.out or args.images_dir
     if Path(root).is_dir():
         contain_library_caches(Path(root) / ".smarthub" / "cache")
-    options = DetectorOptions(
-        conf=0.25 if args.conf is None else args.conf, run_thresholds=args.conf is None, iou=args.iou, imgsz=args.imgsz, max_det=args.max_det,
+    conf = {} if args.conf is None else {"conf": args.conf}  # none given: the run's tuned thresholds, else the default
+    options = from_args(
+        DetectOptions, args, **conf, run_thresholds=args.conf is None,
         classes=[c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None,
-        label_map=parse_label_map(args.label_map), batch=args.batch, device=resolve_device(args.device),
+        label_map=parse_label_map(args.label_map), device=resolve_device(args.device),
         config_dir=root / ".smarthub" / "ultralytics")
     detector, thresholds, tuned = scoring_detector(args.model, options, floor=args.floor)
     warning = batch_placement_warning(Workspace.from_args(), Path(root))
@@ -149,15 +122,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_train_detector(args: argparse.Namespace) -> int:
-    from smarthub.annotate.export import parse_split
-    from smarthub.annotate.train_detector import DetectorTrainOptions, train_detector
+    from smarthub.annotate.train_detector import train_detector
 
     ws = workspace_from(args)
-    options = DetectorTrainOptions(model=args.model, epochs=args.epochs, budget=args.budget, patience=args.patience,
-                                   imgsz=args.imgsz, batch=args.batch, device=args.device,
-                                   split=parse_split(args.split), seed=args.seed, min_precision=args.min_precision,
-                                   tune=args.tune,
-                                   silver_dir=args.silver, name=args.name)
+    options = from_args(DetectorTrainOptions, args)
 
     def progress(p) -> None:  # one line per epoch; Ultralytics' own output goes to the run folder's train.log
         if p.stage in ("start", "epoch"):
@@ -170,10 +138,11 @@ def run_train_detector(args: argparse.Namespace) -> int:
 
 
 def run_export_yolo(args: argparse.Namespace) -> int:
-    from smarthub.annotate.export import export_dataset, parse_split
+    from smarthub.annotate.export import export_dataset
 
-    report = export_dataset(args.labelme_dir, args.out, fmt=args.format, split=parse_split(args.split),
-                            seed=args.seed, overwrite=args.overwrite)
+    options = from_args(ExportOptions, args)
+    report = export_dataset(args.labelme_dir, args.out, fmt=options.fmt, split=options.split, seed=options.seed,
+                            overwrite=options.overwrite)
     print(report.summary())
     return 0
 

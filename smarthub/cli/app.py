@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from smarthub.cli._common import add_workspace_args, int_in
+from smarthub.ui import DEFAULT_HOST, DEFAULT_PORT
 
 ORDER = 60
 
@@ -11,9 +12,10 @@ ORDER = 60
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="open the web app (Bootstrap, Train, Clean, Predict, Annotate tabs)")
     add_workspace_args(p)
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1; any other address requires --auth)")
-    p.add_argument("--port", type=int_in(1, 65535), default=7860, help="port 1..65535 (default 7860)")
+    p.add_argument("--host", default=DEFAULT_HOST,
+                   help=f"address to bind (default {DEFAULT_HOST}; any other address requires --auth)")
+    p.add_argument("--port", type=int_in(1, 65535), default=DEFAULT_PORT,
+                   help=f"port 1..65535 (default {DEFAULT_PORT})")
     p.add_argument("--auth", metavar="USER:PASS", help="require this login (mandatory off loopback)")
     p.add_argument("--demo", action="store_true",
                    help="build a demo workspace from the shipped sample images (in ./demo unless --data/--models), "

@@ -9,22 +9,23 @@ from typing import Any
 
 from smarthub.cli._common import (add_workspace_args, int_in, print_table, progress_printer, quarantine,
                                   workspace_from)
+from smarthub.collect.options import DEFAULT_NEAR_THRESHOLD, BootstrapOptions
+from smarthub.optionspec import add_arguments, from_args
 
 ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from smarthub.collect.search import LICENCES, SAFESEARCH, SIZES, TYPES
+    from smarthub.collect.search import LICENCES, SIZES, TYPES
 
     p = sub.add_parser("bootstrap", help="search, download, verify and de-duplicate images of new classes",
                        description="Fill data/<LABEL>/ with verified, de-duplicated images found by image search "
                                    "(or listed in --urls-file), recording where each came from.")
     add_workspace_args(p)
     p.add_argument("labels", nargs="*", metavar="LABEL", help="class names, e.g. 'grass carp' tilapia koi")
-    p.add_argument("--count", type=int, default=100, help="images wanted per class (default 100)")
+    add_arguments(p, BootstrapOptions, only={"count"})
     s = p.add_argument_group("search options")
-    s.add_argument("--region", default="wt-wt", help="search region, e.g. us-en, de-de (default wt-wt: none)")
-    s.add_argument("--safesearch", choices=SAFESEARCH, default="moderate", help="(default moderate)")
+    add_arguments(s, BootstrapOptions, only={"region", "safesearch"})
     s.add_argument("--size", dest="search_size", choices=SIZES, default=None, help="image size filter")
     s.add_argument("--type", dest="type_image", choices=TYPES, default=None, help="image type filter, e.g. photo")
     s.add_argument("--licence", "--license", dest="licence", choices=LICENCES, default=None,
@@ -32,24 +33,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--urls-file", type=Path, metavar="FILE",
                    help="download from a list instead of searching: one URL per line, or `url,label` lines")
     d = p.add_argument_group("download options")
-    d.add_argument("--workers", dest="download_workers", type=int, default=16,
-                   help="concurrent downloads (default 16)")
-    d.add_argument("--per-host", type=int, default=8, help="concurrent downloads per host (default 8)")
-    d.add_argument("--timeout", type=float, default=10.0, metavar="S", help="connect/read timeout (default 10 s)")
-    d.add_argument("--max-bytes", type=int, default=20 * 1024 * 1024, help="largest download (default 20 MiB)")
-    d.add_argument("--max-side", type=int, default=512, metavar="PX",
-                   help="shrink so the longest side is at most PX (default 512)")
-    d.add_argument("--min-side", type=int, default=64, metavar="PX",
-                   help="refuse images whose shorter side is under PX (default 64)")
-    d.add_argument("--keep-original", action="store_true", help="save the original bytes (no re-encoding)")
+    add_arguments(d, BootstrapOptions, only={"workers", "per_host", "timeout_s", "max_bytes", "max_side_px",
+                                             "min_side_px", "keep_original"})
     d.add_argument("--threshold", type=int_in(0, 63), default=None, metavar="BITS",
-                   help="pHash Hamming distance counted as a near duplicate (default 6)")
+                   help=f"pHash Hamming distance counted as a near duplicate (default {DEFAULT_NEAR_THRESHOLD})")
     p.add_argument("--train", action="store_true", help="retrain the model after collecting")
     p.add_argument("--verbose", "-v", action="store_true", help="list every URL not saved, with its reason")
     from smarthub.cli.train import add_train_args
 
     # --size and --workers mean the search size filter and download workers here
-    add_train_args(p, title="training options (with --train)", prefixed=frozenset({"size", "workers"}))
+    add_train_args(p, title="training options (with --train)",
+                   flags={"size_px": "--train-size", "num_workers": "--train-workers"})
     p.set_defaults(func=run_bootstrap)
 
     p = sub.add_parser("dedupe", help="report exact and near-duplicate images across all classes")
@@ -59,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="which copy of each group stays: auto (default) = the one with provenance, then the one "
                         "in the class most copies share, then the largest")
     p.add_argument("--threshold", type=int_in(0, 63), default=None, metavar="BITS",
-                   help="pHash Hamming distance counted as a near duplicate (default 6)")
+                   help=f"pHash Hamming distance counted as a near duplicate (default {DEFAULT_NEAR_THRESHOLD})")
     p.set_defaults(func=run_dedupe)
 
     p = sub.add_parser("info", help="images per class, per source and licence hints")
@@ -112,7 +106,6 @@ class _BootstrapProgressPrinter:
 
 def run_bootstrap(args: argparse.Namespace) -> int:
     from smarthub.collect.bootstrap import bootstrap, validate_labels
-    from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD
     from smarthub.collect.download import DownloadOptions
     from smarthub.errors import LabelError
     from smarthub.collect.search import SearchOptions, UrlListBackend
@@ -132,17 +125,18 @@ def run_bootstrap(args: argparse.Namespace) -> int:
         from smarthub.cli.train import train_options_from
 
         train_options = train_options_from(args)
-    download = DownloadOptions(workers=args.download_workers, per_host=args.per_host,
-                               connect_timeout_s=args.timeout, read_timeout_s=args.timeout,
-                               max_bytes=args.max_bytes, max_side_px=args.max_side, min_side_px=args.min_side,
-                               keep_original=args.keep_original)
-    search = SearchOptions(region=args.region, safesearch=args.safesearch, size=args.search_size,
+    o = from_args(BootstrapOptions, args,
+                  **({} if args.threshold is None else {"near_threshold": args.threshold}))
+    download = DownloadOptions(workers=o.workers, per_host=o.per_host,
+                               connect_timeout_s=o.timeout_s, read_timeout_s=o.timeout_s,
+                               max_bytes=o.max_bytes, max_side_px=o.max_side_px, min_side_px=o.min_side_px,
+                               keep_original=o.keep_original)
+    search = SearchOptions(region=o.region, safesearch=o.safesearch, size=args.search_size,
                            type_image=args.type_image, licence=args.licence)
     printer = _BootstrapProgressPrinter()
     try:
-        report = bootstrap(ws, labels, count=args.count, backend=backend, search_options=search,
-                           download_options=download, progress=printer,
-                           near_threshold=DEFAULT_NEAR_THRESHOLD if args.threshold is None else args.threshold)
+        report = bootstrap(ws, labels, count=o.count, backend=backend, search_options=search,
+                           download_options=download, progress=printer, near_threshold=o.near_threshold)
     finally:
         printer.close()
     print_bootstrap_report(report, verbose=args.verbose)
@@ -174,7 +168,7 @@ def print_bootstrap_report(report: Any, *, verbose: bool = False, per_label: int
 
 
 def run_dedupe(args: argparse.Namespace) -> int:
-    from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, dataset_duplicate_groups
+    from smarthub.collect.dedupe import dataset_duplicate_groups
 
     ws = workspace_from(args)
     threshold = DEFAULT_NEAR_THRESHOLD if args.threshold is None else args.threshold

@@ -14,7 +14,9 @@ SHOWN = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from smarthub.clean.options import ReviewOptions
     from smarthub.cli.train import add_train_args
+    from smarthub.optionspec import add_arguments
 
     p = sub.add_parser("review", help="find the images whose label looks wrong: the estimated label errors, worst "
                                       "first")
@@ -32,17 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="also show images these filters flag, comma-separated: unsure, duplicate, outlier, quality "
                         "(all image-quality issues) or one of blurry, dark, light, low_information, "
                         "odd_aspect_ratio, odd_size")
-    p.add_argument("--all", dest="show_all", action="store_true", help="list every image, worst first")
-    p.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
-    p.add_argument("--threshold", type=float, default=0.6,
-                   help="below this probability of its label an image is 'unsure' (default 0.6)")
+    add_arguments(p, ReviewOptions, only={"show_all", "folds", "threshold"})
     p.add_argument("--out", type=Path, metavar="FILE", help="write the listed images to FILE (.csv or .json)")
-    p.add_argument("--limit", type=int, metavar="N", help="keep only the N worst")
+    add_arguments(p, ReviewOptions, only={"limit"})
     p.add_argument("--summary", action="store_true",
                    help="also print the dataset's health: estimated errors per class, the most-confused class pairs, "
                         "the highest losses and a class-imbalance note")
     add_train_args(p, title="embedder and fine-tune options")
-    p.set_defaults(func=run_review, arch=None, size=None)
+    p.set_defaults(func=run_review, arch=None, size_px=None)
 
     p = sub.add_parser("keep", help="mark images as correctly labelled: trusted by the next review, hidden until they "
                                     "change (`keep --undo PATH` forgets the mark)")
@@ -57,17 +56,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 def review_options_from(args: argparse.Namespace, ws: object) -> object:
     """ReviewOptions from the flags; the embedder is --embedder (or --arch), else the documented default."""
     from smarthub.clean import review
+    from smarthub.clean.options import DEFAULT_SIZE_PX, ReviewOptions
     from smarthub.cli.train import train_options_from
+    from smarthub.optionspec import from_args
 
     default = review.default_train_options(ws)  # type: ignore[arg-type]
     embedder = args.embedder or args.arch
-    size = args.size if args.size is not None else (default.size_px if embedder is None else review.DEFAULT_SIZE_PX)
-    args = argparse.Namespace(**{**vars(args), "arch": embedder or default.arch, "size": size})
+    size = args.size_px if args.size_px is not None else (default.size_px if embedder is None else DEFAULT_SIZE_PX)
+    args = argparse.Namespace(**{**vars(args), "arch": embedder or default.arch, "size_px": size})
     train = train_options_from(args)
     method = "finetune" if args.finetune else "model" if args.fast_model else "fast"
     include = frozenset(x for x in args.include.split(",") if x.strip())
-    return review.ReviewOptions(method=method, folds=args.folds, threshold=args.threshold, train=train,
-                                limit=args.limit, include=include, show_all=args.show_all)
+    return from_args(ReviewOptions, args, method=method, train=train, include=include)
 
 
 def run_review(args: argparse.Namespace) -> int:

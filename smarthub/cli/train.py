@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 import time
@@ -17,70 +16,31 @@ from smarthub.cli._common import add_workspace_args, print_table, workspace_from
 ORDER = 20
 
 
+# the TrainOptions fields every training command takes as flags (train and tune add --promote and --device)
+TRAIN_FLAGS_SKIPPED = frozenset({"device", "promote", "budget_s", "aug_strength"})
+
+
 def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training options",
-                   prefixed: frozenset[str] = frozenset()) -> None:
-    """Add the training options (shared by `train`, `review` and `bootstrap --train`); defaults come from
-    TrainOptions, the one source.
+                   flags: dict[str, str] | None = None) -> None:
+    """Add the training options (shared by `train`, `review` and `bootstrap --train`) from TrainOptions, the
+    one source of their defaults and help.
 
-    Flags named in `prefixed` (e.g. {"size", "workers"}) are spelled `--train-<name>` for commands that use
-    the plain flag for something else; the destination stays the same, so `train_options_from` works.
+    `flags` renames fields' flags for commands that use the plain flag for something else (bootstrap's
+    {"size_px": "--train-size"}); the destination stays the field, so `train_options_from` works.
     """
-    from smarthub.model.options import DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FREEZE_STRIDES, TrainOptions
-
-    d = TrainOptions()
-    g = parser.add_argument_group(title)
-
-    def flag(name: str) -> str:
-        return f"--train-{name}" if name in prefixed else f"--{name}"
-
-    g.add_argument("--arch", default=d.arch, metavar="NAME",
-                   help=f"model architecture: mobilenet_v2, resnet18/34/50, efficientnet_b0, convnext_tiny, "
-                        f"... or a timm name (default {d.arch})")
-    g.add_argument("--epochs", type=int, default=d.epochs, metavar="N",
-                   help=f"fine-tuning epochs in total, after the head is fitted on cached embeddings; training "
-                        f"stops earlier when validation stops improving (default {d.epochs})")
-    g.add_argument(flag("size"), dest="size", type=int, default=d.size_px, metavar="PX",
-                   help=f"image side in pixels (default {d.size_px})")
-    g.add_argument("--batch-size", type=int, default=d.batch_size, metavar="N",
-                   help=f"images per batch (default {d.batch_size})")
-    g.add_argument("--valid-pct", type=float, default=d.valid_pct, metavar="FRACTION",
-                   help=f"share of each class held out for validation when there are no train/ and valid/ "
-                        f"folders (default {d.valid_pct})")
-    g.add_argument("--seed", type=int, default=d.seed, metavar="N",
-                   help=f"random seed for the split and training (default {d.seed})")
-    g.add_argument("--no-pretrained", action="store_true",
-                   help="start from random weights (no ImageNet download needed; much less accurate)")
-    g.add_argument("--head-only", action="store_true",
-                   help="only fit the head on the cached embeddings (seconds), no fine-tuning")
-    g.add_argument(flag("workers"), dest="workers", type=int, default=d.num_workers, metavar="N",
-                   help=f"DataLoader worker processes (default {d.num_workers}: load in the main process)")
-    g.add_argument("--lr", type=float, default=d.lr, metavar="RATE",
-                   help=f"peak learning rate (default {DEFAULT_FINETUNE_LR} fine-tuning, {DEFAULT_SCRATCH_LR} "
-                        f"from scratch)")
-    g.add_argument("--patience", type=int, default=d.patience, metavar="N",
-                   help=f"stop after N fine-tuning epochs in a row that beat neither the best validation "
-                        f"accuracy nor the epoch before, once the rate has annealed below half its peak "
-                        f"(default {d.patience}); the best epoch, or the head, is kept")
-    g.add_argument("--always-fine-tune", action="store_true",
-                   help="always run the fine-tuning epochs (by default they are skipped when the head's "
-                        "validation errors are within the noise of their count, and stopped after a short probe "
-                        "when accuracy falls far below the head's; the head is kept then)")
-    g.add_argument("--freeze-stride", type=int, default=d.freeze_stride, metavar="N",
-                   help=f"keep the body's early blocks up to output stride N ({', '.join(map(str, FREEZE_STRIDES))}) "
-                        f"frozen while fine-tuning (default {d.freeze_stride}: the stem and the early blocks; 0 "
-                        f"fine-tunes every layer)")
-
-
-def train_options_from(args: argparse.Namespace) -> Any:
-    """TrainOptions from the arguments added by `add_train_args` (and `--device` where the command has it)."""
     from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import add_arguments
 
-    extra = {"device": args.device} if getattr(args, "device", None) else {}
-    return TrainOptions(arch=args.arch, epochs=args.epochs, size_px=args.size, batch_size=args.batch_size,
-                        valid_pct=args.valid_pct, seed=args.seed, pretrained=not args.no_pretrained,
-                        num_workers=args.workers, lr=args.lr, head_only=args.head_only,
-                        patience=args.patience, freeze_stride=args.freeze_stride,
-                        probe=not getattr(args, "always_fine_tune", False), **extra)
+    add_arguments(parser.add_argument_group(title), TrainOptions, skip=TRAIN_FLAGS_SKIPPED, flags=flags)
+
+
+def train_options_from(args: argparse.Namespace, **overrides: Any) -> Any:
+    """TrainOptions from the arguments added by `add_train_args` (and `--device`, `--promote` where the command
+    has them), then `overrides`."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import from_args
+
+    return from_args(TrainOptions, args, **overrides)
 
 
 def add_budget_arg(parser: argparse.ArgumentParser) -> None:
@@ -94,17 +54,25 @@ def add_budget_arg(parser: argparse.ArgumentParser) -> None:
 def budget_from(args: argparse.Namespace) -> float | None:
     """Seconds of --budget (None when not given); a bad duration is one line (DurationError)."""
     from smarthub.durations import parse_duration
+    from smarthub.model.options import TrainOptions
 
-    return None if args.budget is None else parse_duration(args.budget, field="--budget")
+    return None if args.budget is None else parse_duration(args.budget, field="budget_s", owner=TrainOptions)
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
-    """--device auto|cpu|cuda|cuda:N|mps."""
-    from smarthub.model.devices import DEFAULT_DEVICE, DEVICE_CHOICES
+    """--device auto|cpu|cuda|cuda:N|mps (TrainOptions.device: one default and help for every job)."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import add_arguments
 
-    parser.add_argument("--device", default=DEFAULT_DEVICE, metavar="DEVICE",
-                        help=f"where to run: {DEVICE_CHOICES} (default {DEFAULT_DEVICE}: the best one present; "
-                             f"mixed precision on CUDA)")
+    add_arguments(parser, TrainOptions, only={"device"})
+
+
+def add_promote_arg(parser: argparse.ArgumentParser) -> None:
+    """--promote if-better|always|never (TrainOptions.promote)."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import add_arguments
+
+    add_arguments(parser, TrainOptions, only={"promote"})
 
 
 @contextmanager
@@ -121,14 +89,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a classifier on the class folders and export it")
     add_workspace_args(p)
     add_train_args(p)
-    p.add_argument("--promote", choices=("if-better", "always", "never"), default="if-better",
-                   help="make the new run the model in use: if its validation accuracy is not worse than the "
-                        "promoted model's on the same images (default), always, or never (`smarthub models`)")
+    add_promote_arg(p)
     add_budget_arg(p)
     add_device_arg(p)
     p.add_argument("--distributed", type=int, default=None, metavar="N",
                    help="train in N processes on this machine through `accelerate launch` (one per GPU; "
                         "on the CPU, gloo); see the README for several machines")
+    p.add_argument("--options-json", default=None, help=argparse.SUPPRESS)  # a distributed run's processes
     p.set_defaults(func=run_train)
 
     p = sub.add_parser("tune", help="search learning rate, frozen depth, augmentation and image size on the "
@@ -143,8 +110,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tune-aug", default=None, metavar="A,A,...",
                    help="augmentation strengths to try (default 0,0.5,1,2; 1 is fastai's aug_transforms)")
     p.add_argument("--tune-sizes", default=None, metavar="PX,PX,...", help="image sizes to try (default 64,96,128,160)")
-    p.add_argument("--promote", choices=("if-better", "always", "never"), default="if-better",
-                   help="what to do with the final model (as for train)")
+    add_promote_arg(p)
     add_device_arg(p)
     p.set_defaults(func=run_tune)
 
@@ -227,8 +193,13 @@ def run_train(args: argparse.Namespace) -> int:
     from smarthub.model import distributed
     from smarthub.model.train import train
 
+    from smarthub.model.options import TrainOptions
+
     ws = workspace_from(args)
-    options = dataclasses.replace(train_options_from(args), promote=args.promote, budget_s=budget_from(args))
+    if args.options_json is not None:  # one process of a distributed run: the launcher's options, whole
+        options = TrainOptions.from_json(args.options_json)
+    else:
+        options = train_options_from(args, budget_s=budget_from(args))
     if options.budget_s is not None and (args.distributed is not None or distributed.is_distributed()):
         from smarthub.errors import SmartHubError
 
@@ -248,7 +219,7 @@ def run_tune(args: argparse.Namespace) -> int:
 
     ws = workspace_from(args)
     space = parse_space(lr=args.tune_lr, freeze=args.tune_freeze, aug=args.tune_aug, sizes=args.tune_sizes)
-    base = dataclasses.replace(train_options_from(args), promote=args.promote)
+    base = train_options_from(args)
     budget_s = budget_from(args)
     with quiet_libraries():
         result = tune(ws, base, space=space, trials=args.trials, budget_s=budget_s,
@@ -269,17 +240,8 @@ def print_promotion(outcome: dict[str, Any]) -> int:
 
 
 def train_argv(ws: Any, options: Any) -> list[str]:
-    """The `smarthub train` arguments that reproduce `options` on workspace `ws`."""
-    argv = ["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--arch", options.arch,
-            "--epochs", str(options.epochs), "--size", str(options.size_px), "--batch-size", str(options.batch_size),
-            "--valid-pct", str(options.valid_pct), "--seed", str(options.seed), "--workers", str(options.num_workers),
-            "--patience", str(options.patience), "--freeze-stride", str(options.freeze_stride),
-            "--device", options.device, "--promote", options.promote]
-    if options.lr is not None:
-        argv += ["--lr", str(options.lr)]
-    argv += ["--no-pretrained"] * (not options.pretrained) + ["--head-only"] * options.head_only
-    argv += ["--always-fine-tune"] * (not options.probe)
-    return argv
+    """The `smarthub train` arguments that run `options` on workspace `ws` (the record as JSON, not as flags)."""
+    return ["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--options-json", options.to_json()]
 
 
 def launch_distributed(ws: Any, options: Any, *, n_processes: int) -> int:

@@ -17,7 +17,8 @@ from smarthub.atomicio import discard_temp, is_own_temp
 from smarthub.dataset import check_label_case, has_split_layout, is_image_file, validate_label
 from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, DatasetIndex, phash_hex
 from smarthub.collect.download import DownloadOptions, DownloadReport, Fetcher, fetch_many, save_image
-from smarthub.errors import DatasetError, LabelError, NetworkError, SmartHubError
+from smarthub.collect.options import BootstrapOptions
+from smarthub.errors import DatasetError, LabelError, NetworkError, OptionError
 from smarthub.fileops import class_names
 from smarthub.ledger import ProvenanceRecord, append_records, read_records, split_present
 from smarthub.staging import now
@@ -121,7 +122,8 @@ def validate_labels(labels: Sequence[str], *, existing: Sequence[str] = ()) -> l
     return checked
 
 
-def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = 100, backend: SearchBackend | None = None,
+def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = BootstrapOptions.count,
+              backend: SearchBackend | None = None,
               search_options: SearchOptions | None = None, download_options: DownloadOptions | None = None,
               progress: ProgressFn | None = None, templates: Sequence[str] = DEFAULT_QUERY_TEMPLATES,
               results_per_query: int = 100, near_threshold: int = DEFAULT_NEAR_THRESHOLD,
@@ -140,7 +142,7 @@ def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = 100, backend
     """
     labels = validate_labels(labels, existing=class_names(ws))
     if count < 1:
-        raise SmartHubError(f"--count must be at least 1 (got {count})")
+        raise OptionError(f"{{count}} must be at least 1 (got {count})", field="count", owner=BootstrapOptions)
     if ws.data_dir.is_dir() and has_split_layout(ws.data_dir):
         raise DatasetError(f"{ws.data_dir} uses train/ and valid/ split folders; bootstrap writes "
                            f"{ws.data_dir}/<label>/ — point --data at a folder with one sub-folder per class")

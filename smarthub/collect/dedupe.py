@@ -19,12 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from smarthub.atomicio import append_jsonl, atomic_write_text, read_jsonl
+from smarthub.collect.options import DEFAULT_NEAR_THRESHOLD
 from smarthub.errors import ImageError, SmartHubError
 from smarthub.imaging import HASH_BITS, ImageHashes, hamming, hash_image_file, phash_hex, phash_int  # noqa: F401
 from smarthub.ledger import ledger_seeds
 from smarthub.workspace import Workspace
 
-DEFAULT_NEAR_THRESHOLD = 6
+
 class HashIndex:
     """Near-neighbour index of 64-bit hashes under Hamming distance (multi-index hashing)."""
 

@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from smarthub.atomicio import atomic_write_bytes
+from smarthub.collect.options import BootstrapOptions
 from smarthub.collect.netguard import Watch, Watchdog, current_watch, redirect_refusal, watched_adapter_class
 from smarthub.imaging import MAX_IMAGE_PIXELS, flatten_to_rgb, open_image, phash_int
 from smarthub.errors import ImageError, NetworkError, SmartHubError
@@ -42,15 +43,15 @@ NAME_HEX_CHARS = 16
 class DownloadOptions:
     """How to fetch and normalise. Timeouts in seconds; sizes in bytes or pixels."""
 
-    workers: int = 16
-    per_host: int = 8
+    workers: int = BootstrapOptions.workers
+    per_host: int = BootstrapOptions.per_host
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 10.0
     total_timeout_s: float = 30.0
     max_bytes: int = 20 * 1024 * 1024
     max_redirects: int = 5
-    max_side_px: int = 512
-    min_side_px: int = 64
+    max_side_px: int = BootstrapOptions.max_side_px
+    min_side_px: int = BootstrapOptions.min_side_px
     max_pixels: int = MAX_IMAGE_PIXELS
     keep_original: bool = False
     jpeg_quality: int = 90

@@ -16,11 +16,11 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from smarthub.collect.options import SAFESEARCH, BootstrapOptions
 from smarthub.errors import DatasetError, NetworkError, SmartHubError
 
 DEFAULT_QUERY_TEMPLATES = ("{label}", "{label} photo", "{label} picture", "{label} image",
                            "{label} close-up", "{label} high resolution")
-SAFESEARCH = ("on", "moderate", "off")
 SIZES = ("Small", "Medium", "Large", "Wallpaper")
 TYPES = ("photo", "clipart", "gif", "transparent", "line")
 LICENCES = ("any", "Public", "Share", "ShareCommercially", "Modify", "ModifyCommercially")
@@ -53,8 +53,8 @@ class SearchHit:
 class SearchOptions:
     """Search filters (ddgs/DuckDuckGo names): region like 'us-en' ('wt-wt' = no region)."""
 
-    region: str = "wt-wt"
-    safesearch: str = "moderate"
+    region: str = BootstrapOptions.region
+    safesearch: str = BootstrapOptions.safesearch
     size: str | None = None
     type_image: str | None = None
     licence: str | None = None

@@ -4,10 +4,14 @@ Kept free of heavy imports so `smarthub --help` can read the defaults without lo
 """
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass
 
 from smarthub.durations import DurationError
-from smarthub.errors import SmartHubError
+from smarthub.errors import OptionError
+from smarthub.model.devices import DEFAULT_DEVICE, DEVICE_CHOICES
+from smarthub.optionspec import check, option
 
 # Measured in bench/train_speed.py: on a 2-core CPU, DataLoader worker processes compete with torch's
 # compute threads and slow training down, so images are loaded in the main process by default.
@@ -37,7 +41,7 @@ PROMOTE_POLICIES = ("if-better", "always", "never")
 FREEZE_STRIDES = (0, 2, 4, 8, 16, 32)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainOptions:
     """Everything that decides a training run (all of it is recorded in report.json).
 
@@ -52,55 +56,87 @@ class TrainOptions:
     embedding, head, fine-tuning, saving) plans its epochs to end within that many wall seconds on this machine
     (`lpft.plan_epochs`, from the probe's timing) and keeps the best model by then. `head_only` skips stage 2. From scratch (`pretrained=False`):
     `epochs` epochs of fit_one_cycle, best epoch kept. `device`: auto, cpu, cuda, cuda:N or mps (model/devices.py).
+    The one source of these defaults, their ranges and help (smarthub/optionspec.py): the CLI, the app, the
+    notebook and a distributed run's JSON read them here.
     """
 
-    arch: str = "mobilenet_v2"
-    epochs: int = DEFAULT_EPOCHS
-    size_px: int = 224
-    batch_size: int = 32
-    valid_pct: float = 0.2
-    seed: int = 42
-    pretrained: bool = True
-    num_workers: int = DEFAULT_NUM_WORKERS
-    lr: float | None = None
-    head_only: bool = False
-    patience: int = 2
-    freeze_stride: int = DEFAULT_FREEZE_STRIDE
-    device: str = "auto"
-    promote: str = "if-better"  # if-better | always | never (model/runs.py)
-    probe: bool = True  # fine-tune only while it pays (lpft.fine_tuning_pays); False: always run stage 2
-    budget_s: float | None = None  # wall seconds for the whole run (smarthub.durations.parse_duration)
-    aug_strength: float = 1.0  # fastai aug_transforms(mult=...): rotation, zoom, warp, lighting; 0: none (flip neither)
+    arch: str = option("mobilenet_v2", metavar="NAME", label="architecture",
+                       help="model architecture: mobilenet_v2, resnet18/34/50, efficientnet_b0, convnext_tiny, "
+                            "... or a timm name")
+    epochs: int = option(DEFAULT_EPOCHS, metavar="N", range=(1, None), label="epochs", ui=(1, 30, 1),
+                         help="fine-tuning epochs in total, after the head is fitted on cached embeddings; training "
+                              "stops earlier when validation stops improving")
+    size_px: int = option(224, flag="--size", metavar="PX", range=(16, 2048), label="image size (px)",
+                          ui=(32, 512, 32),
+                          help="image side in pixels")
+    batch_size: int = option(32, metavar="N", range=(2, None), label="batch size", help="images per batch")
+    valid_pct: float = option(0.2, metavar="FRACTION", label="validation share",
+                              help="share of each class held out for validation when there are no train/ and valid/ "
+                                   "folders")
+    seed: int = option(42, metavar="N", help="random seed for the split and training")
+    pretrained: bool = option(True, flag="--no-pretrained", label="start from ImageNet weights",
+                              help="start from random weights (no ImageNet download needed; much less accurate)")
+    num_workers: int = option(DEFAULT_NUM_WORKERS, flag="--workers", metavar="N", range=(0, None),
+                              label="loader workers",
+                              help=f"DataLoader worker processes (default {DEFAULT_NUM_WORKERS}: load in the main "
+                                   f"process)")
+    lr: float | None = option(None, metavar="RATE", label="learning rate",
+                              help=f"peak learning rate (default {DEFAULT_FINETUNE_LR} fine-tuning, "
+                                   f"{DEFAULT_SCRATCH_LR} from scratch)")
+    head_only: bool = option(False, label="head only",
+                             help="only fit the head on the cached embeddings (seconds), no fine-tuning")
+    patience: int = option(2, metavar="N", range=(1, None), label="patience (epochs)",
+                           help="stop after N fine-tuning epochs in a row that beat neither the best validation "
+                                "accuracy nor the epoch before, once the rate has annealed below half its peak; "
+                                "the best epoch, or the head, is kept")
+    freeze_stride: int = option(DEFAULT_FREEZE_STRIDE, metavar="N", label="frozen depth (output stride)",
+                                help=f"keep the body's early blocks up to output stride N "
+                                     f"({', '.join(map(str, FREEZE_STRIDES))}) frozen while fine-tuning (default "
+                                     f"{DEFAULT_FREEZE_STRIDE}: the stem and the early blocks; 0 fine-tunes every "
+                                     f"layer)")
+    device: str = option(DEFAULT_DEVICE, metavar="DEVICE", label="device",
+                         help=f"where to run: {DEVICE_CHOICES} (default {DEFAULT_DEVICE}: the best one present; "
+                              f"mixed precision on CUDA)")
+    promote: str = option("if-better", choices=PROMOTE_POLICIES, label="use the new model",
+                          help="make the new run the model in use: if its validation accuracy is not worse than the "
+                               "promoted model's on the same images (default), always, or never (`smarthub models`)")
+    probe: bool = option(True, flag="--always-fine-tune", label="fine-tune only while it pays",
+                         help="always run the fine-tuning epochs (by default they are skipped when the head's "
+                              "validation errors are within the noise of their count, and stopped after a short "
+                              "probe when accuracy falls far below the head's; the head is kept then)")
+    budget_s: float | None = option(None, flag="--budget", cli=False, label="time budget",
+                                    help="wall seconds for the whole run (smarthub.durations.parse_duration)")
+    aug_strength: float = option(1.0, cli=False, range=(0.0, AUG_STRENGTH_MAX), label="augmentation strength",
+                                 help="fastai aug_transforms(mult=...): rotation, zoom, warp, lighting; 0: none "
+                                      "(flip neither); 1 is fastai's aug_transforms")
 
     def __post_init__(self) -> None:
-        if self.promote not in PROMOTE_POLICIES:
-            raise SmartHubError(f"promote must be if-better, always or never (got {self.promote!r})")
-        if self.epochs < 1:
-            raise SmartHubError(f"epochs must be at least 1 (got {self.epochs})")
-        if not 16 <= self.size_px <= 2048:
-            raise SmartHubError(f"image size must be between 16 and 2048 px (got {self.size_px})")
-        if self.batch_size < 2:
-            raise SmartHubError(f"batch size must be at least 2 (got {self.batch_size})")
+        check(self)
         if not 0.0 < self.valid_pct < 1.0:
-            raise SmartHubError(f"valid_pct must be between 0 and 1, e.g. 0.2 (got {self.valid_pct})")
-        if self.num_workers < 0:
-            raise SmartHubError(f"num_workers must be 0 or more (got {self.num_workers})")
+            raise OptionError(f"{{valid_pct}} must be between 0 and 1, e.g. 0.2 (got {self.valid_pct})",
+                              field="valid_pct", owner=TrainOptions)
         if self.lr is not None and not 0.0 < self.lr < 10.0:
-            raise SmartHubError(f"learning rate must be a small positive number, e.g. 0.001 (got {self.lr})")
-        if self.patience < 1:
-            raise SmartHubError(f"patience must be at least 1 epoch (got {self.patience})")
+            raise OptionError(f"{{lr}} must be a small positive number, e.g. 0.001 (got {self.lr})", field="lr",
+                              owner=TrainOptions)
         if self.freeze_stride not in FREEZE_STRIDES:
-            raise SmartHubError(f"freeze stride must be one of {', '.join(map(str, FREEZE_STRIDES))} (got "
-                                f"{self.freeze_stride}); 0 fine-tunes every layer")
+            raise OptionError(f"{{freeze_stride}} must be one of {', '.join(map(str, FREEZE_STRIDES))} (got "
+                              f"{self.freeze_stride}); 0 fine-tunes every layer", field="freeze_stride",
+                              owner=TrainOptions)
         if self.budget_s is not None and not (self.budget_s > 0 and self.budget_s < float("inf")):
-            raise DurationError(f"budget must be above zero, e.g. 90s, 5m or 1h30m (got {self.budget_s!r} s)",
-                                field="budget")
-        if not 0.0 <= self.aug_strength <= AUG_STRENGTH_MAX:
-            raise SmartHubError(f"augmentation strength must be between 0 and {AUG_STRENGTH_MAX:g} (got "
-                                f"{self.aug_strength}); 1 is fastai's aug_transforms, 0 none")
+            raise DurationError(f"{{budget_s}} must be above zero, e.g. 90s, 5m or 1h30m (got {self.budget_s!r} s)",
+                                field="budget_s", owner=TrainOptions)
         if self.head_only and not self.pretrained:
-            raise SmartHubError("--head-only needs a pretrained body (its embeddings are what the head is fitted "
-                                "on): drop --no-pretrained, or drop --head-only to train from scratch")
+            raise OptionError("{head_only} needs a pretrained body (its embeddings are what the head is fitted on): "
+                              "drop {pretrained}, or drop {head_only} to train from scratch", field="head_only",
+                              owner=TrainOptions)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainOptions:
+        """The record `to_json` wrote (a distributed run's processes receive their options this way)."""
+        return cls(**json.loads(text))
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
 
     @property
     def recipe(self) -> str:

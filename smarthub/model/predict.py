@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from smarthub.errors import ImageError, SmartHubError
+from smarthub.model.devices import DEFAULT_DEVICE
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ def top_k_from_probs(probs: np.ndarray, vocab: Sequence[str], *, top_k: int) -> 
 
 
 def predict(model_path: Path, paths: Sequence[Path], *, top_k: int = 3, batch_size: int = 64,
-            device: str = "auto") -> list[Prediction]:
+            device: str = DEFAULT_DEVICE) -> list[Prediction]:
     """Load the model once (on `device`: auto, cpu, cuda, cuda:N, mps) and predict every image in `paths`, in
     batches; images are opened through smarthub.imaging.
 

@@ -32,9 +32,9 @@ from smarthub import staging, trust
 from smarthub.atomicio import (append_jsonl, atomic_write_bytes, atomic_write_json, atomic_write_text, discard_temp,
                                read_json, read_jsonl)
 from smarthub.errors import ModelError, SmartHubError
+from smarthub.model.options import PROMOTE_POLICIES
 from smarthub.workspace import Workspace
 
-PROMOTE_POLICIES = ("if-better", "always", "never")
 PREVIOUS = "PREVIOUS"
 ARTEFACTS = ("export.pkl", "history.csv", "confusion.png", "report.json")  # report last: it completes a run
 POINTER_NAME = "promoted.json"

@@ -743,7 +743,7 @@ def write_artifacts(ws: Any, learn: Any, report: dict, *, valid_items: Sequence[
     outcome = runs.record_run(ws, report, save_export=lambda tmp: learn.export(Path(tmp).absolute()),
                               history_csv=history_csv(report["history"]),
                               confusion_png=confusion_png(report["confusion_matrix"], report["vocab"]),
-                              policy=report["options"].get("promote", "if-better"))
+                              policy=report["options"].get("promote", TrainOptions.promote))
     report["promotion"] = outcome.to_dict()
 
 
@@ -788,7 +788,7 @@ def confusion_png(matrix: Sequence[Sequence[int]], vocab: Sequence[str]) -> byte
 # ---------------------------------------------------------------------------------------------------------
 # Inference
 
-def load_classifier(path: Path, *, device: str = "auto") -> Any:
+def load_classifier(path: Path, *, device: str = TrainOptions.device) -> Any:
     """Load an exported fastai learner onto `device` (auto, cpu, cuda, cuda:N, mps; see model/devices.py).
 
     Models exported by smarthub's first version load too (model/compat.py maps their old names).
@@ -808,7 +808,7 @@ def load_classifier(path: Path, *, device: str = "auto") -> Any:
     path = Path(path)
     target = resolve_device(device)
     if not path.is_file():
-        raise ModelError(f"no model at {path}: run `smarthub train` first")
+        raise ModelError(f"no model at {path}: run {{train}} first")
     notice = trust.check_pickle(path, what="classifier")  # refuses a pickle smarthub did not write (unless --trust)
     try:
         with warnings.catch_warnings():
@@ -818,10 +818,10 @@ def load_classifier(path: Path, *, device: str = "auto") -> Any:
     except (pickle.UnpicklingError, EOFError, RuntimeError, OSError, ValueError, TypeError, KeyError,
             AttributeError, ImportError, IndexError) as e:
         raise ModelError(f"{path} is not a readable fastai model ({type(e).__name__}: {e}); "
-                         f"train again with `smarthub train`") from e
+                         f"train again with {{train}}") from e
     if not isinstance(learn, Learner) or getattr(learn, "dls", None) is None:
         raise ModelError(f"{path} does not hold a fastai learner (found {type(learn).__name__}); "
-                         f"train again with `smarthub train`")
+                         f"train again with {{train}}")
     trust.announce(notice)
     if hasattr(learn, "channels_last"):
         learn = learn.to_contiguous(to_fp32=True)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import html
-import re
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -20,31 +19,28 @@ THUMB_SIDE_PX = 160
 PREVIEW_SIDE_PX = 384
 
 
-# what the core's messages call a command or flag, said as the app's place to go instead
-APP_PLACES = {"`smarthub train`": "the Train tab", "`smarthub bootstrap`": "the Bootstrap tab",
-              "`smarthub review`": "the Clean tab", "`smarthub verify --quarantine`": "`smarthub verify --quarantine` "
-              "in a terminal"}
+# how the app names each job a core message may send the user to (the CLI's names: errors.CLI_JOBS)
+APP_JOBS = {"train": "the Train tab", "bootstrap": "the Bootstrap tab", "review": "the Clean tab"}
 
 
-def for_the_app(message: str, controls: Mapping[str, str] | None = None) -> str:
-    """A core message reworded for the page: CLI flags become the control to change, commands the tab."""
-    for flag, control in sorted((controls or {}).items(), key=lambda kv: -len(kv[0])):
-        message = re.sub(rf"`?{re.escape(flag)}(?![\w-])[^`\s,;:)]*`?", control, message)
-    for command, place in APP_PLACES.items():
-        message = message.replace(command, place)
-    return message
+def app_message(e: SmartHubError, labels: Mapping[str, str] | None = None) -> str:
+    """A core error as the page says it: jobs as tabs, a refused option as its control's label (`labels`:
+    field → label, from the tab's options record: optionspec.labels)."""
+    names = labels or {}
+    return e.phrased(jobs=APP_JOBS, option=lambda field: f"'{names.get(field, field.replace('_', ' '))}'")
 
 
 @contextmanager
-def user_errors(controls: Mapping[str, str] | None = None) -> Iterator[None]:
+def user_errors(labels: Mapping[str, str] | None = None) -> Iterator[None]:
     """Turn a SmartHubError raised inside the block into a gr.Error (the app keeps running).
 
-    `controls` maps CLI flags the core's message may name (`--folds`) to the control on the page.
+    `labels` maps the fields of the tab's options records to their controls' labels (optionspec.labels), so a
+    refused option is named as the control the user changes.
     """
     try:
         yield
     except SmartHubError as e:
-        raise gr.Error(html.escape(for_the_app(str(e), controls), quote=False), title=type(e).__name__) from e
+        raise gr.Error(html.escape(app_message(e, labels), quote=False), title=type(e).__name__) from e
 
 
 def problem(e: gr.Error) -> str:

@@ -16,15 +16,14 @@ import gradio as gr
 import numpy as np
 
 from smarthub.annotate.next_images import GALLERY_SORTS, gallery_order
+from smarthub.annotate.options import DEFAULT_DETECTOR, DetectOptions, DetectorTrainOptions
 from smarthub.annotate.scored import DEFAULT_FLOOR, ScoredBatch, Thresholds
 from smarthub.errors import DatasetError, ModelError
+from smarthub.optionspec import controls, default, labels
 from smarthub.ui._common import StopSwitch, ok, problem, user_errors
 from smarthub.workspace import Workspace
 
-CONTROLS = {"--conf": "the 'confidence threshold' slider", "--iou": "the 'NMS IoU' slider",
-            "--overwrite": "'Labelme files a person edited' = overwrite",
-            "--merge": "'Labelme files a person edited' = merge", "--model": "the 'detector' box",
-            "--arch": "the 'detector' box"}
+LABELS = labels(DetectOptions, DetectorTrainOptions)  # a refused option is named by its control's label
 GALLERY_LIMIT = 200
 DETECTOR_SUFFIXES = (".pt", ".pth", ".onnx")
 TRAIN_MODELS = ["auto", "mobilenet_v2", "yolov8n.yaml", "yolov8s.yaml", "yolov8n.pt"]
@@ -104,12 +103,11 @@ def detector_choices(ws: Workspace) -> list[str]:
 
 
 def default_detector(ws: Workspace) -> str:
-    """The last detector run that finished, else the first torchvision name."""
-    from smarthub.annotate.detect import TORCHVISION_ARCHS
+    """The last detector run that finished, else annotate's default detector (annotate/options.py)."""
     from smarthub.annotate.train_detector import latest_run
 
     latest = latest_run(ws.models_dir)
-    return latest.relative_to(ws.models_dir).as_posix() if latest else TORCHVISION_ARCHS[0]
+    return latest.relative_to(ws.models_dir).as_posix() if latest else DEFAULT_DETECTOR
 
 
 def store_detector(ws: Workspace, file: Any) -> tuple[str, str]:
@@ -155,7 +153,7 @@ def annotate_batch(ws: Workspace, folder: str, files: list[Any] | None, detector
                    progress: gr.Progress | None = None) -> tuple[str, str | None, BatchView]:
     """Run the detector once (every box down to the floor, scored), write the Labelme files at `conf` (or the
     run's tuned per-class thresholds), the ranking and a zip; returns (report text, zip path, the batch view)."""
-    with user_errors(CONTROLS):
+    with user_errors(LABELS):
         from smarthub.annotate import preannotate as annotate
         from smarthub.annotate import detect
         from smarthub.annotate.next_images import write_ranking
@@ -179,7 +177,7 @@ def annotate_batch(ws: Workspace, folder: str, files: list[Any] | None, detector
             classifier = ws.export_path
         if progress is not None:
             progress(None, desc="loading the detector")
-        detector, thresholds, tuned = scoring_detector(spec, detect.DetectorOptions(
+        detector, thresholds, tuned = scoring_detector(spec, DetectOptions(
             conf=float(conf), iou=float(iou), config_dir=ws.cache_dir / "ultralytics"), floor=DEFAULT_FLOOR)
 
         def cb(done: int, total: int) -> None:
@@ -250,7 +248,7 @@ def write_view(ws: Workspace, view: BatchView, thresholds: Thresholds) -> tuple[
     from smarthub.annotate.preannotate import zip_files
     from smarthub.annotate.scored import write_at_thresholds
 
-    with user_errors(CONTROLS):
+    with user_errors(LABELS):
         rewrite = write_at_thresholds(view.scored, thresholds)
         ranking = write_ranking(view.scored, thresholds, embeddings=view.embeddings) if view.scored.images else None
         files = [view.scored.json_path(it) for it in view.scored.images if view.scored.json_path(it).is_file()]
@@ -276,12 +274,6 @@ def run_annotate(ws: Workspace, folder: str, files: list[Any] | None, detector_s
     return text, zipped, previews.items, count_rows(previews)
 
 
-def td_budget() -> str:
-    from smarthub.annotate.train_detector import DEFAULT_BUDGET
-
-    return DEFAULT_BUDGET
-
-
 def run_train_detector(ws: Workspace, folder: str, model: str, epochs: int, imgsz: int,
                        progress: gr.Progress | None = None, stop: StopSwitch | None = None) -> tuple[str, str | None]:
     """Train a detector on a Labelme folder inside the workspace; returns (summary Markdown, PR curves PNG).
@@ -303,12 +295,12 @@ def run_train_detector(ws: Workspace, folder: str, model: str, epochs: int, imgs
             progress(None, desc={"split": "reading the Labelme files", "evaluate": "measuring on validation"}
                      .get(p.stage, p.line()))
 
-    with user_errors():
+    with user_errors(LABELS):
         if not (folder or "").strip():
             raise DatasetError("type the Labelme folder (inside the workspace) to train on")
         labelme_dir = inside_workspace(ws, folder, what="Labelme folder")
-        options = td.DetectorTrainOptions(model=(model or "").strip() or "auto", epochs=int(epochs) or None,
-                                          imgsz=int(imgsz))
+        options = DetectorTrainOptions(model=(model or "").strip() or default(DetectorTrainOptions, "model"),
+                                       epochs=int(epochs) or None, imgsz=int(imgsz))
         try:
             run = td.train_detector(labelme_dir, ws.models_dir, options, progress=cb, should_stop=stop)
         except td.TrainingStopped as e:
@@ -323,6 +315,7 @@ def build(ws: Workspace) -> None:
     from smarthub.annotate.detect import TORCHVISION_ARCHS
 
     names = detector_choices(ws)
+    c, t = controls(DetectOptions), controls(DetectorTrainOptions)
     with gr.Row():
         with gr.Column():
             folder = gr.Textbox(label="batch of images to annotate",
@@ -340,11 +333,11 @@ def build(ws: Workspace) -> None:
             upload = gr.File(file_count="single", file_types=list(DETECTOR_SUFFIXES),
                              label="…or upload a detector file (kept in models/detectors/uploads)",
                              elem_id="sh-ann-upload")
-            conf = gr.Slider(0.01, 0.99, value=0.25, step=0.01, label="confidence threshold",
+            conf = gr.Slider(**c["conf"].slider(),
                              info=f"live: moving it shows and hides boxes without running the detector again "
                                   f"(it keeps every box scored >= {DEFAULT_FLOOR}); a trained run also has "
                                   f"per-class thresholds below", elem_id="sh-ann-conf")
-            iou = gr.Slider(0.1, 0.95, value=0.7, step=0.05, label="NMS IoU")
+            iou = gr.Slider(**c["iou"].slider())
             use_classifier = gr.Checkbox(value=False, label="classify boxes with models/export.pkl")
             existing = gr.Radio(["skip", "overwrite", "merge"], value="skip",
                                 label="Labelme files a person edited", info="skip keeps their work untouched")
@@ -358,7 +351,7 @@ def build(ws: Workspace) -> None:
     with gr.Row():
         per_class = gr.Checkbox(value=True, label="per-class thresholds (tuned by the detector run)", visible=False,
                                 elem_id="sh-ann-per-class")
-        class_sliders = [gr.Slider(0.01, 0.99, value=0.25, step=0.01, label="class", visible=False,
+        class_sliders = [gr.Slider(**{**c["conf"].slider(), "label": "class"}, visible=False,
                                    elem_id=f"sh-ann-class-{k}") for k in range(CLASS_SLIDERS)]
     with gr.Row():
         sort = gr.Dropdown([(label, key) for key, label in GALLERY_SORTS.items()], value="name",
@@ -373,12 +366,13 @@ def build(ws: Workspace) -> None:
         with gr.Row():
             lm_folder = gr.Textbox(label="Labelme folder inside the workspace", placeholder="e.g. batch1 (corrected)",
                                    elem_id="sh-det-folder")
-            model = gr.Dropdown(TRAIN_MODELS + list(TORCHVISION_ARCHS), value=TRAIN_MODELS[0], allow_custom_value=True,
+            model = gr.Dropdown(TRAIN_MODELS + list(TORCHVISION_ARCHS), value=t["model"].value, allow_custom_value=True,
                                 label="start (auto: the best pretrained weights cached; .yaml: from scratch)",
                                 elem_id="sh-det-model")
-            epochs = gr.Slider(0, 300, value=0, step=1, label="epochs (0: stop when validation stops improving, "
-                               f"within {td_budget()})", elem_id="sh-det-epochs")
-            imgsz = gr.Slider(64, 1280, value=320, step=32, label="image size (px)", elem_id="sh-det-imgsz")
+            epochs = gr.Slider(**{**t["epochs"].slider(), "value": 0,  # 0: None, the budget
+                                  "label": f"{t['epochs'].label} (0: stop when validation stops improving, within "
+                                           f"{t['budget'].value})"}, elem_id="sh-det-epochs")
+            imgsz = gr.Slider(**t["imgsz"].slider(), elem_id="sh-det-imgsz")
         with gr.Row():
             train_b = gr.Button("Train detector", variant="primary", elem_id="sh-det-train")
             stop_b = gr.Button("Stop", variant="stop", elem_id="sh-det-stop")
@@ -404,7 +398,7 @@ def build(ws: Workspace) -> None:
         if view is None:
             return gr.skip(), gr.skip(), "annotate a batch first: the thresholds move the boxes it found"
         try:
-            with user_errors(CONTROLS):
+            with user_errors(LABELS):
                 t = thresholds_of(view, c, pc, list(values))
                 previews = show_view(view, t, order)
         except gr.Error as err:
@@ -424,7 +418,7 @@ def build(ws: Workspace) -> None:
 
     def on_upload(f):
         try:
-            with user_errors(CONTROLS):
+            with user_errors(LABELS):
                 message, spec = store_detector(ws, f)
         except gr.Error as err:  # stays on the page (a toast would vanish)
             return gr.skip(), None, problem(err)

@@ -7,11 +7,13 @@ from typing import Any
 
 import gradio as gr
 
+from smarthub.collect.options import BootstrapOptions
 from smarthub.errors import LabelError
+from smarthub.optionspec import controls, labels
 from smarthub.ui._common import StopSwitch, parse_labels, problem, user_errors
 from smarthub.workspace import Workspace
 
-CONTROLS = {"--count": "the 'images per label' slider", "--urls-file": "the 'URL list' upload"}
+LABELS = labels(BootstrapOptions)  # a refused option is named by its control's label
 
 
 def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = None,
@@ -23,7 +25,7 @@ def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = 
     """
     if stop is not None:
         stop.reset()
-    with user_errors(CONTROLS):
+    with user_errors(LABELS):
         labels = parse_labels(labels_text)
         if not labels:
             raise LabelError("type at least one label, e.g. 'grass carp, tilapia' (one per line or comma-separated)")
@@ -52,7 +54,7 @@ def build(ws: Workspace) -> None:
         labels = gr.Textbox(label="labels", placeholder="grass carp, tilapia, koi", lines=3,
                             info="one per line or comma-separated", elem_id="sh-boot-labels")
         with gr.Column():
-            count = gr.Slider(1, 1000, value=100, step=1, label="images per label", elem_id="sh-boot-count")
+            count = gr.Slider(**controls(BootstrapOptions)["count"].slider(), elem_id="sh-boot-count")
             urls = gr.File(label="URL list (optional: one URL per line, or url,label CSV)",
                            file_types=[".txt", ".csv"], elem_id="sh-boot-urls")
     with gr.Row():

@@ -16,17 +16,18 @@ from typing import Any
 
 import gradio as gr
 
-from smarthub.clean import session
+from smarthub.clean import records, session
+from smarthub.clean.options import ReviewOptions
+from smarthub.model.options import TrainOptions
+from smarthub.optionspec import controls, labels
 from smarthub.clean.session import ALL, PAGE_SIZE, CleanSession, suspect_path  # noqa: F401 (re-exported)
 from smarthub.ui._common import PREVIEW_SIDE_PX, ok, problem, rel, thumbnail, user_errors, warn
 from smarthub.workspace import Workspace
 
-KINDS = ("all", "wrong", "unsure", "duplicate", "outlier", "quality")
+KINDS = (ALL, *records.KINDS)
 SHOW_ALL = "all images"  # the "also show" choice that lists every image, not a filter
-METHODS = ("fast", "finetune", "model")
 N_QUICK = 9  # relabel shortcut buttons / keys 1-9
-CONTROLS = {"--folds": "the 'folds' slider", "--threshold": "the 'unsure below p(given)' slider",
-            "--fast-model": "'review method' = model", "--finetune": "'review method' = finetune"}
+LABELS = labels(ReviewOptions, TrainOptions)  # a refused option is named by its control's label
 
 
 @dataclass
@@ -240,9 +241,9 @@ def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, fol
         if progress is not None:
             progress((done, total), desc=stage)
 
-    with user_errors(CONTROLS):
+    with user_errors(LABELS):
         from smarthub.clean import review
-        options = review.ReviewOptions(method=method, folds=int(folds), threshold=float(threshold),
+        options = ReviewOptions(method=method, folds=int(folds), threshold=float(threshold),
                                        include=frozenset(i for i in include if i != SHOW_ALL),
                                        show_all=SHOW_ALL in include)
         result = review.review(ws, options, progress=cb)
@@ -369,17 +370,20 @@ def default_method(ws: Workspace) -> str:
 def build(ws: Workspace) -> None:
     """Create the Clean tab's widgets inside the current gr.Tab and wire the handlers."""
     state = gr.State(CleanState())
+    c = controls(ReviewOptions)
     with gr.Column(elem_id="sh-clean-panel"):
         with gr.Row():
-            method = gr.Dropdown(list(METHODS), value=default_method(ws), label="review method",
+            method = gr.Dropdown(list(c["method"].choices or ()), value=default_method(ws),
+                                 label=c["method"].label,
                                  info="fast: cross-validated linear head on embeddings (seconds) · finetune: "
                                       "K-fold fine-tunes (slow) · model: the exported model (in-sample on its "
                                       "training images)")
-            threshold = gr.Slider(0.05, 0.95, value=0.6, step=0.05, label="unsure below p(given)",
+            threshold = gr.Slider(**c["threshold"].slider(),
                                   info="'unsure': the label's probability is below this. Probabilities are shared "
-                                       "between similar classes, so many right labels are unsure at 0.6: lower it "
-                                       "for a shorter list (the queue itself is the estimated errors)")
-            folds = gr.Slider(2, 10, value=5, step=1, label="folds")
+                                       f"between similar classes, so many right labels are unsure at "
+                                       f"{c['threshold'].value:g}: lower it for a shorter list (the queue itself "
+                                       f"is the estimated errors)")
+            folds = gr.Slider(**c["folds"].slider())
             with gr.Column(min_width=160):
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
                 run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=48)  # the progress, by the button

@@ -9,6 +9,7 @@ import gradio as gr
 from smarthub.atomicio import read_json
 from smarthub.errors import SmartHubError
 from smarthub.model.options import TrainOptions
+from smarthub.optionspec import controls, default, labels
 from smarthub.ui._common import StopSwitch, problem, user_errors
 from smarthub.workspace import Workspace
 
@@ -106,14 +107,12 @@ def progress_text(p: Any) -> tuple[float | None, str]:
     return None, p.stage
 
 
-CONTROLS = {"--arch": "'architecture' =", "--no-pretrained": "'start from ImageNet weights' unticked",
-            "--epochs": "the 'epochs' slider", "--size": "the 'image size (px)' slider",
-            "--budget": "'time budget'"}
+LABELS = labels(TrainOptions)  # a refused option is named by its control's label
 
 
 def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: bool,
               progress: gr.Progress | None = None, stop: StopSwitch | None = None,
-              promote: str = "if-better", budget: str = "",
+              promote: str | None = None, budget: str = "",
               always_fine_tune: bool = False) -> tuple[str, list[list[Any]], str | None]:
     """Train with the core and return the report views; errors become gr.Error.
 
@@ -134,13 +133,14 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
 
     if stop is not None:
         stop.reset()
-    with user_errors(CONTROLS):
+    with user_errors(LABELS):
         from smarthub.durations import parse_duration
         from smarthub.model import train
-        budget_s = parse_duration(budget, field="--budget") if (budget or "").strip() else None
-        options = train.TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
-                                     pretrained=bool(pretrained), promote=promote or "if-better", budget_s=budget_s,
-                                     probe=not always_fine_tune)
+        budget_s = (parse_duration(budget, field="budget_s", owner=TrainOptions) if (budget or "").strip()
+                    else None)
+        options = TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
+                               pretrained=bool(pretrained), promote=promote or default(TrainOptions, "promote"),
+                               budget_s=budget_s, probe=not always_fine_tune)
         try:
             result = train.train(ws, options, progress=cb, should_stop=stop)
         except train.TrainingStopped as e:
@@ -203,21 +203,23 @@ def build(ws: Workspace) -> None:
     """Create the Train tab's widgets inside the current gr.Tab and wire the handlers."""
     summary0, rows0, confusion0 = show_current(ws)
     d = defaults(ws)
+    c = controls(TrainOptions)
     with gr.Row():
-        arch = gr.Dropdown(ARCHS, value=d["arch"], allow_custom_value=True, label="architecture", elem_id="sh-train-arch",
-                           info="torchvision name (timm names work when timm is installed)")
-        epochs = gr.Slider(1, 30, value=d["epochs"], step=1, label="epochs", elem_id="sh-train-epochs")
-        size = gr.Slider(32, 512, value=d["size_px"], step=32, label="image size (px)", elem_id="sh-train-size")
-        pretrained = gr.Checkbox(value=d["pretrained"], label="start from ImageNet weights",
+        arch = gr.Dropdown(ARCHS, value=d["arch"], allow_custom_value=True, label=c["arch"].label,
+                           elem_id="sh-train-arch", info="torchvision name (timm names work when timm is installed)")
+        epochs = gr.Slider(**{**c["epochs"].slider(), "value": d["epochs"]}, elem_id="sh-train-epochs")
+        size = gr.Slider(**{**c["size_px"].slider(), "value": d["size_px"]}, elem_id="sh-train-size")
+        pretrained = gr.Checkbox(value=d["pretrained"], label=c["pretrained"].label,
                                  info="offline, only cached weights work (`smarthub weights add`)")
     with gr.Row():
-        promote = gr.Radio(["if-better", "always", "never"], value="if-better", label="use the new model",
+        promote = gr.Radio(list(c["promote"].choices or ()), value=c["promote"].value, label=c["promote"].label,
                            elem_id="sh-train-promote",
                            info="if-better: only when its validation accuracy is not worse on the same images")
-        budget = gr.Textbox("", label="time budget", elem_id="sh-train-budget", placeholder="none, or e.g. 90s, 5m",
+        budget = gr.Textbox("", label=c["budget_s"].label, elem_id="sh-train-budget",
+                            placeholder="none, or e.g. 90s, 5m",
                             info="the run plans its epochs to end within it on this machine and keeps the best "
                                  "model by then")
-        pays = gr.Checkbox(True, label="fine-tune only while it pays", elem_id="sh-train-pays",
+        pays = gr.Checkbox(c["probe"].value, label=c["probe"].label, elem_id="sh-train-pays",
                            info="skip the fine-tuning epochs when the head leaves nothing to gain, or when its "
                                 "first steps fall far below the head")
         run = gr.Button("Train", variant="primary", elem_id="sh-train")

@@ -214,9 +214,10 @@ def test_start_chooser_refuses(tmp_path: Path, spec: str, error: type, message: 
 
 
 def test_defaults_in_one_place() -> None:
-    from smarthub.cli import annotate as cli
+    from smarthub.cli import build_parser
 
-    assert (cli.DETECTOR_BUDGET, cli.DETECTOR_PATIENCE) == (DEFAULT_BUDGET, DEFAULT_PATIENCE)
+    args = build_parser().parse_args(["train-detector", "lm"])  # the flags' defaults are the record's
+    assert (args.budget, args.patience, args.split) == (DEFAULT_BUDGET, DEFAULT_PATIENCE, (0.8, 0.2, 0.0))
     o = DetectorTrainOptions()
     assert (o.model, o.epochs, o.budget, o.patience) == ("auto", None, DEFAULT_BUDGET, DEFAULT_PATIENCE)
     assert o.length() == f"at most 10 min, stopping early after {DEFAULT_PATIENCE} epochs without a better validation mAP"
@@ -250,7 +251,7 @@ BAD = [
     (_missing_image, [], "scene0002.json: its image 'scene0002.jpg' is missing"),
     (None, ["--models", "{lm}/models"], "is inside the input folder"),
     (None, ["--model", "{tmp}/notes.pt"], "cannot load Ultralytics model"),
-    (None, ["--epochs", "0"], "--epochs and --batch must be at least 1"),
+    (None, ["--epochs", "0"], "--epochs must be at least 1 (got 0)"),
     (None, ["--budget", "0"], "--budget must be above zero (got '0')"),
     (None, ["--model", "yolov8n.pt"], "weights yolov8n.pt not found"),
     (None, ["--model", "resnet18"], "ImageNet weights for backbone resnet18 are not in the torch cache (expected"),

@@ -122,7 +122,7 @@ def test_train_options_refuse_a_budget_not_above_zero() -> None:
     from smarthub.model.options import TrainOptions
 
     for bad in (0.0, -1.0, float("nan")):
-        with pytest.raises(SmartHubError, match=r"^budget must be above zero"):
+        with pytest.raises(SmartHubError, match=r"^--budget must be above zero"):
             TrainOptions(budget_s=bad)
 
 

@@ -81,7 +81,7 @@ BAD_TRAIN_INPUT = [
     (_good, ["--patience", "0"], r"patience must be at least 1"),
     (_good, ["--freeze-stride", "3"], r"freeze stride must be one of 0, 2, 4, 8, 16, 32 \(got 3\)"),
     (_good, ["--no-pretrained", "--epochs", "0"], r"epochs must be at least 1"),
-    (_good, ["--no-pretrained", "--valid-pct", "1.5"], r"valid_pct must be between 0 and 1"),
+    (_good, ["--no-pretrained", "--valid-pct", "1.5"], r"--valid-pct must be between 0 and 1"),
 ]
 
 
