@@ -37,7 +37,7 @@ from smarthub.clean.records import (FILTERS, KINDS, QUALITY_ISSUES, SUSPECT_FIEL
 from smarthub.dataset import outside_note, verify_images
 from smarthub.errors import DatasetError, SmartHubError
 from smarthub.model.embeddings import Progress, check_embedder, hash_scanned, scan_stat
-from smarthub.model.train import TrainOptions
+from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
 __all__ = ["FILTERS", "KINDS", "METHODS", "QUALITY_ISSUES", "SUSPECT_FIELDS", "Entry", "ReviewOptions",
