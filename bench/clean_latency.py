@@ -152,7 +152,7 @@ def rerank_latency(n_images: int, n_pages: int) -> None:
     """Keep → page shown, through the tab's handler: plain keeps vs the keep that completes a page and re-ranks."""
     from smarthub.clean import review
     from smarthub.demo import pretrained_weights_cached, use_packaged_weights
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
     from smarthub.ui import tab_clean
 
     with tempfile.TemporaryDirectory(prefix="smarthub-bench-rerank-") as tmp:

@@ -160,7 +160,7 @@ def main() -> int:
     ensure_weights()
     from smarthub.clean import ranking
     from smarthub.clean import review
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
     from smarthub.workspace import Workspace
 
     print(f"machine: {os.cpu_count()} CPUs; {args.per_class} images x {len(CLASSES)} classes, "

@@ -140,7 +140,8 @@ def smarthub_recipe(ws, *, size_px: int, epochs: int, batch_size: int, seed: int
                     probe: bool = True, head_only: bool = False, budget_s: float | None = None) -> dict:
     """smarthub's train() from a cold cache; returns the curve (head, then epochs), the kept accuracy and the
     stage-2 decision (probe, budget)."""
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     curve: list[tuple[float, float]] = []
     t0 = time.monotonic()
@@ -173,7 +174,8 @@ def fresh_workspace(ws, name: str):
 def warm_up(root: Path) -> None:
     """One tiny head-only run first, so that no timed run pays for the process's first imports of fastai and torch
     or their first model build (seconds on a loaded machine)."""
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
     from smarthub.workspace import Workspace
 
     ws = Workspace(root / "warm-up" / "data", root / "warm-up" / "models")
@@ -187,7 +189,7 @@ def compare(name: str, make, *, per_class: int, size_px: int, epochs: int, smart
     import torch
 
     from smarthub.dataset import scan_dataset
-    from smarthub.model.train import split_items
+    from smarthub.model.data import split_items
     from smarthub.workspace import Workspace
 
     ws = Workspace(root / f"{name}-{seed}" / "data", root / f"{name}-{seed}" / "models")

@@ -82,7 +82,8 @@ def plain_loop(model, train_paths, train_labels, valid_paths, valid_labels, *, s
 
 def smarthub_loop(items, is_valid, options, work_dir):
     """What `smarthub train` runs for the fitting part; returns (wall seconds, CPU seconds, learner)."""
-    from smarthub.model.train import build_learner, fit
+    from smarthub.model.data import build_learner
+    from smarthub.model.fit import fit
 
     learn = build_learner(items, is_valid, options, work_dir=work_dir)
     start, cpu = time.perf_counter(), _cpu_seconds()
@@ -108,7 +109,8 @@ def main() -> int:
 
     from helpers import write_fashion_folders
     from smarthub.dataset import scan_dataset
-    from smarthub.model.train import TrainOptions, split_items
+    from smarthub.model.data import split_items
+    from smarthub.model.options import TrainOptions
 
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

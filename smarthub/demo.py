@@ -160,7 +160,7 @@ def use_packaged_weights(ws: Workspace, say: Callable[[str], None] | None = None
 
 def quick_train_options(*, pretrained: bool):
     """Tiny settings that train in well under two minutes on two CPU cores (TrainOptions' defaults otherwise)."""
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
 
     if pretrained:
         return TrainOptions(arch=PRETRAINED_ARCH, size_px=128, batch_size=16, valid_pct=0.25)

@@ -108,15 +108,17 @@ def in_sample_suspects(ws, options) -> list:
 
     from smarthub.clean import review
 
-    from smarthub.model import train
     from smarthub.dataset import scan_dataset
+    from smarthub.model.data import build_learner
     from smarthub.model.embeddings import hash_items
+    from smarthub.model.fit import fit
+    from smarthub.model.inference import predict_probs
 
     items = scan_dataset(ws.data_dir)
     with tempfile.TemporaryDirectory() as tmp:
-        learner = train.build_learner(items, [i == 0 for i in range(len(items))], options, work_dir=Path(tmp))
-        train.fit(learner, options)
-        probs = train.predict_probs(learner, [i.path for i in items])
+        learner = build_learner(items, [i == 0 for i in range(len(items))], options, work_dir=Path(tmp))
+        fit(learner, options)
+        probs = predict_probs(learner, [i.path for i in items])
     hashed = hash_items(ws, items)
     entries = [review.Entry(i.path, i.label, s) for i, s in zip(hashed.items, hashed.shas)]
     vocab = [str(v) for v in learner.dls.vocab]

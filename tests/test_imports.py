@@ -305,3 +305,57 @@ def test_imports_point_down_only() -> None:
             elif src in STAGES and dst in TOP:
                 wrong.append(f"{module} imports {target} (a stage imports nothing above it)")
     assert wrong == [], "\n".join(wrong)
+
+
+
+def _module_file(module: str) -> Path | None:
+    """The file of a dotted smarthub module (a package: its __init__.py); None when the name is no module."""
+    root = Path(smarthub.__file__).parent
+    rel = Path(*module.split(".")[1:]) if "." in module else None
+    candidates = [root / rel.with_suffix(".py"), root / rel / "__init__.py"] if rel else [root / "__init__.py"]
+    for path in candidates:
+        if path.is_file():
+            return path
+    return None
+
+
+def _reachable(module: str) -> set[str]:
+    """Every smarthub module that importing `module` and calling its functions can import: the closure of its
+    imports, function-level ones included (`from smarthub.pkg import mod` counts as smarthub.pkg.mod)."""
+    import ast
+
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        name = todo.pop()
+        path = _module_file(name)
+        if name in seen or path is None:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo += [".".join(parts[:i]) for i in range(1, len(parts))]  # a.b.c runs the packages' __init__ first
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                todo += [a.name for a in node.names if a.name.startswith("smarthub")]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("smarthub"):
+                todo += [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+    return seen
+
+
+TRAINING = {"smarthub.model.train", "smarthub.model.fit", "smarthub.model.data", "smarthub.model.artefacts"}
+
+
+@pytest.mark.parametrize("module", ["smarthub.model.inference", "smarthub.model.predict",
+                                    "smarthub.annotate.preannotate"])
+def test_prediction_does_not_reach_the_trainer(module: str) -> None:
+    """model/ reads as a stack with inference below training: predicting and pre-annotating never import the
+    trainer, its fit, its data pipeline or its artefact writers, not even inside a function."""
+    reached = _reachable(module)
+    assert "smarthub.model.inference" in reached
+    assert sorted(reached & TRAINING) == []
+
+
+def test_reachable_follows_function_level_imports() -> None:
+    """The closure above is not vacuous: the fine-tune scorer imports the fit inside a function, and is found."""
+    assert {"smarthub.model.fit", "smarthub.model.data"} <= _reachable("smarthub.clean.scorers")
+    assert "smarthub.model.fit" in _reachable("smarthub.model.train")

@@ -19,7 +19,7 @@ CLASSES = ("trouser", "bag", "sneaker")
 
 
 def options() -> review.ReviewOptions:
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
 
     # every image listed (show_all): the tests need more cards than the 3 planted errors the queue would hold
     return review.ReviewOptions(train=TrainOptions(arch="mobilenet_v2", size_px=32), folds=3, show_all=True)

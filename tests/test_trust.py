@@ -64,7 +64,7 @@ def test_library_calls_load_with_a_notice_when_not_enforced(tmp_path: Path) -> N
 def test_a_refused_pickle_never_runs(tmp_path: Path, enforced, loader: str) -> None:
     marker = tmp_path / "pwned"
     if loader == "classifier":
-        from smarthub.model.train import load_classifier
+        from smarthub.model.inference import load_classifier
 
         path = _malicious(tmp_path / "export.pkl", marker)
         with pytest.raises(ModelError, match=r"export\.pkl was not written by smarthub .*again with --trust"):

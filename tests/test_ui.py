@@ -255,7 +255,7 @@ def test_a_model_whose_classes_differ_from_the_folders_is_flagged(small_ws: Work
     ("building", 0, 0, 0, 0, {}, None, "building"),
 ], ids=["epoch", "batches-only", "stage-only"])
 def test_train_progress_line(stage, epoch, epochs, batch, batches, metrics, frac, text) -> None:
-    from smarthub.model.train import TrainProgress
+    from smarthub.model.progress import TrainProgress
 
     assert tab_train.progress_text(TrainProgress(stage, epoch, epochs, batch, batches, metrics)) == (frac, text)
 

@@ -206,7 +206,8 @@ def test_weights_add_with_arch_and_detects_resnet18(empty_torch_home: Path, tmp_
 
 
 def test_importing_the_modules_loads_no_heavy_library() -> None:
-    code = ("import sys, smarthub.model.archs, smarthub.model.train, smarthub.model.predict, smarthub.weights, smarthub.cli.train; "
+    code = ("import sys, smarthub.model.archs, smarthub.model.train, smarthub.model.inference, smarthub.model.predict, "
+            "smarthub.weights, smarthub.cli.train; "
             "print([m for m in ('torch', 'fastai', 'torchvision', 'matplotlib') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ}).stdout

@@ -27,7 +27,7 @@ from smarthub.imaging import (draft_target, encode_jpeg, encode_png, exif_orient
 from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
 from smarthub.annotate.detset import iter_images
 from smarthub.annotate.evaluate import iou_matrix
-from smarthub.model.train import load_classifier, predict_probs
+from smarthub.model.inference import load_classifier, predict_probs
 from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
                                        mark_silver, relative_image_path, save_labelme, stamp_file)
 from smarthub.annotate.scored import (ScoredBatch, ScoredImage, Thresholds, filter_shapes, provenance_at,

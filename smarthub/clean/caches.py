@@ -15,7 +15,7 @@ from smarthub.atomicio import atomic_write_with
 from smarthub.clean.records import Entry
 from smarthub.dataset import ImageItem, dataset_fingerprint
 from smarthub.model.embeddings import review_cache_dir
-from smarthub.model.train import TrainOptions
+from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
 # bump when the scores change meaning (2: the head combined with neighbour agreement)

@@ -38,7 +38,7 @@ from smarthub.dataset import outside_note, verify_images
 from smarthub.errors import DatasetError, OptionError, SmartHubError
 from smarthub.clean.options import DEFAULT_EMBEDDER, DEFAULT_SIZE_PX, METHODS, ReviewOptions, expand_filters
 from smarthub.model.embeddings import Progress, check_embedder, hash_scanned, scan_stat
-from smarthub.model.train import TrainOptions
+from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
 __all__ = ["FILTERS", "KINDS", "METHODS", "QUALITY_ISSUES", "SUSPECT_FIELDS", "Entry", "ReviewOptions",

@@ -2,7 +2,7 @@
 
   fast      cached embeddings → the K-fold cross-validated linear head combined with neighbour agreement
             (`ranking.default_label_probs`): every image is scored without its own label. Seconds.
-  finetune  K fine-tunes through `smarthub.model.train`, each scoring the fold it did not train on. Minutes.
+  finetune  K fine-tunes through `smarthub.model.fit`, each scoring the fold it did not train on. Minutes.
   model     the exported model (models/export.pkl): images of its training split are in-sample.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ from smarthub.clean.records import Entry
 from smarthub.dataset import ImageItem, dataset_fingerprint, scan_dataset, sha256_file
 from smarthub.errors import ModelError, SmartHubError
 from smarthub.model.embeddings import Progress, cached_alternatives, embed_items, load_embedding_cache
-from smarthub.model.train import TrainOptions
+from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
 
@@ -119,8 +119,10 @@ def score_new_fast(ws: Workspace, entries: Sequence[Entry], new: Sequence[Entry]
 
 def finetune_probs(ws: Workspace, entries: Sequence[Entry], vocab: list[str], train_options: TrainOptions, *,
                    folds: int, progress: Progress | None) -> dict[str, np.ndarray]:
-    """K fine-tunes through smarthub.model.train; each predicts the fold it was not trained on."""
-    from smarthub.model import train
+    """K fine-tunes through smarthub.model.fit; each predicts the fold it was not trained on."""
+    from smarthub.model.data import build_learner
+    from smarthub.model.fit import fit
+    from smarthub.model.inference import predict_probs
 
     index = {c: i for i, c in enumerate(vocab)}
     chosen = unique_by_sha(entries)
@@ -134,10 +136,10 @@ def finetune_probs(ws: Workspace, entries: Sequence[Entry], vocab: list[str], tr
             if progress is not None:
                 progress("fine-tuning fold", k, n_folds)
             is_valid = [bool(f == k) for f in fold]
-            learner = train.build_learner(items, is_valid, train_options, work_dir=Path(tmp) / f"fold{k}")
-            train.fit(learner, train_options)
+            learner = build_learner(items, is_valid, train_options, work_dir=Path(tmp) / f"fold{k}")
+            fit(learner, train_options)
             held = [e for e, f in zip(chosen, fold) if f == k]
-            got = train.predict_probs(learner, [e.path for e in held])
+            got = predict_probs(learner, [e.path for e in held])
             learner_vocab = [str(v) for v in learner.dls.vocab]
             cols = [learner_vocab.index(c) if c in learner_vocab else -1 for c in vocab]
             for e, row in zip(held, got):
@@ -151,9 +153,9 @@ def load_model(ws: Workspace, folder_vocab: list[str]) -> Any:
     """The exported learner; its classes must be the folders' classes."""
     if not ws.export_path.exists():
         raise ModelError(f"no model at {ws.export_path}: run {{train}} first (or review without --fast-model)")
-    from smarthub.model import train
+    from smarthub.model.inference import load_classifier
 
-    learner = train.load_classifier(ws.export_path)
+    learner = load_classifier(ws.export_path)
     model_vocab = [str(v) for v in learner.dls.vocab]
     extra = sorted(set(folder_vocab) - set(model_vocab))
     missing = sorted(set(model_vocab) - set(folder_vocab))
@@ -186,7 +188,7 @@ def _valid_shas_from_report(ws: Workspace) -> set[str] | None:
         return {sha256_file(i.path) for i in items if i.split == "valid"}
     if report.get("split") != "random" or report.get("dataset_fingerprint") != dataset_fingerprint(items, ws.data_dir):
         return None
-    from smarthub.model.train import split_items
+    from smarthub.model.data import split_items
 
     is_valid = split_items(items, valid_pct=float(report.get("valid_pct", TrainOptions.valid_pct)),
                            seed=int(report.get("seed", TrainOptions.seed)))
@@ -196,12 +198,12 @@ def _valid_shas_from_report(ws: Workspace) -> set[str] | None:
 def model_probs(ws: Workspace, learner: Any, entries: Sequence[Entry], vocab: list[str],
                 progress: Progress | None, notes: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The exported model's probabilities and each image's split (valid = out-of-sample, train = in-sample)."""
-    from smarthub.model import train
+    from smarthub.model.inference import predict_probs
 
     chosen = unique_by_sha(entries)
     if progress is not None:
         progress("predicting", 0, len(chosen))
-    got = train.predict_probs(learner, [e.path for e in chosen]) if chosen else np.zeros((0, len(vocab)))
+    got = predict_probs(learner, [e.path for e in chosen]) if chosen else np.zeros((0, len(vocab)))
     if progress is not None:
         progress("predicting", len(chosen), len(chosen))
     model_vocab = [str(v) for v in learner.dls.vocab]

@@ -42,7 +42,7 @@ def predict(model_path: Path, paths: Sequence[Path], *, top_k: int = 3, batch_si
 
     Raises ImageError (a path is missing or unreadable: the message names it), ModelError (model file, device).
     """
-    from smarthub.model.train import load_classifier
+    from smarthub.model.inference import load_classifier
 
     paths = [Path(p) for p in paths]
     if top_k < 1:
@@ -62,7 +62,7 @@ def predict_pil(learner: Any, images: list[Any], *, top_k: int = 3) -> list[Pred
 
 def _predict_with(learner: Any, inputs: list[Any], *, top_k: int, batch_size: int,
                   keep_paths: bool = True) -> list[Prediction]:
-    from smarthub.model.train import predict_probs
+    from smarthub.model.inference import predict_probs
 
     probs = predict_probs(learner, inputs, batch_size=batch_size)
     tops = top_k_from_probs(probs, list(learner.dls.vocab), top_k=top_k)

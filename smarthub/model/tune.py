@@ -113,7 +113,8 @@ def tune(ws: Any, base: TrainOptions, *, space: TuneSpace, trials: int, budget_s
     is unchanged then)."""
     import optuna
 
-    from smarthub.model.train import TrainingStopped, train
+    from smarthub.model.progress import TrainingStopped
+    from smarthub.model.train import train
 
     if trials < 1:
         raise SmartHubError(f"--trials must be at least 1 (got {trials})")

@@ -30,7 +30,7 @@ def load_model(ws: Workspace, cached: LoadedModel | None) -> LoadedModel:
     stamp = (st.st_mtime_ns, st.st_size)
     if cached is not None and cached.stamp == stamp:
         return cached
-    from smarthub.model.train import load_classifier
+    from smarthub.model.inference import load_classifier
 
     return LoadedModel(stamp=stamp, learner=load_classifier(path))
 

@@ -95,7 +95,7 @@ def defaults(ws: Workspace) -> dict[str, Any]:
 
 
 def progress_text(p: Any) -> tuple[float | None, str]:
-    """(fraction done or None, one line) for a train.TrainProgress."""
+    """(fraction done or None, one line) for a progress.TrainProgress."""
     if p.stage == "note":  # a decision (fine-tuning stopped, the budget's plan): the line itself
         return None, str((p.metrics or {}).get("message", ""))
     metrics = " ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}" for k, v in (p.metrics or {}).items())
@@ -135,15 +135,16 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
         stop.reset()
     with user_errors(LABELS):
         from smarthub.durations import parse_duration
-        from smarthub.model import train
+        from smarthub.model.progress import TrainingStopped
+        from smarthub.model.train import train
         budget_s = (parse_duration(budget, field="budget_s", owner=TrainOptions) if (budget or "").strip()
                     else None)
         options = TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
                                pretrained=bool(pretrained), promote=promote or default(TrainOptions, "promote"),
                                budget_s=budget_s, probe=not always_fine_tune)
         try:
-            result = train.train(ws, options, progress=cb, should_stop=stop)
-        except train.TrainingStopped as e:
+            result = train(ws, options, progress=cb, should_stop=stop)
+        except TrainingStopped as e:
             summary, rows, confusion = show_current(ws)
             return f"**Stopped:** {html.escape(str(e))}.\n\n{summary}", rows, confusion
     return report_views(ws, result.report)

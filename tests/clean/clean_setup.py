@@ -9,6 +9,6 @@ IMAGE_PX = 64
 
 
 def fast_options(**kw) -> review.ReviewOptions:
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
 
     return review.ReviewOptions(train=TrainOptions(arch="mobilenet_v2", size_px=IMAGE_PX, epochs=1), **kw)

@@ -37,7 +37,7 @@ def recall_at_k(suspects: list[review.Suspect], planted_paths: set[Path]) -> flo
 
 def in_sample_suspects(ws: Workspace) -> list[review.Suspect]:
     """The in-sample baseline with the same MobileNetV2 (1 frozen + 1 unfrozen epoch)."""
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
 
     return helpers.in_sample_suspects(ws, TrainOptions(arch="mobilenet_v2", size_px=IMAGE_PX, epochs=1, num_workers=0))
 
@@ -225,12 +225,13 @@ def test_classes_smaller_than_folds_are_handled():
 
 
 def test_model_method_in_sample_split_and_vocab_mismatch(tmp_path):
-    from smarthub.model import train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     ws = Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=10, classes=("trouser", "bag"), size_px=32)
-    train.train(ws, train.TrainOptions(arch="mobilenet_v2", epochs=1, size_px=32, batch_size=8, num_workers=0))
-    opts = review.ReviewOptions(method="model", train=train.TrainOptions(arch="mobilenet_v2", size_px=32))
+    train(ws, TrainOptions(arch="mobilenet_v2", epochs=1, size_px=32, batch_size=8, num_workers=0))
+    opts = review.ReviewOptions(method="model", train=TrainOptions(arch="mobilenet_v2", size_px=32))
     result = review.review(ws, opts)
     splits = {result.split_by_sha[e.sha256] for e in result.entries}
     assert splits == {"train", "valid"}  # the seeded split recovered from report.json
@@ -243,7 +244,7 @@ def test_model_method_in_sample_split_and_vocab_mismatch(tmp_path):
 
 def test_finetune_method_scores_every_image_out_of_sample(tmp_path):
     """The thorough way end to end on tiny data (2 folds, 1 epoch): every image gets held-out probabilities."""
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
 
     ws = Workspace(data_dir=tmp_path / "data", models_dir=tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=8, classes=("trouser", "bag"), size_px=32)

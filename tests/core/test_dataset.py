@@ -336,7 +336,7 @@ def test_info_prints_the_links_it_skipped_on_one_line(tmp_path: Path, capsys: py
 def test_images_moved_while_training_starts_are_not_called_unreadable(small_ws) -> None:
     """Another process renames a class between the scan and the image check of a starting `train`."""
     from smarthub import fileops
-    from smarthub.model.train import check_images_cached
+    from smarthub.model.data import check_images_cached
 
     items = scan_dataset(small_ws.data_dir)
     fileops.rename_class(small_ws, "dog", "puppy")  # what `smarthub classes rename` in another shell does

@@ -129,7 +129,8 @@ def test_train_options_refuse_a_budget_not_above_zero() -> None:
 def test_a_budgeted_run_plans_from_its_first_steps_and_ends_in_the_plan(tmp_path: Path, torch_home: Path) -> None:
     """A real tiny run with a generous budget: the probe's timing gives a plan, recorded in report.json, the run
     keeps to it, and the model kept is the best one seen (the head counts)."""
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     ws = _fashion(tmp_path)
     events: list = []

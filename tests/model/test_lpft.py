@@ -36,7 +36,9 @@ def _embedded(events: list) -> int:
 
 def test_head_only_uses_the_embeddings_cache_and_is_the_learners_head(tmp_path: Path) -> None:
     from smarthub.model import embeddings
-    from smarthub.model.train import TrainOptions, load_classifier, predict_probs, train
+    from smarthub.model.inference import load_classifier, predict_probs
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     ws = _fashion_ws(tmp_path)
     options = TrainOptions(size_px=32, batch_size=8, head_only=True)
@@ -107,7 +109,8 @@ def test_lpft_cli_prints_the_head_then_total_epochs(tmp_path: Path, capsys) -> N
 ], ids=["cpu", "auto-is-cpu-here", "cuda-missing", "mps-missing"])
 def test_device_flows_into_the_learner(tmp_path: Path, device: str, error: str | None) -> None:
     from smarthub.dataset import scan_dataset
-    from smarthub.model.train import TrainOptions, build_learner, split_items
+    from smarthub.model.data import build_learner, split_items
+    from smarthub.model.options import TrainOptions
 
     ws = _fashion_ws(tmp_path, per_class=4)
     items = scan_dataset(ws.data_dir)
@@ -125,7 +128,10 @@ def test_device_flows_into_the_learner(tmp_path: Path, device: str, error: str |
 def test_review_style_fit_without_a_cache_computes_the_head_through_the_learner(tmp_path: Path) -> None:
     """`build_learner` + `fit` (review's K-fold entry points) run LP-FT without a workspace cache."""
     from smarthub.dataset import scan_dataset
-    from smarthub.model.train import TrainOptions, build_learner, fit, predict_probs, split_items
+    from smarthub.model.data import build_learner, split_items
+    from smarthub.model.fit import fit
+    from smarthub.model.inference import predict_probs
+    from smarthub.model.options import TrainOptions
 
     ws = _fashion_ws(tmp_path, per_class=6)
     items = scan_dataset(ws.data_dir)
@@ -150,7 +156,9 @@ def test_stage2_fine_tunes_the_body_at_a_tenth_of_the_head_rate_on_frozen_batchn
 
     from smarthub.dataset import scan_dataset
     from smarthub.model.options import DEFAULT_FINETUNE_LR, FINETUNE_BODY_LR_DIV
-    from smarthub.model.train import TrainOptions, build_learner, fit, split_items
+    from smarthub.model.data import build_learner, split_items
+    from smarthub.model.fit import fit
+    from smarthub.model.options import TrainOptions
 
     ws = _fashion_ws(tmp_path, per_class=6)
     items = scan_dataset(ws.data_dir)

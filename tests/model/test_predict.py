@@ -19,7 +19,8 @@ from smarthub.workspace import Workspace
 @pytest.fixture(scope="module")
 def model_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     """A tiny model trained from scratch (resnet18, 1 epoch, 32 px) on three Fashion-MNIST classes."""
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     root = tmp_path_factory.mktemp("model")
     ws = Workspace(root / "data", root / "models")
@@ -66,7 +67,7 @@ def _truncated(path: Path, source: Path) -> None:
     ("truncated", r"export\.pkl is not a readable fastai model"),
 ], ids=["missing", "garbage-bytes", "empty", "plain-pickle-of-a-dict", "torch-saved-dict", "torch-tensor", "truncated-export"])
 def test_load_classifier_refuses_bad_files(tmp_path: Path, model_ws: Workspace, make, message) -> None:
-    from smarthub.model.train import load_classifier
+    from smarthub.model.inference import load_classifier
 
     path = tmp_path / "export.pkl"
     if make == "truncated":
@@ -97,7 +98,7 @@ def test_predict_cli_missing_image_is_one_line(model_ws: Workspace, tmp_path: Pa
 
 def test_predict_paths_in_vocab_order_with_top_k(model_ws: Workspace) -> None:
     from smarthub.model.predict import predict
-    from smarthub.model.train import load_classifier, predict_probs
+    from smarthub.model.inference import load_classifier, predict_probs
 
     images = sorted(model_ws.data_dir.rglob("*.png"))[::3]
     preds = predict(model_ws.export_path, images, top_k=2, batch_size=4)
@@ -117,7 +118,7 @@ def test_predict_paths_in_vocab_order_with_top_k(model_ws: Workspace) -> None:
 def test_predict_pil_matches_predicting_the_file(model_ws: Workspace, tmp_path: Path) -> None:
     """An uploaded image (PIL, EXIF-rotated, palette mode) gets the same answer as its file would."""
     from smarthub.model.predict import predict, predict_pil
-    from smarthub.model.train import load_classifier
+    from smarthub.model.inference import load_classifier
 
     src = sorted((model_ws.data_dir / "bag").glob("*.png"))[0]
     learner = load_classifier(model_ws.export_path)
@@ -144,7 +145,7 @@ def test_exif_orientation_is_applied(model_ws: Workspace, tmp_path: Path) -> Non
     """A sideways-stored photo is predicted upright: the same figures as its upright pixels, not its raw ones."""
     from PIL import ImageOps
 
-    from smarthub.model.train import load_classifier, predict_probs
+    from smarthub.model.inference import load_classifier, predict_probs
 
     path = tmp_path / "rotated.jpg"
     src = sorted((model_ws.data_dir / "trouser").glob("*.png"))[0]

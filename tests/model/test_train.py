@@ -101,7 +101,8 @@ def test_train_refuses_bad_input(ws: Workspace, capsys, setup, extra, message) -
 
 
 def test_core_train_raises_dataset_error_naming_the_file(ws: Workspace) -> None:
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     _unreadable_image(ws.data_dir)
     with pytest.raises(DatasetError, match=r"red/broken\.jpg: (not an image|truncated|unreadable)"):
@@ -116,7 +117,7 @@ def test_core_train_raises_dataset_error_naming_the_file(ws: Workspace) -> None:
 ], ids=["even", "tiny", "half", "unbalanced"])
 def test_split_items_is_seeded_and_per_class(n, valid_pct, expect_valid) -> None:
     from smarthub.dataset import ImageItem
-    from smarthub.model.train import split_items
+    from smarthub.model.data import split_items
 
     items = [ImageItem(Path(f"{c}/{i}.png"), f"c{c}") for c, k in enumerate(n) for i in range(k)]
     flags = split_items(items, valid_pct=valid_pct, seed=3)
@@ -230,7 +231,9 @@ def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace
                                                               pretrained: bool, stop_after_calls: int,
                                                               message: str) -> None:
     """`should_stop` (the app's Stop button) ends training cleanly, also between the two stages."""
-    from smarthub.model.train import TrainingStopped, TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.progress import TrainingStopped
+    from smarthub.model.train import train
 
     ws = trained
     before = {p.relative_to(ws.models_dir): p.read_bytes() for p in ws.models_dir.rglob("*") if p.is_file()}
@@ -253,7 +256,8 @@ def test_stopping_writes_nothing_and_keeps_the_previous_model(trained: Workspace
 
 def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_home: Path) -> None:
     """Real transfer learning with torchvision's ImageNet MobileNetV2 (from the TORCH_HOME fixture), LP-FT."""
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     ws = Workspace(tmp_path / "data", tmp_path / "models")
     write_fashion_folders(ws.data_dir, per_class=16, classes=("trouser", "bag"), size_px=64)
@@ -272,7 +276,7 @@ def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_h
 
 
 def test_train_options_validation_is_a_smarthub_error() -> None:
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
 
     with pytest.raises(SmartHubError, match="batch size"):
         TrainOptions(batch_size=1)

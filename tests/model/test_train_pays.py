@@ -20,7 +20,8 @@ def _fashion(root: Path, classes: tuple[str, ...], per_class: int, size_px: int 
 
 
 def test_the_run_id_is_the_start_time_not_the_time_it_was_written(tmp_path: Path, torch_home: Path) -> None:
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     ws = _fashion(tmp_path, ("trouser", "bag"), 6)
 
@@ -53,7 +54,7 @@ def test_library_warnings_are_silenced_by_message_only(recwarn) -> None:
 def test_cli_progress_lines_inside_long_steps_without_a_terminal(capsys, monkeypatch) -> None:
     """In a log (no terminal) a long step still says how far it is, at most every LOG_PROGRESS_EVERY_S."""
     from smarthub.cli import train as cli_train
-    from smarthub.model.train import TrainProgress
+    from smarthub.model.progress import TrainProgress
 
     monkeypatch.setattr(cli_train, "LOG_PROGRESS_EVERY_S", 0.0)
     printer = cli_train.epoch_printer(tty=False)
@@ -105,7 +106,8 @@ def ln_has_kept_head(err: str) -> bool:
 
 def test_fine_tuning_within_the_warm_up_dip_goes_on(tops: Path, tmp_path: Path, torch_home: Path) -> None:
     """The probe lets an ordinary fine-tune go on, with the schedule it had: as many epochs as without it."""
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     events: list = []
     report = train(Workspace(tops, tmp_path / "probed"), TrainOptions(size_px=32, batch_size=8, epochs=2),
@@ -118,7 +120,8 @@ def test_fine_tuning_within_the_warm_up_dip_goes_on(tops: Path, tmp_path: Path, 
 
 
 def test_a_head_without_validation_errors_skips_fine_tuning(tmp_path: Path, torch_home: Path) -> None:
-    from smarthub.model.train import TrainOptions, train
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
 
     ws = _fashion(tmp_path, ("trouser", "bag", "sneaker"), 10)
     events: list = []

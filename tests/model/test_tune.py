@@ -46,7 +46,7 @@ def test_tune_records_every_trial_and_trains_the_final_model(tmp_path: Path, tor
     """Three real trials; the second fails (an unreadable image appears in the data, then goes): it is recorded
     with its reason and the search goes on; the final model is trained with the best settings and the table and
     plot sit in its run folder."""
-    from smarthub.model.train import TrainOptions
+    from smarthub.model.options import TrainOptions
     from smarthub.model.tune import TRIAL_COLUMNS, tune
 
     ws = Workspace(tmp_path / "data", tmp_path / "models")
