@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smarthub.clean.signals import include_help
 from smarthub.cli._common import add_workspace_args, print_table, workspace_from
 
 ORDER = 40
@@ -29,9 +30,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "dinov2_vits14 (default: the trained model's arch and size from models/report.json, "
                         "else mobilenet_v2 at 224 px)")
     p.add_argument("--include", metavar="FILTERS", default="",
-                   help="also show images these filters flag, comma-separated: unsure, duplicate, outlier, quality "
-                        "(all image-quality issues) or one of blurry, dark, light, low_information, "
-                        "odd_aspect_ratio, odd_size")
+                   help=f"also show images these filters flag, comma-separated: {include_help()}")
     p.add_argument("--all", dest="show_all", action="store_true", help="list every image, worst first")
     p.add_argument("--folds", type=int, default=5, metavar="K", help="cross-validation folds (default 5)")
     p.add_argument("--threshold", type=float, default=0.6,
