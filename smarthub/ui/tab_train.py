@@ -7,6 +7,7 @@ from typing import Any
 import gradio as gr
 
 from smarthub.atomicio import read_json
+from smarthub.dataset import folder_classes
 from smarthub.errors import SmartHubError
 from smarthub.model.options import TrainOptions
 from smarthub.ui._common import StopSwitch, problem, user_errors
@@ -32,7 +33,7 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
         f"model: `{html.escape(str(ws.export_path))}`" + (f" (run {html.escape(str(report['run_id']))})"
                                                           if report.get("run_id") else ""),
     ]
-    folders = folder_classes(ws)
+    folders = folder_classes(ws.data_dir)
     vocab = [str(v) for v in report.get("vocab", [])]
     if folders and vocab and sorted(folders) != sorted(vocab):
         lines.insert(0, f"**Problem:** the model's classes ({html.escape(', '.join(vocab))}) differ from the data "
@@ -52,17 +53,6 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
     else:
         confusion = str(ws.confusion_path) if ws.confusion_path.is_file() else None
     return "  \n".join(lines), rows, confusion
-
-
-def folder_classes(ws: Workspace) -> list[str]:
-    """Class folder names of the data folder (train/valid layouts: the union), without reading images."""
-    from smarthub.dataset import SPLIT_NAMES, has_split_layout
-
-    if not ws.data_dir.is_dir():
-        return []
-    roots = [ws.data_dir / s for s in SPLIT_NAMES] if has_split_layout(ws.data_dir) else [ws.data_dir]
-    return sorted({p.name for r in roots for p in r.iterdir()
-                   if p.is_dir() and not p.name.startswith(".") and any(not c.name.startswith(".") for c in p.iterdir())})
 
 
 def current_report(ws: Workspace) -> dict[str, Any] | None:
