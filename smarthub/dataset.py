@@ -92,6 +92,16 @@ def has_split_layout(data_dir: Path) -> bool:
     )
 
 
+def folder_classes(data_dir: Path) -> list[str]:
+    """Class folder names of the data folder (train/valid layouts: the union), without reading images; a folder
+    holding nothing but hidden entries is no class."""
+    if not data_dir.is_dir():
+        return []
+    roots = [data_dir / s for s in SPLIT_NAMES] if has_split_layout(data_dir) else [data_dir]
+    return sorted({p.name for r in roots for p in r.iterdir()
+                   if p.is_dir() and not p.name.startswith(".") and any(not c.name.startswith(".") for c in p.iterdir())})
+
+
 def leaves_folder(path: Path | str, root: Path) -> bool:
     """True when `path` is a link whose target (all links followed) lies outside `root` (a resolved folder)."""
     if not os.path.islink(path):

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from smarthub import fileops
-from smarthub.clean import review, session
+from smarthub.clean import review, session, signals
 from smarthub.clean.session import ALL, DELETE, KEEP, RELABEL, CleanSession
 from smarthub.errors import ImageError
 from smarthub.ledger import original_name
@@ -88,7 +88,7 @@ class Cleaner:
         self.cards: list[Card] = []
         self._thumbs: dict[Path, bytes] = {}
 
-        self.kind_filter = w.Dropdown(description="kind", options=[ALL, *review.KINDS], value=ALL)
+        self.kind_filter = w.Dropdown(description="kind", options=[ALL, *signals.kinds()], value=ALL)
         self.class_filter = w.Dropdown(description="class")
         # split: train = the exported model learnt the image (in-sample); only the model method has such images
         self.split_filter = w.Dropdown(description="split", options=[ALL, "train", "valid"], value=ALL,

@@ -42,6 +42,8 @@ def test_train_tab_history_and_promote_button(small_ws: Workspace) -> None:
                                                 "promotion": worse.to_dict()})
     assert summary.startswith("**Kept, not promoted:** kept run") and "0.250 (new) vs 0.750" in summary
     assert f"`{worse.run_dir}` (not in use)" in summary
+    # the next step in the page's words (its Promote button), not the CLI's command
+    assert "press **Promote** to use it anyway" in summary and "smarthub models" not in summary
 
     rows, choices = tab_train.history_views(ws)
     assert [r[0] for r in rows] == [worse.run_id, good] == choices  # newest first
@@ -49,6 +51,7 @@ def test_train_tab_history_and_promote_button(small_ws: Workspace) -> None:
 
     status = tab_train.promote_run(ws, worse.run_id)
     assert status.startswith(f"**Done:** promoted run {worse.run_id}") and ws.export_path.read_bytes() == b"worse"
+    assert status.endswith(f"**Undo last promotion** goes back to run {good}") and "smarthub models" not in status
     assert f"(run {worse.run_id})" in tab_train.show_current(ws)[0]
     assert [r[6] for r in tab_train.history_views(ws)[0]] == ["yes", ""]
     tab_train.promote_run(ws, runs.PREVIOUS)  # the Undo button

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from smarthub.clean.records import FILTERS, QUALITY_ISSUES
+from smarthub.clean import signals
 from smarthub.errors import OptionError
 from smarthub.model.options import TrainOptions
 from smarthub.optionspec import check, default, option
@@ -21,20 +21,13 @@ DEFAULT_SIZE_PX: int = default(TrainOptions, "size_px")
 
 
 def expand_filters(include: Iterable[str]) -> frozenset[str]:
-    """Filter names → tags ('quality' stands for every image-quality issue); unknown names are refused."""
-    out: set[str] = set()
-    for name in include:
-        name = name.strip()
-        if not name:
-            continue
-        if name == "quality":
-            out.update(QUALITY_ISSUES)
-        elif name in FILTERS or name in QUALITY_ISSUES:
-            out.add(name)
-        else:
-            raise OptionError(f"unknown filter {name!r} for {{include}}: use {', '.join(FILTERS + QUALITY_ISSUES)}",
-                              field="include", owner=ReviewOptions)
-    return frozenset(out)
+    """Filter names → tags (a group such as 'quality' stands for its members; clean/signals.py's registry);
+    unknown names are refused, naming the option."""
+    try:
+        return signals.expand_filters(include)
+    except signals.UnknownFilterError as e:
+        raise OptionError(f"unknown filter {e.name!r} for {{include}}: use {', '.join(e.known)}", field="include",
+                          owner=ReviewOptions) from e
 
 
 @dataclass(frozen=True)

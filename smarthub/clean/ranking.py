@@ -13,6 +13,7 @@ votes, never pruned; `rerank_probs` re-ranks with them in milliseconds over the 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ import numpy as np
 
 from smarthub.clean.options import ReviewOptions
 from smarthub.model.options import TrainOptions
+from smarthub.clean.signals import Evidence, kind_of
 
 HEAD_C = 3.0  # inverse L2 regularisation of the linear head on unit-norm embeddings
 # A fold's head learns from at most this many images (a random stratified share beyond): a linear head on
@@ -199,22 +201,18 @@ def label_issue_scores(labels: np.ndarray, probs: np.ndarray) -> tuple[np.ndarra
 
 
 def triage(labels: np.ndarray, probs: np.ndarray, *, threshold: float, duplicate: np.ndarray,
-           outlier: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           outlier: np.ndarray, quality: Sequence[tuple[str, ...]] = ()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (kind per image, '' when nothing is wrong; cleanlab label quality, lower worse; label-issue mask).
 
     The issue mask (cleanlab `find_label_issues`) sizes the default queue; the order within it is by quality
     (measured to find more planted errors in the top k than putting the flags first).
-    Kind: wrong (predicted ≠ given) > duplicate > unsure (p_given < threshold, or flagged) > outlier.
+    Kind: the flagging signal of lowest precedence (`signals.SIGNALS`: wrong > duplicate > unsure > outlier >
+    quality).
     """
-    quality, issues = label_issue_scores(labels, probs)
-    pred = probs.argmax(axis=1)
-    p_given = probs[np.arange(len(labels)), labels]
-    kind = np.full(len(labels), "", dtype=object)
-    kind[outlier] = "outlier"
-    kind[(p_given < threshold) | issues] = "unsure"
-    kind[duplicate] = "duplicate"
-    kind[pred != labels] = "wrong"
-    return kind, quality, issues
+    quality_score, issues = label_issue_scores(labels, probs)
+    ev = Evidence(labels=labels, probs=probs, issues=issues, threshold=threshold, duplicate=duplicate,
+                  outlier=outlier, quality=quality)
+    return kind_of(ev), quality_score, issues
 
 
 @dataclass(frozen=True)

@@ -7,19 +7,18 @@ from pathlib import Path
 from typing import Any
 
 from smarthub.atomicio import atomic_write_json, atomic_write_text
+from smarthub.clean.signals import FILTERS, KINDS, QUALITY_ISSUES
 from smarthub.errors import SmartHubError
 
-KINDS = ("wrong", "unsure", "duplicate", "outlier", "quality")
-# the image-quality issues cleanvision finds (smarthub.clean.quality); each is a filter with its count
-QUALITY_ISSUES = ("blurry", "dark", "light", "low_information", "odd_aspect_ratio", "odd_size")
-# filters a user turns on besides the default queue (estimated label issues); "quality" means all of QUALITY_ISSUES
-FILTERS = ("unsure", "duplicate", "outlier", "quality")
+__all__ = ["FILTERS", "KINDS", "QUALITY_ISSUES", "SUSPECT_FIELDS", "Entry", "Suspect", "suspect_rows",
+           "write_suspects"]  # KINDS, FILTERS, QUALITY_ISSUES: the signal registry's (clean/signals.py)
 
 
 @dataclass(frozen=True)
 class Suspect:
     """An image the review shows.
 
+    kind and tags: the signals of `clean/signals.py` (SIGNALS) that flag the image.
     kind: wrong (predicted ≠ given), unsure (predicted = given but p_given < threshold, or flagged by
     cleanlab), duplicate (near duplicate of an image filed under another class), outlier (unlike the rest),
     quality (an image-quality issue only).

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from smarthub.atomicio import read_json
-from smarthub.clean import caches, scorers
+from smarthub.clean import caches, scorers, signals
 from smarthub.clean.keep import decisions, fixed_count, keep, kept, trusted_shas, unkeep
 from smarthub.clean.quality import quality_issues
 from smarthub.clean.ranking import duplicates_from_neighbours, outliers_from_neighbours, triage
@@ -103,7 +103,7 @@ class ReviewResult:
     pruned: set[str] = field(default_factory=set)  # images its prune round took out of the neighbour votes
 
     def by_kind(self) -> dict[str, int]:
-        counts = {k: 0 for k in KINDS}
+        counts = {k: 0 for k in signals.kinds()}
         for s in self.suspects:
             if s.kind in counts:
                 counts[s.kind] += 1
@@ -175,7 +175,9 @@ def queue(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: 
     dup_target = _duplicate_targets(entries, scored, duplicate_of)
     duplicate = np.array([t is not None for t in dup_target])
     outlier = np.array([e.sha256 in outliers for e in scored])
-    kind, quality, issues = triage(labels, probs, threshold=threshold, duplicate=duplicate, outlier=outlier)
+    quality_of = [quality_by_sha.get(e.sha256, ()) for e in scored]
+    kind, quality, issues = triage(labels, probs, threshold=threshold, duplicate=duplicate, outlier=outlier,
+                                   quality=quality_of)
     pred_all = probs.argmax(axis=1)
     rows = np.arange(len(scored))
     p_given_all, p_pred_all = probs[rows, labels], probs[rows, pred_all]
@@ -183,18 +185,19 @@ def queue(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: 
     others[rows, labels] = -1.0  # the suggestion: the most probable class other than the given one
     suggested_all = others.argmax(axis=1)
     p_suggested_all = probs[rows, suggested_all]
-    unsure = p_given_all < threshold
+    masks = signals.tag_masks(signals.Evidence(labels=labels, probs=probs, issues=issues, threshold=threshold,
+                                               duplicate=duplicate, outlier=outlier, quality=quality_of))
+    names = list(masks)
+    flagged = np.stack([masks[n] for n in names], axis=1).tolist() if names else [[] for _ in scored]
     by_sha_path = {e.sha256: e.path for e in entries}
-    counts = {name: 0 for name in ("unsure", "duplicate", "outlier", *QUALITY_ISSUES)}
+    counts = {name: 0 for name in names}
     n_issues = 0
     suspects = []
     for i in np.argsort(quality, kind="stable").tolist():
         e = scored[i]
         if e.sha256 in kept:
             continue
-        tags = (("issue",) if issues[i] else ()) + (("unsure",) if unsure[i] else ()) + \
-            (("duplicate",) if duplicate[i] else ()) + (("outlier",) if outlier[i] else ()) + \
-            quality_by_sha.get(e.sha256, ())
+        tags = (("issue",) if issues[i] else ()) + tuple(n for n, f in zip(names, flagged[i]) if f)
         n_issues += int(issues[i])
         for t in tags[1 if issues[i] else 0:]:
             counts[t] += 1
@@ -202,7 +205,7 @@ def queue(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: 
             continue
         if limit is not None and len(suspects) >= limit:
             continue
-        k = str(kind[i]) or ("quality" if quality_by_sha.get(e.sha256) else "ok")
+        k = str(kind[i]) or "ok"
         target = dup_target[i]
         dup_path = None
         if target is not None:

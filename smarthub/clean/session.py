@@ -15,7 +15,6 @@ import difflib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from smarthub import fileops
 from smarthub.clean import review
@@ -44,7 +43,7 @@ class Step:
     kind: str  # relabel | delete | keep | apply
     op_ids: list[str]
     kept: list[Path]
-    removed: list[tuple[int, Any]]  # (index in the suspect list, Suspect), in list order
+    removed: list[tuple[int, review.Suspect]]  # (index in the suspect list, Suspect), in list order
     what: str  # e.g. "cat/cat0.jpg", for the undo message
 
 
@@ -68,7 +67,7 @@ class Outcome:
 class CleanSession:
     """The suspects of one review and what this session did to them."""
 
-    suspects: list[Any] = field(default_factory=list)  # Suspect records, worst first
+    suspects: list[review.Suspect] = field(default_factory=list)  # worst first
     vocab: list[str] = field(default_factory=list)
     method: str = ""
     n_images: int = 0
@@ -82,11 +81,11 @@ class CleanSession:
     undo_stack: list[Step] = field(default_factory=list)
     sources: ProvenanceIndex = field(default_factory=ProvenanceIndex)
     pending: tuple[str, str] | None = None  # (image, new class) waiting for the user's confirmation
-    result: Any = None  # the ReviewResult shown: re-queued (filters) and re-ranked (decisions) without inference
+    result: review.ReviewResult | None = None  # the review shown: re-queued (filters) and re-ranked (decisions) without inference
     since_rank: int = 0  # keeps, relabels and deletes since the queue was last ranked
     rerank: bool = True  # re-rank after every page of decisions (False: the first ranking stays, paged in order)
 
-    def load(self, ws: Workspace, result: Any) -> None:
+    def load(self, ws: Workspace, result: review.ReviewResult) -> None:
         """Take the suspects of a ReviewResult (a new review or a refresh); actions and counts stay."""
         self.result = result
         self.since_rank = 0
@@ -104,7 +103,7 @@ class CleanSession:
             return list(range(len(self.suspects)))
         return [i for i, s in enumerate(self.suspects)
                 if (self.kind == ALL or s.kind == self.kind) and (self.label == ALL or s.given == self.label)
-                and (self.split == ALL or (getattr(s, "split", "") or "none") == self.split)]
+                and (self.split == ALL or (s.split or "none") == self.split)]
 
     def clamp(self) -> list[int]:
         """Keep the selection and page inside the filtered view; returns that view."""
@@ -117,12 +116,12 @@ class CleanSession:
         n = len(self.filtered() if view is None else view)
         return max(1, -(-n // self.page_size))
 
-    def page_items(self, view: list[int] | None = None) -> list[Any]:
+    def page_items(self, view: list[int] | None = None) -> list[review.Suspect]:
         view = self.clamp() if view is None else view
         start = self.page * self.page_size
         return [self.suspects[i] for i in view[start:start + self.page_size]]
 
-    def selected(self, view: list[int] | None = None) -> Any | None:
+    def selected(self, view: list[int] | None = None) -> review.Suspect | None:
         view = self.clamp() if view is None else view
         return self.suspects[view[self.pos]] if view else None
 
@@ -145,9 +144,9 @@ class CleanSession:
         self.pos = self.page * self.page_size + int(index_on_page)
         self.clamp()
 
-    def source_of(self, s: Any) -> ProvenanceRecord | None:
+    def source_of(self, s: review.Suspect) -> ProvenanceRecord | None:
         """Where the suspect's image came from, per the ledger (None when collected by hand)."""
-        return self.sources.find(sha256=getattr(s, "sha256", ""), path=s.path)
+        return self.sources.find(sha256=s.sha256, path=s.path)
 
     def index_of(self, ws: Workspace, image: str | Path) -> int | None:
         """Index of the suspect at `image` (relative to the data folder, or absolute), None when not listed."""
@@ -161,7 +160,7 @@ class CleanSession:
         return None
 
 
-def suspect_path(ws: Workspace, s: Any) -> Path:
+def suspect_path(ws: Workspace, s: review.Suspect) -> Path:
     p = Path(s.path)
     return p if p.is_absolute() else ws.data_dir / p
 
@@ -259,7 +258,7 @@ def accept_predicted(ws: Workspace, sess: CleanSession, image: str | Path) -> Ou
         s = sess.suspects[_find(ws, sess, image)]
     except SmartHubError as e:
         return _refused(ws, sess, image, e)
-    target = getattr(s, "suggested", "") or s.predicted
+    target = s.suggested or s.predicted
     if not target or target == s.given:
         return Outcome(f"there is no suggestion other than its label {s.given!r} for "
                        f"{_rel(ws, suspect_path(ws, s))}: keep it (k) or pick another class", ok=False)

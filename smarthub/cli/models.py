@@ -48,9 +48,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
-    from smarthub.model import runs
+    from smarthub.model import promotion
 
-    print(runs.promote(workspace_from(args), args.run))
+    done = promotion.promote(workspace_from(args), args.run)
+    if not done.changed:
+        print(f"run {done.run_id} is already the promoted model")
+    else:
+        back = f"; undo with `smarthub models promote {done.previous}`" if done.previous else ""
+        print(f"promoted run {done.run_id} to {done.export_path}{back}")
     return 0
 
 

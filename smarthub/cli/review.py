@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smarthub.clean.signals import include_help
 from smarthub.cli._common import add_workspace_args, print_table, workspace_from
 
 ORDER = 40
@@ -31,9 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "dinov2_vits14 (default: the trained model's arch and size from models/report.json, "
                         "else mobilenet_v2 at 224 px)")
     p.add_argument("--include", metavar="FILTERS", default="",
-                   help="also show images these filters flag, comma-separated: unsure, duplicate, outlier, quality "
-                        "(all image-quality issues) or one of blurry, dark, light, low_information, "
-                        "odd_aspect_ratio, odd_size")
+                   help=f"also show images these filters flag, comma-separated: {include_help()}")
     add_arguments(p, ReviewOptions, only={"show_all", "folds", "threshold"})
     p.add_argument("--out", type=Path, metavar="FILE", help="write the listed images to FILE (.csv or .json)")
     add_arguments(p, ReviewOptions, only={"limit"})

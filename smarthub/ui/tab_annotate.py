@@ -5,16 +5,16 @@ folder; train-detector on corrected Labelme files with progress and Stop."""
 from __future__ import annotations
 
 import html
-import secrets
-import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
+from smarthub.annotate import inputs
+from smarthub.annotate.inputs import (DETECTOR_SUFFIXES, default_detector, detector_choices,  # noqa: F401 (re-exported)
+                                      inside_workspace, new_zip_path, resolve_detector, runs_dir)
 from smarthub.annotate.next_images import GALLERY_SORTS, gallery_order
 from smarthub.annotate.options import DEFAULT_DETECTOR, DetectOptions, DetectorTrainOptions
 from smarthub.annotate.scored import DEFAULT_FLOOR, ScoredBatch, Thresholds
@@ -25,7 +25,6 @@ from smarthub.workspace import Workspace
 
 LABELS = labels(DetectOptions, DetectorTrainOptions)  # a refused option is named by its control's label
 GALLERY_LIMIT = 200
-DETECTOR_SUFFIXES = (".pt", ".pth", ".onnx")
 TRAIN_MODELS = ["auto", "mobilenet_v2", "yolov8n.yaml", "yolov8s.yaml", "yolov8n.pt"]
 COUNT_HEADERS = ["class", "boxes", "images"]
 CLASS_SLIDERS = 6  # per-class threshold sliders shown for a run with tuned thresholds (other classes: the global)
@@ -42,104 +41,16 @@ class BatchView:
     classes: list[str]
 
 
-def runs_dir(ws: Workspace) -> Path:
-    return ws.cache_dir / "annotate"
-
-
-def inside_workspace(ws: Workspace, text: str, *, what: str) -> Path:
-    """Resolve a path typed in the page (a batch name in the batches folder, else relative to the data folder)
-    and refuse anything outside the workspace."""
-    path = Path(text.strip()).expanduser()
-    if not path.is_absolute():
-        path = ws.batches_dir / path if (ws.batches_dir / path).is_dir() else ws.data_dir / path
-    if not ws.contains(path):
-        raise DatasetError(f"{what} {text.strip()!r} is outside the workspace ({ws.data_dir}, {ws.models_dir} or "
-                           f"{ws.batches_dir}); the app only reads files inside it")
-    return path
-
-
-def resolve_detector(ws: Workspace, spec: str) -> str:
-    """A torchvision detector name as is, or a checkpoint path that must lie inside the workspace."""
-    spec = (spec or "").strip()
-    if not spec:
-        raise ModelError("choose a detector name or type the path of a checkpoint inside the models folder")
-    from smarthub.annotate import detect
-    if spec in getattr(detect, "TORCHVISION_ARCHS", ()):
-        return spec
-    path = Path(spec).expanduser()
-    if not path.is_absolute():
-        path = ws.models_dir / path
-    if not ws.contains(path):
-        raise ModelError(f"detector checkpoint {spec!r} must be inside the workspace (e.g. {ws.models_dir}/detector.pt)")
-    return str(path)
-
-
-def stage_uploads(ws: Workspace, files: list[Any]) -> Path:
-    """Copy uploaded images into a fresh run folder inside the workspace cache; returns the folder."""
-    run = runs_dir(ws) / (datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3))
-    images = run / "images"
-    images.mkdir(parents=True)
-    for f in files:
-        src = Path(getattr(f, "name", f))
-        dst = images / src.name
-        n = 1
-        while dst.exists():
-            dst = images / f"{src.stem}_{n}{src.suffix}"
-            n += 1
-        shutil.copyfile(src, dst)
-    return images
-
-
-def detector_choices(ws: Workspace) -> list[str]:
-    """Detector run folders and uploaded detectors (relative to the models folder), then torchvision names."""
-    from smarthub.annotate.detect import TORCHVISION_ARCHS
-    from smarthub.annotate.train_detector import detectors_dir, list_runs
-
-    runs = [p.relative_to(ws.models_dir).as_posix() for p in list_runs(ws.models_dir)]
-    uploads = detectors_dir(ws.models_dir) / "uploads"
-    files = sorted(p.relative_to(ws.models_dir).as_posix() for p in uploads.iterdir()
-                   if p.suffix.lower() in DETECTOR_SUFFIXES) if uploads.is_dir() else []
-    return runs + files + list(TORCHVISION_ARCHS)
-
-
-def default_detector(ws: Workspace) -> str:
-    """The last detector run that finished, else annotate's default detector (annotate/options.py)."""
-    from smarthub.annotate.train_detector import latest_run
-
-    latest = latest_run(ws.models_dir)
-    return latest.relative_to(ws.models_dir).as_posix() if latest else DEFAULT_DETECTOR
+def upload_paths(files: list[Any] | None) -> list[Path]:
+    """The paths of gradio's uploaded files (file objects or plain paths)."""
+    return [Path(getattr(f, "name", f)) for f in (files or [])]
 
 
 def store_detector(ws: Workspace, file: Any) -> tuple[str, str]:
-    """Validate an uploaded detector file and keep it in models/detectors/uploads/ (a new name, never
-    overwriting); returns (message, its spec relative to the models folder). A file that is not a
-    detector is refused and not kept."""
-    from smarthub import staging
-    from smarthub.annotate import detect
-    from smarthub.annotate.train_detector import detectors_dir
-
-    if not file:
-        raise ModelError("choose a detector file (.pt, .pth or .onnx) to upload")
-    src = Path(getattr(file, "name", file))
-    if src.suffix.lower() not in DETECTOR_SUFFIXES:
-        raise ModelError(f"{src.name} is not a detector file: upload a .pt, .pth or .onnx file")
-    uploads = detectors_dir(ws.models_dir) / "uploads"
-    staged = uploads / f".partial-{secrets.token_hex(4)}"
-    staged.mkdir(parents=True)
-    try:
-        shutil.copyfile(src, staged / src.name)
-        detector = detect.load_detector(staged / src.name, detect.DetectorOptions(config_dir=ws.cache_dir / "ultralytics"))
-        dst = uploads / src.name
-        n = 1
-        while dst.exists():
-            dst = uploads / f"{src.stem}_{n}{src.suffix}"
-            n += 1
-        staging.put_in_place(staged / src.name, dst)
-    finally:
-        staging.discard(staged)
-    spec = dst.relative_to(ws.models_dir).as_posix()
-    classes = ", ".join(c for c in detector.class_names if c not in ("__background__", "N/A"))[:300]
-    return f"stored {spec} ({type(detector).__name__}; classes: {classes})", spec
+    """Keep an uploaded detector (`inputs.store_detector`); returns (the status line, its spec)."""
+    stored = inputs.store_detector(ws, upload_paths([file])[0] if file else None)
+    classes = ", ".join(stored.classes)[:300]
+    return f"stored {stored.spec} ({stored.kind}; classes: {classes})", stored.spec
 
 
 def count_rows(previews: Any) -> list[list[Any]]:
@@ -162,7 +73,7 @@ def annotate_batch(ws: Workspace, folder: str, files: list[Any] | None, detector
 
         warning = None
         if files:
-            images_dir, out_dir = stage_uploads(ws, files), None
+            images_dir, out_dir = inputs.stage_uploads(ws, upload_paths(files)), None
         elif folder and folder.strip():
             images_dir = inside_workspace(ws, folder, what="folder")
             out_dir = None
@@ -202,11 +113,6 @@ def annotate_batch(ws: Workspace, folder: str, files: list[Any] | None, detector
     classes = sorted(thresholds.per_class)[:CLASS_SLIDERS] if tuned else []
     view = BatchView(scored, ranking.embeddings if ranking is not None else None, thresholds, classes)
     return text, (str(zipped) if zipped else None), view
-
-
-def new_zip_path(ws: Workspace) -> Path:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    return runs_dir(ws) / "zips" / f"annotations-{stamp}.zip"
 
 
 def thresholds_of(view: BatchView, conf: float, per_class: bool, values: list[float]) -> Thresholds:

@@ -12,19 +12,18 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
 import gradio as gr
 
-from smarthub.clean import records, session
+from smarthub.clean import session, signals
 from smarthub.clean.options import ReviewOptions
+from smarthub.clean.records import Suspect
+from smarthub.clean.review import ReviewResult
 from smarthub.model.options import TrainOptions
 from smarthub.optionspec import controls, labels
 from smarthub.clean.session import ALL, PAGE_SIZE, CleanSession, suspect_path  # noqa: F401 (re-exported)
 from smarthub.ui._common import PREVIEW_SIDE_PX, ok, problem, rel, thumbnail, user_errors, warn
 from smarthub.workspace import Workspace
 
-KINDS = (ALL, *records.KINDS)
 SHOW_ALL = "all images"  # the "also show" choice that lists every image, not a filter
 N_QUICK = 9  # relabel shortcut buttons / keys 1-9
 LABELS = labels(ReviewOptions, TrainOptions)  # a refused option is named by its control's label
@@ -89,9 +88,9 @@ def filtered(st: CleanState) -> list[int]:
     return st.filtered()
 
 
-def caption(s: Any) -> str:
+def caption(s: Suspect) -> str:
     """Given label, suggested label and its probability, e.g. 'cat → dog 91% (wrong)'."""
-    suggested, p = getattr(s, "suggested", "") or s.predicted, getattr(s, "p_suggested", 0.0) or s.p_predicted
+    suggested, p = s.suggested or s.predicted, s.p_suggested or s.p_predicted
     if suggested and suggested != s.given:
         return f"{s.given} → {suggested} {p:.0%} ({s.kind})"
     return f"{s.given} {s.p_given:.0%} ({s.kind})"
@@ -109,7 +108,7 @@ def counts_text(st: CleanState) -> str:
     return text
 
 
-def source_text(st: CleanState, s: Any) -> str:
+def source_text(st: CleanState, s: Suspect) -> str:
     """'source <url> · original name <name>' from the ledger, or a note that the image has no provenance."""
     rec = st.source_of(s)
     if rec is None:
@@ -141,9 +140,9 @@ def render(ws: Workspace, st: CleanState, status: str = "") -> CleanView:
         f"**{html.escape(rel(ws, sel_path))}**  \n"
         f"kind **{sel.kind}** · given **{html.escape(sel.given)}** ({sel.p_given:.0%}) · "
         f"predicted **{html.escape(str(sel.predicted))}** ({sel.p_predicted:.0%}) · score {sel.score:.3f}"
-        + (f" · split {sel.split}" if getattr(sel, "split", "") and st.method == "model" else "")
+        + (f" · split {sel.split}" if sel.split and st.method == "model" else "")
         + (f"  \nsuggested label **{html.escape(sel.suggested)}** ({sel.p_suggested:.0%}): press **a** to accept"
-           if getattr(sel, "suggested", "") else "")
+           if sel.suggested else "")
         + f"  \n{source_text(st, sel)}"
     )
     page_text = (f"Page {st.page + 1} of {st.n_pages(view)} · suspect {st.pos + 1} of {len(view)} shown "
@@ -166,7 +165,7 @@ def shown(ws: Workspace, st: CleanState, outcome: session.Outcome, *, undo_hint:
 
 # ---------------------------------------------------------------- handlers (ws, state, inputs) → CleanView
 
-def load_result(ws: Workspace, result: Any, st: CleanState | None = None) -> CleanView:
+def load_result(ws: Workspace, result: ReviewResult, st: CleanState | None = None) -> CleanView:
     """A fresh session state from a ReviewResult (keeps the action counts of `st`)."""
     new = CleanState()
     new.load(ws, result)
@@ -174,34 +173,34 @@ def load_result(ws: Workspace, result: Any, st: CleanState | None = None) -> Cle
     if st is not None:
         new.counts = dict(st.counts)
     msg = ok(queue_summary(result))
-    skipped = list(getattr(result, "skipped", []) or [])
+    skipped = result.skipped
     if skipped:
         listed = "; ".join(f"{rel(ws, Path(p))}: {reason}" for p, reason in skipped[:3])
         msg += "  \n" + warn(f"{len(skipped)} images could not be read and were not ranked ({listed}"
                              f"{'; …' if len(skipped) > 3 else ''}); `smarthub verify --quarantine` moves them "
                              f"to the trash")
-    notes = [str(n) for n in (getattr(result, "notes", []) or [])][:3]
+    notes = result.notes[:3]
     if notes:
         msg += "  \n" + html.escape(" · ".join(notes))
     return render(ws, new, msg)
 
 
-def queue_summary(result: Any) -> str:
+def queue_summary(result: ReviewResult) -> str:
     """'estimated 12 label errors among 300 images · 12 listed … · filters: unsure 30, duplicate 2, …'."""
-    include = getattr(getattr(result, "options", None), "include", frozenset())
-    show_all = getattr(getattr(result, "options", None), "show_all", False)
+    include = result.options.include if result.options is not None else frozenset()
+    show_all = result.options.show_all if result.options is not None else False
     shown = "every image" if show_all else "the estimated errors" + (f" + {', '.join(sorted(include))}"
                                                                        if include else "")
-    counts = getattr(result, "filter_counts", {}) or {}
-    text = (f"estimated {getattr(result, 'estimated_issues', 0)} label errors among {result.n_images} images · "
+    counts = result.filter_counts
+    text = (f"estimated {result.estimated_issues} label errors among {result.n_images} images · "
             f"{len(result.suspects)} listed ({shown}; {result.method} review, "
-            f"{getattr(result, 'seconds', 0.0):.1f} s)")
+            f"{result.seconds:.1f} s)")
     if counts:
         text += " · filters: " + ", ".join(f"{k} {n}" for k, n in counts.items())
     return text
 
 
-def health_text(ws: Workspace, result: Any) -> str:
+def health_text(ws: Workspace, result: ReviewResult) -> str:
     """The dataset's health as Markdown: estimated errors per class, most-confused pairs, highest losses,
     class imbalance (the same as `smarthub review --summary`)."""
     from smarthub.clean import review
@@ -221,17 +220,19 @@ def health_text(ws: Workspace, result: Any) -> str:
     return "\n".join(lines)
 
 
-def filter_choices(result: Any) -> list[tuple[str, str]]:
-    """The 'also show' boxes, each with its count: [(label, value)]."""
-    from smarthub.clean.review import FILTERS, QUALITY_ISSUES
-
-    counts = getattr(result, "filter_counts", {}) or {}
-    n_quality = sum(counts.get(q, 0) for q in QUALITY_ISSUES)
+def filter_choices(result: ReviewResult | None) -> list[tuple[str, str]]:
+    """The 'also show' boxes, one per filter of the signal registry, each with its count: [(label, value)]."""
+    counts = result.filter_counts if result is not None else {}
     out = [(SHOW_ALL, SHOW_ALL)]
-    for name in FILTERS:
-        n = (n_quality if name == "quality" else counts.get(name)) if counts else None
+    for name in signals.filters():
+        n = signals.filter_count(name, counts)
         out.append((name if n is None else f"{name} ({n})", name))
     return out
+
+
+def kind_choices() -> list[str]:
+    """The kind menu: all, then the signal registry's kinds."""
+    return [ALL, *signals.kinds()]
 
 
 def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, folds: int,
@@ -388,9 +389,10 @@ def build(ws: Workspace) -> None:
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
                 run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=48)  # the progress, by the button
         show = gr.CheckboxGroup(filter_choices(None), value=[], label="also show (the queue holds the estimated "
-                                "label errors; counts after a review)", elem_id="sh-show")
+                                "label errors; counts after a review)", elem_id="sh-show",
+                                info=" · ".join(f"{s.name}: {s.description}" for s in signals.SIGNALS if s.filter))
         with gr.Row():
-            kind = gr.Dropdown(list(KINDS), value=ALL, label="kind")
+            kind = gr.Dropdown(kind_choices(), value=ALL, label="kind")
             label = gr.Dropdown([ALL], value=ALL, label="class (given)")
             split = gr.Dropdown([ALL, "train", "valid", "none"], value=ALL, label="split", visible=False,
                                 info="model method only: train = the model learnt this image (scored in-sample), "

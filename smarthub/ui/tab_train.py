@@ -7,7 +7,9 @@ from typing import Any
 import gradio as gr
 
 from smarthub.atomicio import read_json
+from smarthub.dataset import folder_classes
 from smarthub.errors import SmartHubError
+from smarthub.model import promotion, runs
 from smarthub.model.options import TrainOptions
 from smarthub.optionspec import controls, default, labels
 from smarthub.ui._common import StopSwitch, problem, user_errors
@@ -33,7 +35,7 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
         f"model: `{html.escape(str(ws.export_path))}`" + (f" (run {html.escape(str(report['run_id']))})"
                                                           if report.get("run_id") else ""),
     ]
-    folders = folder_classes(ws)
+    folders = folder_classes(ws.data_dir)
     vocab = [str(v) for v in report.get("vocab", [])]
     if folders and vocab and sorted(folders) != sorted(vocab):
         lines.insert(0, f"**Problem:** the model's classes ({html.escape(', '.join(vocab))}) differ from the data "
@@ -41,12 +43,12 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
                         f"with the model")
     rows = [[label, m.get("precision"), m.get("recall"), m.get("f1"), m.get("support")]
             for label, m in (report.get("per_class") or {}).items()]
-    promotion = report.get("promotion") or {}
-    if promotion.get("message"):
-        head = "**Promoted:**" if promotion.get("promoted") else "**Kept, not promoted:**"
-        lines.insert(0, f"{head} {html.escape(promotion['message'])}")
-        if not promotion.get("promoted"):
-            lines[-1] = f"model: `{html.escape(str(promotion.get('run_dir')))}` (not in use)"
+    outcome = promotion.outcome_of(report.get("promotion"))
+    if outcome is not None:
+        head = "**Promoted:**" if outcome.promoted else "**Kept, not promoted:**"
+        lines.insert(0, f"{head} {outcome_text(outcome)}")
+        if not outcome.promoted:
+            lines[-1] = f"model: `{html.escape(str(outcome.run_dir))}` (not in use)"
     run_confusion = ws.runs_dir / str(report.get("run_id")) / "confusion.png" if report.get("run_id") else None
     if run_confusion is not None and run_confusion.is_file():
         confusion: str | None = str(run_confusion)
@@ -55,15 +57,18 @@ def report_views(ws: Workspace, report: dict[str, Any] | None) -> tuple[str, lis
     return "  \n".join(lines), rows, confusion
 
 
-def folder_classes(ws: Workspace) -> list[str]:
-    """Class folder names of the data folder (train/valid layouts: the union), without reading images."""
-    from smarthub.dataset import SPLIT_NAMES, has_split_layout
-
-    if not ws.data_dir.is_dir():
-        return []
-    roots = [ws.data_dir / s for s in SPLIT_NAMES] if has_split_layout(ws.data_dir) else [ws.data_dir]
-    return sorted({p.name for r in roots for p in r.iterdir()
-                   if p.is_dir() and not p.name.startswith(".") and any(not c.name.startswith(".") for c in p.iterdir())})
+def outcome_text(outcome: runs.RunOutcome) -> str:
+    """A new run promoted or kept, with both accuracies, and the next step in this page's words (Markdown)."""
+    facts = html.escape(promotion.figures(outcome))
+    if outcome.promoted:
+        if outcome.previous is None:
+            return f"promoted run {outcome.run_id}: there was no promoted model"
+        how = " ('use the new model' = always)" if outcome.policy == "always" else ""
+        return (f"promoted run {outcome.run_id}{how}: {facts}; **Undo last promotion** goes back to run "
+                f"{outcome.previous}")
+    why = " ('use the new model' = never)" if outcome.policy == "never" else ""
+    return (f"kept run {outcome.run_id}, not promoted{why}" + (f": {facts}" if facts else "")
+            + "; choose it under **model history** and press **Promote** to use it anyway")
 
 
 def current_report(ws: Workspace) -> dict[str, Any] | None:
@@ -159,8 +164,6 @@ def history_views(ws: Workspace) -> tuple[list[list[Any]], list[str]]:
     Each run shows its own validation accuracy and, beside it, both models' accuracy on the validation
     images it shares with the promoted run; a broken run says what is wrong.
     """
-    from smarthub.model import runs
-
     infos = runs.list_runs(ws)
     try:
         current = runs.current_report(ws)
@@ -182,13 +185,16 @@ def history_views(ws: Workspace) -> tuple[list[list[Any]], list[str]]:
 
 
 def promote_run(ws: Workspace, run_id: str | None) -> str:
-    """Promote a run from the history (or PREVIOUS); returns the status line. Errors become gr.Error."""
-    from smarthub.model import runs
-
+    """Promote a run from the history (or PREVIOUS: the Undo button); returns the status line. Errors become
+    gr.Error."""
     if not run_id:
         raise gr.Error("choose a run in the list first")
     with user_errors():
-        return f"**Done:** {html.escape(runs.promote(ws, run_id))}"
+        done = promotion.promote(ws, run_id)
+    if not done.changed:
+        return f"**Done:** run {html.escape(done.run_id)} is already the promoted model"
+    back = f"; **Undo last promotion** goes back to run {html.escape(done.previous)}" if done.previous else ""
+    return f"**Done:** promoted run {html.escape(done.run_id)} to {html.escape(str(done.export_path))}{back}"
 
 
 def show_history(ws: Workspace) -> tuple[list[list[Any]], list[str], str]:
