@@ -31,7 +31,7 @@ NOT_THE_OPTION = {
     ("collect/search.py", "timeout_s"): "the search engine's timeout, not the downloads'",
     ("annotate/export.py", "fmt"): "export_yolo names the format it writes",
     ("model/lpft.py", "num_workers"): "inference loaders always load in the main process",
-    ("model/train.py", "num_workers"): "inference loaders always load in the main process",
+    ("model/inference.py", "num_workers"): "inference loaders always load in the main process",
 }
 ALIASES = {"size_px": ("size", "image_size_px"), "arch": ("embedder",), "near_threshold": ("threshold",),
            "timeout_s": ("timeout",), "max_side_px": ("max_side",), "min_side_px": ("min_side",)}

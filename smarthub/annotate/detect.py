@@ -16,24 +16,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from smarthub import trust
-from smarthub.annotate.options import DetectOptions
+from smarthub.annotate.options import SMARTHUB_ARCHS, TORCHVISION_ARCHS, DetectOptions  # noqa: F401 (re-exported)
 from smarthub.errors import ModelError, SmartHubError
 
 if TYPE_CHECKING:
     from PIL import Image
 
 # torchvision detection models with COCO weights that `load_detector` accepts by name.
-TORCHVISION_ARCHS = (
-    "fasterrcnn_mobilenet_v3_large_fpn",
-    "fasterrcnn_mobilenet_v3_large_320_fpn",
-    "fasterrcnn_resnet50_fpn_v2",
-    "retinanet_resnet50_fpn_v2",
-    "ssdlite320_mobilenet_v3_large",
-    "fcos_resnet50_fpn",
-)
 # built here, not by torchvision: Faster R-CNN on an ImageNet MobileNetV2 backbone, whose weights can be had
 # offline (see DESIGN.md), so a detector can be fine-tuned from pretrained features without COCO weights.
-SMARTHUB_ARCHS = ("fasterrcnn_mobilenet_v2",)
 CHECKPOINT_FORMAT = "smarthub-detector"
 CHECKPOINT_VERSION = 1
 YOLO_SUFFIXES = frozenset({".pt", ".onnx"})

@@ -19,6 +19,17 @@ from smarthub.errors import OptionError, SmartHubError
 from smarthub.model.devices import DEFAULT_DEVICE, DEVICE_CHOICES
 from smarthub.optionspec import check, option
 
+# torchvision's COCO detectors annotate can run (their weights download once), and smarthub's own
+TORCHVISION_ARCHS = (
+    "fasterrcnn_mobilenet_v3_large_fpn",
+    "fasterrcnn_mobilenet_v3_large_320_fpn",
+    "fasterrcnn_resnet50_fpn_v2",
+    "retinanet_resnet50_fpn_v2",
+    "ssdlite320_mobilenet_v3_large",
+    "fcos_resnet50_fpn",
+)
+SMARTHUB_ARCHS = ("fasterrcnn_mobilenet_v2",)
+
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"  # annotate's detector when none is given (COCO weights)
 DEFAULT_SPLIT = (0.8, 0.2, 0.0)  # train, val, test fractions for new images (export-yolo and train-detector)
 TUNE_CHOICES = ("time", "f1")
@@ -121,8 +132,6 @@ class DetectorTrainOptions:
 
     @property
     def backend(self) -> str:
-        from smarthub.annotate.detect import SMARTHUB_ARCHS, TORCHVISION_ARCHS
-
         return "torchvision" if self.model in TORCHVISION_ARCHS + SMARTHUB_ARCHS else "ultralytics"
 
     def length(self) -> str:
