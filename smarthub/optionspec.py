@@ -104,8 +104,8 @@ def add_arguments(parser: argparse.ArgumentParser | Any, record: type, *, only: 
     """Add a flag for each command-line option of `record` (all, or those in `only`, minus `skip`).
 
     `flags` renames a field's flag for this command (e.g. {"size_px": "--train-size"}); the destination stays
-    the field name, so `from_args` works. A field whose default is None shows "(default: none)" unless its help
-    says what None means.
+    the field name, so `from_args` works. The help ends with the default unless it says it already or the
+    default is None (the help says what leaving it out means).
     """
     for f, spec in _options(record):
         if not spec.cli or (only is not None and f.name not in only) or f.name in skip:
