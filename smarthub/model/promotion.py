@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smarthub.errors import SmartHubError
 from smarthub.model import runs
 from smarthub.workspace import Workspace
 
@@ -31,7 +32,10 @@ def promote(ws: Workspace, run_id: str) -> Promotion:
     Raises:
         ModelError: unknown, deleted or broken run; nothing to undo. SmartHubError: a file cannot be written.
     """
-    before = runs.read_pointer(ws)
+    try:
+        before = runs.read_pointer(ws)
+    except SmartHubError:  # a broken pointer: runs.promote repairs it (or says what is wrong)
+        before = None
     runs.promote(ws, run_id)
     after = runs.read_pointer(ws) or {}
     now = str(after.get("run_id") or run_id)

@@ -92,7 +92,7 @@ def served_paths(ws: Workspace) -> list[str]:
     not `.smarthub/` (journal, ledger, keep list, trash), not `models/` (export.pkl).
     """
     from smarthub.ui._common import thumbs_dir
-    from smarthub.ui.tab_annotate import runs_dir
+    from smarthub.annotate.inputs import runs_dir
 
     data_root = ws.data_dir.resolve()
     roots = [thumbs_dir(ws).resolve(), runs_dir(ws).resolve()]

@@ -15,6 +15,7 @@ import numpy as np
 from smarthub.annotate import inputs
 from smarthub.annotate.inputs import (DETECTOR_SUFFIXES, default_detector, detector_choices,  # noqa: F401 (re-exported)
                                       inside_workspace, new_zip_path, resolve_detector, runs_dir)
+from smarthub.annotate.draw import Previews, draw_scored
 from smarthub.annotate.next_images import GALLERY_SORTS, gallery_order
 from smarthub.annotate.options import DEFAULT_DETECTOR, DetectOptions, DetectorTrainOptions
 from smarthub.annotate.scored import DEFAULT_FLOOR, ScoredBatch, Thresholds
@@ -53,7 +54,7 @@ def store_detector(ws: Workspace, file: Any) -> tuple[str, str]:
     return f"stored {stored.spec} ({stored.kind}; classes: {classes})", stored.spec
 
 
-def count_rows(previews: Any) -> list[list[Any]]:
+def count_rows(previews: Previews) -> list[list[Any]]:
     """Per-class rows [class, boxes, images] for the counts table, plus images without boxes."""
     rows = [[lab, n, previews.images_per_label.get(lab, 0)] for lab, n in previews.boxes_per_label.items()]
     return rows + [["(no boxes)", 0, previews.images_without_boxes]]
@@ -123,10 +124,8 @@ def thresholds_of(view: BatchView, conf: float, per_class: bool, values: list[fl
     return Thresholds(float(conf), {**tuned, **{c: float(v) for c, v in zip(view.classes, values)}})
 
 
-def show_view(view: BatchView, thresholds: Thresholds, sort: str) -> Any:
+def show_view(view: BatchView, thresholds: Thresholds, sort: str) -> Previews:
     """The gallery at `thresholds` in the chosen order (no detector, no file written)."""
-    from smarthub.annotate.draw import draw_scored
-
     order = gallery_order(view.scored, thresholds, by=sort, embeddings=view.embeddings)
     return draw_scored(view.scored, thresholds, order, limit=GALLERY_LIMIT)
 
@@ -136,7 +135,7 @@ def describe(t: Thresholds) -> str:
                               if t.per_class else "")
 
 
-def shown_note(view: BatchView, thresholds: Thresholds, previews: Any) -> str:
+def shown_note(view: BatchView, thresholds: Thresholds, previews: Previews) -> str:
     """One line: boxes shown at these thresholds, and whether the Labelme files hold the same."""
     n = sum(previews.boxes_per_label.values())
     text = f"{n} boxes shown at threshold {describe(thresholds)}"
