@@ -1,4 +1,4 @@
-"""Training throughput: smarthub's loop (train.build_learner + train.fit, what `smarthub train` runs)
+"""Training throughput: smarthub's loop (data.build_learner + fit.fit, what `smarthub train` runs)
 against a plain PyTorch loop on the same images, model, batch size and thread count, in the same process.
 
     .venv/bin/python bench/train_speed.py            # full run
