@@ -8,14 +8,13 @@ test split. Kept free of heavy imports so `smarthub --help` can read it (smarthu
 """
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from smarthub.annotate.split import check_split, parse_split
 from smarthub.durations import parse_duration
-from smarthub.errors import OptionError, SmartHubError
+from smarthub.errors import OptionError
 from smarthub.model.devices import DEFAULT_DEVICE, DEVICE_CHOICES
 from smarthub.optionspec import check, option
 
@@ -37,12 +36,9 @@ EXPORT_FORMATS = ("yolo", "coco")
 DEVICE_HELP = f"{DEVICE_CHOICES}: auto takes the best one present"
 
 
-def split_arg(text: str) -> tuple[float, float, float]:
-    """argparse `type` for --split: '0.8,0.2,0' → (0.8, 0.2, 0.0)."""
-    try:
-        return parse_split(text)
-    except SmartHubError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
+def _split(value: str | tuple[float, ...]) -> tuple[float, float, float]:
+    """A split given as '0.8,0.2,0' (the command line) or as fractions, checked (SmartHubError: one line)."""
+    return parse_split(value) if isinstance(value, str) else check_split(tuple(value))
 
 
 @dataclass(frozen=True)
@@ -103,7 +99,7 @@ class DetectorTrainOptions:
                         help="training image size in pixels")
     batch: int = option(8, range=(1, None), help="images per batch")
     device: str = option(DEFAULT_DEVICE, help=DEVICE_HELP)
-    split: tuple[float, float, float] = option(DEFAULT_SPLIT, parse=split_arg, metavar="TRAIN,VAL,TEST",
+    split: tuple[float, float, float] = option(DEFAULT_SPLIT, parse=str, metavar="TRAIN,VAL,TEST",
                                                help="train,val,test fractions for new images")
     seed: int = option(0, help="split and training seed")
     min_precision: float | None = option(None, metavar="P",
@@ -121,7 +117,7 @@ class DetectorTrainOptions:
     def __post_init__(self) -> None:
         check(self)
         object.__setattr__(self, "budget_s", parse_duration(self.budget, field="budget", owner=DetectorTrainOptions))
-        object.__setattr__(self, "split", check_split(tuple(self.split)))
+        object.__setattr__(self, "split", _split(self.split))
         if self.min_precision is not None and not 0.0 < self.min_precision <= 1.0:
             raise OptionError(f"{{min_precision}} must be in (0, 1], got {self.min_precision}", field="min_precision",
                               owner=DetectorTrainOptions)
@@ -152,11 +148,11 @@ class ExportOptions:
     """`smarthub export-yolo`: a YOLO or COCO dataset from Labelme files."""
 
     fmt: str = option("yolo", flag="--format", choices=EXPORT_FORMATS, label="format", help="yolo or coco JSON")
-    split: tuple[float, float, float] = option(DEFAULT_SPLIT, parse=split_arg, metavar="TRAIN,VAL,TEST",
+    split: tuple[float, float, float] = option(DEFAULT_SPLIT, parse=str, metavar="TRAIN,VAL,TEST",
                                                help="train,val,test fractions for new images")
     seed: int = option(0, help="split seed for new images")
     overwrite: bool = option(False, help="replace a non-empty OUT whole")
 
     def __post_init__(self) -> None:
         check(self)
-        object.__setattr__(self, "split", check_split(tuple(self.split)))
+        object.__setattr__(self, "split", _split(self.split))

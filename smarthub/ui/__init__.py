@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ipaddress
 import os
-import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,11 +68,13 @@ def check_host(host: str, auth: tuple[str, str] | None) -> None:
     if not is_loopback(host) and auth is None:
         raise SmartHubError(f"refusing to serve on {host} without --auth user:password "
                             f"(anyone who can reach it could relabel and delete your images); "
-                            f"add --auth or use --host 127.0.0.1")
+                            f"add --auth or use --host {DEFAULT_HOST}")
 
 
 def port_free(host: str, port: int) -> bool:
     """True when (host, port) can be bound right now."""
+    import socket  # here, not at the top: `smarthub --help` reads DEFAULT_HOST and DEFAULT_PORT from this package
+
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         try:
             s.bind((host, port))

@@ -12,15 +12,16 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+
 import gradio as gr
 
 from smarthub.clean import session, signals
 from smarthub.clean.options import ReviewOptions
 from smarthub.clean.records import Suspect
 from smarthub.clean.review import ReviewResult
+from smarthub.clean.session import ALL, PAGE_SIZE, CleanSession, suspect_path  # noqa: F401 (re-exported)
 from smarthub.model.options import TrainOptions
 from smarthub.optionspec import controls, labels
-from smarthub.clean.session import ALL, PAGE_SIZE, CleanSession, suspect_path  # noqa: F401 (re-exported)
 from smarthub.ui._common import PREVIEW_SIDE_PX, ok, problem, rel, thumbnail, user_errors, warn
 from smarthub.workspace import Workspace
 
@@ -245,8 +246,7 @@ def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, fol
     with user_errors(LABELS):
         from smarthub.clean import review
         options = ReviewOptions(method=method, folds=int(folds), threshold=float(threshold),
-                                       include=frozenset(i for i in include if i != SHOW_ALL),
-                                       show_all=SHOW_ALL in include)
+                                include=frozenset(i for i in include if i != SHOW_ALL), show_all=SHOW_ALL in include)
         result = review.review(ws, options, progress=cb)
     return load_result(ws, result, st)
 

@@ -1,6 +1,7 @@
 """Label-issue ranking on planted noise (real Fashion-MNIST images, real MobileNetV2 weights), refresh, keep."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -194,7 +195,7 @@ def test_bad_input(ws, setup, options, error, match, capsys):
     with pytest.raises(error, match=match):
         opts = fast_options(**options)
         if embedder:
-            opts.train.arch = embedder
+            opts = dataclasses.replace(opts, train=dataclasses.replace(opts.train, arch=embedder))
         review.review(ws, opts)
     if setup in ("lonely", "two_each") or embedder:  # the CLI: one line on stderr, exit 2
         argv = ["review", "--data", str(ws.data_dir), "--models", str(ws.models_dir)]

@@ -364,7 +364,7 @@ def test_existing_images_are_indexed_from_the_ledger_without_rehashing(ws, serve
 
 @pytest.mark.parametrize(("argv", "error"), [
     (["--workers", "0"], "workers must be at least 1"),
-    (["--max-side", "0"], "max_side_px must be at least 1"),
+    (["--max-side", "0"], "--max-side must be at least 1"),
     (["--count", "0"], "--count must be at least 1"),
     (["--safesearch", "strict"], None),  # argparse refuses it (exit 2, usage on stderr)
 ], ids=["workers", "max-side", "count", "safesearch"])
