@@ -279,11 +279,11 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
     Raises TrainingStopped when `should_stop()` turned true (polled after every batch), lpft.BudgetError when
     the budget cannot hold the head.
     """
-    from smarthub.model.lpft import (check_head_fits, earliest_stop, fit_linear_head, frozen_early_layers,
-                                     head_errors, little_to_gain, make_deadline, make_frozen_bn, make_keep_best,
-                                     make_probe, plan_epochs, probe_length, score_head, set_head)
+    from smarthub.model.lpft import fit_linear_head, frozen_early_layers, make_frozen_bn, score_head, set_head
     from smarthub.model.options import (DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV,
                                         FINETUNE_PCT_START, SAVE_ALLOWANCE_S)
+    from smarthub.model.stopping import (check_head_fits, earliest_stop, make_deadline, make_keep_best, make_probe,
+                                         plan_epochs, probe_length, skip_reason)
 
     started = time.monotonic() if started is None else started
     deadline = None if options.budget_s is None else started + options.budget_s
@@ -315,10 +315,9 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
         if should_stop is not None and should_stop():
             raise TrainingStopped("training stopped after fitting the head; nothing was written, the previous "
                                   "model is unchanged")
-    if probe and baseline is not None and little_to_gain(baseline, n_valid=len(data.valid_y)):
-        errors, noise = head_errors(baseline, len(data.valid_y))
-        decision = (f"the head gets {errors} of {len(data.valid_y)} validation images wrong, within the noise of that "
-                    f"count (±{noise:.1f}): fine-tuning could not show a gain; kept the head")
+    skip = skip_reason(baseline, n_valid=len(data.valid_y)) if probe and baseline is not None else None
+    if skip:
+        decision = skip
         _note(progress, decision)
         return FitResult(history=history, best_epoch=0, stopped_early=False, head_accuracy=baseline.accuracy,
                          decision=decision)

@@ -72,7 +72,7 @@ SIMILAR = ("tshirt", "pullover", "coat", "shirt")  # tops: the head on ImageNet 
 @pytest.fixture(scope="module")
 def tops(tmp_path_factory: pytest.TempPathFactory, torch_home: Path) -> Path:
     root = tmp_path_factory.mktemp("tops")
-    write_fashion_folders(root / "data", per_class=60, classes=SIMILAR, size_px=28)
+    write_fashion_folders(root / "data", per_class=80, classes=SIMILAR, size_px=28)
     return root / "data"
 
 
