@@ -73,9 +73,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto|cpu|cuda|cuda:N|mps (default auto)")
     p.add_argument("--split", default="0.8,0.2,0", help="train,val,test fractions for new images (default 0.8,0.2,0)")
     p.add_argument("--seed", type=int, default=0, help="split and training seed (default 0)")
-    p.add_argument("--tune", choices=("time", "f1"), default="time",
+    p.add_argument("--tune", type=_tune_value, default="time", metavar="time|f1|N",
                    help="per-class thresholds: the least estimated correction time on validation (default), or "
-                        "the best F1")
+                        "the best F1; a number N: first N trials of Ultralytics' genetic search for the learning "
+                        "rate, augmentation strength and image size (sharing --budget with the final run)")
     p.add_argument("--min-precision", type=float, metavar="P",
                    help="per-class threshold: the most recall reaching precision P (instead of --tune)")
     p.add_argument("--silver", type=Path, metavar="DIR", help="add silver-flagged Labelme files of DIR to training")
@@ -148,6 +149,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_value(text: str) -> str | int:
+    """--tune: 'time', 'f1' or a number of tuning trials (checked by tune_detector.check_trials)."""
+    if text in ("time", "f1"):
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--tune takes time, f1 or a number of trials (got {text!r})") from None
+
+
 def run_train_detector(args: argparse.Namespace) -> int:
     from smarthub.annotate.export import parse_split
     from smarthub.annotate.train_detector import DetectorTrainOptions, train_detector
@@ -156,14 +167,19 @@ def run_train_detector(args: argparse.Namespace) -> int:
     options = DetectorTrainOptions(model=args.model, epochs=args.epochs, budget=args.budget, patience=args.patience,
                                    imgsz=args.imgsz, batch=args.batch, device=args.device,
                                    split=parse_split(args.split), seed=args.seed, min_precision=args.min_precision,
-                                   tune=args.tune,
+                                   tune=args.tune if isinstance(args.tune, str) else "time",
                                    silver_dir=args.silver, name=args.name)
 
     def progress(p) -> None:  # one line per epoch; Ultralytics' own output goes to the run folder's train.log
-        if p.stage in ("start", "epoch"):
+        if p.stage in ("start", "epoch", "trial"):
             print(p.line(), flush=True)
 
-    run = train_detector(args.labelme_dir, ws.models_dir, options, progress=progress)
+    if isinstance(args.tune, int):
+        from smarthub.annotate.tune_detector import tune_detector
+
+        run = tune_detector(args.labelme_dir, ws.models_dir, options, trials=args.tune, progress=progress).run
+    else:
+        run = train_detector(args.labelme_dir, ws.models_dir, options, progress=progress)
     print(run.summary())
     print(f"use it: smarthub annotate IMAGES_DIR --model {run.run_dir}")
     return 0
