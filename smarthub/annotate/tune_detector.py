@@ -72,7 +72,8 @@ class DetectorTuneSpace:
     def bounds(self) -> dict[str, tuple[float, float]]:
         """The space as Ultralytics' Tuner takes it: {argument: (min, max)}."""
         sizes = self.sizes()
-        return {"lr0": tuple(self.lr0), "imgsz": (sizes[0], sizes[-1]), **{k: tuple(v) for k, v in self.augment.items()}}
+        return {"lr0": tuple(self.lr0), "imgsz": (sizes[0], sizes[-1]),
+                **{k: tuple(v) for k, v in self.augment.items()}}
 
 
 def default_space(options: DetectorTrainOptions) -> DetectorTuneSpace:
@@ -163,6 +164,7 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
     recipe = {"optimizer": "AdamW", "momentum": 0.9, "warmup_bias_lr": 0.0}  # what optimizer=auto picks here
     scratch = runs / ".cache" / f"tune-{secrets.token_hex(3)}"
     records: list[DetectorTrial] = []
+    stopped = ""
     try:
         data_yaml = write_yolo_tree(scratch / "dataset", {"train": splits["train"], "val": splits["val"]}, names)
         say(TrainProgress("start", text=f"tuning: {trials} trials of Ultralytics' genetic search (lr0, image size, "
@@ -189,7 +191,11 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
                     **{k: initial[k] for k in space.bounds()}, "mode": "train", "space": space.bounds()}
             tuner = _recording_tuner()(args=args, model=model.model, _callbacks=model.callbacks)
             tuner.setup_record(records, report, log_path, trials)
-            tuner(iterations=trials)
+            try:
+                tuner(iterations=trials)
+            except RuntimeError as e:  # Ultralytics' mutation found no new point: the space is used up
+                stopped = f"the search stopped after {len(records)} of {trials} trials: {str(e).splitlines()[0]}"
+                report(TrainProgress("trial", text=stopped))
         done = [t for t in records if t.state == "complete"]
         if not done:
             reasons = "; ".join(f"trial {t.number}: {t.note}" for t in records[:3])
@@ -209,7 +215,8 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
         if scratch.exists():
             fileops.discard_folder(scratch)
     run.notes.append(f"tuned: {len(done)} of {len(records)} trials completed, best trial {top.number} "
-                     f"({_settings_words(best)}); trials in {run.run_dir / TRIALS_CSV}")
+                     f"({_settings_words(best)}); trials in {run.run_dir / TRIALS_CSV}"
+                     + (f"; {stopped}" if stopped else ""))
     return DetectorTuneResult(trials=records, best=best, run=run, files=files)
 
 

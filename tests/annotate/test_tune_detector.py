@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -83,8 +84,9 @@ def test_cli_bad_tune_is_one_line_and_the_previous_detector_stays(tmp_path: Path
                *argv])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
-    assert __import__("re").match(message, err), err
-    assert latest_run(models) == old and sorted(p.name for p in (models / "detectors").iterdir()) == ["latest.json", "old"]
+    assert re.match(message, err), err
+    assert latest_run(models) == old
+    assert sorted(p.name for p in (models / "detectors").iterdir()) == ["latest.json", "old"]
 
 
 def test_cli_tune_that_is_neither_a_count_nor_an_objective_is_refused(tmp_path: Path, capsys) -> None:
