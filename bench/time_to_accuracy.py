@@ -9,7 +9,8 @@ package), same images, split, image size and batch size.
 Datasets (real, installable here): Fashion-MNIST class folders, 100 per class (Debian dataset-fashion-mnist),
 openclipart drawings of eight subject folders, up to 100 per folder (Debian openclipart-png), flattened on
 white once before either recipe starts so both read the same RGB pixels, and photos: 30 seeded crops of each of
-eight scikit-image sample photos (`photo_folders`), where ImageNet features already suit and the head is best.
+eight scikit-image sample photos (`photo_folders`), where ImageNet features already suit and the head is best, and
+the shipped demo's drawings at 96 px (`demo_folders`, issue 20's own case: 16 validation images).
 
 Issue 20: each dataset and split also gets a `--head-only` run on a cold cache of its own (the default run's
 time is printed as a multiple of it: fine-tuning only while it pays must end within 2x on data where the head
@@ -99,6 +100,19 @@ def photo_folders(data_dir: Path, *, per_class: int, seed: int = 0) -> None:
             crop = ImageEnhance.Brightness(crop).enhance(rng.uniform(0.7, 1.3))
             crop = ImageEnhance.Contrast(crop).enhance(rng.uniform(0.7, 1.3))
             crop.save(target / f"{i:03d}.jpg", quality=90)
+
+
+def demo_folders(data_dir: Path, *, per_class: int) -> None:
+    """The shipped demo's drawings (smarthub/samples: 4 classes of 20), the first `per_class` of each: issue 20's own
+    case, where six fine-tuning epochs never beat the head (16 validation images)."""
+    import shutil
+
+    from smarthub.demo import SAMPLES_DIR, sample_images
+
+    for label, images in sample_images(SAMPLES_DIR).items():
+        (data_dir / label).mkdir(parents=True, exist_ok=True)
+        for src in images[:per_class]:
+            shutil.copyfile(src, data_dir / label / src.name)
 
 
 def fastai_fine_tune(items: list, is_valid: list[bool], *, size_px: int, epochs: int, batch_size: int) -> dict:
@@ -273,7 +287,7 @@ def main() -> int:
                         help="torch threads for both recipes (default: torch's, one per core)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out")
     parser.add_argument("--only", default=None,
-                        help="datasets, comma-separated: fashion-mnist, openclipart, photos (default: all three)")
+                        help="datasets, comma-separated: fashion-mnist, openclipart, photos, demo (default: all four)")
     parser.add_argument("--always-fine-tune", action="store_true",
                         help="smarthub without its probe (stage 2 always runs: the recipe before issue 20)")
     parser.add_argument("--budget", type=float, default=None, metavar="SECONDS",
@@ -304,7 +318,7 @@ def main() -> int:
         per_fashion, per_clip = (20, 12) if args.quick else (100, 100)
         epochs = 1 if args.quick else args.epochs
         datasets = {"fashion-mnist": (fashion_folders, per_fashion, 64), "openclipart": (clipart_folders, per_clip, 96),
-                    "photos": (photo_folders, 8 if args.quick else 30, 128)}
+                    "photos": (photo_folders, 8 if args.quick else 30, 128), "demo": (demo_folders, 20, 96)}
         only = args.only.split(",") if args.only else list(datasets)
         warm_up(root)
         results = [compare(name, make, per_class=n, size_px=size, epochs=epochs, smarthub_epochs=sh_epochs,

@@ -8,6 +8,7 @@ test split. Kept free of heavy imports so `smarthub --help` can read it (smarthu
 """
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,18 @@ SMARTHUB_ARCHS = ("fasterrcnn_mobilenet_v2",)
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"  # annotate's detector when none is given (COCO weights)
 DEFAULT_SPLIT = (0.8, 0.2, 0.0)  # train, val, test fractions for new images (export-yolo and train-detector)
 TUNE_CHOICES = ("time", "f1")
+
+
+def parse_tune(text: str) -> str | int:
+    """--tune: 'time', 'f1' or a number of tuning trials (checked by the record)."""
+    text = text.strip()
+    if text in TUNE_CHOICES:
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"takes {', '.join(TUNE_CHOICES)} or a number of trials (got {text!r})") \
+            from None
 EXPORT_FORMATS = ("yolo", "coco")
 DEVICE_HELP = f"{DEVICE_CHOICES}: auto takes the best one present"
 
@@ -105,9 +118,11 @@ class DetectorTrainOptions:
     min_precision: float | None = option(None, metavar="P",
                                          help="per-class threshold: the most recall reaching precision P (instead "
                                               "of --tune)")
-    tune: str = option("time", choices=TUNE_CHOICES,
-                       help="per-class thresholds: the least estimated correction time on validation (default), or "
-                            "the best F1")
+    tune: str | int = option("time", parse=parse_tune, metavar="time|f1|N",
+                             help="per-class thresholds: the least estimated correction time on validation "
+                                  "(default), or the best F1; a number N: first N trials of Ultralytics' genetic "
+                                  "search for the learning rate, augmentation strength and image size (sharing "
+                                  "--budget with the final run), then thresholds by time")
     silver_dir: Path | None = option(None, flag="--silver", metavar="DIR", parse=Path,
                                      help="add silver-flagged Labelme files of DIR to training")
     name: str | None = option(None, help="run folder name (default: the time)")
@@ -116,6 +131,10 @@ class DetectorTrainOptions:
 
     def __post_init__(self) -> None:
         check(self)
+        if isinstance(self.tune, bool) or not (self.tune in TUNE_CHOICES or (isinstance(self.tune, int)
+                                                                             and self.tune >= 1)):
+            raise OptionError(f"{{tune}} takes {', '.join(TUNE_CHOICES)} or a number of trials of 1 or more (got "
+                              f"{self.tune!r})", field="tune", owner=DetectorTrainOptions)
         object.__setattr__(self, "budget_s", parse_duration(self.budget, field="budget", owner=DetectorTrainOptions))
         object.__setattr__(self, "split", _split(self.split))
         if self.min_precision is not None and not 0.0 < self.min_precision <= 1.0:
@@ -125,6 +144,16 @@ class DetectorTrainOptions:
                                       or self.name in (".", "..")):
             raise OptionError(f"{{name}} {self.name!r} must be a plain folder name", field="name",
                               owner=DetectorTrainOptions)
+
+    @property
+    def tune_trials(self) -> int | None:
+        """`--tune N`: the number of hyper-parameter trials (None: no search)."""
+        return self.tune if isinstance(self.tune, int) else None
+
+    @property
+    def threshold_objective(self) -> str:
+        """What the per-class thresholds minimise or maximise: 'time' or 'f1' (a search's final run: 'time')."""
+        return self.tune if isinstance(self.tune, str) else TUNE_CHOICES[0]
 
     @property
     def backend(self) -> str:

@@ -628,7 +628,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
         dets = predict_items(detector, splits["val"])
         metrics, map50, map50_95, pairs = validation_metrics(splits["val"], dets, names,
                                                              min_precision=options.min_precision,
-                                                             objective=options.tune)
+                                                             objective=options.threshold_objective)
         save_pr_curves(staged / "pr_curves.png", pairs, metrics)
         atomic_write_json(staged / "split.json", record.to_json())
         run = DetectorRun(run_dir=final, backend=options.backend, names=names,

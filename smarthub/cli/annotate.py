@@ -128,10 +128,16 @@ def run_train_detector(args: argparse.Namespace) -> int:
     options = from_args(DetectorTrainOptions, args)
 
     def progress(p) -> None:  # one line per epoch; Ultralytics' own output goes to the run folder's train.log
-        if p.stage in ("start", "epoch"):
+        if p.stage in ("start", "epoch", "trial"):
             print(p.line(), flush=True)
 
-    run = train_detector(args.labelme_dir, ws.models_dir, options, progress=progress)
+    if options.tune_trials:
+        from smarthub.annotate.tune_detector import tune_detector
+
+        run = tune_detector(args.labelme_dir, ws.models_dir, options, trials=options.tune_trials,
+                            progress=progress).run
+    else:
+        run = train_detector(args.labelme_dir, ws.models_dir, options, progress=progress)
     print(run.summary())
     print(f"use it: smarthub annotate IMAGES_DIR --model {run.run_dir}")
     return 0

@@ -18,9 +18,10 @@ import numpy as np
 from smarthub.dataset import ImageItem
 from smarthub.errors import DatasetError
 from smarthub.model.embeddings import embed_items
-from smarthub.model.lpft import (check_head_fits, earliest_stop, fit_linear_head, frozen_early_layers, head_errors,
-                                 learner_features, little_to_gain, make_deadline, make_frozen_bn, make_keep_best,
-                                 make_probe, plan_epochs, probe_length, score_head, set_head)
+from smarthub.model.lpft import (fit_linear_head, frozen_early_layers, learner_features, make_frozen_bn, score_head,
+                                 set_head)
+from smarthub.model.stopping import (check_head_fits, earliest_stop, make_deadline, make_keep_best, make_probe,
+                                     plan_epochs, probe_length, skip_reason)
 from smarthub.model.options import (DEFAULT_FINETUNE_LR, DEFAULT_SCRATCH_LR, FINETUNE_BODY_LR_DIV,
                                     FINETUNE_PCT_START, SAVE_ALLOWANCE_S, TrainOptions)
 from smarthub.model.progress import ProgressFn, StopFn, TrainingStopped, TrainProgress, report_note, report_stage
@@ -94,13 +95,13 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
 
     Pretrained: stage 1 fits the linear head on `head_data` (computed through the Learner when None), then
     (unless head_only) stage 2 fine-tunes everything for `options.epochs` epochs with early stopping, keeping
-    the best epoch. With `probe`, stage 2 first runs `lpft.probe_length` steps and goes on only when they beat
-    the head (`lpft.fine_tuning_pays`); else the head is kept. With `options.budget_s` (counted from `started`,
+    the best epoch. With `probe`, stage 2 first runs `stopping.probe_length` steps and goes on only when they beat
+    the head (`stopping.fine_tuning_pays`); else the head is kept. With `options.budget_s` (counted from `started`,
     a time.monotonic() value; default: now), the probe's timing plans how many epochs fit and the fit ends
     before the budget runs out, keeping the best model by then. From scratch: fit_one_cycle for
     `options.epochs` epochs, best epoch kept. `cbs` join stage 2 (e.g. the distributed trainer). fastai's own
     progress bars only when `bars`.
-    Raises TrainingStopped when `should_stop()` turned true (polled after every batch), lpft.BudgetError when
+    Raises TrainingStopped when `should_stop()` turned true (polled after every batch), stopping.BudgetError when
     the budget cannot hold the head.
     """
     started = time.monotonic() if started is None else started
@@ -133,10 +134,9 @@ def fit(learner: Any, options: TrainOptions, *, head_data: HeadData | None = Non
         if should_stop is not None and should_stop():
             raise TrainingStopped("training stopped after fitting the head; nothing was written, the previous "
                                   "model is unchanged")
-    if probe and baseline is not None and little_to_gain(baseline, n_valid=len(data.valid_y)):
-        errors, noise = head_errors(baseline, len(data.valid_y))
-        decision = (f"the head gets {errors} of {len(data.valid_y)} validation images wrong, within the noise of that "
-                    f"count (±{noise:.1f}): fine-tuning could not show a gain; kept the head")
+    skip = skip_reason(baseline, n_valid=len(data.valid_y)) if probe and baseline is not None else None
+    if skip:
+        decision = skip
         report_note(progress, decision)
         return FitResult(history=history, best_epoch=0, stopped_early=False, head_accuracy=baseline.accuracy,
                          decision=decision)

@@ -50,11 +50,11 @@ class TrainOptions:
     DEFAULT_FINETUNE_LR, body at a tenth, BatchNorm on its pretrained statistics) with fastai's
     `aug_transforms`, the body's blocks up to output stride `freeze_stride` kept frozen (0: none), stopping after
     `patience` fine-tuning epochs in a row that beat neither the best epoch nor the one before them, once the rate
-    has annealed below half its peak (`lpft.make_keep_best`), and keeping the best epoch (the fitted head counts
+    has annealed below half its peak (`stopping.make_keep_best`), and keeping the best epoch (the fitted head counts
     as epoch 0). Stage 2 goes on only while it pays (`probe`): its first steps must lower the validation loss
-    below the head's (`lpft.fine_tuning_pays`), else the head is kept. `budget_s`: the whole run (check,
+    below the head's (`stopping.fine_tuning_pays`), else the head is kept. `budget_s`: the whole run (check,
     embedding, head, fine-tuning, saving) plans its epochs to end within that many wall seconds on this machine
-    (`lpft.plan_epochs`, from the probe's timing) and keeps the best model by then. `head_only` skips stage 2. From scratch (`pretrained=False`):
+    (`stopping.plan_epochs`, from the probe's timing) and keeps the best model by then. `head_only` skips stage 2. From scratch (`pretrained=False`):
     `epochs` epochs of fit_one_cycle, best epoch kept. `device`: auto, cpu, cuda, cuda:N or mps (model/devices.py).
     The one source of these defaults, their ranges and help (smarthub/optionspec.py): the CLI, the app, the
     notebook and a distributed run's JSON read them here.

@@ -11,7 +11,7 @@ from helpers import write_fashion_folders
 from smarthub.cli import main
 from smarthub.durations import DurationError, format_duration, parse_duration
 from smarthub.errors import SmartHubError
-from smarthub.model.lpft import BudgetError, check_head_fits, plan_epochs
+from smarthub.model.stopping import BudgetError, check_head_fits, plan_epochs
 from smarthub.workspace import Workspace
 
 

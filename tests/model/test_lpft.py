@@ -217,7 +217,8 @@ def test_keep_best_stops_on_stalled_fine_tuning_and_restores_the_best_weights(
     import torch
     from fastai.callback.core import CancelFitException
 
-    from smarthub.model.lpft import HeadScore, earliest_stop, make_keep_best
+    from smarthub.model.lpft import HeadScore
+    from smarthub.model.stopping import earliest_stop, make_keep_best
 
     model = torch.nn.Linear(1, 1)
     torch.nn.init.constant_(model.weight, 0.0)  # the weight holds the epoch number (0 = the head)
