@@ -43,7 +43,7 @@ def parse_tune(text: str) -> str | int:
     try:
         return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"takes {', '.join(TUNE_CHOICES)} or a number of trials (got {text!r})") \
+        raise argparse.ArgumentTypeError(f"--tune takes {', '.join(TUNE_CHOICES)} or a number of trials (got {text!r})") \
             from None
 EXPORT_FORMATS = ("yolo", "coco")
 DEVICE_HELP = f"{DEVICE_CHOICES}: auto takes the best one present"
@@ -131,10 +131,12 @@ class DetectorTrainOptions:
 
     def __post_init__(self) -> None:
         check(self)
-        if isinstance(self.tune, bool) or not (self.tune in TUNE_CHOICES or (isinstance(self.tune, int)
-                                                                             and self.tune >= 1)):
-            raise OptionError(f"{{tune}} takes {', '.join(TUNE_CHOICES)} or a number of trials of 1 or more (got "
-                              f"{self.tune!r})", field="tune", owner=DetectorTrainOptions)
+        if isinstance(self.tune, int) and not isinstance(self.tune, bool) and self.tune < 1:
+            raise OptionError(f"{{tune}} needs a number of trials of 1 or more (got {self.tune})", field="tune",
+                              owner=DetectorTrainOptions)
+        if isinstance(self.tune, bool) or not (self.tune in TUNE_CHOICES or isinstance(self.tune, int)):
+            raise OptionError(f"{{tune}} takes {', '.join(TUNE_CHOICES)} or a number of trials (got {self.tune!r})",
+                              field="tune", owner=DetectorTrainOptions)
         object.__setattr__(self, "budget_s", parse_duration(self.budget, field="budget", owner=DetectorTrainOptions))
         object.__setattr__(self, "split", _split(self.split))
         if self.min_precision is not None and not 0.0 < self.min_precision <= 1.0:
