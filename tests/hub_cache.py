@@ -12,6 +12,17 @@ from pathlib import Path
 REVISION = "0123456789abcdef0123456789abcdef01234567"
 
 
+def isolated_hub(tmp_path: Path, monkeypatch) -> Path:
+    """An empty hub cache for one test, read offline (as HF_HUB_OFFLINE=1 makes the library do)."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hf" / "hub"
+    cache.mkdir(parents=True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
 def write_hub_repo(cache: Path, repo: str, files: dict[str, bytes], *, revision: str = REVISION) -> Path:
     """Put `files` (name → bytes) of `repo` into the hub cache folder `cache`; returns the snapshot folder."""
     root = Path(cache) / ("models--" + repo.replace("/", "--"))

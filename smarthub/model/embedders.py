@@ -184,4 +184,4 @@ def describe(s: EmbedderStatus) -> str:
         return f"needs `pip install {LIBRARY_PACKAGE[rec.library]}`"
     if s.cached:
         return f"cached ({s.path})"
-    return f"not cached: `smarthub weights download {rec.name}` fetches {rec.size_mb} MB from {rec.repo}"
+    return f"not cached: `weights download` fetches it from {rec.repo}"

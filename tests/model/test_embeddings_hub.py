@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from helpers import make_image
-from hub_cache import safetensors_bytes, write_hub_repo
+from hub_cache import isolated_hub, safetensors_bytes, write_hub_repo
 from smarthub.errors import ModelError, SmartHubError
 
 pytest.importorskip("timm")
@@ -25,14 +25,7 @@ TINY_CLIP = {
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty hub cache for this test, read offline (as HF_HUB_OFFLINE=1 makes the library do)."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hf" / "hub"
-    cache.mkdir(parents=True)
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
+    return isolated_hub(tmp_path, monkeypatch)
 
 
 def _timm_state(name: str, *, seed: int = 0, **kw) -> dict:
