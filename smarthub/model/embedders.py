@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,32 +73,35 @@ def hub_name(name: str) -> str:
 
 
 def hub_cache_dir() -> Path:
-    """Hugging Face's hub cache as its library sees it now ($HF_HUB_CACHE, $HF_HOME/hub, ~/.cache/huggingface/hub)."""
-    if importlib.util.find_spec("huggingface_hub") is None:
-        home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
-        return Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub").expanduser()
-    from huggingface_hub import constants
+    """Hugging Face's hub cache as its library sees it ($HF_HUB_CACHE, else $HF_HOME/hub, else
+    $XDG_CACHE_HOME/huggingface/hub), read without importing the library unless it is loaded already."""
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import constants
 
-    return Path(constants.HF_HUB_CACHE)
+        return Path(constants.HF_HUB_CACHE)
+    home = os.environ.get("HF_HOME") or Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache") / "huggingface"
+    return Path(os.environ.get("HF_HUB_CACHE") or Path(home) / "hub").expanduser()
 
 
 def offline() -> bool:
     """True when the hub library is told to stay offline (HF_HUB_OFFLINE=1): nothing is downloaded."""
-    if importlib.util.find_spec("huggingface_hub") is None:
-        return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
-    from huggingface_hub import constants
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+        return bool(constants.HF_HUB_OFFLINE)
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
 
 
 def cached_file(repo: str, file: str) -> Path | None:
-    """The file of `repo` in the hub cache (the revision refs/main names), or None; never goes online."""
-    if importlib.util.find_spec("huggingface_hub") is None:
+    """The file of `repo` in the hub cache at the revision `refs/main` names (as the library resolves it offline),
+    or None. Reads two paths: no import, no network (the app asks at start-up)."""
+    root = hub_cache_dir() / ("models--" + repo.replace("/", "--"))
+    try:
+        revision = (root / "refs" / "main").read_text(encoding="utf-8").strip()
+    except OSError:
         return None
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(repo, file, cache_dir=hub_cache_dir())
-    return Path(found) if isinstance(found, str) and Path(found).is_file() else None
+    path = root / "snapshots" / revision / file
+    return path if revision and path.is_file() else None
 
 
 def status(rec: Recommended) -> EmbedderStatus:
@@ -127,18 +131,21 @@ def _torchvision_top1(name: str) -> float:
     return float(meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1", 0.0))
 
 
-def available() -> list[str]:
+def available(*, torchvision: bool = True) -> list[str]:
     """The embedders that load here without a download, strongest first: cached recommended ones whose library is
-    installed, then torchvision architectures whose weights are in the torch cache (by ImageNet top-1)."""
+    installed, then (`torchvision`: this imports it) torchvision architectures whose weights are in the torch
+    cache, by ImageNet top-1."""
+    strong = [s.rec.name for s in statuses() if s.cached and s.installed]
+    if not torchvision:
+        return strong
     from smarthub.model.archs import cached_archs
 
-    strong = [s.rec.name for s in statuses() if s.cached and s.installed]
     return strong + sorted(cached_archs(), key=_torchvision_top1, reverse=True)
 
 
-def strongest() -> str | None:
+def strongest(*, torchvision: bool = True) -> str | None:
     """The strongest embedder that loads here without a download (None: nothing is cached)."""
-    names = available()
+    names = available(torchvision=torchvision)
     return names[0] if names else None
 
 
