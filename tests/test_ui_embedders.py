@@ -33,7 +33,7 @@ def test_download_offline_says_what_to_do_and_selects_nothing(hub: Path) -> None
     assert got is None
     assert message.startswith("**Problem:** cannot download dinov2_vits14: this machine is offline")
     assert f"copy its models--timm--vit_small_patch14_dinov2.lvd142m folder into {hub}" in message
-    assert "offline here (HF_HUB_OFFLINE)" in tab_clean.embedder_note()
+    assert tab_clean.embedder_note().startswith("Offline here (HF_HUB_OFFLINE): on a machine online run")
     assert not any(hub.iterdir())
 
 

@@ -335,7 +335,7 @@ def page_error(ws: Workspace, st: CleanState, e: gr.Error) -> CleanView:
 
 # ---------------------------------------------------------------- embedders: the strongest cached, a download
 
-DEFAULT_EMBEDDER = "default (the trained model's arch, else mobilenet_v2)"
+DEFAULT_EMBEDDER = "default"  # the trained model's arch and size, else mobilenet_v2 (review.default_train_options)
 
 
 def ranked_by(result: Any) -> str:
@@ -392,8 +392,10 @@ def embedder_note() -> str:
     """One line under the menus: offline here, what to do; else nothing."""
     from smarthub.model import embedders
 
-    return warn("offline here (HF_HUB_OFFLINE): download on a machine online with `smarthub weights download NAME` "
-                "and copy its folder into " + str(embedders.hub_cache_dir())) if embedders.offline() else ""
+    if not embedders.offline():
+        return ""
+    return html.escape(f"Offline here (HF_HUB_OFFLINE): on a machine online run `smarthub weights download NAME`, "
+                       f"then copy its folder into {embedders.hub_cache_dir()}")
 
 
 # ---------------------------------------------------------------- widgets
@@ -448,11 +450,12 @@ def build(ws: Workspace) -> None:
             folds = gr.Slider(2, 10, value=5, step=1, label="folds")
             choices, value = embedder_menu()
             embedder = gr.Dropdown(choices, value=value, label="embedder", elem_id="sh-embedder",
-                                   info="fast method: the features the review ranks with (strongest cached first)")
+                                   info="the features the fast review ranks with, strongest cached first (default: "
+                                        "the trained model's arch, else mobilenet_v2)")
             with gr.Column(min_width=160):
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
                 run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=48)  # the progress, by the button
-        with gr.Row(equal_height=True):
+        with gr.Row():
             get_choices, get_value = download_menu()
             get = gr.Dropdown(get_choices, value=get_value, label="a stronger embedder (download, online)",
                               elem_id="sh-get-embedder", scale=2)
