@@ -257,12 +257,13 @@ def _checkpoint_errors() -> tuple[type[BaseException], ...]:
 
 
 def _download_hint(arch: str) -> str:
-    """'; download it with …' for a recommended embedder, else the cached alternatives."""
+    """'; get it with `smarthub weights download …`' (offline: how to copy it) for a recommended embedder."""
     for rec in embedders.RECOMMENDED:
         if rec.name == arch:
-            how = f"`smarthub weights download {arch}`" if not embedders.offline() else embedders.offline_fix(rec)
-            return f"; get it with {how}, or use {cached_alternatives()}"
-    return f"; or use {cached_alternatives()}"
+            if embedders.offline():
+                return f"; offline here: {embedders.offline_fix(rec)}"
+            return f"; get it with `smarthub weights download {arch}`"
+    return ""
 
 
 def _open_clip_extractor(spec: str, *, size_px: int | None) -> tuple[Any, tuple]:

@@ -4,6 +4,7 @@ written where a download would have put it. The embedding must be the checkpoint
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +138,19 @@ def test_review_ranks_with_a_cached_timm_embedder_and_says_so(hub: Path, small_w
     assert cache, "the embeddings were cached under the embedder's name"
 
 
-def test_a_recommended_embedder_not_cached_names_the_download_and_the_offline_fix(hub: Path, tmp_path: Path) -> None:
-    with pytest.raises(ModelError, match=r"--embedder dinov2_vits14: .*models--timm--vit_small_patch14_dinov2"
-                                         r"\.lvd142m folder into .*hub.*--embedder mobilenet_v2"):
-        _embed("dinov2_vits14", _batch(tmp_path, 28, n=1), 28)
+def test_a_recommended_embedder_not_cached_names_the_download_and_the_offline_fix(hub: Path, small_ws,
+                                                                                  capsys) -> None:
+    from smarthub.cli import main
+
+    rc = main(["review", "--data", str(small_ws.data_dir), "--models", str(small_ws.models_dir),
+               "--embedder", "dinov2_vits14", "--folds", "3"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert re.fullmatch(rf"error: --embedder dinov2_vits14: cannot build timm model vit_small_patch14_dinov2.lvd142m "
+                        rf".*; offline here: on a machine with internet run `smarthub weights download dinov2_vits14` "
+                        rf"and copy its models--timm--vit_small_patch14_dinov2.lvd142m folder into {re.escape(str(hub))}"
+                        rf" — for review, pick another embedder: --embedder mobilenet_v2 \(its weights are cached\)",
+                        err), err
 
 
 def test_corrupt_or_wrong_shaped_checkpoint_is_one_clear_line(hub: Path, tmp_path: Path) -> None:
@@ -164,7 +174,8 @@ def test_open_clip_repository_without_weights_is_not_cached_and_says_what_to_do(
     write_hub_repo(hub, rec.repo, {"open_clip_config.json": b"{}"})  # a download stopped after the first file
     assert not embedders.status(rec).cached
     assert rec.name not in embedders.available()
-    with pytest.raises(ModelError, match=r"not available here .*models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K"):
+    with pytest.raises(ModelError, match=r"not available here .*; offline here: on a machine with internet run .*"
+                                         r"models--laion--CLIP-ViT-B-32-laion2B-s34B-b79K folder"):
         load_extractor(rec.name, size_px=224)
 
 
