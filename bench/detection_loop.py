@@ -212,8 +212,8 @@ def main() -> None:
                 run2 = train_detector(grown, models, dataclasses.replace(opts, name=name + "-r2"))
                 measure(arm, 2, run2)
 
-    print(f"\n| start (arm) | round | batch | test mAP50 | verify | adjust | relabel | delete | draw | est. s / image "
-          f"| by hand s / image | ratio | epochs (best) |")
+    print("\n| start (arm) | round | batch | test mAP50 | verify | adjust | relabel | delete | draw | est. s / image "
+          "| by hand s / image | ratio | epochs (best) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         e, n = r["effort"], r["images"]

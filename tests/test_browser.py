@@ -105,6 +105,25 @@ def _unfocus(page) -> None:
     page.locator("#sh-page-text").click()
 
 
+def test_clean_tab_review_progress_shows_by_its_button(served, page) -> None:
+    """The first review of the module (embeddings, image quality: seconds): its progress appears right under
+    'Run review', inside the first screen; the embedder download says offline, with the fix, in its own line."""
+    page.get_by_role("tab", name="Clean").click()
+    page.locator("#sh-run-review").click()
+    shown = page.locator("#sh-run-progress .progress-text, #sh-run-progress .eta-bar")  # gradio's status tracker
+    shown.first.wait_for(state="visible")
+    button, progress = page.locator("#sh-run-review").bounding_box(), shown.first.bounding_box()
+    assert progress is not None and button is not None
+    assert 0 <= progress["y"] - (button["y"] + button["height"]) < 120  # directly below the button
+    assert abs(progress["x"] - button["x"]) < 200 and progress["y"] + progress["height"] < 1100  # above the fold
+    page.screenshot(path=str(ARTIFACTS / "clean_review_progress.png"))
+    _wait_status(page, "label errors among")
+    page.locator("#sh-download-embedder").click()
+    note = page.locator("#sh-embedder-note")
+    note.get_by_text("cannot download").wait_for()
+    assert "this machine is offline" in note.inner_text() and "smarthub weights download" in note.inner_text()
+
+
 def test_clean_tab_key_a_accepts_the_prediction(served, page) -> None:
     ws, _ = served
     page.get_by_role("tab", name="Clean").click()

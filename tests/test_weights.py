@@ -238,3 +238,36 @@ def test_weights_add_installs_coco_detector_weights(empty_torch_home: Path, tmp_
     with pytest.raises(SmartHubError, match="does not fit fcos_resnet50_fpn"):
         from smarthub.weights import add_weights
         add_weights(file, arch="fcos_resnet50_fpn")
+
+
+def test_weights_list_shows_recommended_embedders_cached_or_what_a_download_fetches(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    pytest.importorskip("timm")
+    from hub_cache import isolated_hub, write_hub_repo
+
+    hub = isolated_hub(tmp_path, monkeypatch)
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"dinov2_vits14 +88 MB +Apache-2.0 +not cached: `weights download` fetches it from "
+                     r"timm/vit_small_patch14_dinov2.lvd142m", out)
+    assert "strongest that loads here: mobilenet_v2" in out  # the torch cache's only weights
+    snapshot = write_hub_repo(hub, "timm/vit_small_patch14_dinov2.lvd142m", {"model.safetensors": b"x"})
+    assert main(["weights", "list"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(rf"dinov2_vits14 +88 MB +Apache-2.0 +cached \({re.escape(str(snapshot))}\)", out)
+    assert "strongest that loads here: dinov2_vits14" in out
+
+
+def test_weights_download_offline_is_one_line_with_the_fix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           capsys) -> None:
+    pytest.importorskip("timm")
+    from hub_cache import isolated_hub
+
+    hub = isolated_hub(tmp_path, monkeypatch)
+    assert main(["weights", "download", "dinov2_vitb14"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: cannot download dinov2_vitb14: this machine is offline (HF_HUB_OFFLINE is set); on a "
+                   f"machine with internet run `smarthub weights download dinov2_vitb14` and copy its "
+                   f"models--timm--vit_base_patch14_dinov2.lvd142m folder into {hub}")
+    assert main(["weights", "download", "mobilenet_v2"]) == 2
+    assert "not a recommended embedder" in capsys.readouterr().err

@@ -167,10 +167,11 @@ class DetectorTrainOptions:
             else ""
         if self.epochs is not None:
             return f"at most {self.epochs} epochs{stop}"
-        return f"at most {_duration_words(self.budget_s)}{stop}"  # type: ignore[attr-defined]
+        return f"at most {duration_words(self.budget_s)}{stop}"  # type: ignore[attr-defined]
 
 
-def _duration_words(seconds: float) -> str:
+def duration_words(seconds: float) -> str:
+    """Seconds in words: "90 s", "5 min"."""
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.3g} min"
 
 

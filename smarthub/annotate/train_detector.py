@@ -22,7 +22,7 @@ import numpy as np
 
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
-from smarthub.annotate.options import DetectorTrainOptions
+from smarthub.annotate.options import DetectorTrainOptions, duration_words
 from smarthub.annotate.split import SPLITS
 from smarthub.annotate.starts import DetectorStart, choose_start
 from smarthub.optionspec import default
@@ -369,7 +369,7 @@ def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions
     elif options.epochs is not None:
         reason = f"{ran} epochs as asked" if ran >= options.epochs else f"stopped early after {ran} epochs"
     else:
-        reason = f"time budget of {_duration_words(options.budget_s)} used"
+        reason = f"time budget of {duration_words(options.budget_s)} used"
     info = TrainLength(epochs=ran, best_epoch=None if best is None else int(best), reason=reason)
     for name in ("best.pt", "last.pt"):
         if (weights / name).is_file():

@@ -28,9 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     how.add_argument("--fast-model", action="store_true",
                      help="score with the exported model (models/export.pkl); its training images are in-sample")
     p.add_argument("--embedder", metavar="NAME",
-                   help="embedding model: a torchvision or timm architecture, open_clip:MODEL[:PRETRAINED] or "
-                        "dinov2_vits14 (default: the trained model's arch and size from models/report.json, "
-                        "else mobilenet_v2 at 224 px)")
+                   help="embedding model: a torchvision or timm architecture, open_clip:MODEL[:PRETRAINED], "
+                        "open_clip:hf-hub:ORG/REPO or dinov2_vits14 (stronger ones: `smarthub weights list`; default: "
+                        "the trained model's arch and size from models/report.json, else mobilenet_v2 at 224 px)")
     p.add_argument("--include", metavar="FILTERS", default="",
                    help=f"also show images these filters flag, comma-separated: {include_help()}")
     add_arguments(p, ReviewOptions, only={"show_all", "folds", "threshold"})

@@ -129,8 +129,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("file", type=Path, metavar="FILE")
     a.add_argument("--arch", default=None, help="the architecture the file is for (default: detect)")
     a.set_defaults(func=run_weights_add)
-    lst = wsub.add_parser("list", help="what each architecture expects and what is cached")
+    lst = wsub.add_parser("list", help="what each architecture expects and what is cached; the recommended "
+                                       "review embedders: cached or what a download fetches (size, licence)")
     lst.set_defaults(func=run_weights_list)
+    dl = wsub.add_parser("download", help="fetch a recommended review embedder into the Hugging Face cache (online)")
+    dl.add_argument("name", metavar="NAME", help="a name `smarthub weights list` recommends, e.g. dinov2_vits14")
+    dl.set_defaults(func=run_weights_download)
 
 
 # without a terminal (a log file, CI), a progress line inside a long step at most this often
@@ -340,4 +344,20 @@ def run_weights_list(args: argparse.Namespace) -> int:
     others = [p.name for p in cached_weights() if p.name not in known]
     if others:
         print(f"other files in the cache: {', '.join(others)}")
+    from smarthub.model import embedders
+
+    print(f"\nrecommended review embedders, strongest first (`review --embedder NAME`; hub cache: "
+          f"{embedders.hub_cache_dir()}):")
+    print_table([(s.rec.name, f"{s.rec.size_mb} MB", s.rec.licence, embedders.describe(s))
+                 for s in embedders.statuses()], ("embedder", "size", "licence", "here"))
+    print(f"strongest that loads here: {embedders.strongest() or 'none (nothing cached)'}")
+    return 0
+
+
+def run_weights_download(args: argparse.Namespace) -> int:
+    from smarthub.model import embedders
+
+    with quiet_libraries():
+        folder = embedders.download(args.name)
+    print(f"{args.name} is cached in {folder}: `smarthub review --embedder {args.name}`")
     return 0

@@ -9,14 +9,12 @@ seeded from the provenance ledger, so a 100k-image folder is not re-hashed each 
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from smarthub.atomicio import append_jsonl, atomic_write_text, read_jsonl
 from smarthub.collect.options import DEFAULT_NEAR_THRESHOLD

@@ -24,7 +24,7 @@ from smarthub.dataset import (IMAGE_SUFFIXES, SPLIT_NAMES, ImageItem, has_split_
                               sha256_file, validate_label)
 from smarthub.errors import ImageError, ModelError, SmartHubError
 from smarthub.imaging import open_rgb
-from smarthub.model import archs
+from smarthub.model import archs, embedders
 from smarthub.workspace import Workspace
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -173,15 +173,16 @@ def hash_items(ws: Workspace, items: Sequence[ImageItem], *, progress: Progress 
 
 # ---------------------------------------------------------------- feature extractor
 
-OPEN_CLIP_PREFIX = "open_clip:"  # open_clip:MODEL[:PRETRAINED], e.g. open_clip:ViT-B-32:laion2b_s34b_b79k
-DINOV2_NAMES = ("dinov2_vits14", "dinov2_vitb14", "dinov2_vitl14", "dinov2_vitg14")  # torch.hub facebookresearch/dinov2
+OPEN_CLIP_PREFIX = embedders.OPEN_CLIP_PREFIX  # open_clip:MODEL[:PRETRAINED] or open_clip:hf-hub:ORG/REPO
+DINOV2_NAMES = tuple(embedders.DINOV2_TIMM)  # dinov2_vits14 ...: DINOv2's weights, loaded by timm
 
 
 def check_embedder(name: str) -> str:
     """The embedder name, stripped, if smarthub knows how to build it here (weights are checked when loading).
 
-    Accepts a torchvision or timm architecture, `open_clip:MODEL[:PRETRAINED]` when open_clip is installed, or
-    a DINOv2 name (dinov2_vits14 ...). Raises SmartHubError naming the flag and the alternatives otherwise.
+    Accepts a torchvision or timm architecture, `open_clip:MODEL[:PRETRAINED]` or `open_clip:hf-hub:ORG/REPO` when
+    open_clip is installed, or a DINOv2 name (dinov2_vits14 ...) when timm is. Raises SmartHubError naming the flag
+    and the alternatives otherwise.
     """
     name = (name or "").strip()
     if name.startswith(OPEN_CLIP_PREFIX):
@@ -191,56 +192,97 @@ def check_embedder(name: str) -> str:
         return name
     from smarthub.model.archs import TORCHVISION_ARCHS, resolve_arch
 
-    if name in DINOV2_NAMES or name in TORCHVISION_ARCHS:  # known without importing torchvision
+    if name in TORCHVISION_ARCHS:  # known without importing torchvision
         return name
-
+    if name in DINOV2_NAMES and importlib.util.find_spec("timm") is None:
+        raise SmartHubError(f"--embedder {name}: DINOv2 is loaded by timm, which is not installed (`pip install timm`); "
+                            f"or use {cached_alternatives()}")
     try:
-        return resolve_arch(name).name
+        resolved = resolve_arch(embedders.hub_name(name)).name
     except SmartHubError as e:
         raise SmartHubError(f"--embedder {name!r}: {e}") from e
+    return name if name in DINOV2_NAMES else resolved
 
 
 def cached_alternatives() -> str:
-    """'--embedder A (or B)' for the torchvision archs whose pretrained weights are in the torch cache."""
-    from smarthub.model.archs import TORCHVISION_ARCHS, cached_weights, expected_weights_file
-
-    files = {p.name for p in cached_weights()}
-    names = [a for a in TORCHVISION_ARCHS if files and expected_weights_file(a) in files]
+    """'--embedder A (or B)' for the embedders that load here without a download (strongest first)."""
+    names = embedders.available()
     if not names:
-        return "--embedder with an architecture whose weights you add with `smarthub weights add FILE` (none cached)"
+        return ("--embedder with weights you add: `smarthub weights add FILE` (torchvision) or `smarthub weights "
+                "download NAME` online (none cached)")
     if len(names) == 1:
         return f"--embedder {names[0]} (its weights are cached)"
     return f"--embedder NAME with cached weights: {', '.join(names)}"
 
 
-def load_extractor(arch: str, *, pretrained: bool = True) -> tuple[Any, tuple]:
+def load_extractor(arch: str, *, pretrained: bool = True, size_px: int | None = None) -> tuple[Any, tuple]:
     """(torch module mapping a normalised batch to one embedding per image, (mean, std)).
 
-    `arch` is a torchvision or timm architecture (through `smarthub.model.archs.feature_extractor`),
-    `open_clip:MODEL[:PRETRAINED]` (when open_clip is installed) or a DINOv2 name from torch.hub.
+    `arch` is a torchvision or timm architecture (through `smarthub.model.archs.feature_extractor`), a DINOv2
+    name (timm), or `open_clip:MODEL[:PRETRAINED]` / `open_clip:hf-hub:ORG/REPO` (when open_clip is installed).
+    Vision transformers are set to take `size_px` images (their position embeddings resampled, as timm does).
 
     Raises:
-        ModelError: unknown arch, or its pretrained weights cannot be had (offline).
+        ModelError: unknown arch, its pretrained weights cannot be had (offline), or its checkpoint is corrupt
+            or of another model's shape: one line with the fix.
     """
     if arch.startswith(OPEN_CLIP_PREFIX):
-        return _open_clip_extractor(arch.removeprefix(OPEN_CLIP_PREFIX))
-    if arch in DINOV2_NAMES:
-        return _dinov2_extractor(arch), IMAGENET_STATS
-    module, stats = archs.feature_extractor(arch, pretrained=pretrained)
+        return _open_clip_extractor(arch.removeprefix(OPEN_CLIP_PREFIX), size_px=size_px)
+    try:
+        module, stats = archs.feature_extractor(embedders.hub_name(arch), pretrained=pretrained)
+    except ModelError as e:
+        raise ModelError(f"--embedder {arch}: {_first_line(e)}{_download_hint(arch)}") from e
+    except _checkpoint_errors() as e:  # a corrupt safetensors file
+        raise ModelError(f"--embedder {arch}: its cached checkpoint is unreadable ({_first_line(e)}); "
+                         f"delete it and download it again{_download_hint(arch)}") from e
+    except KeyError as e:  # timm's checkpoint filters index the tensors they expect
+        raise ModelError(f"--embedder {arch}: its cached checkpoint is another model's (no tensor {e}); "
+                         f"delete it and download it again{_download_hint(arch)}") from e
+    if size_px is not None and hasattr(module, "set_input_size"):  # timm ViTs: DINOv2 is trained at 518 px
+        module.set_input_size(img_size=(size_px, size_px))
     module.eval()
     return module, tuple(stats) if stats is not None else IMAGENET_STATS
 
 
-def _open_clip_extractor(spec: str) -> tuple[Any, tuple]:
+def _first_line(e: BaseException) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _checkpoint_errors() -> tuple[type[BaseException], ...]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # safetensors comes with timm and open_clip; without it no such file is read
+        return ()
+    return (SafetensorError,)
+
+
+def _download_hint(arch: str) -> str:
+    """'; get it with `smarthub weights download …`' (offline: how to copy it) for a recommended embedder."""
+    for rec in embedders.RECOMMENDED:
+        if rec.name == arch:
+            if embedders.offline():
+                return f"; offline here: {embedders.offline_fix(rec)}"
+            return f"; get it with `smarthub weights download {arch}`"
+    return ""
+
+
+def _open_clip_extractor(spec: str, *, size_px: int | None) -> tuple[Any, tuple]:
     import open_clip  # an optional package: check_embedder tells the user when it is missing
     import torch
 
-    model_name, _, tag = spec.partition(":")
+    if spec.startswith(embedders.HF_PREFIX):  # the config and the weights both come from the hub repository
+        model_name, tag = spec, None
+    else:
+        model_name, _, tag = spec.partition(":")
     try:
         model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=tag or None)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ModelError(f"open_clip model {spec} is not available ({e}); connect once to download its weights, "
-                         f"or use {cached_alternatives()}") from e
+    except (OSError, RuntimeError, ValueError, KeyError, *_checkpoint_errors()) as e:
+        hint = _download_hint(OPEN_CLIP_PREFIX + spec)
+        raise ModelError(f"--embedder open_clip:{spec}: not available here ({_first_line(e)}){hint}") from e
+    expected = getattr(model.visual, "image_size", None)
+    expected = expected[0] if isinstance(expected, (tuple, list)) else expected
+    if size_px is not None and isinstance(expected, int) and expected != size_px:
+        raise ModelError(f"--embedder open_clip:{spec} takes {expected} px images: use --size {expected}")
     norm = next((t for t in getattr(preprocess, "transforms", []) if hasattr(t, "mean") and hasattr(t, "std")), None)
     stats = (tuple(norm.mean), tuple(norm.std)) if norm is not None else IMAGENET_STATS
 
@@ -253,16 +295,6 @@ def _open_clip_extractor(spec: str) -> tuple[Any, tuple]:
             return self.model.encode_image(x)
 
     return _Image().eval(), stats
-
-
-def _dinov2_extractor(name: str) -> Any:
-    import torch
-
-    try:
-        return torch.hub.load("facebookresearch/dinov2", name, trust_repo=True).eval()
-    except (OSError, RuntimeError, ValueError, ImportError) as e:  # URLError is an OSError
-        raise ModelError(f"DINOv2 model {name} is not available ({e}); connect once so torch.hub can fetch it, "
-                         f"or use {cached_alternatives()}") from e
 
 
 def load_image_array(path: Path, size_px: int) -> np.ndarray:
@@ -375,7 +407,7 @@ def embed_items(
     todo = [i for i, s in enumerate(shas) if s not in cache]
     failed: list[tuple[Path, str]] = []
     if todo:
-        extractor, stats = load_extractor(arch, pretrained=pretrained)
+        extractor, stats = load_extractor(arch, pretrained=pretrained, size_px=size_px)
         feats, ok, failed = compute_embeddings(
             [paths[i] for i in todo], extractor, stats, size_px=size_px, batch_size=batch_size, progress=progress
         )

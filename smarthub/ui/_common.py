@@ -110,7 +110,7 @@ def thumbnail(ws: Workspace, path: Path, *, side_px: int = THUMB_SIDE_PX) -> Pat
     except ImageError:
         return placeholder(ws, "unreadable")
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_with(out, lambda f: image.save(f, format="JPEG", quality=85))
+    atomic_write_with(out, lambda f: image.save(f, format="JPEG", quality=85), durable=False)  # a cache
     return out
 
 

@@ -17,7 +17,7 @@ from smarthub.annotate.inputs import (DETECTOR_SUFFIXES, default_detector, detec
                                       inside_workspace, new_zip_path, resolve_detector, runs_dir)
 from smarthub.annotate.draw import Previews, draw_scored
 from smarthub.annotate.next_images import GALLERY_SORTS, gallery_order
-from smarthub.annotate.options import DEFAULT_DETECTOR, DetectOptions, DetectorTrainOptions
+from smarthub.annotate.options import DetectOptions, DetectorTrainOptions
 from smarthub.annotate.scored import DEFAULT_FLOOR, ScoredBatch, Thresholds
 from smarthub.errors import DatasetError, ModelError
 from smarthub.optionspec import controls, default, labels
@@ -67,7 +67,6 @@ def annotate_batch(ws: Workspace, folder: str, files: list[Any] | None, detector
     run's tuned per-class thresholds), the ranking and a zip; returns (report text, zip path, the batch view)."""
     with user_errors(LABELS):
         from smarthub.annotate import preannotate as annotate
-        from smarthub.annotate import detect
         from smarthub.annotate.next_images import write_ranking
         from smarthub.annotate.scored import scoring_detector
         from smarthub.workspace import batch_placement_warning

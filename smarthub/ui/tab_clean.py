@@ -12,6 +12,7 @@ from __future__ import annotations
 import html
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import gradio as gr
 
@@ -207,7 +208,8 @@ def health_text(ws: Workspace, result: ReviewResult) -> str:
     from smarthub.clean import review
 
     h, rows = review.health_of(result)
-    lines = ["| class | images | estimated errors | share |", "|---|---:|---:|---:|"]
+    lines = [f"Ranked by **{html.escape(ranked_by(result))}** ({html.escape(result.method)} method)\n",
+             "| class | images | estimated errors | share |", "|---|---:|---:|---:|"]
     lines += [f"| {html.escape(c.label)} | {c.n_images} | {c.estimated_errors} | {c.error_share:.0%} |"
               for c in h.classes]
     if h.confused:
@@ -237,8 +239,10 @@ def kind_choices() -> list[str]:
 
 
 def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, folds: int,
-               progress: gr.Progress | None = None, include: list[str] | tuple[str, ...] = ()) -> CleanView:
-    """Review the dataset and show the estimated label errors (and the images of the filters `include`)."""
+               progress: gr.Progress | None = None, include: list[str] | tuple[str, ...] = (),
+               embedder: str | None = None) -> CleanView:
+    """Review the dataset and show the estimated label errors (and the images of the filters `include`), ranked
+    with `embedder` (None or DEFAULT_EMBEDDER: the trained model's arch, else mobilenet_v2)."""
     def cb(stage: str, done: int, total: int) -> None:
         if progress is not None:
             progress((done, total), desc=stage)
@@ -246,7 +250,8 @@ def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, fol
     with user_errors(LABELS):
         from smarthub.clean import review
         options = ReviewOptions(method=method, folds=int(folds), threshold=float(threshold),
-                                include=frozenset(i for i in include if i != SHOW_ALL), show_all=SHOW_ALL in include)
+                                include=frozenset(i for i in include if i != SHOW_ALL), show_all=SHOW_ALL in include,
+                                train=embedder_train(ws, embedder))
         result = review.review(ws, options, progress=cb)
     return load_result(ws, result, st)
 
@@ -332,6 +337,71 @@ def page_error(ws: Workspace, st: CleanState, e: gr.Error) -> CleanView:
     return render(ws, st, problem(e))
 
 
+# ---------------------------------------------------------------- embedders: the strongest cached, a download
+
+DEFAULT_EMBEDDER = "default"  # the trained model's arch and size, else mobilenet_v2 (review.default_train_options)
+
+
+def ranked_by(result: Any) -> str:
+    """'dinov2_vits14 at 224 px' (the embedder the review ranked with), or 'the exported model'."""
+    train = getattr(result.options, "train", None)
+    if result.method == "model" or train is None:
+        return "the exported model"
+    return f"{train.arch} at {train.size_px} px"
+
+
+def embedder_train(ws: Workspace, embedder: str | None) -> Any:
+    """The review's TrainOptions for a chosen embedder (None: the documented default)."""
+    from dataclasses import replace
+
+    from smarthub.clean import review
+
+    if not embedder or embedder == DEFAULT_EMBEDDER:
+        return None
+    return replace(review.default_train_options(ws), arch=embedder, size_px=review.DEFAULT_SIZE_PX)
+
+
+def embedder_menu() -> tuple[list[str], str]:
+    """(choices, value) of the embedder menu: the recommended embedders cached here, strongest first, and the
+    default; the value is the strongest (without importing torch: the menu is built at start-up)."""
+    from smarthub.model import embedders
+
+    names = embedders.available(torchvision=False)
+    return [*names, DEFAULT_EMBEDDER], (names[0] if names else DEFAULT_EMBEDDER)
+
+
+def download_menu() -> tuple[list[tuple[str, str]], str | None]:
+    """(choices, value) of the download menu: recommended embedders not cached here, strongest first."""
+    from smarthub.model import embedders
+
+    missing = [s.rec for s in embedders.statuses() if not s.cached]
+    return [(f"{r.name} ({r.size_mb} MB, {r.licence})", r.name) for r in missing], (missing[0].name if missing else None)
+
+
+def download_embedder(name: str | None) -> tuple[str, str | None]:
+    """Download a recommended embedder (one click). Returns (message, the name to select when it worked)."""
+    from smarthub.errors import SmartHubError
+    from smarthub.model import embedders
+
+    if not name:
+        return ok("every recommended embedder is cached here"), None
+    try:
+        folder = embedders.download(name)
+    except SmartHubError as e:
+        return warn(str(e)), None
+    return ok(f"{name} downloaded to {folder}: chosen for the next review"), name
+
+
+def embedder_note() -> str:
+    """One line under the menus: offline here, what to do; else nothing."""
+    from smarthub.model import embedders
+
+    if not embedders.offline():
+        return ""
+    return html.escape(f"Offline here (HF_HUB_OFFLINE): on a machine online run `smarthub weights download NAME`, "
+                       f"then copy its folder into {embedders.hub_cache_dir()}")
+
+
 # ---------------------------------------------------------------- widgets
 
 SHORTCUTS_JS = """
@@ -385,9 +455,19 @@ def build(ws: Workspace) -> None:
                                        f"{c['threshold'].value:g}: lower it for a shorter list (the queue itself "
                                        f"is the estimated errors)")
             folds = gr.Slider(**c["folds"].slider())
+            choices, value = embedder_menu()
+            embedder = gr.Dropdown(choices, value=value, label="embedder", elem_id="sh-embedder",
+                                   info="the features the fast review ranks with, strongest cached first (default: "
+                                        "the trained model's arch, else mobilenet_v2)")
             with gr.Column(min_width=160):
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
                 run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=48)  # the progress, by the button
+        with gr.Row():
+            get_choices, get_value = download_menu()
+            get = gr.Dropdown(get_choices, value=get_value, label="a stronger embedder (download, online)",
+                              elem_id="sh-get-embedder", scale=2)
+            get_b = gr.Button("Download", size="sm", elem_id="sh-download-embedder", scale=0, min_width=100)
+            get_note = gr.Markdown(embedder_note(), elem_id="sh-embedder-note")
         show = gr.CheckboxGroup(filter_choices(None), value=[], label="also show (the queue holds the estimated "
                                 "label errors; counts after a review)", elem_id="sh-show",
                                 info=" · ".join(f"{s.name}: {s.description}" for s in signals.SIGNALS if s.filter))
@@ -439,9 +519,9 @@ def build(ws: Workspace) -> None:
     outputs = [state, gallery, page_text, selected, detail, preview, status, counts, relabel_to, label, *quick,
                confirm_box, confirm_text]
 
-    def on_run(st, m, t, f, inc, progress=gr.Progress()):
+    def on_run(st, m, t, f, inc, emb, progress=gr.Progress()):
         try:
-            return run_review(ws, st, m, t, f, progress, inc).outputs()
+            return run_review(ws, st, m, t, f, progress, inc, emb).outputs()
         except gr.Error as e:  # shown in the status area, where it stays until the next action
             return page_error(ws, st, e).outputs()
 
@@ -501,7 +581,16 @@ def build(ws: Workspace) -> None:
         cleared = "" if view.state.counts["relabelled"] > done_before else gr.skip()
         return (*view.outputs(), cleared)
 
-    run.click(on_run, [state, method, threshold, folds, show], outputs,
+    def on_download(name):
+        message, got = download_embedder(name)
+        if got is None:
+            return message, gr.skip(), gr.skip()
+        names, _ = embedder_menu()
+        left, first = download_menu()
+        return message, gr.update(choices=names, value=got), gr.update(choices=left, value=first)
+
+    get_b.click(on_download, [get], [get_note, embedder, get])
+    run.click(on_run, [state, method, threshold, folds, show, embedder], outputs,
               show_progress_on=[run_progress]).then(on_counts, [state], [show, split, health])  # one bar, by the button
     show.input(on_show, [state, show], outputs)
     for widget in (kind, label, split):

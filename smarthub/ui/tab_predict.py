@@ -8,7 +8,7 @@ from typing import Any
 
 import gradio as gr
 
-from smarthub.errors import ImageError, ModelError, SmartHubError
+from smarthub.errors import ImageError, ModelError
 from smarthub.ui._common import problem, user_errors
 from smarthub.workspace import Workspace
 

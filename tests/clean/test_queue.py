@@ -1,7 +1,6 @@
 """The default review queue: the estimated label errors, found among planted ones, and no larger than needed."""
 from __future__ import annotations
 
-import pytest
 
 from clean_setup import PER_CLASS, CLASSES, fast_options
 from smarthub.clean import review
