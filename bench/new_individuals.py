@@ -87,7 +87,7 @@ def per_class_pairs(images: list) -> tuple[dict, dict]:
     return pairs, count
 
 
-def agnostic_pairs(images: list, nms: float) -> tuple[list, int]:
+def agnostic_pairs(images: list, nms: float | None) -> tuple[list, int]:
     """(score, hit) of every box after class-agnostic NMS, a hit being any truth box at IoU >= 0.5 (a wrong
     label is a relabel, priced as a verification: 1.6 s)."""
     import numpy as np
@@ -96,7 +96,7 @@ def agnostic_pairs(images: list, nms: float) -> tuple[list, int]:
 
     pairs, n = [], 0
     for pred, truth in images:
-        p = agnostic_nms(pred, nms)
+        p = agnostic_nms(pred, nms) if nms else pred
         n += len(truth)
         pairs += match_scores(np.array([b[1] for b in p]).reshape(-1, 4), np.array([b[2] for b in p]),
                               np.array([b[1] for b in truth]).reshape(-1, 4))
@@ -113,9 +113,10 @@ def rules(val: list) -> dict:
         out[obj] = ({n: choose_threshold(pairs[n], count[n], objective=obj).conf for n in pairs}, None)
     t = out["time"][0]
     out["time, agnostic NMS"] = (t, 0.7)
-    for nms in (0.7,):
+    for nms in (None, 0.7):
         ap, n = agnostic_pairs(val, nms)
-        out[f"one time threshold, agnostic (NMS {nms})"] = (choose_threshold(ap, n, objective="time").conf, nms)
+        out["one time threshold, agnostic" + (f" (NMS {nms})" if nms else "")] = (
+            choose_threshold(ap, n, objective="time").conf, nms)
     return out
 
 
