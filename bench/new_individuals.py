@@ -209,6 +209,13 @@ def report(saved: list) -> None:
                 t = f"{thr:.3f}" if isinstance(thr, float) else ", ".join(f"{k} {v:.3f}" for k, v in thr.items())
                 print(f"| {s['arm']} | {s['seed']} | {rule} | {b} | {t} | {e['verify']} | {e['adjust']} | "
                       f"{e['relabel']} | {e['delete']} | {e['draw']} | {e['ratio']:.2f}x |")
+    if any("more seen" in s for s in saved):
+        print("\nmore test batches, same detectors (pooled time vs by hand, seen / new individuals):")
+        for s in [s for s in saved if "more seen" in s]:
+            for rule, (thr, nms) in rules(s["val"]).items():
+                e = [price(s["more " + b], thr, nms) for b in BATCHES]
+                print(f"  {s['arm']} seed {s['seed']} {rule:<40} {len(s['more seen'])} + {len(s['more new individuals'])}"
+                      f" images: {e[0]['ratio']:.3f}x / {e[1]['ratio']:.3f}x (draw {e[0]['draw']} / {e[1]['draw']})")
     print("\nmean time vs by hand over seeds (seen / new individuals):")
     for (arm, rule, b), v in summary.items():
         if b == "seen":
@@ -241,6 +248,8 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=10)
     ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--more-tests", type=int, default=0,
+                    help="K more batch pairs of --test scenes (scene seeds 1000 + 17k) priced with each arm's detector")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--from-json", type=Path)
     args = ap.parse_args()
@@ -248,7 +257,7 @@ def main() -> None:
     if args.from_json:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))
         for s in saved:
-            for k in ("val", *BATCHES):
+            for k in [k for k in ("val", *BATCHES, *("more " + b for b in BATCHES)) if k in s]:
                 s[k] = [([(b[0], tuple(b[1]), b[2]) for b in p], [(b[0], tuple(b[1]), b[2]) for b in t])
                         for p, t in s[k]]
         report(saved)
@@ -300,6 +309,15 @@ def main() -> None:
                     if key != "val":
                         row["map50"][key] = coco_map([(p, t, it.width, it.height) for (p, t), it in
                                                       zip(row[key], items)], sorted(CLASSES))[0] or 0.0
+                for k in range(args.more_tests):  # the same detector on more scenes: how much is the batch
+                    for b, dr in (("seen", seen), ("new individuals", new)):
+                        f = root / f"more {name} {b} {k}"
+                        compose_scenes(f, args.test, dr, bgs, size=size, seed=1000 + 17 * k + (b == "seen"),
+                                       prefix=b.replace(" ", "_"))
+                        items = scan_labelme_dir(f).items
+                        row.setdefault("more " + b, []).extend(
+                            (boxes_of(d), [(lab, tuple(xyxy), None) for lab, xyxy in it.boxes])
+                            for it, d in zip(items, predict_items(low, items)))
                 saved.append(row)
                 print(f"{name} seed {seed}: {run.length.epochs if run.length else '?'} epochs in "
                       f"{time.perf_counter() - t0:.0f} s (load {os.getloadavg()[0]:.1f}); val mAP50 "
