@@ -2,7 +2,7 @@
 batch is chosen by `annotate --order` ranking vs chosen at random.
 
     .venv/bin/python bench/active_learning.py [--n 40] [--pool 40] [--copies 10x3] [--k 20] [--test 40]
-                                              [--epochs 40] [--imgsz 128] [--arms random,both,uncertainty]
+                                              [--epochs 40] [--imgsz 128] [--arms random,both,uncertainty] [--seeds 0,1,2]
 
 Scenes as in bench/detection_loop.py (openclipart `fish` and `fruit` on crops of scikit-image's photos, planted
 truth). The unlabelled pool holds `--pool` distinct scenes plus near-copies of some of them (`--copies AxB`: B
@@ -59,10 +59,36 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--imgsz", type=int, default=128)
     ap.add_argument("--arms", default="random,both,uncertainty")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", default="0", help="comma-separated seeds (scenes, training, random choice): "
+                    "several give mean +- sd and the paired difference ranked - random")
     args = ap.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    started = time.perf_counter()
+    results = [run_seed(args, seed) for seed in (int(s) for s in args.seeds.split(","))]
+    summarise(results)
+    print(f"total {time.perf_counter() - started:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
 
+
+def summarise(results: list[dict]) -> None:
+    """Mean +- sd of each arm's round-2 test mAP50 over seeds, and of its paired difference to random."""
+    import numpy as np
+
+    if len(results) < 2:
+        return
+    print(f"\nover {len(results)} seeds ({', '.join(str(r['seed']) for r in results)}): test mAP50 mean +- sd")
+    print(f"  round 1: {np.mean([r['round1'] for r in results]):.3f} +- {np.std([r['round1'] for r in results], ddof=1):.3f}")
+    for arm in results[0]["arms"]:
+        v = np.array([r["arms"][arm] for r in results])
+        line = f"  {arm}: {v.mean():.3f} +- {v.std(ddof=1):.3f}"
+        if arm != "random" and "random" in results[0]["arms"]:
+            d = v - np.array([r["arms"]["random"] for r in results])
+            line += (f"; paired difference to random {d.mean():+.3f} +- {d.std(ddof=1):.3f} "
+                     f"(standard error {d.std(ddof=1) / np.sqrt(len(d)):.3f}; ranked better in {(d > 0).sum()} of {len(d)})")
+        print(line)
+
+
+def run_seed(args: argparse.Namespace, seed: int) -> dict:
+    """One seed of the bench: round 1, the pool ranked, round 2 per arm; {'seed', 'round1', 'arms': {arm: mAP50}}."""
     import numpy as np
 
     from detection_loop import CLASSES, photos
@@ -86,9 +112,9 @@ def main() -> None:
         seen = {k: v[: int(len(v) * 0.7)] for k, v in drawings.items()}
         bgs = photos()
         for i, (name, n) in enumerate({"corrected": args.n, "pool": args.pool, "test": args.test}.items()):
-            compose_scenes(root / name, n, seen, bgs, size=size, seed=args.seed + 101 * i, prefix=name + "_")
+            compose_scenes(root / name, n, seen, bgs, size=size, seed=seed + 101 * i, prefix=name + "_")
         names = sorted(p.stem for p in (root / "pool").glob("*.jpg"))[:a_copies]
-        copies = near_copies(root / "pool", names, b_copies, seed=args.seed)
+        copies = near_copies(root / "pool", names, b_copies, seed=seed)
         truth_pool = root / "pool truth"
         truth_pool.mkdir()
         for p in sorted((root / "pool").glob("*.json")):
@@ -107,7 +133,7 @@ def main() -> None:
         def train(name: str, folder: Path):
             t0 = time.perf_counter()
             run = train_detector(folder, models, DetectorTrainOptions(epochs=args.epochs, imgsz=args.imgsz, batch=16,
-                                                                      seed=args.seed, name=name))
+                                                                      seed=seed, name=name))
             print(f"{name}: trained in {time.perf_counter() - t0:.0f} s, validation mAP50 {run.map50 or 0:.3f}",
                   flush=True)
             return run
@@ -130,7 +156,7 @@ def main() -> None:
         picks: dict[str, list[str]] = {}
         for arm in arms:
             if arm == "random":
-                rng = np.random.default_rng(args.seed)
+                rng = np.random.default_rng(seed)
                 picks[arm] = [scored.images[i].image for i in rng.choice(len(scored.images), args.k, replace=False)]
             else:
                 picks[arm] = [r.image for r in rank_scored(scored, thresholds, order=arm, embeddings=emb)[: args.k]]
@@ -159,7 +185,8 @@ def main() -> None:
         base = dict((a, m) for a, _, m in rows).get("random")
         if base:
             print("ratio to random: " + ", ".join(f"{a} {m / base:.2f}x" for a, _, m in rows if a != "random"))
-        print(f"total {time.perf_counter() - started:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+        print(f"seed {seed}: {time.perf_counter() - started:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
+        return {"seed": seed, "round1": map1, "arms": {a: m for a, _, m in rows}}
 
 
 if __name__ == "__main__":
