@@ -342,15 +342,15 @@ def page_error(ws: Workspace, st: CleanState, e: gr.Error) -> CleanView:
 DEFAULT_EMBEDDER = "default"  # the trained model's arch and size, else mobilenet_v2 (review.default_train_options)
 
 
-def ranked_by(result: Any) -> str:
+def ranked_by(result: ReviewResult) -> str:
     """'dinov2_vits14 at 224 px' (the embedder the review ranked with), or 'the exported model'."""
-    train = getattr(result.options, "train", None)
+    train = result.options.train if result.options is not None else None
     if result.method == "model" or train is None:
         return "the exported model"
     return f"{train.arch} at {train.size_px} px"
 
 
-def embedder_train(ws: Workspace, embedder: str | None) -> Any:
+def embedder_train(ws: Workspace, embedder: str | None) -> TrainOptions | None:
     """The review's TrainOptions for a chosen embedder (None: the documented default)."""
     from dataclasses import replace
 
