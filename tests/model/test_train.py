@@ -79,7 +79,7 @@ BAD_TRAIN_INPUT = [
     (_good, ["--device", "tpu"], r"unknown device 'tpu': use auto, cpu, cuda, cuda:N or mps"),
     (_good, ["--no-pretrained", "--head-only"], r"--head-only needs a pretrained body"),
     (_good, ["--patience", "0"], r"patience must be at least 1"),
-    (_good, ["--freeze-stride", "3"], r"freeze stride must be one of 0, 2, 4, 8, 16, 32 \(got 3\)"),
+    (_good, ["--freeze-stride", "3"], r"--freeze-stride must be one of 0, 2, 4, 8, 16, 32 \(got 3\)"),
     (_good, ["--no-pretrained", "--epochs", "0"], r"epochs must be at least 1"),
     (_good, ["--no-pretrained", "--valid-pct", "1.5"], r"--valid-pct must be between 0 and 1"),
 ]
@@ -278,5 +278,5 @@ def test_pretrained_mobilenet_v2_learns_trousers_vs_bags(tmp_path: Path, torch_h
 def test_train_options_validation_is_a_smarthub_error() -> None:
     from smarthub.model.options import TrainOptions
 
-    with pytest.raises(SmartHubError, match="batch size"):
+    with pytest.raises(SmartHubError, match=r"--batch-size must be at least 2 \(got 1\)"):
         TrainOptions(batch_size=1)
