@@ -192,7 +192,8 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
                     **options.ultralytics_args, **recipe, **length,
                     **{k: initial[k] for k in space.bounds()}, "mode": "train", "space": space.bounds()}
             tuner = _recording_tuner()(args=args, model=model.model, _callbacks=model.callbacks)
-            tuner.setup_record(records, report, log_path, trials)
+            trials_end = None if share_s is None else time.monotonic() + share_s * trials
+            tuner.setup_record(records, report, log_path, trials, deadline=trials_end)
             try:
                 tuner(iterations=trials)
             except RuntimeError as e:  # Ultralytics' mutation found no new point: the space is used up
@@ -236,9 +237,9 @@ def _recording_tuner() -> type:
 
     class RecordingTuner(Tuner):
         def setup_record(self, records: list[DetectorTrial], report: Callable[[TrainProgress], None],
-                         log_path: Path, total: int) -> None:
+                         log_path: Path, total: int, *, deadline: float | None) -> None:
             self.records, self.report, self.log_path, self.total = records, report, log_path, total
-            self.trial_started, self.log_offset = time.monotonic(), 0
+            self.trial_started, self.log_offset, self.deadline = time.monotonic(), 0, deadline
 
         def _constrain(self, hyp: dict[str, float]) -> dict[str, float]:
             hyp = super()._constrain(hyp)
@@ -248,6 +249,11 @@ def _recording_tuner() -> type:
             return hyp
 
         def _mutate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            longest = max((t.seconds for t in self.records), default=0.0)
+            if self.deadline is not None and self.records and time.monotonic() + longest > self.deadline:
+                # a trial is a subprocess: its start-up and last validation run past its training time
+                raise RuntimeError(f"the trials' share of the budget is used (a trial took up to {longest:.0f} s "
+                                   f"here)")
             self.trial_started = time.monotonic()
             self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
             return super()._mutate(*args, **kwargs)
