@@ -231,6 +231,9 @@ def load_extractor(arch: str, *, pretrained: bool = True, size_px: int | None = 
     try:
         module, stats = archs.feature_extractor(embedders.hub_name(arch), pretrained=pretrained)
     except ModelError as e:
+        if isinstance(e.__cause__, FileNotFoundError):  # the hub library found no cached file (and is offline)
+            raise ModelError(f"--embedder {arch}: its weights are not in the Hugging Face cache "
+                             f"{embedders.hub_cache_dir()}{_download_hint(arch)}") from e
         raise ModelError(f"--embedder {arch}: {_first_line(e)}{_download_hint(arch)}") from e
     except _checkpoint_errors() as e:  # a corrupt safetensors file
         raise ModelError(f"--embedder {arch}: its cached checkpoint is unreadable ({_first_line(e)}); "
