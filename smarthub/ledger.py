@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from smarthub.atomicio import append_jsonl, read_jsonl
+from smarthub.dataset import class_counts, outside_note, scan_dataset
 from smarthub.imaging import ImageHashes
 from smarthub.workspace import Workspace
 
@@ -83,8 +84,6 @@ def current_path(ws: Workspace, record: ProvenanceRecord, by_name: dict[str, Pat
 
 
 def _files_by_name(ws: Workspace) -> dict[str, Path]:
-    from smarthub.dataset import scan_dataset
-
     if not ws.data_dir.is_dir():
         return {}
     return {item.path.name: item.path for item in scan_dataset(ws.data_dir)}
@@ -138,8 +137,6 @@ class InfoReport:
 
 def info(ws: Workspace) -> InfoReport:
     """Summarise the data folder and its provenance ledger."""
-    from smarthub.dataset import class_counts, outside_note, scan_dataset
-
     outside: list[Path] = []
     items = scan_dataset(ws.data_dir, outside=outside)
     report = InfoReport(per_class=class_counts(items), outside=outside_note(outside, ws.data_dir))

@@ -23,6 +23,7 @@ from smarthub import fileops
 from smarthub.clean import review, session, signals
 from smarthub.clean.session import ALL, DELETE, KEEP, RELABEL, CleanSession
 from smarthub.errors import ImageError
+from smarthub.imaging import thumbnail
 from smarthub.ledger import original_name
 from smarthub.workspace import Workspace
 
@@ -43,8 +44,6 @@ class Card:
 def thumbnail_png(path: Path, *, max_side_px: int) -> bytes:
     """PNG bytes of the image shrunk to fit max_side_px (a grey square with an X when unreadable)."""
     from PIL import Image, ImageDraw
-
-    from smarthub.imaging import thumbnail
 
     try:
         thumb = thumbnail(path, max_side_px=max_side_px)

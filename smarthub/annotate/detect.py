@@ -2,6 +2,9 @@
 
 Importing this module is cheap: torch, torchvision and ultralytics are imported inside the
 functions that need them. Ultralytics (AGPL-3.0) is only imported by the YOLO backend.
+
+Over 400 lines on purpose: the Detections record and three detector backends (torchvision by name, smarthub
+checkpoint, Ultralytics) behind one interface, ~100 lines each.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ import numpy as np
 from smarthub import trust
 from smarthub.annotate.options import SMARTHUB_ARCHS, TORCHVISION_ARCHS, DetectOptions  # noqa: F401 (re-exported)
 from smarthub.errors import ModelError, SmartHubError
+from smarthub.model.devices import resolve_device
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -467,8 +471,6 @@ def load_detector(spec: str | Path, options: DetectorOptions | None = None) -> D
     """
     options = options or DetectorOptions()
     if options.device == "auto":
-        from smarthub.model.devices import resolve_device
-
         options = dataclasses.replace(options, device=resolve_device(options.device))
     text = str(spec)
     path = Path(spec)

@@ -13,10 +13,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smarthub.annotate.labelme import (
+    SILVER_FLAG,
+    LabelmeFile,
+    contained_image_path,
+    load_labelme,
+    non_box_shapes,
+    shape_boxes,
+)
 from smarthub.dataset import IMAGE_SUFFIXES
-from smarthub.errors import AnnotationError, DatasetError
-from smarthub.annotate.labelme import (SILVER_FLAG, LabelmeFile, contained_image_path, load_labelme, non_box_shapes,
-                                       shape_boxes)
+from smarthub.errors import AnnotationError, DatasetError, ImageError
+from smarthub.imaging import check_image
+
 Box = tuple[str, tuple[float, float, float, float]]
 
 
@@ -112,8 +120,6 @@ def iter_images(images_dir: Path, *, exclude: Path | None = None) -> Iterator[Pa
 
 
 def _oriented_size(path: Path) -> tuple[int, int]:
-    from smarthub.imaging import check_image
-
     return check_image(path)
 
 
@@ -123,8 +129,6 @@ def scan_labelme_dir(root: Path, *, silver_only: bool = False) -> DetSet:
     `silver_only`: keep only files whose flags mark them silver (see preannotate's silver flags),
     and no background images. Raises DatasetError (one line) on the first problem.
     """
-    from smarthub.errors import ImageError
-
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"Labelme folder not found: {root}")

@@ -3,14 +3,15 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from smarthub.errors import AnnotationError, ImageError
 from smarthub.annotate.labelme import image_path_of, load_labelme, shape_boxes
 from smarthub.annotate.scored import ScoredBatch, Thresholds, filter_shapes, score_of
+from smarthub.errors import AnnotationError, ImageError
+from smarthub.imaging import open_rgb
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -124,8 +125,6 @@ def caption_of(name: str, boxes: int) -> str:
 
 def draw_image_file(path: Path, size: tuple[int, int], boxes: list[Box], *, max_side_px: int = 640) -> Image.Image:
     """Decode an image (EXIF-corrected, reduced) and draw boxes given in its full `size` (width, height) frame."""
-    from smarthub.imaging import open_rgb
-
     image = open_rgb(path, max_side_px=max_side_px * 2)
     sx, sy = image.width / size[0], image.height / size[1]
     scaled = [(lab, (x1 * sx, y1 * sy, x2 * sx, y2 * sy), s) for lab, (x1, y1, x2, y2), s in boxes]

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 
-from smarthub.errors import AnnotationError, DatasetError
 from smarthub.annotate.detset import ShapeTally
 from smarthub.annotate.labelme import edit_state, load_labelme, shape_boxes
+from smarthub.errors import AnnotationError, DatasetError, SmartHubError
 
 MATCH_IOU = 0.5          # a prediction counts as found at IoU >= 0.5 (precision/recall, mAP50)
 VERIFY_IOU = 0.7         # correction effort: a box this close to the truth is accepted with one glance
@@ -74,8 +74,6 @@ class ActionCosts:
 
     def __post_init__(self) -> None:
         if any(not (v >= 0 and math.isfinite(v)) for v in asdict(self).values()):
-            from smarthub.errors import SmartHubError
-
             raise SmartHubError(f"action costs must be finite seconds >= 0, got {asdict(self)}")
 
 
@@ -327,8 +325,6 @@ def evaluate_annotations(pred_dir: Path, truth_dir: Path, *, iou: float = MATCH_
         if not d.is_dir():
             raise DatasetError(f"folder not found: {d}")
     if not 0.0 < iou <= 1.0:
-        from smarthub.errors import SmartHubError
-
         raise SmartHubError(f"--iou must be in (0, 1], got {iou}")
     preds, truths = _json_index(pred_dir), _json_index(truth_dir)
     if not truths:

@@ -15,12 +15,22 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smarthub.errors import DatasetError, SmartHubError
-from smarthub.outputs import staged_output
+from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, iter_images, scan_labelme_dir
+from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
 from smarthub.annotate.options import ExportOptions
-from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
-from smarthub.annotate.split import (SPLIT_FILE, SPLITS, SplitRecord, check_split, parse_split,  # noqa: F401
-                                     split_counts, stable_split)
+from smarthub.annotate.split import (  # noqa: F401
+    SPLIT_FILE,
+    SPLITS,
+    SplitRecord,
+    check_split,
+    parse_split,
+    split_counts,
+    stable_split,
+)
+from smarthub.atomicio import atomic_write_json, atomic_write_text
+from smarthub.errors import DatasetError, ImageError, SmartHubError
+from smarthub.imaging import check_image
+from smarthub.outputs import check_replaceable, recover_output, staged_output
 
 FORMATS = ("yolo", "coco")
 
@@ -101,8 +111,6 @@ def check_output(src: Path, out: Path, *, overwrite: bool) -> list[str]:
     """Refuse an output inside the input (or around it), a non-empty output without `overwrite`, and with it
     a folder smarthub did not export (`outputs.check_replaceable`: a data or models folder, a stranger's file).
     What an interrupted export left is repaired first; returns the notes saying so."""
-    from smarthub.outputs import check_replaceable, recover_output
-
     check_not_nested(src, out)
     notes = recover_output(out)
     if out.exists() and not out.is_dir():
@@ -116,8 +124,6 @@ def check_output(src: Path, out: Path, *, overwrite: bool) -> list[str]:
 
 
 def _write_yolo(staged: Path, dataset: DetSet, record: SplitRecord, names: list[str], report: ExportReport) -> None:
-    from smarthub.atomicio import atomic_write_text
-
     class_ids = {n: i for i, n in enumerate(names)}
     for item in dataset.items:
         split = record.assignments[item.key]
@@ -155,8 +161,6 @@ def coco_dict(items: list[DetItem], names: list[str]) -> dict:
 
 
 def _write_coco(staged: Path, dataset: DetSet, record: SplitRecord, names: list[str], report: ExportReport) -> None:
-    from smarthub.atomicio import atomic_write_json
-
     for split in SPLITS:
         items = [it for it in dataset.items if record.assignments[it.key] == split]
         if not items:
@@ -347,11 +351,6 @@ def import_yolo(yolo_dir: Path, out_dir: Path, *, overwrite: bool = False) -> Im
         DatasetError: a missing or bad data.yaml, a bad label line (file:line and why), an image or label file
             linked from outside the YOLO folder, or a non-empty output.
     """
-    from smarthub.annotate.labelme import LabelmeFile, Shape, save_labelme
-    from smarthub.annotate.detset import iter_images
-    from smarthub.errors import ImageError
-    from smarthub.imaging import check_image
-
     yolo_dir, out_dir = Path(yolo_dir), Path(out_dir)
     if not yolo_dir.is_dir():
         raise DatasetError(f"YOLO dataset folder not found: {yolo_dir}")

@@ -17,7 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from smarthub.errors import AnnotationError
+from smarthub import __version__
+from smarthub.atomicio import atomic_write_json
+from smarthub.errors import AnnotationError, SmartHubError
+from smarthub.imaging import IMAGE_SUFFIXES
 
 LABELME_VERSION = "5.5.0"
 STAMP_KEY = "smarthub"
@@ -253,8 +256,6 @@ def mark_silver(lf: LabelmeFile, min_conf: float) -> LabelmeFile:
 
 def stamp_file(lf: LabelmeFile, provenance: dict[str, Any], *, merged: bool = False) -> LabelmeFile:
     """Write our stamp (provenance + hash of the current shapes) into `lf.extra`."""
-    from smarthub import __version__
-
     stamp = {"tool": "smarthub", "tool_version": __version__, **provenance,
              "shapes_sha256": shapes_hash(lf.shapes)}
     if merged:
@@ -285,9 +286,6 @@ def load_labelme(path: Path) -> LabelmeFile:
 
 def save_labelme(path: Path, lf: LabelmeFile) -> Path:
     """Write a Labelme file atomically (temp file + os.replace); AnnotationError when it cannot."""
-    from smarthub.atomicio import atomic_write_json
-    from smarthub.errors import SmartHubError
-
     path = Path(path)
     try:
         atomic_write_json(path, labelme_to_dict(lf))
@@ -306,8 +304,6 @@ def contained_image_path(json_path: Path, lf: LabelmeFile, root: Path) -> Path:
 
     Raises AnnotationError naming the JSON file and its imagePath (e.g. '../../etc/passwd').
     """
-    from smarthub.imaging import IMAGE_SUFFIXES
-
     image = image_path_of(json_path, lf)
     if not image.is_relative_to(Path(root).resolve()):
         raise AnnotationError(f"{json_path}: imagePath {lf.image_path!r} points outside {root}; "

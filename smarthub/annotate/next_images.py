@@ -24,11 +24,15 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
 import numpy as np
 
-from smarthub.errors import SmartHubError
 from smarthub.annotate.scored import ScoredBatch, Thresholds, filter_shapes, least_confident
-from smarthub.workspace import META_DIRNAME
+from smarthub.atomicio import atomic_write_with
+from smarthub.dataset import sha256_file
+from smarthub.errors import AnnotationError, ImageError, ModelError, SmartHubError
+from smarthub.model.embeddings import embed_items, load_image_array
+from smarthub.workspace import META_DIRNAME, Workspace
 
 ORDERS = ("both", "uncertainty", "diversity", "none")
 DEFAULT_ORDER = "both"
@@ -150,8 +154,6 @@ def ranking_csv(rows: Sequence[RankedImage]) -> str:
 
 def save_ranking(path: Path, rows: Sequence[RankedImage]) -> Path:
     """Write the ranking CSV atomically."""
-    from smarthub.atomicio import atomic_write_with
-
     text = ranking_csv(rows).encode("utf-8")
     atomic_write_with(Path(path), lambda f: f.write(text))
     return Path(path)
@@ -159,8 +161,6 @@ def save_ranking(path: Path, rows: Sequence[RankedImage]) -> Path:
 
 def load_ranking(path: Path) -> list[str]:
     """The image column of a ranking file, best first."""
-    from smarthub.errors import AnnotationError
-
     try:
         with Path(path).open(newline="", encoding="utf-8") as f:
             return [row["image"] for row in csv.DictReader(f)]
@@ -182,11 +182,6 @@ def batch_embeddings(image_paths: Sequence[Path], root: Path) -> tuple[np.ndarra
     when its weights are not cached, 8 x 8 colour thumbnails (said in the returned note). An image that
     cannot be read gets the mean embedding (it then looks like nothing in particular).
     """
-    from smarthub.dataset import sha256_file
-    from smarthub.errors import ImageError, ModelError
-    from smarthub.model.embeddings import embed_items, load_image_array
-    from smarthub.workspace import Workspace
-
     paths = [Path(p) for p in image_paths]
     if not paths:
         return np.zeros((0, 1)), "no images"

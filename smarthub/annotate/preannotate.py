@@ -2,6 +2,9 @@
 
 Images stream through in batches (bounded memory); every image is EXIF-transposed before detection
 and boxes are written in that frame. A JSON a person edited is never overwritten unless asked.
+
+Over 400 lines on purpose: the streaming batch loop, the Labelme write rules (a person's edits are never
+overwritten) and the zip are one job sharing its private records.
 """
 from __future__ import annotations
 
@@ -20,18 +23,34 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from smarthub.atomicio import discard_temp
-from smarthub.dataset import IMAGE_SUFFIXES
-from smarthub.imaging import (draft_target, encode_jpeg, encode_png, exif_orientation, flatten_to_rgb, open_image,
-                              pillow_open)
-from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
+from smarthub.annotate.detect import Detections
 from smarthub.annotate.detset import iter_images
 from smarthub.annotate.evaluate import iou_matrix
+from smarthub.annotate.labelme import (
+    LabelmeFile,
+    Shape,
+    detections_to_labelme,
+    edit_state,
+    load_labelme,
+    mark_silver,
+    relative_image_path,
+    save_labelme,
+    stamp_file,
+)
+from smarthub.annotate.scored import ScoredBatch, ScoredImage, Thresholds, filter_shapes, provenance_at, save_scored
+from smarthub.atomicio import discard_temp
+from smarthub.dataset import IMAGE_SUFFIXES
+from smarthub.errors import AnnotationError, DatasetError, ImageError, ModelError, SmartHubError
+from smarthub.imaging import (
+    draft_target,
+    encode_jpeg,
+    encode_png,
+    exif_orientation,
+    flatten_to_rgb,
+    open_image,
+    pillow_open,
+)
 from smarthub.model.inference import load_classifier, predict_probs
-from smarthub.annotate.labelme import (LabelmeFile, Shape, detections_to_labelme, edit_state, load_labelme,
-                                       mark_silver, relative_image_path, save_labelme, stamp_file)
-from smarthub.annotate.scored import (ScoredBatch, ScoredImage, Thresholds, filter_shapes, provenance_at,
-                                      save_scored)
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -161,7 +180,6 @@ def classify_boxes(classifier: CropClassifier, image: Image.Image, det: Detectio
     labels, scores = classifier.classify(crops)
     data = dict(det.data, detector_label=np.array(det.labels, dtype=object), detector_score=det.confidence.copy(),
                 classifier_score=np.asarray(scores, dtype=np.float64))
-    from smarthub.annotate.detect import Detections
 
     return Detections(det.xyxy, det.confidence, det.class_id, labels, data)
 

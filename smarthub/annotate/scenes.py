@@ -9,6 +9,9 @@ import random
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from smarthub.errors import ImageError
+from smarthub.imaging import IMAGE_SUFFIXES, open_image
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -38,9 +41,6 @@ def load_drawings(folder: Path, *, limit: int | None = None, max_side_px: int = 
     Unreadable files (e.g. a drawing too large to decode) are skipped and, when `failed` is given, listed there;
     without `failed` they raise ImageError.
     """
-    from smarthub.errors import ImageError
-    from smarthub.imaging import IMAGE_SUFFIXES, open_image
-
     out = []
     for path in sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
         try:

@@ -15,10 +15,23 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from smarthub.errors import AnnotationError, SmartHubError
-from smarthub.annotate.labelme import (LabelmeFile, Shape, edit_state, load_labelme, mark_silver, parse_shape,
-                                       relative_image_path, save_labelme, shape_to_dict, shapes_hash, stamp_file)
+from smarthub.annotate.detect import load_detector, read_run
+from smarthub.annotate.labelme import (
+    LabelmeFile,
+    Shape,
+    edit_state,
+    load_labelme,
+    mark_silver,
+    parse_shape,
+    relative_image_path,
+    save_labelme,
+    shape_to_dict,
+    shapes_hash,
+    stamp_file,
+)
 from smarthub.annotate.options import DetectOptions
+from smarthub.atomicio import atomic_write_json, read_json
+from smarthub.errors import AnnotationError, SmartHubError
 from smarthub.workspace import META_DIRNAME
 
 if TYPE_CHECKING:
@@ -149,8 +162,6 @@ def scoring_detector(spec: str | Path, options: DetectorOptions, *,
     The thresholds are the run folder's tuned per-class ones unless `options.run_thresholds` is False
     (the user gave --conf), else `options.conf` (and `options.class_conf`).
     """
-    from smarthub.annotate.detect import load_detector, read_run
-
     if not 0.0 < floor <= 1.0:
         raise SmartHubError(f"the score floor must be in (0, 1], got {floor}")
     per_class = dict(options.class_conf)
@@ -176,8 +187,6 @@ def scored_path(root: Path) -> Path:
 
 def save_scored(batch: ScoredBatch) -> Path:
     """Write the batch's scored boxes atomically into its bookkeeping folder; returns the path."""
-    from smarthub.atomicio import atomic_write_json
-
     obj = {"format": SCORED_FORMAT, "version": 1, "images_dir": str(batch.images_dir.resolve()),
            "floor": batch.floor, "thresholds": batch.thresholds.to_json(), "tuned": batch.tuned,
            "provenance": batch.provenance,
@@ -193,8 +202,6 @@ def save_scored(batch: ScoredBatch) -> Path:
 
 def load_scored(root: Path) -> ScoredBatch:
     """The scored boxes of the batch whose Labelme files are under `root`; AnnotationError when absent or bad."""
-    from smarthub.atomicio import read_json
-
     path = scored_path(root)
     if not path.is_file():
         raise AnnotationError(f"no scored boxes in {path.parent}: pre-annotate {root} first")

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from smarthub.atomicio import atomic_write_json
 from smarthub.errors import SmartHubError
 
 SPLITS = ("train", "val", "test")
@@ -132,8 +133,6 @@ def stable_split(items: Mapping[str, frozenset[str]], split_file: Path, *, fract
 
     Keys no longer present stay in the file, so an image that comes back keeps its split.
     """
-    from smarthub.atomicio import atomic_write_json
-
     old = load_split(split_file)
     previous = old.assignments if old else {}
     assigned = assign_splits(items, fractions=fractions, seed=seed, previous=previous)

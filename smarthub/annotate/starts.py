@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from smarthub.errors import ModelError, SmartHubError
+from smarthub.model.archs import checkpoints_dir
 
 AUTO = "auto"
 SCRATCH_YAML = "yolov8n.yaml"
@@ -81,8 +82,6 @@ def weights_search_dirs() -> list[Path]:
     without importing Ultralytics) and the torch cache."""
     import json
     import os
-
-    from smarthub.model.archs import checkpoints_dir
 
     env = os.environ.get("YOLO_CONFIG_DIR")
     base = Path(env).expanduser() if env else Path(os.environ.get("XDG_CONFIG_HOME") or "~/.config").expanduser()
@@ -170,7 +169,6 @@ def choose_start(spec: str = AUTO, *, search_dirs: list[Path] | None = None,
     (a name torchvision does not have).
     """
     from smarthub.annotate.detect import SMARTHUB_ARCHS, TORCHVISION_ARCHS
-    from smarthub.model.archs import checkpoints_dir
 
     dirs = list(search_dirs) if search_dirs is not None else weights_search_dirs()
     cache = Path(torch_cache) if torch_cache is not None else checkpoints_dir()

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from smarthub.annotate.evaluate import DEFAULT_COSTS as c
 from smarthub.annotate.evaluate import iou_matrix
+from smarthub.errors import SmartHubError
 
 DEFAULT_CONF = 0.25  # used for a class the validation split cannot tune (no truth or no prediction)
 
@@ -85,12 +87,8 @@ def choose_threshold(pairs: list[tuple[float, bool]], n_truth: int, *, min_preci
     precise point (`reached=False`).
     """
     if objective not in OBJECTIVES:
-        from smarthub.errors import SmartHubError
-
         raise SmartHubError(f"threshold objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     if min_precision is not None and not 0.0 < min_precision <= 1.0:
-        from smarthub.errors import SmartHubError
-
         raise SmartHubError(f"--min-precision must be in (0, 1], got {min_precision}")
     thresholds, precision, recall = pr_points(pairs, n_truth)
     if not len(thresholds) or n_truth == 0:
@@ -100,8 +98,6 @@ def choose_threshold(pairs: list[tuple[float, bool]], n_truth: int, *, min_preci
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0.0)
     reached = True
     if min_precision is None and objective == "time":
-        from smarthub.annotate.evaluate import DEFAULT_COSTS as c
-
         tp = recall * n_truth
         fp = tp / np.maximum(precision, 1e-12) - tp
         seconds = tp * c.verify_s + fp * c.delete_s + (n_truth - tp) * c.draw_s

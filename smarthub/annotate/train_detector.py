@@ -5,6 +5,9 @@
 counts, per-class P/R/AP50/AP50-95 on the validation split, tuned per-class thresholds, options),
 `split.json` and `pr_curves.png`. The run is written in a staged folder and put in place only when
 complete: a failure or Stop leaves nothing behind and earlier runs untouched.
+
+Over 400 lines on purpose: one job (split, Ultralytics or torchvision training, validation metrics, tuned
+thresholds, the run folder); its options live in annotate/options.py and its search in tune_detector.py.
 """
 from __future__ import annotations
 
@@ -20,13 +23,36 @@ from typing import Any
 
 import numpy as np
 
-from smarthub.errors import DatasetError, ModelError, SmartHubError
+from smarthub import staging, trust
+from smarthub.annotate.detect import (
+    RUN_FILE,
+    RUN_FORMAT,
+    SMARTHUB_ARCHS,
+    DetectorOptions,
+    _check_ultralytics_pickle,
+    _torch_load,
+    build_torchvision_model,
+    coco_weights_file,
+    import_ultralytics,
+    load_detector,
+    save_detector_checkpoint,
+    torch_checkpoint_dir,
+)
 from smarthub.annotate.detset import DetItem, DetSet, check_not_nested, scan_labelme_dir
+from smarthub.annotate.evaluate import coco_map
+from smarthub.annotate.export import dataset_split, flat_stem, yolo_lines
 from smarthub.annotate.options import DetectorTrainOptions, duration_words
+from smarthub.annotate.preannotate import load_for_detection
 from smarthub.annotate.split import SPLITS
-from smarthub.annotate.starts import DetectorStart, choose_start
+from smarthub.annotate.starts import DetectorStart, backbone_yaml, choose_start
+from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores, pr_points
+from smarthub.atomicio import atomic_write_json, atomic_write_with
+from smarthub.errors import DatasetError, ModelError, SmartHubError
+from smarthub.imaging import open_rgb
+from smarthub.model.archs import expected_weights_file
+from smarthub.model.devices import resolve_device
 from smarthub.optionspec import default
-from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores
+from smarthub.outputs import staged_output
 from smarthub.staging import link_or_copy, sha256_file
 
 DETECTORS_DIRNAME = "detectors"
@@ -196,8 +222,6 @@ def write_yolo_tree(folder: Path, splits: dict[str, list[DetItem]], names: list[
     """A YOLO dataset (images linked, labels written) for Ultralytics; returns its data.yaml."""
     import json
 
-    from smarthub.annotate.export import flat_stem, yolo_lines
-
     ids = {n: i for i, n in enumerate(names)}
     for split, items in splits.items():
         for it in items:
@@ -300,9 +324,6 @@ def train_ultralytics(data_yaml: Path, work: Path, options: DetectorTrainOptions
     Ultralytics' own output goes to `log_path`; `report` gets a 'train' report per batch (it may raise
     TrainingStopped) and an 'epoch' report with loss and validation mAP50 per epoch.
     """
-    from smarthub.annotate.detect import import_ultralytics
-    from smarthub.annotate.starts import backbone_yaml, choose_start
-
     start = start or choose_start(options.model)
     with _ultralytics_output_to(log_path or work / LOG_FILE) as outside:
         report = outside(report)
@@ -384,11 +405,7 @@ def _torchvision_kwargs(arch: str, imgsz: int) -> dict[str, Any]:
 def _pretrained_init(model: Any, arch: str) -> str | None:
     """Load cached pretrained weights into every layer whose shape fits: COCO for torchvision detectors,
     ImageNet MobileNetV2 for the backbone of fasterrcnn_mobilenet_v2. Returns what was loaded, or None."""
-    from smarthub.annotate.detect import SMARTHUB_ARCHS, _torch_load, coco_weights_file, torch_checkpoint_dir
-
     if arch in SMARTHUB_ARCHS:
-        from smarthub.model.archs import expected_weights_file
-
         local = torch_checkpoint_dir() / str(expected_weights_file("mobilenet_v2"))
         if not local.is_file():
             return None
@@ -413,9 +430,6 @@ def train_torchvision(items: list[DetItem], names: list[str], out: Path, options
 
     import torch
     from torchvision.transforms.functional import pil_to_tensor
-
-    from smarthub.annotate.detect import build_torchvision_model, save_detector_checkpoint
-    from smarthub.imaging import open_rgb
 
     labels = ["__background__", *names]
     ids = {n: i for i, n in enumerate(labels)}
@@ -467,8 +481,6 @@ def train_torchvision(items: list[DetItem], names: list[str], out: Path, options
 
 def predict_items(detector: Any, items: list[DetItem]) -> list[Any]:
     """Detections of `detector` on each item, in the item's full EXIF-corrected frame."""
-    from smarthub.annotate.preannotate import load_for_detection
-
     out = []
     for it in items:
         im, (w, h) = load_for_detection(it.image, max_side_px=detector.max_side_px, min_side_px=detector.min_side_px)
@@ -481,8 +493,6 @@ def validation_metrics(items: list[DetItem], dets: list[Any], names: list[str], 
                        min_precision: float | None, objective: str = "f1") -> tuple[list[ClassMetrics], float | None, float | None,
                                                              dict[str, list[tuple[float, bool]]]]:
     """Per-class AP (faster-coco-eval) and tuned thresholds from validation predictions."""
-    from smarthub.annotate.evaluate import coco_map
-
     pairs: dict[str, list[tuple[float, bool]]] = {n: [] for n in names}
     truth: dict[str, int] = {n: 0 for n in names}
     coco_pairs = []
@@ -510,9 +520,6 @@ def save_pr_curves(path: Path, pairs: dict[str, list[tuple[float, bool]]], metri
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from smarthub.annotate.thresholds import pr_points
-    from smarthub.atomicio import atomic_write_with
-
     fig, ax = plt.subplots(figsize=(6, 5), dpi=100)
     for m in metrics:
         _, p, r = pr_points(pairs[m.label], m.truth)
@@ -537,9 +544,6 @@ def save_pr_curves(path: Path, pairs: dict[str, list[tuple[float, bool]]], metri
 def check_start_weights(path: Path) -> None:
     """A local .pt to fine-tune from is a pickle that YOLO() unpickles: refuse a file that is no PyTorch checkpoint,
     then apply the trust check (trust.py) before anything loads it."""
-    from smarthub import trust
-    from smarthub.annotate.detect import _check_ultralytics_pickle
-
     with open(path, "rb") as f:
         head = f.read(2)
     if head != b"PK" and head[:1] != b"\x80":  # a torch zip archive, or a legacy pickle
@@ -556,13 +560,6 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
     Raises DatasetError (bad input, one line), ModelError (backend), TrainingStopped (should_stop()
     turned true: nothing written, earlier runs untouched).
     """
-    from smarthub import staging, trust
-    from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, load_detector
-    from smarthub.annotate.export import dataset_split
-    from smarthub.atomicio import atomic_write_json
-    from smarthub.model.devices import resolve_device
-    from smarthub.outputs import staged_output
-
     started = time.monotonic()
     options = options or DetectorTrainOptions()
     labelme_dir, models_dir = Path(labelme_dir), Path(models_dir)

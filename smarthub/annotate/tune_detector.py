@@ -26,9 +26,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from smarthub import staging
+from smarthub.annotate.detect import RUN_FILE, import_ultralytics
+from smarthub.annotate.detset import check_not_nested, scan_labelme_dir
+from smarthub.annotate.export import dataset_split
 from smarthub.annotate.options import DetectorTrainOptions
-from smarthub.annotate.train_detector import DetectorRun, TrainProgress
-from smarthub.errors import OptionError, SmartHubError
+from smarthub.annotate.split import SPLITS
+from smarthub.annotate.starts import backbone_yaml, choose_start
+from smarthub.annotate.train_detector import (
+    MAX_EPOCHS,
+    DetectorRun,
+    TrainProgress,
+    _ultralytics_device,
+    _ultralytics_output_to,
+    check_trainable,
+    detectors_dir,
+    fold_imagenet_normalisation,
+    train_detector,
+    write_yolo_tree,
+)
+from smarthub.atomicio import atomic_write_bytes, atomic_write_json, atomic_write_text
+from smarthub.errors import DatasetError, OptionError, SmartHubError
+from smarthub.model.devices import resolve_device
 
 STRIDE_PX = 32  # Ultralytics rounds image sizes up to a multiple of the detector's largest stride
 AUGMENTATIONS = ("scale", "translate", "mosaic")  # Ultralytics' own names: zoom ±, shift ±, mosaic probability
@@ -129,18 +148,6 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
     Raises SmartHubError for N < 1, a space with no valid point, the torchvision backend, and when no trial
     completes (nothing written, the previous detector stays); DatasetError/ModelError as train_detector does.
     """
-    from smarthub import staging
-    from smarthub.annotate.detect import import_ultralytics
-    from smarthub.annotate.detset import check_not_nested, scan_labelme_dir
-    from smarthub.annotate.export import dataset_split
-    from smarthub.annotate.split import SPLITS
-    from smarthub.annotate.starts import backbone_yaml, choose_start
-    from smarthub.annotate.train_detector import (MAX_EPOCHS, _ultralytics_device, _ultralytics_output_to,
-                                                  check_trainable, detectors_dir, fold_imagenet_normalisation,
-                                                  train_detector, write_yolo_tree)
-    from smarthub.errors import DatasetError
-    from smarthub.model.devices import resolve_device
-
     check_trials(trials)
     space = space or default_space(options)
     if options.backend != "ultralytics":
@@ -345,9 +352,6 @@ def write_tune_record(run_dir: Path, trials: Sequence[DetectorTrial], *, best: d
                       log: Path | None = None) -> list[str]:
     """tune-trials.csv, tune-trials.png, tune.log (Ultralytics' output) and a "tuning" entry in run.json, each
     written atomically into the final run's folder; the paths written."""
-    from smarthub.annotate.detect import RUN_FILE
-    from smarthub.atomicio import atomic_write_bytes, atomic_write_json, atomic_write_text
-
     atomic_write_text(run_dir / TRIALS_CSV, trials_csv(trials))
     atomic_write_bytes(run_dir / TRIALS_PNG, trials_png(trials))
     written = [run_dir / TRIALS_CSV, run_dir / TRIALS_PNG]

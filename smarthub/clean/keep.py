@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from smarthub import fileops
 from smarthub.atomicio import atomic_write_json, read_json
 from smarthub.clean.records import Entry
-from smarthub.dataset import sha256_file
+from smarthub.dataset import SPLIT_NAMES, has_split_layout, sha256_file
 from smarthub.errors import FileOpError, SmartHubError
 from smarthub.workspace import Workspace
 
@@ -44,8 +45,6 @@ def _image_sha(ws: Workspace, path: Path) -> tuple[Path, str]:
 
 def _label_of(ws: Workspace, path: Path) -> str:
     """The class an image inside the data folder is filed under (its class folder, below a split folder)."""
-    from smarthub.dataset import SPLIT_NAMES, has_split_layout
-
     parts = path.relative_to(ws.data_dir).parts if path.is_relative_to(ws.data_dir) else ()
     if len(parts) > 2 and parts[0] in SPLIT_NAMES and has_split_layout(ws.data_dir):
         return parts[1]
@@ -108,8 +107,6 @@ def _when(at: str) -> datetime:
 def decisions(ws: Workspace) -> dict[str, Decision]:
     """sha256 → the latest decision: keep marks, and relabels of the fileops journal that were not undone
     (a later relabel wins over an earlier keep, and a keep made after a relabel wins over it)."""
-    from smarthub import fileops
-
     out = {sha: Decision(sha, str(rec.get("label", "")) if isinstance(rec, dict) else "", "keep",
                          str(rec.get("at", "")) if isinstance(rec, dict) else "")
            for sha, rec in _read_keep(ws).items()}

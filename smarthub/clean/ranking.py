@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from smarthub.clean.neighbours import nearest
 from smarthub.clean.options import ReviewOptions
-from smarthub.model.options import TrainOptions
 from smarthub.clean.signals import Evidence, kind_of
+from smarthub.model.options import TrainOptions
 
 HEAD_C = 3.0  # inverse L2 regularisation of the linear head on unit-norm embeddings
 # A fold's head learns from at most this many images (a random stratified share beyond): a linear head on
@@ -243,8 +244,6 @@ def default_label_parts(feats: np.ndarray, labels: np.ndarray, *, n_classes: int
                         seed: int = TrainOptions.seed, neighbours: Any = None, refit_rounds: int = REFIT_ROUNDS,
                         trusted: np.ndarray | None = None, trusted_weight: float = TRUSTED_WEIGHT) -> LabelProbs:
     """`default_label_probs` with its parts (for `rerank_probs`)."""
-    from smarthub.clean.neighbours import nearest
-
     nb = neighbours if neighbours is not None else nearest(feats, k=KNN_K, seed=seed)
     sure = np.zeros(len(labels), dtype=bool) if trusted is None else np.asarray(trusted, dtype=bool)
     flagged = np.zeros(len(labels), dtype=bool)

@@ -9,6 +9,7 @@ from typing import Any
 from smarthub.atomicio import atomic_write_json, atomic_write_text
 from smarthub.clean.signals import FILTERS, KINDS, QUALITY_ISSUES
 from smarthub.errors import SmartHubError
+from smarthub.ledger import SOURCE_FIELDS, provenance_for_data_dir
 
 __all__ = ["FILTERS", "KINDS", "QUALITY_ISSUES", "SUSPECT_FIELDS", "Entry", "Suspect", "suspect_rows",
            "write_suspects"]  # KINDS, FILTERS, QUALITY_ISSUES: the signal registry's (clean/signals.py)
@@ -79,8 +80,6 @@ def write_suspects(suspects: Sequence[Suspect], out: Path, *, base: Path | None 
     """
     import csv
     import io
-
-    from smarthub.ledger import SOURCE_FIELDS, provenance_for_data_dir
 
     out = Path(out)
     sources = provenance_for_data_dir(base)  # where each image came from, when the ledger knows

@@ -16,6 +16,9 @@ bench/review_effort.py measures the images a person looks at, static vs re-ranke
 
 Pieces: records (Suspect, Entry, output), scorers (fast / finetune / model), ranking (pure),
 neighbours (exact or faiss), quality (CleanVision), keep (keep-state), caches (probabilities on disk).
+
+Over 400 lines on purpose: scan, score, queue, requeue and the health view share ReviewResult's per-image state; the
+scoring already lives below (ranking, scorers, signals, caches).
 """
 from __future__ import annotations
 
@@ -29,15 +32,31 @@ import numpy as np
 
 from smarthub.atomicio import read_json
 from smarthub.clean import caches, scorers, signals
+from smarthub.clean.health import health
 from smarthub.clean.keep import decisions, fixed_count, keep, kept, trusted_shas, unkeep
+from smarthub.clean.neighbours import query
+from smarthub.clean.options import DEFAULT_EMBEDDER, DEFAULT_SIZE_PX, METHODS, ReviewOptions, expand_filters
 from smarthub.clean.quality import quality_issues
-from smarthub.clean.ranking import duplicates_from_neighbours, outliers_from_neighbours, triage
-from smarthub.clean.records import (FILTERS, KINDS, QUALITY_ISSUES, SUSPECT_FIELDS, Entry, Suspect, suspect_rows,
-                                    write_suspects)
+from smarthub.clean.ranking import (
+    DUPLICATE_MIN_SIMILARITY,
+    duplicates_from_neighbours,
+    label_issue_scores,
+    outliers_from_neighbours,
+    triage,
+)
+from smarthub.clean.records import (
+    FILTERS,
+    KINDS,
+    QUALITY_ISSUES,
+    SUSPECT_FIELDS,
+    Entry,
+    Suspect,
+    suspect_rows,
+    write_suspects,
+)
 from smarthub.dataset import outside_note, verify_images
 from smarthub.errors import DatasetError, OptionError, SmartHubError
-from smarthub.clean.options import DEFAULT_EMBEDDER, DEFAULT_SIZE_PX, METHODS, ReviewOptions, expand_filters
-from smarthub.model.embeddings import Progress, check_embedder, hash_scanned, scan_stat
+from smarthub.model.embeddings import Progress, check_embedder, hash_scanned, load_embedding_cache, scan_stat
 from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
@@ -442,10 +461,6 @@ def _unreadable(entries: Sequence[Entry], failed: Sequence[tuple[Path, str]]) ->
 def _update_duplicates(ws: Workspace, entries: Sequence[Entry], new: Sequence[Entry], train: TrainOptions,
                        duplicate_of: dict[str, str]) -> None:
     """Nearest neighbour of each new image among all images (one exact query per new image)."""
-    from smarthub.clean.neighbours import query
-    from smarthub.clean.ranking import DUPLICATE_MIN_SIMILARITY
-    from smarthub.model.embeddings import load_embedding_cache
-
     cache = load_embedding_cache(ws, train.arch, train.size_px, train.pretrained)
     new = [e for e in new if e.sha256 in cache]
     shas = sorted({e.sha256 for e in entries if e.sha256 in cache})
@@ -491,7 +506,6 @@ def relearn(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
     train = options.train
     known = [e for e in fresh.entries if e.label in fresh.vocab and e.sha256 not in fresh.unreadable]
     by_sha = {e.sha256: e for e in scorers.unique_by_sha(known)}
-    from smarthub.model.embeddings import load_embedding_cache
 
     if fresh.neighbours is not None and set(fresh.neighbour_shas) == set(by_sha):  # the usual case: same images
         uniq, nb = [by_sha[s] for s in fresh.neighbour_shas], fresh.neighbours
@@ -516,9 +530,6 @@ def relearn(ws: Workspace, result: ReviewResult, *, progress: Progress | None = 
 def health_of(result: ReviewResult) -> tuple[Any, list[Entry]]:
     """(`health.Health` of the reviewed images, the entries its rows are): per-class estimated errors (trusted
     labels never count), most-confused pairs, highest losses under the review's probabilities, imbalance."""
-    from smarthub.clean.health import health
-    from smarthub.clean.ranking import label_issue_scores
-
     index = {c: i for i, c in enumerate(result.vocab)}
     scored = scorers.unique_by_sha([e for e in result.entries if e.sha256 in result.probs_by_sha and e.label in index])
     if len(scored) < 2:

@@ -20,7 +20,10 @@ from smarthub.clean.neighbours import Neighbours, nearest, query
 from smarthub.clean.records import Entry
 from smarthub.dataset import ImageItem, dataset_fingerprint, scan_dataset, sha256_file
 from smarthub.errors import ModelError, SmartHubError
+from smarthub.model.data import build_learner, split_items
 from smarthub.model.embeddings import Progress, cached_alternatives, embed_items, load_embedding_cache
+from smarthub.model.fit import fit
+from smarthub.model.inference import load_classifier, predict_probs
 from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
@@ -120,10 +123,6 @@ def score_new_fast(ws: Workspace, entries: Sequence[Entry], new: Sequence[Entry]
 def finetune_probs(ws: Workspace, entries: Sequence[Entry], vocab: list[str], train_options: TrainOptions, *,
                    folds: int, progress: Progress | None) -> dict[str, np.ndarray]:
     """K fine-tunes through smarthub.model.fit; each predicts the fold it was not trained on."""
-    from smarthub.model.data import build_learner
-    from smarthub.model.fit import fit
-    from smarthub.model.inference import predict_probs
-
     index = {c: i for i, c in enumerate(vocab)}
     chosen = unique_by_sha(entries)
     labels = np.array([index[e.label] for e in chosen])
@@ -153,7 +152,6 @@ def load_model(ws: Workspace, folder_vocab: list[str]) -> Any:
     """The exported learner; its classes must be the folders' classes."""
     if not ws.export_path.exists():
         raise ModelError(f"no model at {ws.export_path}: run {{train}} first (or review without --fast-model)")
-    from smarthub.model.inference import load_classifier
 
     learner = load_classifier(ws.export_path)
     model_vocab = [str(v) for v in learner.dls.vocab]
@@ -188,7 +186,6 @@ def _valid_shas_from_report(ws: Workspace) -> set[str] | None:
         return {sha256_file(i.path) for i in items if i.split == "valid"}
     if report.get("split") != "random" or report.get("dataset_fingerprint") != dataset_fingerprint(items, ws.data_dir):
         return None
-    from smarthub.model.data import split_items
 
     is_valid = split_items(items, valid_pct=float(report.get("valid_pct", TrainOptions.valid_pct)),
                            seed=int(report.get("seed", TrainOptions.seed)))
@@ -198,8 +195,6 @@ def _valid_shas_from_report(ws: Workspace) -> set[str] | None:
 def model_probs(ws: Workspace, learner: Any, entries: Sequence[Entry], vocab: list[str],
                 progress: Progress | None, notes: list[str]) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """The exported model's probabilities and each image's split (valid = out-of-sample, train = in-sample)."""
-    from smarthub.model.inference import predict_probs
-
     chosen = unique_by_sha(entries)
     if progress is not None:
         progress("predicting", 0, len(chosen))

@@ -8,6 +8,9 @@ session's own undo stack, so Undo reverts what *this* session did, never another
 Active label cleaning (Bernhardt et al. 2022, Nature Communications 13:1161): every keep and relabel is a label a
 person checked; after each page of such decisions (`page_size` of them) `after_decisions` re-ranks the queue with
 them as trusted labels (`review.relearn`: cached embeddings, no inference) and starts again at its top.
+
+Over 400 lines on purpose: every action of a clean session (keep, relabel, accept, delete, undo, paging) updates one
+state; the Clean tab and the notebook call only this.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from smarthub import fileops
 from smarthub.clean import review
+from smarthub.dataset import validate_label
 from smarthub.errors import FileOpError, MissingFileError, SmartHubError
 from smarthub.ledger import ProvenanceIndex, ProvenanceRecord, provenance_index
 from smarthub.workspace import Workspace
@@ -213,8 +217,6 @@ def relabel(ws: Workspace, sess: CleanSession, image: str | Path, label: str, *,
             new_class: bool = False) -> Outcome:
     """Move the image to class `label`. A class that does not exist yet needs `new_class=True`:
     without it nothing moves and the outcome asks for confirmation (`confirm` = the label)."""
-    from smarthub.dataset import validate_label
-
     label = (label or "").strip()
     try:
         if not label:

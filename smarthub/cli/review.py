@@ -7,18 +7,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from smarthub.clean import review
+from smarthub.clean.options import DEFAULT_SIZE_PX, ReviewOptions
 from smarthub.clean.signals import include_help
-from smarthub.cli._common import add_workspace_args, print_table, workspace_from
+from smarthub.cli._common import add_workspace_args, print_table, progress_printer, workspace_from
+from smarthub.cli.train import add_train_args, quiet_libraries, train_options_from
+from smarthub.optionspec import add_arguments, from_args
 
 ORDER = 40
 SHOWN = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from smarthub.clean.options import ReviewOptions
-    from smarthub.cli.train import add_train_args
-    from smarthub.optionspec import add_arguments
-
     p = sub.add_parser("review", help="find the images whose label looks wrong: the estimated label errors, worst "
                                       "first")
     add_workspace_args(p)
@@ -54,11 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def review_options_from(args: argparse.Namespace, ws: object) -> object:
     """ReviewOptions from the flags; the embedder is --embedder (or --arch), else the documented default."""
-    from smarthub.clean import review
-    from smarthub.clean.options import DEFAULT_SIZE_PX, ReviewOptions
-    from smarthub.cli.train import train_options_from
-    from smarthub.optionspec import from_args
-
     default = review.default_train_options(ws)  # type: ignore[arg-type]
     embedder = args.embedder or args.arch
     size = args.size_px if args.size_px is not None else (default.size_px if embedder is None else DEFAULT_SIZE_PX)
@@ -70,10 +65,6 @@ def review_options_from(args: argparse.Namespace, ws: object) -> object:
 
 
 def run_review(args: argparse.Namespace) -> int:
-    from smarthub.clean import review
-    from smarthub.cli._common import progress_printer
-    from smarthub.cli.train import quiet_libraries
-
     ws = workspace_from(args)
     with quiet_libraries():
         options = review.check_options(ws, review_options_from(args, ws))  # type: ignore[arg-type]
@@ -114,8 +105,6 @@ def run_review(args: argparse.Namespace) -> int:
 
 def print_summary(ws: object, result: object, options: object) -> None:
     """The health tables of `review --summary` (the Clean tab shows the same)."""
-    from smarthub.clean import review
-
     h, rows = review.health_of(result)  # type: ignore[arg-type]
     ranked = "the exported model" if result.method == "model" else (  # type: ignore[attr-defined]
         f"{options.train.arch} at {options.train.size_px} px")  # type: ignore[attr-defined]
@@ -146,8 +135,6 @@ def _filters_line(result: object, options: object) -> str:
 
 
 def run_keep(args: argparse.Namespace) -> int:
-    from smarthub.clean import review
-
     ws = workspace_from(args)
     if args.undo:
         shas = review.unkeep(ws, args.paths)

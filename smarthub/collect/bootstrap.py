@@ -14,16 +14,23 @@ from pathlib import Path
 from urllib.parse import urldefrag
 
 from smarthub.atomicio import discard_temp, is_own_temp
-from smarthub.dataset import check_label_case, has_split_layout, is_image_file, validate_label
 from smarthub.collect.dedupe import DEFAULT_NEAR_THRESHOLD, DatasetIndex, phash_hex
 from smarthub.collect.download import DownloadOptions, DownloadReport, Fetcher, fetch_many, save_image
 from smarthub.collect.options import BootstrapOptions
+from smarthub.collect.search import (
+    DEFAULT_QUERY_TEMPLATES,
+    DDGSBackend,
+    SearchBackend,
+    SearchHit,
+    SearchOptions,
+    UrlListBackend,
+    cached_search,
+)
+from smarthub.dataset import check_label_case, has_split_layout, is_image_file, validate_label
 from smarthub.errors import DatasetError, LabelError, NetworkError, OptionError
 from smarthub.fileops import class_names
 from smarthub.ledger import ProvenanceRecord, append_records, read_records, split_present
 from smarthub.staging import now
-from smarthub.collect.search import (DEFAULT_QUERY_TEMPLATES, SearchBackend, SearchHit, SearchOptions, UrlListBackend,
-                             cached_search)
 from smarthub.workspace import Workspace
 
 WRITER_THREADS = 4  # file writes in flight (their fsyncs overlap)
@@ -147,8 +154,6 @@ def bootstrap(ws: Workspace, labels: Sequence[str], *, count: int = BootstrapOpt
         raise DatasetError(f"{ws.data_dir} uses train/ and valid/ split folders; bootstrap writes "
                            f"{ws.data_dir}/<label>/ — point --data at a folder with one sub-folder per class")
     if backend is None:
-        from smarthub.collect.search import DDGSBackend
-
         backend = DDGSBackend()
     if isinstance(backend, UrlListBackend):
         _check_url_list(backend, labels)

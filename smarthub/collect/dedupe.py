@@ -6,6 +6,9 @@ most `threshold // m` bits on at least one band, so a query looks up only the bu
 within that radius of each of its band values and compares the hashes found there.
 Hashes of files already in the data folder are cached (keyed by path, size, mtime) and
 seeded from the provenance ledger, so a 100k-image folder is not re-hashed each run.
+
+Over 400 lines on purpose: exact and near duplicates, the multi-index pHash search and the quarantine plan are one
+job; the index alone is ~150 lines.
 """
 from __future__ import annotations
 
@@ -18,9 +21,10 @@ from pathlib import Path
 
 from smarthub.atomicio import append_jsonl, atomic_write_text, read_jsonl
 from smarthub.collect.options import DEFAULT_NEAR_THRESHOLD
+from smarthub.dataset import scan_dataset
 from smarthub.errors import ImageError, SmartHubError
 from smarthub.imaging import HASH_BITS, ImageHashes, hamming, hash_image_file, phash_hex, phash_int  # noqa: F401
-from smarthub.ledger import ledger_seeds
+from smarthub.ledger import ledger_seeds, read_records
 from smarthub.workspace import Workspace
 
 
@@ -307,8 +311,6 @@ class DatasetIndex:
     def build(cls, ws: Workspace, *, threshold: int = DEFAULT_NEAR_THRESHOLD,
               progress: Callable[[int, int], None] | None = None) -> DatasetIndex:
         """Index the data folder, reusing cached hashes and the ledger's; writes only the hash cache."""
-        from smarthub.dataset import scan_dataset
-
         index = cls(threshold=threshold)
         if not ws.data_dir.is_dir():
             return index
@@ -378,8 +380,6 @@ def dataset_duplicate_groups(ws: Workspace, *, threshold: int = DEFAULT_NEAR_THR
     Raises:
         DatasetError: the data folder does not exist or holds no image.
     """
-    from smarthub.dataset import scan_dataset
-
     items = scan_dataset(ws.data_dir, require_images=True)
     failed: list[tuple[Path, str]] = []
     groups = find_duplicate_groups([i.path for i in items], threshold=threshold, cache=HashCache(ws),
@@ -445,8 +445,6 @@ def apply_keep_policy(group: DuplicateGroup, *, labels: Mapping[Path, str], sour
 
 def paths_with_provenance(ws: Workspace, paths: Iterable[Path]) -> set[Path]:
     """The paths a ledger record vouches for: its recorded path, or (after a relabel) its unique file name."""
-    from smarthub.ledger import read_records
-
     records = read_records(ws)
     recorded = {r.path for r in records}
     names = Counter(Path(r.path).name for r in records)

@@ -11,6 +11,9 @@ redirects): a watchdog thread shuts the socket of every fetch past its deadline,
 `fetch_many` (Ctrl-C, the app's Stop) shuts the sockets of all fetches in flight.
 A redirect may not lead from an address to a more private one (public → loopback, private or
 link-local; loopback → link-local): URLs listed on purpose are the user's choice, redirects are not.
+
+Over 400 lines on purpose: the fetch pipeline (deadline, byte cap, redirects, per-host limit, verification, saving)
+is one chain whose limits are tested together.
 """
 from __future__ import annotations
 

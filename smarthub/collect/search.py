@@ -16,7 +16,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
+from smarthub.atomicio import atomic_write_json, read_json
 from smarthub.collect.options import SAFESEARCH, BootstrapOptions
+from smarthub.dataset import validate_label
 from smarthub.errors import DatasetError, NetworkError, SmartHubError
 
 DEFAULT_QUERY_TEMPLATES = ("{label}", "{label} photo", "{label} picture", "{label} image",
@@ -183,8 +185,6 @@ class UrlListBackend:
     cache_key = None
 
     def __init__(self, path: Path) -> None:
-        from smarthub.dataset import validate_label
-
         self.path = Path(path)
         try:
             text = self.path.read_text(encoding="utf-8-sig")
@@ -229,8 +229,6 @@ def cached_search(backend: SearchBackend, query: str, *, max_results: int, optio
 
     Results are cached only after a successful search (an offline failure writes nothing).
     """
-    from smarthub.atomicio import atomic_write_json, read_json
-
     backend_key = getattr(backend, "cache_key", None)
     if not backend_key or cache_dir is None:
         return backend.search(query, max_results=max_results, options=options), False

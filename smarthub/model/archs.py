@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from smarthub.atomicio import atomic_write_with
 from smarthub.errors import ModelError, SmartHubError
 
 # torchvision archs we offer, with the fastai body cut and the weights enum member to load.
@@ -188,8 +189,6 @@ def check_weights_available(name: str) -> None:
 
 def _download(url: str, target: Path) -> None:
     """Fetch `url` into `target` atomically, checking the sha256 prefix in the file name when present."""
-    from smarthub.atomicio import atomic_write_with
-
     m = _HASH_RE.search(target.name)
     expected = m.group(1) if m else None
     with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as resp:  # noqa: S310 (https URL from torchvision)

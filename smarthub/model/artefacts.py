@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+import smarthub
 from smarthub.dataset import ImageItem
 from smarthub.model import runs
 from smarthub.model.options import TrainOptions
@@ -71,8 +72,6 @@ def library_versions() -> dict[str, str]:
     import fastai
     import torch
     import torchvision
-
-    import smarthub
 
     return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
             "fastai": fastai.__version__, "smarthub": smarthub.__version__}

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from smarthub.dataset import ImageItem
+from smarthub.imaging import as_rgb, open_rgb
 
 # (module, name) in a first-version pickle → (module, name) today
 RENAMED: dict[tuple[str, str], tuple[str, str]] = {
@@ -26,8 +27,6 @@ def load_rgb(x: object):  # noqa: ANN201 (fastai infers test-time input types fr
     """The first version's image loader: ImageItem, path or PIL image → RGB PILImage, EXIF applied."""
     from fastai.vision.core import PILImage
     from PIL import Image
-
-    from smarthub.imaging import as_rgb, open_rgb
 
     if isinstance(x, Image.Image):
         return PILImage.create(as_rgb(x))

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from smarthub.errors import ModelError, SmartHubError
+from smarthub.model.archs import _weights_enum_member, cached_archs, resolve_arch
 
 OPEN_CLIP_PREFIX = "open_clip:"
 HF_PREFIX = "hf-hub:"
@@ -125,8 +126,6 @@ def recommended(name: str) -> Recommended:
 
 
 def _torchvision_top1(name: str) -> float:
-    from smarthub.model.archs import _weights_enum_member, resolve_arch
-
     meta = _weights_enum_member(name, resolve_arch(name).meta["weights"]).meta
     return float(meta.get("_metrics", {}).get("ImageNet-1K", {}).get("acc@1", 0.0))
 
@@ -138,7 +137,6 @@ def available(*, torchvision: bool = True) -> list[str]:
     strong = [s.rec.name for s in statuses() if s.cached and s.installed]
     if not torchvision:
         return strong
-    from smarthub.model.archs import cached_archs
 
     return strong + sorted(cached_archs(), key=_torchvision_top1, reverse=True)
 

@@ -3,6 +3,9 @@
 The cache lives in `data/.smarthub/cache/review/`: one .npz per (arch, size) holding the sha256s and
 their embeddings (float16), and `shas.json` mapping each file's (inode, size, mtime) to its sha256 so a
 rescan of 20,000 images hashes only what changed (a relabel moves a file by hard link: same inode).
+
+Over 400 lines on purpose: one cache format (layout, keys, invalidation) and the code that fills and reads it:
+split, its invariants would live in two places.
 """
 from __future__ import annotations
 
@@ -20,11 +23,19 @@ from typing import Any
 import numpy as np
 
 from smarthub.atomicio import atomic_write_json, atomic_write_with, read_json
-from smarthub.dataset import (IMAGE_SUFFIXES, SPLIT_NAMES, ImageItem, has_split_layout, leaves_folder,
-                              sha256_file, validate_label)
-from smarthub.errors import ImageError, ModelError, SmartHubError
+from smarthub.dataset import (
+    IMAGE_SUFFIXES,
+    SPLIT_NAMES,
+    ImageItem,
+    has_split_layout,
+    leaves_folder,
+    sha256_file,
+    validate_label,
+)
+from smarthub.errors import DatasetError, ImageError, LabelError, ModelError, SmartHubError
 from smarthub.imaging import open_rgb
 from smarthub.model import archs, embedders
+from smarthub.model.archs import TORCHVISION_ARCHS, resolve_arch
 from smarthub.workspace import Workspace
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -55,8 +66,6 @@ def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None,
     and listed in `outside`) in one os.scandir pass, with each file's (device, inode, size, mtime) key, so a
     refresh of 20,000 images stays interactive. `known` maps path strings to Path objects of a previous scan,
     which are reused (building 20,000 Paths is the slow part)."""
-    from smarthub.errors import DatasetError, LabelError
-
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetError(f"data folder {data_dir} does not exist; create it with one sub-folder per class")
@@ -190,7 +199,6 @@ def check_embedder(name: str) -> str:
             raise SmartHubError(f"--embedder {name}: open_clip is not installed (`pip install open_clip_torch`); "
                                 f"or use {cached_alternatives()}")
         return name
-    from smarthub.model.archs import TORCHVISION_ARCHS, resolve_arch
 
     if name in TORCHVISION_ARCHS:  # known without importing torchvision
         return name

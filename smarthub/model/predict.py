@@ -10,6 +10,7 @@ import numpy as np
 
 from smarthub.errors import ImageError, SmartHubError
 from smarthub.model.devices import DEFAULT_DEVICE
+from smarthub.model.inference import load_classifier, predict_probs
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,6 @@ def predict(model_path: Path, paths: Sequence[Path], *, top_k: int = 3, batch_si
 
     Raises ImageError (a path is missing or unreadable: the message names it), ModelError (model file, device).
     """
-    from smarthub.model.inference import load_classifier
-
     paths = [Path(p) for p in paths]
     if top_k < 1:
         raise SmartHubError(f"top-k must be at least 1 (got {top_k})")
@@ -62,8 +61,6 @@ def predict_pil(learner: Any, images: list[Any], *, top_k: int = 3) -> list[Pred
 
 def _predict_with(learner: Any, inputs: list[Any], *, top_k: int, batch_size: int,
                   keep_paths: bool = True) -> list[Prediction]:
-    from smarthub.model.inference import predict_probs
-
     probs = predict_probs(learner, inputs, batch_size=batch_size)
     tops = top_k_from_probs(probs, list(learner.dls.vocab), top_k=top_k)
     return [Prediction(path=Path(x) if keep_paths else None, top=t) for x, t in zip(inputs, tops)]

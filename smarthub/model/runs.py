@@ -15,6 +15,9 @@ are removed on the next use. The promoted model never changes on an error, and t
 that promoted.json shows.
 A first-version models folder (a bare export.pkl, no runs/) is adopted as a run on first use, nothing moved.
 Imports nothing heavy: the app lists runs at start-up.
+
+Over 400 lines on purpose: the promotion protocol (run folders, pointer, intent file, log, crash recovery) reads as
+one piece; its crash tests cover exactly this module.
 """
 from __future__ import annotations
 

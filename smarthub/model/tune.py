@@ -22,9 +22,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from smarthub.atomicio import atomic_write_bytes, atomic_write_text
 from smarthub.errors import SmartHubError
-from smarthub.staging import discard
 from smarthub.model.options import AUG_STRENGTH_MAX, FREEZE_STRIDES, TrainOptions
+from smarthub.model.progress import TrainingStopped
+from smarthub.staging import discard
 
 TRIAL_COLUMNS = ("trial", "state", "valid_accuracy", "lr", "freeze_stride", "aug_strength", "size_px", "epochs_run",
                  "seconds", "note")
@@ -113,7 +115,6 @@ def tune(ws: Any, base: TrainOptions, *, space: TuneSpace, trials: int, budget_s
     is unchanged then)."""
     import optuna
 
-    from smarthub.model.progress import TrainingStopped
     from smarthub.model.train import train
 
     if trials < 1:
@@ -230,8 +231,6 @@ def trials_png(trials: Sequence[Trial]) -> bytes:
 
 def write_trials(ws: Any, report: dict, *, table: str, png: bytes) -> list[str]:
     """Write tune-trials.csv and tune-trials.png atomically into the final run's folder; their paths."""
-    from smarthub.atomicio import atomic_write_bytes, atomic_write_text
-
     run_dir = ws.runs_dir / str(report.get("run_id"))
     atomic_write_text(run_dir / "tune-trials.csv", table)
     atomic_write_bytes(run_dir / "tune-trials.png", png)
