@@ -85,7 +85,10 @@ def _scan(ws: Workspace) -> list:
     return scan_dataset(ws.data_dir)
 
 
-def test_lpft_cli_prints_the_head_then_total_epochs(tmp_path: Path, capsys) -> None:
+def test_lpft_cli_prints_the_head_then_total_epochs(tmp_path: Path, capsys, monkeypatch) -> None:
+    from smarthub.cli import train as cli_train
+
+    monkeypatch.setattr(cli_train, "LOG_PROGRESS_EVERY_S", float("inf"))  # only finished epochs, however slow the batches
     ws = _fashion_ws(tmp_path)
     rc = main(["train", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--size", "32",
                "--batch-size", "8", "--epochs", "2", "--patience", "2", "--device", "cpu", "--always-fine-tune"])
