@@ -21,7 +21,6 @@ from smarthub.atomicio import atomic_write_json
 from smarthub.dataset import IMAGE_SUFFIXES
 from smarthub.errors import DatasetError, SmartHubError
 from smarthub.model import archs
-from smarthub.model import train as train_mod
 from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
@@ -171,6 +170,8 @@ def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPL
     Raises:
         DatasetError: the data folder holds someone's files (the demo never writes into it).
     """
+    from smarthub.model import train as train_mod
+
     started = time.monotonic()
     say = log or (lambda _line: None)
     copied, reused = copy_samples(ws, samples_dir=samples_dir)

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smarthub.annotate import detect
 from smarthub.atomicio import atomic_write_with
 from smarthub.errors import ModelError, SmartHubError
 from smarthub.model.archs import TORCHVISION_ARCHS, checkpoints_dir, resolve_arch
@@ -74,6 +73,8 @@ def add_weights(file: Path, *, arch: str | None = None) -> Path:
         ModelError: not a state dict, fits no supported model (or not `arch`), fits several (give --arch).
         SmartHubError: unknown `arch`, cannot write the cache.
     """
+    from smarthub.annotate import detect
+
 
     file = Path(file)
     if arch in detect.TORCHVISION_ARCHS:

@@ -14,7 +14,6 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from smarthub import staging
-from smarthub.annotate import detect
 from smarthub.annotate.options import DEFAULT_DETECTOR
 from smarthub.errors import DatasetError, ModelError
 from smarthub.workspace import Workspace
@@ -140,6 +139,8 @@ def store_detector(ws: Workspace, src: Path | None) -> StoredDetector:
         ModelError: no file, a suffix other than .pt/.pth/.onnx, or a file that does not load as a detector
             (or is not trusted).
     """
+    from smarthub.annotate import detect
+
     if not src:
         raise ModelError("choose a detector file (.pt, .pth or .onnx) to upload")
     src = Path(src)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smarthub.clean import review
 from smarthub.clean.options import DEFAULT_SIZE_PX, ReviewOptions
 from smarthub.clean.signals import include_help
 from smarthub.cli._common import add_workspace_args, print_table, progress_printer, workspace_from
@@ -54,6 +53,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def review_options_from(args: argparse.Namespace, ws: object) -> object:
     """ReviewOptions from the flags; the embedder is --embedder (or --arch), else the documented default."""
+    from smarthub.clean import review
+
     default = review.default_train_options(ws)  # type: ignore[arg-type]
     embedder = args.embedder or args.arch
     size = args.size_px if args.size_px is not None else (default.size_px if embedder is None else DEFAULT_SIZE_PX)
@@ -65,6 +66,8 @@ def review_options_from(args: argparse.Namespace, ws: object) -> object:
 
 
 def run_review(args: argparse.Namespace) -> int:
+    from smarthub.clean import review
+
     ws = workspace_from(args)
     with quiet_libraries():
         options = review.check_options(ws, review_options_from(args, ws))  # type: ignore[arg-type]
@@ -105,6 +108,8 @@ def run_review(args: argparse.Namespace) -> int:
 
 def print_summary(ws: object, result: object, options: object) -> None:
     """The health tables of `review --summary` (the Clean tab shows the same)."""
+    from smarthub.clean import review
+
     h, rows = review.health_of(result)  # type: ignore[arg-type]
     ranked = "the exported model" if result.method == "model" else (  # type: ignore[attr-defined]
         f"{options.train.arch} at {options.train.size_px} px")  # type: ignore[attr-defined]
@@ -135,6 +140,8 @@ def _filters_line(result: object, options: object) -> str:
 
 
 def run_keep(args: argparse.Namespace) -> int:
+    from smarthub.clean import review
+
     ws = workspace_from(args)
     if args.undo:
         shas = review.unkeep(ws, args.paths)
