@@ -15,13 +15,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from smarthub import weights
-from smarthub.annotate.scenes import compose_scenes, load_drawings, texture_backgrounds
 from smarthub.atomicio import atomic_write_json
 from smarthub.dataset import IMAGE_SUFFIXES
 from smarthub.errors import DatasetError, SmartHubError
-from smarthub.model import archs
-from smarthub.model.options import TrainOptions
 from smarthub.workspace import Workspace
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
@@ -111,6 +107,8 @@ def pretrained_weights_cached(arch: str = PRETRAINED_ARCH) -> bool:
 
     The demo's own arch is checked without importing torch (the app asks at start-up).
     """
+    from smarthub.model import archs
+
     try:
         name = PRETRAINED_WEIGHTS_FILE if arch == PRETRAINED_ARCH else archs.expected_weights_file(arch)
     except SmartHubError:
@@ -120,6 +118,8 @@ def pretrained_weights_cached(arch: str = PRETRAINED_ARCH) -> bool:
 
 def weights_downloadable(arch: str = PRETRAINED_ARCH) -> bool:
     """Try to fetch the ImageNet weights of `arch` into the torch cache (online users); False when offline."""
+    from smarthub.model import archs
+
     try:
         archs.check_weights_available(arch)
     except SmartHubError:
@@ -143,6 +143,8 @@ def use_packaged_weights(ws: Workspace, say: Callable[[str], None] | None = None
     spec = importlib.util.find_spec(PACKAGED_WEIGHTS_MODULE)
     if spec is None or spec.origin is None:
         return False
+    from smarthub.model import archs
+    from smarthub import weights
 
     source = Path(spec.origin).parent / "weights" / str(archs.expected_weights_file(PRETRAINED_ARCH))
     if not source.is_file():
@@ -158,6 +160,8 @@ def use_packaged_weights(ws: Workspace, say: Callable[[str], None] | None = None
 
 def quick_train_options(*, pretrained: bool):
     """Tiny settings that train in well under two minutes on two CPU cores (TrainOptions' defaults otherwise)."""
+    from smarthub.model.options import TrainOptions
+
     if pretrained:
         return TrainOptions(arch=PRETRAINED_ARCH, size_px=128, batch_size=16, valid_pct=0.25)
     return TrainOptions(arch=SCRATCH_ARCH, size_px=64, batch_size=16, valid_pct=0.25, pretrained=False)
@@ -170,14 +174,14 @@ def prepare_demo(ws: Workspace, *, train: bool = True, samples_dir: Path = SAMPL
     Raises:
         DatasetError: the data folder holds someone's files (the demo never writes into it).
     """
-    from smarthub.model import train as train_mod
-
     started = time.monotonic()
     say = log or (lambda _line: None)
     copied, reused = copy_samples(ws, samples_dir=samples_dir)
     report = DemoReport(data_dir=ws.data_dir, copied=copied, reused=reused,
                         batch=prepare_demo_batch(ws, samples_dir=samples_dir))
     if train and not ws.export_path.exists():
+        from smarthub.model import train as train_mod
+
         pretrained = pretrained_weights_cached() or use_packaged_weights(ws, say) or weights_downloadable()
         options = quick_train_options(pretrained=pretrained)
         if not pretrained:
@@ -211,6 +215,8 @@ DEMO_BATCH_SCENES = 8
 def prepare_demo_batch(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR) -> Path:
     """A few scenes of the sample drawings (no Labelme files) in the workspace's batches folder, outside the
     class folders, for the Annotate tab; kept when it exists."""
+    from smarthub.annotate.scenes import compose_scenes, load_drawings, texture_backgrounds
+
     folder = ws.batches_dir / DEMO_BATCH
     if not folder.is_dir():
         drawings = {label: load_drawings(images[0].parent, max_side_px=96, limit=4)
@@ -252,6 +258,8 @@ def prepare_demo_detector(ws: Workspace, *, samples_dir: Path = SAMPLES_DIR, say
                      "(pip install -e .[yolo], AGPL-3.0; scripts/app.sh --demo installs it)")
         return None
     from PIL import Image
+
+    from smarthub.annotate.scenes import compose_scenes, load_drawings, texture_backgrounds
 
     drawings = [d for images in sample_images(samples_dir).values() for d in
                 load_drawings(images[0].parent, max_side_px=96)]

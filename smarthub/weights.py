@@ -6,9 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from smarthub.atomicio import atomic_write_with
 from smarthub.errors import ModelError, SmartHubError
-from smarthub.model.archs import TORCHVISION_ARCHS, checkpoints_dir, resolve_arch
 
 
 @dataclass(frozen=True)
@@ -61,6 +59,8 @@ def _shapes_match(state: dict[str, Any], fn: Any) -> bool:
 
 def detect_arch(state: dict[str, Any], *, candidates: list[str] | None = None) -> list[str]:
     """The torchvision architectures (among `candidates`, default all smarthub offers) `state` loads into."""
+    from smarthub.model.archs import TORCHVISION_ARCHS, resolve_arch
+
     names = candidates or list(TORCHVISION_ARCHS)
     return [n for n in names if _shapes_match(state, resolve_arch(n).model_fn)]
 
@@ -73,8 +73,10 @@ def add_weights(file: Path, *, arch: str | None = None) -> Path:
         ModelError: not a state dict, fits no supported model (or not `arch`), fits several (give --arch).
         SmartHubError: unknown `arch`, cannot write the cache.
     """
-    from smarthub.annotate import detect
+    from smarthub.model.archs import checkpoints_dir, resolve_arch
+    from smarthub.atomicio import atomic_write_with
 
+    from smarthub.annotate import detect
 
     file = Path(file)
     if arch in detect.TORCHVISION_ARCHS:
@@ -127,6 +129,8 @@ def _detector_shapes_match(state: dict[str, Any], arch: str) -> bool:
 def _add_detector_weights(file: Path, candidates: list[str], *, explicit: bool,
                           state: dict[str, Any] | None = None) -> Path:
     """Install COCO weights of a torchvision detector under the file name torchvision downloads them as."""
+    from smarthub.model.archs import checkpoints_dir
+    from smarthub.atomicio import atomic_write_with
     from smarthub.annotate.detect import coco_weights_file
 
     state = load_state_dict_file(file) if state is None else state
@@ -145,6 +149,8 @@ def _add_detector_weights(file: Path, candidates: list[str], *, explicit: bool,
 
 def weights_status() -> list[WeightsStatus]:
     """For every torchvision architecture smarthub offers: the expected file and whether it is cached."""
+    from smarthub.model.archs import TORCHVISION_ARCHS, checkpoints_dir, resolve_arch
+
     folder = checkpoints_dir()
     rows = []
     for name in TORCHVISION_ARCHS:

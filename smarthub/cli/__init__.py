@@ -16,9 +16,9 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from smarthub import __version__, trust
+from smarthub import __version__
 from smarthub.errors import SmartHubError
-from smarthub.libwarnings import quiet_library_warnings
+
 
 MODEL_LOADING_COMMANDS = ("predict", "review", "annotate", "app")
 
@@ -61,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 1
     debug = args.debug or bool(os.environ.get("SMARTHUB_DEBUG"))
+    from smarthub import trust
+    from smarthub.libwarnings import quiet_library_warnings
 
     quiet_library_warnings()
 

@@ -7,7 +7,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from smarthub import fileops
 from smarthub.errors import SmartHubError
 from smarthub.workspace import Workspace
 
@@ -33,6 +32,7 @@ def report_recovery(ws: Workspace) -> None:
     runs this first, the read-only ones too, so no batch stays half done)."""
     if not ws.journal_path.is_file():
         return
+    from smarthub import fileops
 
     for repaired in fileops.recover(ws):
         print(repaired.message, file=sys.stderr)
@@ -92,6 +92,8 @@ def quarantine(ws: Workspace, paths: list[Path], what: str) -> int:
     A path that cannot be moved (a symlink, a folder, gone since it was listed) is skipped and reported;
     the rest are still moved.
     """
+    from smarthub import fileops
+
     movable, skipped = [], []
     for path in paths:
         if path.is_symlink():

@@ -4,11 +4,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smarthub.annotate.options import DEFAULT_DETECTOR, DetectOptions, DetectorTrainOptions, ExportOptions
 from smarthub.cli._common import add_workspace_args, progress_printer, workspace_from
-from smarthub.model.devices import resolve_device
+from smarthub.workspace import contain_library_caches
+
+from smarthub.annotate.options import DEFAULT_DETECTOR, DetectOptions, DetectorTrainOptions, ExportOptions
 from smarthub.optionspec import add_arguments, from_args
-from smarthub.workspace import Workspace, batch_placement_warning, contain_library_caches
 
 ORDER = 50
 
@@ -73,10 +73,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_annotate(args: argparse.Namespace) -> int:
     import sys
 
+    from smarthub.annotate.preannotate import annotate_folder, zip_outputs
     from smarthub.annotate.detect import parse_label_map
     from smarthub.annotate.next_images import write_ranking
-    from smarthub.annotate.preannotate import annotate_folder, zip_outputs
     from smarthub.annotate.scored import scoring_detector
+    from smarthub.model.devices import resolve_device
+    from smarthub.workspace import Workspace, batch_placement_warning
 
     root = args.out or args.images_dir
     if Path(root).is_dir():
@@ -107,10 +109,10 @@ def run_annotate(args: argparse.Namespace) -> int:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from smarthub.annotate.evaluate import evaluate_annotations
+
     import json
     import sys
-
-    from smarthub.annotate.evaluate import evaluate_annotations
 
     report = evaluate_annotations(args.pred_dir, args.truth_dir, iou=args.iou)
     for line in report.warnings:

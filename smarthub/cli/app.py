@@ -3,11 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from smarthub.cli._common import add_workspace_args, check_folders, int_in, report_recovery
-from smarthub.demo import DEFAULT_DEMO_DIR, prepare_demo
-from smarthub.errors import SmartHubError
-from smarthub.ui import DEFAULT_HOST, DEFAULT_PORT, check_host, launch, parse_auth
-from smarthub.workspace import Workspace
+from smarthub.cli._common import add_workspace_args, int_in
+from smarthub.ui import DEFAULT_HOST, DEFAULT_PORT
 
 ORDER = 60
 
@@ -31,9 +28,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run_app(args: argparse.Namespace) -> int:
     import sys
 
+    from smarthub.cli._common import check_folders, report_recovery
+    from smarthub.errors import SmartHubError
+    from smarthub.ui import check_host, launch, parse_auth
+    from smarthub.workspace import Workspace
+
     auth = parse_auth(args.auth)
     check_host(args.host, auth)  # refuse before any slow work
     if args.demo:
+        from smarthub.demo import DEFAULT_DEMO_DIR, prepare_demo
+
         ws = Workspace.from_args(args.data or DEFAULT_DEMO_DIR / "data", args.models or DEFAULT_DEMO_DIR / "models")
         report = prepare_demo(ws, train=not args.no_train, log=lambda line: print(line, file=sys.stderr, flush=True))
         print(report, file=sys.stderr)

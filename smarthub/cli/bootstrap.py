@@ -7,21 +7,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from smarthub.cli._common import add_workspace_args, int_in, print_table, progress_printer, quarantine, workspace_from
-from smarthub.cli.train import add_train_args, epoch_printer, print_train_summary, train_options_from
-from smarthub.collect.bootstrap import bootstrap, validate_labels
-from smarthub.collect.dedupe import dataset_duplicate_groups
-from smarthub.collect.download import DownloadOptions
+from smarthub.cli._common import (add_workspace_args, int_in, print_table, progress_printer, quarantine,
+                                  workspace_from)
 from smarthub.collect.options import DEFAULT_NEAR_THRESHOLD, BootstrapOptions
-from smarthub.collect.search import LICENCES, SIZES, TYPES, SearchOptions, UrlListBackend
-from smarthub.errors import LabelError
-from smarthub.ledger import info
 from smarthub.optionspec import add_arguments, from_args
 
 ORDER = 30
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from smarthub.collect.search import LICENCES, SIZES, TYPES
+
     p = sub.add_parser("bootstrap", help="search, download, verify and de-duplicate images of new classes",
                        description="Fill data/<LABEL>/ with verified, de-duplicated images found by image search "
                                    "(or listed in --urls-file), recording where each came from.")
@@ -43,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"pHash Hamming distance counted as a near duplicate (default {DEFAULT_NEAR_THRESHOLD})")
     p.add_argument("--train", action="store_true", help="retrain the model after collecting")
     p.add_argument("--verbose", "-v", action="store_true", help="list every URL not saved, with its reason")
+    from smarthub.cli.train import add_train_args
 
     # --size and --workers mean the search size filter and download workers here
     add_train_args(p, title="training options (with --train)",
@@ -108,6 +105,11 @@ class _BootstrapProgressPrinter:
 
 
 def run_bootstrap(args: argparse.Namespace) -> int:
+    from smarthub.collect.bootstrap import bootstrap, validate_labels
+    from smarthub.collect.download import DownloadOptions
+    from smarthub.errors import LabelError
+    from smarthub.collect.search import SearchOptions, UrlListBackend
+
     ws = workspace_from(args)
     labels = list(args.labels)
     backend = None
@@ -120,6 +122,8 @@ def run_bootstrap(args: argparse.Namespace) -> int:
     labels = validate_labels(labels)
     train_options = None
     if args.train:
+        from smarthub.cli.train import train_options_from
+
         train_options = train_options_from(args)
     o = from_args(BootstrapOptions, args,
                   **({} if args.threshold is None else {"near_threshold": args.threshold}))
@@ -138,6 +142,7 @@ def run_bootstrap(args: argparse.Namespace) -> int:
     print_bootstrap_report(report, verbose=args.verbose)
     if train_options is not None and not report.stopped:
         ws.contain_library_caches()  # the data folder exists now; before fastai is imported
+        from smarthub.cli.train import epoch_printer, print_train_summary
         from smarthub.model.train import train
 
         print("training…", file=sys.stderr)
@@ -163,6 +168,8 @@ def print_bootstrap_report(report: Any, *, verbose: bool = False, per_label: int
 
 
 def run_dedupe(args: argparse.Namespace) -> int:
+    from smarthub.collect.dedupe import dataset_duplicate_groups
+
     ws = workspace_from(args)
     threshold = DEFAULT_NEAR_THRESHOLD if args.threshold is None else args.threshold
     found = dataset_duplicate_groups(ws, threshold=threshold, progress=progress_printer("hashing"), keep=args.keep)
@@ -184,6 +191,8 @@ def run_dedupe(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from smarthub.ledger import info
+
     ws = workspace_from(args)
     report = info(ws)
     if report.outside:

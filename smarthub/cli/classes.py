@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from smarthub import fileops
 from smarthub.cli._common import add_workspace_args, print_table, workspace_from
-from smarthub.dataset import class_counts, scan_dataset
 from smarthub.fileops import Operation
 
 ORDER = 12
@@ -31,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from smarthub.dataset import class_counts, scan_dataset
+
     ws = workspace_from(args)
     counts = class_counts(scan_dataset(ws.data_dir))
     if not counts:
@@ -41,6 +41,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_rename(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
     ws = workspace_from(args)
     op = fileops.rename_class(ws, args.old, args.new)
     print(f"renamed class {args.old!r} to {args.new!r}: {len(op.moves)} files moved")
@@ -49,6 +51,8 @@ def run_rename(args: argparse.Namespace) -> int:
 
 
 def run_merge(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
     ws = workspace_from(args)
     op = fileops.merge_classes(ws, args.source, args.target)
     print(f"merged class {args.source!r} into {args.target!r}: {len(op.moves)} files moved")

@@ -5,11 +5,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from smarthub import fileops
-from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
-from smarthub.dataset import check_label_case, validate_label, verify_dataset
-from smarthub.errors import SmartHubError
 from smarthub.workspace import Workspace
+
+from smarthub.cli._common import add_workspace_args, print_table, progress_printer, quarantine, workspace_from
 
 ORDER = 10
 
@@ -45,6 +43,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
+    from smarthub.dataset import verify_dataset
+
     ws = workspace_from(args)
     report = verify_dataset(ws.data_dir, progress=progress_printer("verifying"))
     for path, reason in report.problems:
@@ -56,6 +56,8 @@ def run_verify(args: argparse.Namespace) -> int:
 
 
 def run_relabel(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
     ws = workspace_from(args)
     check_relabel_target(ws, args.label, new_class=args.new_class)
     op = fileops.relabel(ws, args.paths, args.label)
@@ -66,6 +68,8 @@ def run_relabel(args: argparse.Namespace) -> int:
 
 
 def run_delete(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
     ws = workspace_from(args)
     op = fileops.trash(ws, args.paths)
     for m in op.moves:
@@ -76,6 +80,8 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def run_undo(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+
     ws = workspace_from(args)
     op = fileops.undo(ws, args.op_id)
     for m in op.moves:
@@ -85,6 +91,9 @@ def run_undo(args: argparse.Namespace) -> int:
 
 
 def run_history(args: argparse.Namespace) -> int:
+    from smarthub import fileops
+    from smarthub.errors import SmartHubError
+
     if args.limit < 1:
         raise SmartHubError(f"--limit must be 1 or more (got {args.limit}): it is how many of the latest "
                             f"operations to show")
@@ -116,7 +125,10 @@ def check_relabel_target(ws: Workspace, label: str, *, new_class: bool) -> None:
     Raises:
         SmartHubError: the target is a file, or a new class without `new_class` (names a close existing class).
     """
+    from smarthub import fileops
     from smarthub.clean.session import closest_class
+    from smarthub.dataset import check_label_case, validate_label
+    from smarthub.errors import SmartHubError
 
     if _names_a_file(label):
         raise SmartHubError(f"{label} is a file, not a class: relabel takes the images first and the class name last, "

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from smarthub.cli._common import print_table, workspace_from
-from smarthub.model import promotion, runs
 
 ORDER = 25
 
@@ -27,6 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from smarthub.model import runs
+
     ws = workspace_from(args)
     infos = runs.list_runs(ws)
     if not infos:
@@ -47,6 +48,8 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def run_promote(args: argparse.Namespace) -> int:
+    from smarthub.model import promotion
+
     done = promotion.promote(workspace_from(args), args.run)
     if not done.changed:
         print(f"run {done.run_id} is already the promoted model")
@@ -57,6 +60,8 @@ def run_promote(args: argparse.Namespace) -> int:
 
 
 def run_log(args: argparse.Namespace) -> int:
+    from smarthub.model import runs
+
     ws = workspace_from(args)
     runs.prepare(ws)
     rows = [(r.get("at", ""), r.get("run_id") or r.get("discarded", ""), r.get("previous") or "-", r.get("reason", ""))

@@ -7,17 +7,18 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from smarthub.clean.options import DEFAULT_SIZE_PX, ReviewOptions
 from smarthub.clean.signals import include_help
-from smarthub.cli._common import add_workspace_args, print_table, progress_printer, workspace_from
-from smarthub.cli.train import add_train_args, quiet_libraries, train_options_from
-from smarthub.optionspec import add_arguments, from_args
+from smarthub.cli._common import add_workspace_args, print_table, workspace_from
 
 ORDER = 40
 SHOWN = 20
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from smarthub.clean.options import ReviewOptions
+    from smarthub.cli.train import add_train_args
+    from smarthub.optionspec import add_arguments
+
     p = sub.add_parser("review", help="find the images whose label looks wrong: the estimated label errors, worst "
                                       "first")
     add_workspace_args(p)
@@ -54,6 +55,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def review_options_from(args: argparse.Namespace, ws: object) -> object:
     """ReviewOptions from the flags; the embedder is --embedder (or --arch), else the documented default."""
     from smarthub.clean import review
+    from smarthub.clean.options import DEFAULT_SIZE_PX, ReviewOptions
+    from smarthub.cli.train import train_options_from
+    from smarthub.optionspec import from_args
 
     default = review.default_train_options(ws)  # type: ignore[arg-type]
     embedder = args.embedder or args.arch
@@ -67,6 +71,8 @@ def review_options_from(args: argparse.Namespace, ws: object) -> object:
 
 def run_review(args: argparse.Namespace) -> int:
     from smarthub.clean import review
+    from smarthub.cli._common import progress_printer
+    from smarthub.cli.train import quiet_libraries
 
     ws = workspace_from(args)
     with quiet_libraries():

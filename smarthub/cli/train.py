@@ -12,17 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from smarthub.cli._common import add_workspace_args, print_table, workspace_from
-from smarthub.durations import parse_duration
-from smarthub.errors import SmartHubError
-from smarthub.model import distributed, embedders
-from smarthub.model.archs import cached_weights, checkpoints_dir
-from smarthub.model.devices import resolve_device
-from smarthub.model.distributed import launch_command
-from smarthub.model.options import TrainOptions
-from smarthub.model.tune import parse_space, tune
-from smarthub.optionspec import add_arguments, from_args
-from smarthub.weights import add_weights, weights_status
-from smarthub.workspace import Workspace
 
 ORDER = 20
 
@@ -39,12 +28,18 @@ def add_train_args(parser: argparse.ArgumentParser, *, title: str = "training op
     `flags` renames fields' flags for commands that use the plain flag for something else (bootstrap's
     {"size_px": "--train-size"}); the destination stays the field, so `train_options_from` works.
     """
+    from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import add_arguments
+
     add_arguments(parser.add_argument_group(title), TrainOptions, skip=TRAIN_FLAGS_SKIPPED, flags=flags)
 
 
 def train_options_from(args: argparse.Namespace, **overrides: Any) -> Any:
     """TrainOptions from the arguments added by `add_train_args` (and `--device`, `--promote` where the command
     has them), then `overrides`."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import from_args
+
     return from_args(TrainOptions, args, **overrides)
 
 
@@ -58,16 +53,25 @@ def add_budget_arg(parser: argparse.ArgumentParser) -> None:
 
 def budget_from(args: argparse.Namespace) -> float | None:
     """Seconds of --budget (None when not given); a bad duration is one line (DurationError)."""
+    from smarthub.durations import parse_duration
+    from smarthub.model.options import TrainOptions
+
     return None if args.budget is None else parse_duration(args.budget, field="budget_s", owner=TrainOptions)
 
 
 def add_device_arg(parser: argparse.ArgumentParser) -> None:
     """--device auto|cpu|cuda|cuda:N|mps (TrainOptions.device: one default and help for every job)."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import add_arguments
+
     add_arguments(parser, TrainOptions, only={"device"})
 
 
 def add_promote_arg(parser: argparse.ArgumentParser) -> None:
     """--promote if-better|always|never (TrainOptions.promote)."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.optionspec import add_arguments
+
     add_arguments(parser, TrainOptions, only={"promote"})
 
 
@@ -190,7 +194,10 @@ def epoch_printer(*, tty: bool | None = None) -> Any:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    from smarthub.model import distributed
     from smarthub.model.train import train
+
+    from smarthub.model.options import TrainOptions
 
     ws = workspace_from(args)
     if args.options_json is not None:  # one process of a distributed run: the launcher's options, whole
@@ -198,6 +205,8 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         options = train_options_from(args, budget_s=budget_from(args))
     if options.budget_s is not None and (args.distributed is not None or distributed.is_distributed()):
+        from smarthub.errors import SmartHubError
+
         raise SmartHubError("--budget plans one process's epochs: it cannot be used with --distributed yet "
                             "(use --epochs)")
     if args.distributed is not None and not distributed.is_distributed():
@@ -210,6 +219,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_tune(args: argparse.Namespace) -> int:
+    from smarthub.model.tune import parse_space, tune
+
     ws = workspace_from(args)
     space = parse_space(lr=args.tune_lr, freeze=args.tune_freeze, aug=args.tune_aug, sizes=args.tune_sizes)
     base = train_options_from(args)
@@ -240,6 +251,10 @@ def train_argv(ws: Any, options: Any) -> list[str]:
 def launch_distributed(ws: Any, options: Any, *, n_processes: int) -> int:
     """Run this training in `n_processes` processes through `accelerate launch`; its exit code."""
     import subprocess
+
+    from smarthub.errors import SmartHubError
+    from smarthub.model.devices import resolve_device
+    from smarthub.model.distributed import launch_command
 
     resolve_device(options.device)  # a bad --device is one line here, not one per process
     cmd = launch_command(n_processes, train_argv(ws, options))
@@ -292,6 +307,7 @@ def recipe_line(r: dict) -> str:
 
 def run_predict(args: argparse.Namespace) -> int:
     from smarthub.model.predict import predict
+    from smarthub.workspace import Workspace
 
     ws = Workspace.from_args()
     ws.contain_library_caches()
@@ -307,6 +323,8 @@ def run_predict(args: argparse.Namespace) -> int:
 
 
 def run_weights_add(args: argparse.Namespace) -> int:
+    from smarthub.weights import add_weights
+
     with quiet_libraries():
         target = add_weights(args.file, arch=args.arch)
     print(f"installed {args.file} as {target}")
@@ -314,6 +332,9 @@ def run_weights_add(args: argparse.Namespace) -> int:
 
 
 def run_weights_list(args: argparse.Namespace) -> int:
+    from smarthub.model.archs import cached_weights, checkpoints_dir
+    from smarthub.weights import weights_status
+
     with quiet_libraries():
         status = weights_status()
     rows = [(s.arch, s.file, "yes" if s.cached else "no") for s in status]
@@ -323,6 +344,7 @@ def run_weights_list(args: argparse.Namespace) -> int:
     others = [p.name for p in cached_weights() if p.name not in known]
     if others:
         print(f"other files in the cache: {', '.join(others)}")
+    from smarthub.model import embedders
 
     print(f"\nrecommended review embedders, strongest first (`review --embedder NAME`; hub cache: "
           f"{embedders.hub_cache_dir()}):")
@@ -333,6 +355,8 @@ def run_weights_list(args: argparse.Namespace) -> int:
 
 
 def run_weights_download(args: argparse.Namespace) -> int:
+    from smarthub.model import embedders
+
     with quiet_libraries():
         folder = embedders.download(args.name)
     print(f"{args.name} is cached in {folder}: `smarthub review --embedder {args.name}`")

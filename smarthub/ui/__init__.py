@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from smarthub.annotate.inputs import runs_dir
 from smarthub.dataset import SPLIT_NAMES
 from smarthub.errors import SmartHubError
 from smarthub.libwarnings import quiet_library_warnings
@@ -94,6 +93,7 @@ def served_paths(ws: Workspace) -> list[str]:
     not `.smarthub/` (journal, ledger, keep list, trash), not `models/` (export.pkl).
     """
     from smarthub.ui._common import thumbs_dir
+    from smarthub.annotate.inputs import runs_dir
 
     data_root = ws.data_dir.resolve()
     roots = [thumbs_dir(ws).resolve(), runs_dir(ws).resolve()]

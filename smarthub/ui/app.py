@@ -7,7 +7,6 @@ from pathlib import Path
 
 import gradio as gr
 
-from smarthub.dataset import is_image_file
 from smarthub.ui import tab_annotate, tab_bootstrap, tab_clean, tab_predict, tab_train
 from smarthub.ui._common import thumbs_dir
 from smarthub.workspace import Workspace
@@ -50,6 +49,8 @@ def build_app(ws: Workspace, *, title: str = "smarthub", selected_tab: str | Non
 
 def has_images(ws: Workspace) -> bool:
     """True as soon as one image is found in a class folder (stops at the first: cheap on big folders)."""
+    from smarthub.dataset import is_image_file
+
     if not ws.data_dir.is_dir():
         return False
     for root, dirs, files in os.walk(ws.data_dir):

@@ -13,27 +13,16 @@ import gradio as gr
 import numpy as np
 
 from smarthub.annotate import inputs
-from smarthub.annotate import preannotate as annotate
-from smarthub.annotate import train_detector as td
-from smarthub.annotate.detect import TORCHVISION_ARCHS
+from smarthub.annotate.inputs import (DETECTOR_SUFFIXES, default_detector, detector_choices,  # noqa: F401 (re-exported)
+                                      inside_workspace, new_zip_path, resolve_detector, runs_dir)
 from smarthub.annotate.draw import Previews, draw_scored
-from smarthub.annotate.inputs import (  # noqa: F401 (re-exported)
-    DETECTOR_SUFFIXES,
-    default_detector,
-    detector_choices,
-    inside_workspace,
-    new_zip_path,
-    resolve_detector,
-    runs_dir,
-)
-from smarthub.annotate.next_images import GALLERY_SORTS, gallery_order, write_ranking
+from smarthub.annotate.next_images import GALLERY_SORTS, gallery_order
 from smarthub.annotate.options import DetectOptions, DetectorTrainOptions
-from smarthub.annotate.preannotate import zip_files
-from smarthub.annotate.scored import DEFAULT_FLOOR, ScoredBatch, Thresholds, scoring_detector, write_at_thresholds
+from smarthub.annotate.scored import DEFAULT_FLOOR, ScoredBatch, Thresholds
 from smarthub.errors import DatasetError, ModelError
 from smarthub.optionspec import controls, default, labels
 from smarthub.ui._common import StopSwitch, ok, problem, user_errors
-from smarthub.workspace import Workspace, batch_placement_warning
+from smarthub.workspace import Workspace
 
 LABELS = labels(DetectOptions, DetectorTrainOptions)  # a refused option is named by its control's label
 GALLERY_LIMIT = 200
@@ -77,6 +66,11 @@ def annotate_batch(ws: Workspace, folder: str, files: list[Any] | None, detector
     """Run the detector once (every box down to the floor, scored), write the Labelme files at `conf` (or the
     run's tuned per-class thresholds), the ranking and a zip; returns (report text, zip path, the batch view)."""
     with user_errors(LABELS):
+        from smarthub.annotate import preannotate as annotate
+        from smarthub.annotate.next_images import write_ranking
+        from smarthub.annotate.scored import scoring_detector
+        from smarthub.workspace import batch_placement_warning
+
         warning = None
         if files:
             images_dir, out_dir = inputs.stage_uploads(ws, upload_paths(files)), None
@@ -154,6 +148,10 @@ def shown_note(view: BatchView, thresholds: Thresholds, previews: Previews) -> s
 
 def write_view(ws: Workspace, view: BatchView, thresholds: Thresholds) -> tuple[str, str | None]:
     """Rewrite the batch's Labelme files (never a person's edits) and the ranking at `thresholds`; zip them."""
+    from smarthub.annotate.next_images import write_ranking
+    from smarthub.annotate.preannotate import zip_files
+    from smarthub.annotate.scored import write_at_thresholds
+
     with user_errors(LABELS):
         rewrite = write_at_thresholds(view.scored, thresholds)
         ranking = write_ranking(view.scored, thresholds, embeddings=view.embeddings) if view.scored.images else None
@@ -186,6 +184,8 @@ def run_train_detector(ws: Workspace, folder: str, model: str, epochs: int, imgs
 
     Stop ends training after the current batch: nothing is written and the previous detector stays.
     """
+    from smarthub.annotate import train_detector as td
+
     if stop is not None:
         stop.reset()
 
@@ -216,6 +216,8 @@ def run_train_detector(ws: Workspace, folder: str, model: str, epochs: int, imgs
 
 def build(ws: Workspace) -> None:
     """Create the Annotate tab's widgets inside the current gr.Tab and wire the handler."""
+    from smarthub.annotate.detect import TORCHVISION_ARCHS
+
     names = detector_choices(ws)
     c, t = controls(DetectOptions), controls(DetectorTrainOptions)
     with gr.Row():

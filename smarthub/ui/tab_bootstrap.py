@@ -7,7 +7,6 @@ from typing import Any
 
 import gradio as gr
 
-from smarthub.collect import bootstrap, search
 from smarthub.collect.options import BootstrapOptions
 from smarthub.errors import LabelError
 from smarthub.optionspec import controls, labels
@@ -30,8 +29,10 @@ def run_bootstrap(ws: Workspace, labels_text: str, count: int, urls_file: Any = 
         labels = parse_labels(labels_text)
         if not labels:
             raise LabelError("type at least one label, e.g. 'grass carp, tilapia' (one per line or comma-separated)")
+        from smarthub.collect import bootstrap
         backend = None
         if urls_file is not None:
+            from smarthub.collect import search
             backend = search.UrlListBackend(Path(getattr(urls_file, "name", urls_file)))
 
         def cb(p: Any) -> None:

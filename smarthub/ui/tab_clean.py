@@ -18,15 +18,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from smarthub.clean import review, session, signals
+from smarthub.clean import session, signals
 from smarthub.clean.options import ReviewOptions
 from smarthub.clean.records import Suspect
 from smarthub.clean.review import ReviewResult
 from smarthub.clean.session import ALL, PAGE_SIZE, CleanSession, suspect_path  # noqa: F401 (re-exported)
-from smarthub.demo import pretrained_weights_cached
-from smarthub.errors import SmartHubError
-from smarthub.ledger import original_name
-from smarthub.model import embedders
 from smarthub.model.options import TrainOptions
 from smarthub.optionspec import controls, labels
 from smarthub.ui._common import PREVIEW_SIDE_PX, ok, problem, rel, thumbnail, user_errors, warn
@@ -121,6 +117,7 @@ def source_text(st: CleanState, s: Suspect) -> str:
     rec = st.source_of(s)
     if rec is None:
         return "source: not recorded (added by hand)"
+    from smarthub.ledger import original_name
 
     name = original_name(rec)
     return (f"source {html.escape(rec.url)}" + (f" · original name **{html.escape(name)}**" if name else ""))
@@ -210,6 +207,8 @@ def queue_summary(result: ReviewResult) -> str:
 def health_text(ws: Workspace, result: ReviewResult) -> str:
     """The dataset's health as Markdown: estimated errors per class, most-confused pairs, highest losses,
     class imbalance (the same as `smarthub review --summary`)."""
+    from smarthub.clean import review
+
     h, rows = review.health_of(result)
     lines = [f"Ranked by **{html.escape(ranked_by(result))}** ({html.escape(result.method)} method)\n",
              "| class | images | estimated errors | share |", "|---|---:|---:|---:|"]
@@ -251,6 +250,7 @@ def run_review(ws: Workspace, st: CleanState, method: str, threshold: float, fol
             progress((done, total), desc=stage)
 
     with user_errors(LABELS):
+        from smarthub.clean import review
         options = ReviewOptions(method=method, folds=int(folds), threshold=float(threshold),
                                 include=frozenset(i for i in include if i != SHOW_ALL), show_all=SHOW_ALL in include,
                                 train=embedder_train(ws, embedder))
@@ -263,6 +263,7 @@ def show_filters(ws: Workspace, st: CleanState, include: list[str]) -> CleanView
     if st.result is None:
         return render(ws, st)
     with user_errors():
+        from smarthub.clean import review
         result = review.requeue(ws, st.result, include=[i for i in include if i != SHOW_ALL],
                                 show_all=SHOW_ALL in include)
     return load_result(ws, result, st)
@@ -355,6 +356,8 @@ def embedder_train(ws: Workspace, embedder: str | None) -> TrainOptions | None:
     """The review's TrainOptions for a chosen embedder (None: the documented default)."""
     from dataclasses import replace
 
+    from smarthub.clean import review
+
     if not embedder or embedder == DEFAULT_EMBEDDER:
         return None
     return replace(review.default_train_options(ws), arch=embedder, size_px=review.DEFAULT_SIZE_PX)
@@ -363,18 +366,25 @@ def embedder_train(ws: Workspace, embedder: str | None) -> TrainOptions | None:
 def embedder_menu() -> tuple[list[str], str]:
     """(choices, value) of the embedder menu: the recommended embedders cached here, strongest first, and the
     default; the value is the strongest (without importing torch: the menu is built at start-up)."""
+    from smarthub.model import embedders
+
     names = embedders.available(torchvision=False)
     return [*names, DEFAULT_EMBEDDER], (names[0] if names else DEFAULT_EMBEDDER)
 
 
 def download_menu() -> tuple[list[tuple[str, str]], str | None]:
     """(choices, value) of the download menu: recommended embedders not cached here, strongest first."""
+    from smarthub.model import embedders
+
     missing = [s.rec for s in embedders.statuses() if not s.cached]
     return [(f"{r.name} ({r.size_mb} MB, {r.licence})", r.name) for r in missing], (missing[0].name if missing else None)
 
 
 def download_embedder(name: str | None) -> tuple[str, str | None]:
     """Download a recommended embedder (one click). Returns (message, the name to select when it worked)."""
+    from smarthub.errors import SmartHubError
+    from smarthub.model import embedders
+
     if not name:
         return ok("every recommended embedder is cached here"), None
     try:
@@ -386,6 +396,8 @@ def download_embedder(name: str | None) -> tuple[str, str | None]:
 
 def embedder_note() -> str:
     """One line under the menus: offline here, what to do; else nothing."""
+    from smarthub.model import embedders
+
     if not embedders.offline():
         return ""
     return html.escape(f"Offline here (HF_HUB_OFFLINE): on a machine online run `smarthub weights download NAME`, "
@@ -421,6 +433,8 @@ SHORTCUTS_JS = """
 
 def default_method(ws: Workspace) -> str:
     """'fast' when the embedding weights are cached; else 'model' when an exported model exists (offline demo)."""
+    from smarthub.demo import pretrained_weights_cached
+
     if pretrained_weights_cached() or not ws.export_path.is_file():
         return "fast"
     return "model"

@@ -9,9 +9,6 @@ from typing import Any
 import gradio as gr
 
 from smarthub.errors import ImageError, ModelError
-from smarthub.imaging import open_rgb as decode
-from smarthub.model.inference import load_classifier
-from smarthub.model.predict import predict_pil
 from smarthub.ui._common import problem, user_errors
 from smarthub.workspace import Workspace
 
@@ -33,17 +30,22 @@ def load_model(ws: Workspace, cached: LoadedModel | None) -> LoadedModel:
     stamp = (st.st_mtime_ns, st.st_size)
     if cached is not None and cached.stamp == stamp:
         return cached
+    from smarthub.model.inference import load_classifier
 
     return LoadedModel(stamp=stamp, learner=load_classifier(path))
 
 
 def open_rgb(path: Path):
     """Open an uploaded image as RGB (EXIF orientation applied); ImageError names the file."""
+    from smarthub.imaging import open_rgb as decode
+
     return decode(Path(path))
 
 
 def top_k(learner: Any, images: list[Any], k: int) -> list[list[tuple[str, float]]]:
     """Top-k (label, probability) per image, best first."""
+    from smarthub.model.predict import predict_pil
+
     preds = predict_pil(learner, images, top_k=k)
     return [[(str(lab), float(p)) for lab, p in pred.top] for pred in preds]
 

@@ -8,12 +8,9 @@ import gradio as gr
 
 from smarthub.atomicio import read_json
 from smarthub.dataset import folder_classes
-from smarthub.durations import parse_duration
 from smarthub.errors import SmartHubError
 from smarthub.model import promotion, runs
 from smarthub.model.options import TrainOptions
-from smarthub.model.progress import TrainingStopped
-from smarthub.model.train import train
 from smarthub.optionspec import controls, default, labels
 from smarthub.ui._common import StopSwitch, problem, user_errors
 from smarthub.workspace import Workspace
@@ -142,6 +139,9 @@ def run_train(ws: Workspace, arch: str, epochs: int, size_px: int, pretrained: b
     if stop is not None:
         stop.reset()
     with user_errors(LABELS):
+        from smarthub.durations import parse_duration
+        from smarthub.model.progress import TrainingStopped
+        from smarthub.model.train import train
         budget_s = (parse_duration(budget, field="budget_s", owner=TrainOptions) if (budget or "").strip()
                     else None)
         options = TrainOptions(arch=(arch or "").strip(), epochs=int(epochs), size_px=int(size_px),
