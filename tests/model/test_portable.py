@@ -48,6 +48,27 @@ print(json.dumps({"vocab": [str(v) for v in learn.dls.vocab], "rows": rows, "blo
 """
 
 
+def _pickled_modules(export: Path) -> set[str]:
+    """The modules the export's pickles name (GLOBAL and STACK_GLOBAL opcodes): what unpickling must import.
+    Paths inside pickled data (fastai keeps a module's __file__, e.g. under a checkout named smarthub/) are not."""
+    import pickletools
+
+    modules: set[str] = set()
+    with zipfile.ZipFile(export) as z:
+        for name in z.namelist():
+            if not name.endswith(".pkl"):
+                continue
+            strings: list[str] = []
+            for op, arg, _ in pickletools.genops(z.read(name)):
+                if op.name == "GLOBAL":
+                    modules.add(str(arg).split(" ")[0])
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    modules.add(strings[-2])
+                if isinstance(arg, str):
+                    strings.append(arg)
+    return modules
+
+
 def _pickled_names(export: Path) -> bytes:
     with zipfile.ZipFile(export) as z:
         return b"".join(z.read(n) for n in z.namelist() if n.endswith(".pkl"))
@@ -69,7 +90,7 @@ def lpft_ws(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
 def test_export_loads_with_fastai_alone_and_matches_smarthub_predict(lpft_ws: Workspace, tmp_path: Path,
                                                                       capsys) -> None:
     ws = lpft_ws
-    assert b"smarthub" not in _pickled_names(ws.export_path)
+    assert [m for m in _pickled_modules(ws.export_path) if m.split(".")[0] == "smarthub"] == []
     images = sorted((ws.data_dir / "valid").rglob("*.png"))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run([sys.executable, "-c", PLAIN_FASTAI, str(ws.export_path), *map(str, images)],
@@ -97,6 +118,7 @@ def test_first_version_model_loads_through_the_shim(tmp_path: Path) -> None:
     model = FIRST_VERSION / "export_v1.pkl"
     names = _pickled_names(model)
     assert b"smarthub.train\nload_rgb" in names and b"smarthub.dataset\nImageItem" in names
+    assert {"smarthub.train", "smarthub.dataset"} <= _pickled_modules(model)  # the module finder sees them
     with pytest.raises(ModuleNotFoundError, match="smarthub.train"):  # why the shim exists
         torch.load(model, map_location="cpu", weights_only=False)
     expected = json.loads((FIRST_VERSION / "predictions_v1.json").read_text())
