@@ -13,8 +13,6 @@ The previous detector stays in use when no trial completes (nothing is written t
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 import os
@@ -48,6 +46,8 @@ from smarthub.annotate.train_detector import (
 from smarthub.atomicio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from smarthub.errors import DatasetError, OptionError, SmartHubError
 from smarthub.model.devices import resolve_device
+from smarthub.trials import csv_text
+from smarthub.trials import trials_png as plot_trials
 
 STRIDE_PX = 32  # Ultralytics rounds image sizes up to a multiple of the detector's largest stride
 AUGMENTATIONS = ("scale", "translate", "mosaic")  # Ultralytics' own names: zoom ±, shift ±, mosaic probability
@@ -310,42 +310,18 @@ def trial_line(t: DetectorTrial, total: int) -> str:
 
 def trials_csv(trials: Sequence[DetectorTrial]) -> str:
     """The trials as CSV text (TRIAL_COLUMNS)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(TRIAL_COLUMNS)
-
     def cell(v: float | None) -> Any:
         return "" if v is None else round(v, 5)
 
-    for t in trials:
-        writer.writerow([t.number, t.state, cell(t.fitness), cell(t.map50), cell(t.map50_95),
-                         *[t.settings.get(k, "") for k in ("lr0", "imgsz", *AUGMENTATIONS)], t.seconds, t.note])
-    return buf.getvalue()
+    return csv_text(TRIAL_COLUMNS, ([t.number, t.state, cell(t.fitness), cell(t.map50), cell(t.map50_95),
+                                     *[t.settings.get(k, "") for k in ("lr0", "imgsz", *AUGMENTATIONS)], t.seconds,
+                                     t.note] for t in trials))
 
 
 def trials_png(trials: Sequence[DetectorTrial]) -> bytes:
     """Validation mAP50-95 per trial (failed trials marked at the bottom) and the best so far."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=100)
-    ax = fig.add_subplot()
-    done = [t for t in trials if t.fitness is not None]
-    ax.plot([t.number for t in done], [t.fitness for t in done], "o", label="trial")
-    best, xs, ys = -math.inf, [], []
-    for t in trials:
-        best = max(best, t.fitness) if t.fitness is not None else best
-        if best > -math.inf:
-            xs.append(t.number)
-            ys.append(best)
-    ax.step(xs, ys, where="post", label="best so far")
-    failed = [t.number for t in trials if t.fitness is None]
-    ax.plot(failed, [0.0] * len(failed), "x", color="red", label="failed" if failed else None)
-    ax.set(xlabel="trial", ylabel="validation mAP50-95 (fitness)", title="detector tuning trials")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return plot_trials([(t.number, t.fitness, t.state) for t in trials], ylabel="validation mAP50-95 (fitness)",
+                       title="detector tuning trials")
 
 
 def write_tune_record(run_dir: Path, trials: Sequence[DetectorTrial], *, best: dict[str, float],

@@ -14,9 +14,6 @@ take) is recorded with its reason and the search goes on. The trials are written
 """
 from __future__ import annotations
 
-import csv
-import io
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -27,6 +24,8 @@ from smarthub.errors import SmartHubError
 from smarthub.model.options import AUG_STRENGTH_MAX, FREEZE_STRIDES, TrainOptions
 from smarthub.model.progress import TrainingStopped
 from smarthub.staging import discard
+from smarthub.trials import csv_text
+from smarthub.trials import trials_png as plot_trials
 
 TRIAL_COLUMNS = ("trial", "state", "valid_accuracy", "lr", "freeze_stride", "aug_strength", "size_px", "epochs_run",
                  "seconds", "note")
@@ -189,44 +188,16 @@ def _trial_line(t: Trial) -> str:
 
 def trials_csv(trials: Sequence[Trial]) -> str:
     """The trials as CSV text (TRIAL_COLUMNS)."""
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(TRIAL_COLUMNS)
-    for t in trials:
-        d = asdict(t)
-        writer.writerow([t.number, t.state, "" if t.valid_accuracy is None else round(t.valid_accuracy, 4),
-                         f"{t.lr:.6g}", t.freeze_stride, t.aug_strength, t.size_px,
-                         "" if t.epochs_run is None else t.epochs_run, d["seconds"], t.note])
-    return buf.getvalue()
+    return csv_text(TRIAL_COLUMNS, ([t.number, t.state, "" if t.valid_accuracy is None else round(t.valid_accuracy, 4),
+                                     f"{t.lr:.6g}", t.freeze_stride, t.aug_strength, t.size_px,
+                                     "" if t.epochs_run is None else t.epochs_run, asdict(t)["seconds"], t.note]
+                                    for t in trials))
 
 
 def trials_png(trials: Sequence[Trial]) -> bytes:
     """Validation accuracy per trial (failed and pruned trials marked at the bottom) and the best so far."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(6, 4), dpi=100)
-    ax = fig.add_subplot()
-    best, curve = -math.inf, []
-    for t in trials:
-        if t.valid_accuracy is not None:
-            best = max(best, t.valid_accuracy)
-        curve.append(best if best > -math.inf else None)
-    done = [t for t in trials if t.valid_accuracy is not None]
-    ax.plot([t.number for t in done], [t.valid_accuracy for t in done], "o", label="trial")
-    xs = [t.number for t, c in zip(trials, curve) if c is not None]
-    ax.step(xs, [c for c in curve if c is not None], where="post", label="best so far")
-    for t in trials:
-        if t.valid_accuracy is None:
-            ax.plot([t.number], [0.0], "x", color="red" if t.state == "failed" else "grey")
-    ax.set_xlabel("trial")
-    ax.set_ylabel("validation accuracy")
-    ax.set_ylim(-0.05, 1.05)
-    ax.set_title("tuning trials (x: failed red, pruned grey)")
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return plot_trials([(t.number, t.valid_accuracy, t.state) for t in trials], ylabel="validation accuracy",
+                       title="tuning trials (x: failed red, pruned grey)", ylim=(-0.05, 1.05))
 
 
 def write_trials(ws: Any, report: dict, *, table: str, png: bytes) -> list[str]:

@@ -1,0 +1,52 @@
+"""What a hyper-parameter search leaves in its run folder, shared by both searches (`model/tune.py`, Optuna, and
+`annotate/tune_detector.py`, Ultralytics' tuner): the trials as CSV text, and a PNG of each trial's score with
+the best so far (trials without a score marked at the bottom: failed in red, pruned in grey).
+
+matplotlib is imported inside `trials_png` only.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """`header` and `rows` as CSV text ("\\n" line ends)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def trials_png(trials: Sequence[tuple[int, float | None, str]], *, ylabel: str, title: str,
+               ylim: tuple[float, float] | None = None) -> bytes:
+    """A PNG of (number, score or None, state) per trial: the scores, the best so far as a step line, and an x at
+    the bottom for each trial without a score (red when its state is 'failed', grey otherwise)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6, 4), dpi=100)
+    ax = fig.add_subplot()
+    done = [(n, s) for n, s, _ in trials if s is not None]
+    ax.plot([n for n, _ in done], [s for _, s in done], "o", label="trial")
+    best, xs, ys = -math.inf, [], []
+    for number, score, _ in trials:
+        best = max(best, score) if score is not None else best
+        if best > -math.inf:
+            xs.append(number)
+            ys.append(best)
+    ax.step(xs, ys, where="post", label="best so far")
+    for number, score, state in trials:
+        if score is None:
+            ax.plot([number], [0.0], "x", color="red" if state == "failed" else "grey")
+    ax.set(xlabel="trial", ylabel=ylabel, title=title)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
