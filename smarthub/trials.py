@@ -9,8 +9,26 @@ from __future__ import annotations
 import csv
 import io
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from smarthub.errors import SmartHubError
+
+T = TypeVar("T")
+
+
+def best_trial(trials: Sequence[T], *, score: Callable[[T], float | None], seconds: Callable[[T], float],
+               kept: str) -> T:
+    """The completed trial with the highest score (the faster one on a tie).
+
+    Raises:
+        SmartHubError: no trial has a score; the message lists the first notes and ends with `kept` (what stays).
+    """
+    done = [t for t in trials if score(t) is not None]
+    if not done:
+        reasons = "; ".join(f"trial {getattr(t, 'number')}: {getattr(t, 'note')}" for t in trials[:3])
+        raise SmartHubError(f"no tuning trial completed ({len(trials)} tried: {reasons}); {kept}")
+    return max(done, key=lambda t: (score(t), -seconds(t)))
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

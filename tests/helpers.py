@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import gzip
+import socket
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -126,3 +130,23 @@ def in_sample_suspects(ws, options) -> list:
                               show_all=True)
     return suspects
 
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def served_app(ws: Any, **launch_kwargs: Any) -> Iterator[str]:
+    """The real app on `ws`, launched on a free loopback port for the block; yields its base URL."""
+    from smarthub.ui import launch
+
+    port = free_port()
+    app = launch(ws, port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        app.close()

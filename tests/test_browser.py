@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
 
-from helpers import make_image
+from helpers import free_port, make_image, served_app
 
 from smarthub import fileops
 from smarthub.workspace import Workspace
@@ -40,10 +39,7 @@ def _require_browser() -> None:
         pytest.skip("; ".join(missing))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+_free_port = free_port  # test_browser_runs and friends import it from here
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +47,6 @@ def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
     """A small real workspace (3 classes × 6 images + a tiny detector checkpoint) served by the real app."""
     _require_browser()
     from smarthub.annotate import detect
-    from smarthub.ui import launch
 
     root = tmp_path_factory.mktemp("browser")
     ws = Workspace(root / "data", root / "models")
@@ -64,12 +59,8 @@ def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
     model = detect.build_torchvision_model("ssdlite320_mobilenet_v3_large", 3)
     detect.save_detector_checkpoint(ws.models_dir / "det.pt", model, arch="ssdlite320_mobilenet_v3_large",
                                     labels=["__background__", "cat", "dog"])
-    port = _free_port()
-    app = launch(ws, port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield ws, f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with served_app(ws) as url:
+        yield ws, url
 
 
 @pytest.fixture(scope="module")

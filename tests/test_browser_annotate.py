@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_browser import ARTIFACTS, TIMEOUT_MS, _free_port, _require_browser
+from helpers import served_app
+from test_browser import ARTIFACTS, TIMEOUT_MS, _require_browser
 from test_browser import page  # noqa: F401 (the Chromium page fixture, on this module's `served`)
 from test_ui_annotate import boxes_in_files, make_batch, make_run
 
@@ -18,19 +19,14 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 def served(tmp_path_factory: pytest.TempPathFactory, torch_home):
     """A workspace with a tuned detector run (ImageNet backbone, untrained head) and a batch, served by the app."""
     _require_browser()
-    from smarthub.ui import launch
 
     root = tmp_path_factory.mktemp("browser-annotate")
     ws = Workspace(root / "data", root / "models")
     make_batch(ws.data_dir / "cat", n=2)  # one class folder, so the workspace is a workspace
     make_run(ws.models_dir)
     make_batch(ws.batches_dir / "batch1", n=4)
-    port = _free_port()
-    app = launch(ws, port=port, prevent_thread_lock=True, quiet=True)
-    try:
-        yield ws, f"http://127.0.0.1:{port}/"
-    finally:
-        app.close()
+    with served_app(ws) as url:
+        yield ws, url
 
 
 SHOWN = re.compile(r"(\d+) boxes shown at threshold ([0-9.]+)")

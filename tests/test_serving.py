@@ -5,7 +5,6 @@ lower-casing block list let bookkeeping files through); every probe asks the rea
 """
 from __future__ import annotations
 
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -14,18 +13,11 @@ from pathlib import Path
 import pytest
 
 from smarthub.workspace import Workspace
-from tests.helpers import make_image
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.helpers import make_image, served_app
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory):
-    from smarthub.ui import launch
     from smarthub.ui._common import thumbnail
 
     root = tmp_path_factory.mktemp("serving")
@@ -47,13 +39,9 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     secret = root / "secret.txt"
     secret.write_text("outside the workspace")
     thumb = thumbnail(ws, image)
-    port = _free_port()
-    app = launch(ws, port=port, prevent_thread_lock=True, quiet=True)
-    try:
+    with served_app(ws) as url:
         yield {"ws": ws, "real": real, "link": link, "thumb": thumb, "image": image, "secret": secret,
-               "base": f"http://127.0.0.1:{port}/gradio_api/file="}
-    finally:
-        app.close()
+               "base": f"{url}gradio_api/file="}
 
 
 def _get(base: str, raw: str) -> int:

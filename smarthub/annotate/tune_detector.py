@@ -46,7 +46,7 @@ from smarthub.annotate.train_detector import (
 from smarthub.atomicio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from smarthub.errors import DatasetError, OptionError, SmartHubError
 from smarthub.model.devices import resolve_device
-from smarthub.trials import csv_text
+from smarthub.trials import best_trial, csv_text
 from smarthub.trials import trials_png as plot_trials
 
 STRIDE_PX = 32  # Ultralytics rounds image sizes up to a multiple of the detector's largest stride
@@ -206,12 +206,8 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
             except RuntimeError as e:  # Ultralytics' mutation found no new point: the space is used up
                 stopped = f"the search stopped after {len(records)} of {trials} trials: {str(e).splitlines()[0]}"
                 report(TrainProgress("trial", text=stopped))
-        done = [t for t in records if t.state == "complete"]
-        if not done:
-            reasons = "; ".join(f"trial {t.number}: {t.note}" for t in records[:3])
-            raise SmartHubError(f"no tuning trial completed ({len(records)} tried: {reasons}); nothing was written, "
-                                f"the previous detector stays")
-        top = max(done, key=lambda t: (t.fitness, -t.seconds))
+        top = best_trial(records, score=lambda t: t.fitness if t.state == "complete" else None,
+                         seconds=lambda t: t.seconds, kept="nothing was written, the previous detector stays")
         best = dict(top.settings)
         say(TrainProgress("start", text=f"best: trial {top.number}, validation mAP50-95 {top.fitness:.3f} "
                                         f"({_settings_words(best)}); training the final detector"))
@@ -224,7 +220,8 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
     finally:
         if scratch.exists():
             staging.discard(scratch)
-    run.notes.append(f"tuned: {len(done)} of {len(records)} trials completed, best trial {top.number} "
+    completed = sum(t.state == "complete" for t in records)
+    run.notes.append(f"tuned: {completed} of {len(records)} trials completed, best trial {top.number} "
                      f"({_settings_words(best)}); trials in {run.run_dir / TRIALS_CSV}"
                      + (f"; {stopped}" if stopped else ""))
     return DetectorTuneResult(trials=records, best=best, run=run, files=files)

@@ -24,7 +24,7 @@ from smarthub.errors import SmartHubError
 from smarthub.model.options import AUG_STRENGTH_MAX, FREEZE_STRIDES, TrainOptions
 from smarthub.model.progress import TrainingStopped
 from smarthub.staging import discard
-from smarthub.trials import csv_text
+from smarthub.trials import best_trial, csv_text
 from smarthub.trials import trials_png as plot_trials
 
 TRIAL_COLUMNS = ("trial", "state", "valid_accuracy", "lr", "freeze_stride", "aug_strength", "size_px", "epochs_run",
@@ -164,12 +164,8 @@ def tune(ws: Any, base: TrainOptions, *, space: TuneSpace, trials: int, budget_s
 
     study.optimize(objective, n_trials=trials, timeout=budget_s, catch=(SmartHubError,))
     discard(scratch_root)
-    done = [t for t in records if t.state == "complete"]
-    if not done:
-        reasons = "; ".join(f"trial {t.number}: {t.note}" for t in records[:3])
-        raise SmartHubError(f"no tuning trial completed ({len(records)} tried: {reasons}); the promoted model is "
-                            f"unchanged")
-    top = max(done, key=lambda t: (t.valid_accuracy, -t.seconds))
+    top = best_trial(records, score=lambda t: t.valid_accuracy if t.state == "complete" else None,
+                     seconds=lambda t: t.seconds, kept="the promoted model is unchanged")
     best = replace(base, lr=top.lr, freeze_stride=top.freeze_stride, aug_strength=top.aug_strength,
                    size_px=top.size_px)
     say(f"best: trial {top.number}, validation accuracy {top.valid_accuracy:.3f} (lr {top.lr:.2g}, freeze stride "
