@@ -87,36 +87,23 @@ def per_class_pairs(images: list) -> tuple[dict, dict]:
     return pairs, count
 
 
-def agnostic_pairs(images: list, nms: float | None) -> tuple[list, int]:
-    """(score, hit) of every box after class-agnostic NMS, a hit being any truth box at IoU >= 0.5 (a wrong
-    label is a relabel, priced as a verification: 1.6 s)."""
+def rules(val: list) -> dict:
+    """rule name -> (per-class thresholds or one float for every class, class-agnostic NMS IoU or None).
+    'time' is `--tune time`, the default (thresholds.choose_shared_threshold, what train_detector runs)."""
     import numpy as np
 
-    from smarthub.annotate.thresholds import match_scores
-
-    pairs, n = [], 0
-    for pred, truth in images:
-        p = agnostic_nms(pred, nms) if nms else pred
-        n += len(truth)
-        pairs += match_scores(np.array([b[1] for b in p]).reshape(-1, 4), np.array([b[2] for b in p]),
-                              np.array([b[1] for b in truth]).reshape(-1, 4))
-    return pairs, n
-
-
-def rules(val: list) -> dict:
-    """rule name -> (per-class thresholds or one float for every class, class-agnostic NMS IoU or None)."""
-    from smarthub.annotate.thresholds import choose_threshold
+    from smarthub.annotate.thresholds import ScoredImage, choose_shared_threshold, choose_threshold
 
     pairs, count = per_class_pairs(val)
-    out = {}
-    for obj in ("time", "f1"):
-        out[obj] = ({n: choose_threshold(pairs[n], count[n], objective=obj).conf for n in pairs}, None)
-    t = out["time"][0]
-    out["time, agnostic NMS"] = (t, 0.7)
-    for nms in (None, 0.7):
-        ap, n = agnostic_pairs(val, nms)
-        out["one time threshold, agnostic" + (f" (NMS {nms})" if nms else "")] = (
-            choose_threshold(ap, n, objective="time").conf, nms)
+    shared = choose_shared_threshold([
+        ScoredImage([b[0] for b in p], np.array([b[1] for b in p]).reshape(-1, 4), np.array([b[2] for b in p]),
+                    [b[0] for b in t], np.array([b[1] for b in t]).reshape(-1, 4)) for p, t in val]).conf
+    out = {"time": (shared, None)}
+    for obj in ("time-per-class", "f1"):
+        per = "time" if obj == "time-per-class" else obj
+        out[obj] = ({n: choose_threshold(pairs[n], count[n], objective=per).conf for n in pairs}, None)
+    out["time-per-class, agnostic NMS"] = (out["time-per-class"][0], 0.7)
+    out["time, agnostic NMS"] = (shared, 0.7)
     return out
 
 

@@ -32,11 +32,11 @@ SMARTHUB_ARCHS = ("fasterrcnn_mobilenet_v2",)
 
 DEFAULT_DETECTOR = "fasterrcnn_mobilenet_v3_large_fpn"  # annotate's detector when none is given (COCO weights)
 DEFAULT_SPLIT = (0.8, 0.2, 0.0)  # train, val, test fractions for new images (export-yolo and train-detector)
-TUNE_CHOICES = ("time", "f1")
+TUNE_CHOICES = ("time", "time-per-class", "f1")
 
 
 def parse_tune(text: str) -> str | int:
-    """--tune: 'time', 'f1' or a number of tuning trials (checked by the record)."""
+    """--tune: 'time', 'time-per-class', 'f1' or a number of tuning trials (checked by the record)."""
     text = text.strip()
     if text in TUNE_CHOICES:
         return text
@@ -118,11 +118,12 @@ class DetectorTrainOptions:
     min_precision: float | None = option(None, metavar="P",
                                          help="per-class threshold: the most recall reaching precision P (instead "
                                               "of --tune)")
-    tune: str | int = option("time", parse=parse_tune, metavar="time|f1|N",
-                             help="per-class thresholds: the least estimated correction time on validation "
-                                  "(default), or the best F1; a number N: first N trials of Ultralytics' genetic "
-                                  "search for the learning rate, augmentation strength and image size (sharing "
-                                  "--budget with the final run), then thresholds by time")
+    tune: str | int = option("time", parse=parse_tune, metavar="time|time-per-class|f1|N",
+                             help="thresholds: one for every class with the least estimated correction time on "
+                                  "validation, a box under the wrong label priced as a relabel (default); "
+                                  "time-per-class or f1: each class its own; a number N: first N trials of "
+                                  "Ultralytics' genetic search for the learning rate, augmentation strength and "
+                                  "image size (sharing --budget with the final run), then thresholds by time")
     silver_dir: Path | None = option(None, flag="--silver", metavar="DIR", parse=Path,
                                      help="add silver-flagged Labelme files of DIR to training")
     name: str | None = option(None, help="run folder name (default: the time)")
@@ -154,7 +155,7 @@ class DetectorTrainOptions:
 
     @property
     def threshold_objective(self) -> str:
-        """What the per-class thresholds minimise or maximise: 'time' or 'f1' (a search's final run: 'time')."""
+        """What the thresholds minimise or maximise: 'time', 'time-per-class' or 'f1' (a search's final run: 'time')."""
         return self.tune if isinstance(self.tune, str) else TUNE_CHOICES[0]
 
     @property

@@ -4,7 +4,9 @@
 COCO's greedy rule at an IoU; `choose_threshold` picks, from all such pairs of a class, the lowest
 score to keep that maximises F1, or the one that costs a person the least time to correct (a kept true box
 is verified, a kept false one deleted, a missed one drawn: evaluate.ActionCosts), or the one with the best
-recall among those reaching a precision.
+recall among those reaching a precision. `choose_shared_threshold` picks one threshold for every class by
+the least correction time, matching boxes whatever their label: a box on an object of another class is a
+relabel, not a false box plus a drawing.
 """
 from __future__ import annotations
 
@@ -112,3 +114,84 @@ def choose_threshold(pairs: list[tuple[float, bool]], n_truth: int, *, min_preci
             best, reached = int(np.argmax(precision)), False
     return ThresholdChoice(float(thresholds[best]), float(precision[best]), float(recall[best]), float(f1[best]),
                            reached=reached)
+
+
+@dataclass(frozen=True)
+class ScoredImage:
+    """One validation image: every predicted box (label, xyxy, score) and every truth box (label, xyxy)."""
+
+    pred_labels: list[str]
+    pred_xyxy: np.ndarray
+    pred_scores: np.ndarray
+    truth_labels: list[str]
+    truth_xyxy: np.ndarray
+
+
+def agnostic_matches(image: ScoredImage, *, iou: float = 0.5) -> list[tuple[float, bool, bool]]:
+    """(score, on an object, with its label) for each box of one image: `match_scores` over every box and every
+    truth box whatever their labels (a box on a fish called fruit is on an object, under the wrong label)."""
+    scores = np.asarray(image.pred_scores, dtype=np.float64).reshape(-1)
+    order = np.argsort(-scores, kind="stable")
+    truth = np.asarray(image.truth_xyxy, dtype=np.float64).reshape(-1, 4)
+    if not len(truth):
+        return [(float(scores[i]), False, False) for i in order]
+    m = iou_matrix(np.asarray(image.pred_xyxy, dtype=np.float64).reshape(-1, 4)[order], truth)
+    free = np.ones(len(truth), dtype=bool)
+    out = []
+    for row, i in zip(m, order):
+        cand = np.where(free, row, -1.0)
+        j = int(cand.argmax())
+        hit = bool(cand[j] >= iou)
+        if hit:
+            free[j] = False
+        out.append((float(scores[i]), hit, hit and image.pred_labels[i] == image.truth_labels[j]))
+    return out
+
+
+def choose_shared_threshold(images: list[ScoredImage], *, default: float = DEFAULT_CONF) -> ThresholdChoice:
+    """One confidence threshold for every class: the least estimated correction time on these images.
+
+    Every box kept is priced as a person spends it (evaluate.DEFAULT_COSTS): on an object with its label,
+    verified; on an object under another label, relabelled; on nothing, deleted; every object without a kept
+    box, drawn. Pooling the classes gives the choice every validation box instead of one class's few, and
+    prices a right box with the wrong name as the relabel it is. Ties: the higher threshold.
+    Precision and recall in the result count a box on an object as found, whatever its label.
+    """
+    matches = [m for im in images for m in agnostic_matches(im)]
+    n_truth = sum(len(im.truth_labels) for im in images)
+    if not n_truth or not any(hit for _, hit, _ in matches):
+        return ThresholdChoice(default, None if not n_truth else 0.0, None if not n_truth else 0.0,
+                               None if not n_truth else 0.0, tuned=False)
+    matches.sort(key=lambda m: -m[0])
+    scores = np.array([m[0] for m in matches])
+    hit = np.cumsum([m[1] for m in matches])
+    named = np.cumsum([m[2] for m in matches])
+    kept = np.arange(1, len(matches) + 1)
+    last = np.r_[scores[1:] != scores[:-1], True]
+    seconds = (named * c.verify_s + (hit - named) * c.relabel_s + (kept - hit) * c.delete_s
+               + (n_truth - hit) * c.draw_s)[last]
+    best = int(np.flatnonzero(seconds <= seconds.min() + 1e-9)[0])
+    precision, recall = (hit / kept)[last][best], (hit / n_truth)[last][best]
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return ThresholdChoice(float(scores[last][best]), float(precision), float(recall), float(f1))
+
+
+def threshold_rule(objective: str, min_precision: float | None = None) -> str:
+    """The rule that chose a run's thresholds, in words (run.json and the run's summary)."""
+    if min_precision is not None:
+        return f"each class: the most recall with precision >= {min_precision:g} on validation"
+    return {"time": "one for every class: the least estimated correction time on validation (a box under the "
+                    "wrong label priced as a relabel)",
+            "time-per-class": "each class: the least estimated correction time on validation",
+            "f1": "each class: the best F1 on validation"}[objective]
+
+
+def threshold_at(pairs: list[tuple[float, bool]], n_truth: int, conf: float) -> ThresholdChoice:
+    """What a given threshold gives one class on its validation (score, hit) pairs (for the run's report)."""
+    kept = [hit for s, hit in pairs if s >= conf]
+    tp = sum(kept)
+    precision = tp / len(kept) if kept else None
+    recall = tp / n_truth if n_truth else None
+    f1 = (2 * precision * recall / (precision + recall) if precision and recall else 0.0) \
+        if precision is not None and recall is not None else None
+    return ThresholdChoice(conf, precision, recall, f1, tuned=bool(n_truth))

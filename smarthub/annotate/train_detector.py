@@ -45,7 +45,8 @@ from smarthub.annotate.options import DetectorTrainOptions, duration_words
 from smarthub.annotate.preannotate import load_for_detection
 from smarthub.annotate.split import SPLITS
 from smarthub.annotate.starts import DetectorStart, backbone_yaml, choose_start
-from smarthub.annotate.thresholds import ThresholdChoice, choose_threshold, match_scores, pr_points
+from smarthub.annotate.thresholds import (ScoredImage, ThresholdChoice, choose_shared_threshold, choose_threshold,
+                                          match_scores, pr_points, threshold_at, threshold_rule)
 from smarthub.atomicio import atomic_write_json, atomic_write_with
 from smarthub.errors import DatasetError, ModelError, SmartHubError
 from smarthub.imaging import open_rgb
@@ -121,6 +122,7 @@ class DetectorRun:
     notes: list[str] = field(default_factory=list)
     start: DetectorStart | None = None
     length: TrainLength | None = None
+    threshold_rule: str = ""
 
     def summary(self) -> str:
         def f(v: float | None) -> str:
@@ -136,8 +138,10 @@ class DetectorRun:
             lines.append(f"trained {self.length.epochs} epochs ({self.length.reason}{best})")
         lines += [f"images: {split}" + (f" (background without boxes: {bg})" if bg else "")
                   + (f"; {self.silver} silver images added to train" if self.silver else ""),
-                  f"validation: mAP50 {f(self.map50)}, mAP50-95 {f(self.map50_95)}",
-                  f"{'class':<20} {'truth':>6} {'AP50':>6} {'AP50-95':>7} {'conf':>6} {'P':>6} {'R':>6}"]
+                  f"validation: mAP50 {f(self.map50)}, mAP50-95 {f(self.map50_95)}"]
+        if self.threshold_rule:
+            lines.append(f"thresholds (conf): {self.threshold_rule}")
+        lines += [f"{'class':<20} {'truth':>6} {'AP50':>6} {'AP50-95':>7} {'conf':>6} {'P':>6} {'R':>6}"]
         for m in self.metrics:
             t = m.threshold
             conf = f"{t.conf:.3f}" + ("" if t.tuned else "*")
@@ -492,10 +496,14 @@ def predict_items(detector: Any, items: list[DetItem]) -> list[Any]:
 def validation_metrics(items: list[DetItem], dets: list[Any], names: list[str], *,
                        min_precision: float | None, objective: str = "f1") -> tuple[list[ClassMetrics], float | None, float | None,
                                                              dict[str, list[tuple[float, bool]]]]:
-    """Per-class AP (faster-coco-eval) and tuned thresholds from validation predictions."""
+    """Per-class AP (faster-coco-eval) and tuned thresholds from validation predictions.
+
+    objective 'time': one threshold for every class (thresholds.choose_shared_threshold); 'time-per-class' and
+    'f1': each class its own (thresholds.choose_threshold); `min_precision` wins over both.
+    """
     pairs: dict[str, list[tuple[float, bool]]] = {n: [] for n in names}
     truth: dict[str, int] = {n: 0 for n in names}
-    coco_pairs = []
+    coco_pairs, scored = [], []
     for it, det in zip(items, dets):
         for label in names:
             mask = np.array([lab == label for lab in det.labels], dtype=bool)
@@ -505,11 +513,18 @@ def validation_metrics(items: list[DetItem], dets: list[Any], names: list[str], 
         pred_boxes = [(lab, tuple(float(v) for v in xyxy), float(s))
                       for lab, xyxy, s in zip(det.labels, det.xyxy, det.confidence) if lab in truth]
         coco_pairs.append((pred_boxes, [(lab, xyxy, None) for lab, xyxy in it.boxes], it.width, it.height))
+        scored.append(ScoredImage([b[0] for b in pred_boxes], np.array([b[1] for b in pred_boxes]).reshape(-1, 4),
+                                  np.array([b[2] for b in pred_boxes]), [lab for lab, _ in it.boxes],
+                                  np.array([xyxy for _, xyxy in it.boxes]).reshape(-1, 4)))
     map50, map50_95, per_label = coco_map(coco_pairs, names)
-    metrics = [ClassMetrics(n, truth[n], *per_label.get(n, (None, None)),
-                            threshold=choose_threshold(pairs[n], truth[n], min_precision=min_precision,
-                                                       objective=objective))
-               for n in names]
+    if min_precision is None and objective == "time":
+        shared = choose_shared_threshold(scored)
+        chosen = {n: threshold_at(pairs[n], truth[n], shared.conf) if shared.tuned else shared for n in names}
+    else:
+        per_class = "time" if objective == "time-per-class" else objective
+        chosen = {n: choose_threshold(pairs[n], truth[n], min_precision=min_precision, objective=per_class)
+                  for n in names}
+    metrics = [ClassMetrics(n, truth[n], *per_label.get(n, (None, None)), threshold=chosen[n]) for n in names]
     return metrics, map50, map50_95, pairs
 
 
@@ -632,7 +647,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
                           counts={s: len(v) for s, v in splits.items()},
                           backgrounds={s: sum(not it.boxes for it in v) for s, v in splits.items()},
                           silver=len(silver), metrics=metrics, map50=map50, map50_95=map50_95, notes=notes,
-                          start=start, length=length)
+                          start=start, length=length,
+                          threshold_rule=threshold_rule(options.threshold_objective, options.min_precision))
         opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
         atomic_write_json(staged / RUN_FILE, {
             "format": RUN_FORMAT, "version": 1, "weights": weights_name, "backend": options.backend,
@@ -646,6 +662,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
                                                  "precision": m.threshold.precision, "recall": m.threshold.recall}
                                        for m in metrics}},
             "thresholds": {m.label: m.threshold.to_json() for m in metrics},
+            "threshold_rule": run.threshold_rule,
             "min_precision": options.min_precision})
     atomic_write_json(runs / LATEST_FILE, {"run": name})
     run.seconds = time.monotonic() - started

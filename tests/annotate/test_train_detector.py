@@ -63,6 +63,8 @@ def test_the_run_folder(trained) -> None:
         v = run["validation"]["classes"][label]
         assert v["truth"] > 0 and set(v) == {"truth", "ap50", "ap50_95", "precision", "recall"}
         assert 0.0 <= run["thresholds"][label]["conf"] <= 1.0
+    # --tune time (default): one threshold for every class, a box under the wrong label priced as a relabel
+    assert run["threshold_rule"].startswith("one for every class") and len({t["conf"] for t in run["thresholds"].values()}) == 1
     split = json.loads((run_dir / "split.json").read_text())
     assert split == json.loads((lm / ".smarthub" / "split.json").read_text())  # the run records the split
     assert "field.jpg" in split["assignments"]
@@ -291,3 +293,24 @@ def test_annotate_refuses_a_detector_file_that_is_not_one(tmp_path: Path, capsys
         err = capsys.readouterr().err
         assert message in err and err.strip().count("\n") == 0
     assert not list((tmp_path / "imgs").glob("*.json"))
+
+
+def test_validation_metrics_threshold_rules() -> None:
+    """Planted validation boxes: a fish boxed as fruit. The default rule shares one threshold low enough to keep it
+    (a relabel), `time-per-class` gives fruit its own higher one (that box is a false fruit there)."""
+    import numpy as np
+
+    from smarthub.annotate.detect import Detections
+    from smarthub.annotate.detset import DetItem
+    from smarthub.annotate.train_detector import validation_metrics
+
+    items = [DetItem("a.jpg", Path("a.jpg"), 100, 100, boxes=[("fish", (0, 0, 10, 10)), ("fruit", (20, 0, 30, 10))]),
+             DetItem("b.jpg", Path("b.jpg"), 100, 100, boxes=[("fish", (0, 0, 10, 10))])]
+    dets = [Detections(np.array([[0, 0, 10, 10], [20, 0, 30, 10], [50, 50, 60, 60]], dtype=float),
+                       np.array([0.3, 0.9, 0.5]), np.array([1, 1, 0]), ["fruit", "fruit", "fish"]),
+            Detections(np.array([[0, 0, 10, 10]], dtype=float), np.array([0.8]), np.array([0]), ["fish"])]
+    shared, *_ = validation_metrics(items, dets, ["fish", "fruit"], min_precision=None, objective="time")
+    assert [m.threshold.conf for m in shared] == [0.3, 0.3]
+    assert shared[1].threshold.precision == 0.5  # fruit at 0.3: its own right box and the fish it names
+    own, *_ = validation_metrics(items, dets, ["fish", "fruit"], min_precision=None, objective="time-per-class")
+    assert [m.threshold.conf for m in own] == [0.8, 0.9]
