@@ -103,6 +103,18 @@ class Detections:
 DetectorOptions = DetectOptions  # the record lives in annotate/options.py (one source of its defaults)
 
 
+def one_box_per_object(xyxy: np.ndarray, scores: np.ndarray, *, iou: float) -> np.ndarray:
+    """Indices (best first) of the boxes class-agnostic NMS keeps: of boxes overlapping at IoU >= `iou`, whatever
+    their labels, the best-scored (torchvision.ops.nms). A person corrects one box per object; a second box
+    under another label on it is one more delete."""
+    import torch
+    from torchvision.ops import nms
+
+    keep = nms(torch.as_tensor(np.asarray(xyxy, dtype=np.float32)).reshape(-1, 4),
+               torch.as_tensor(np.asarray(scores, dtype=np.float32)).reshape(-1), iou)
+    return keep.numpy()
+
+
 def parse_label_map(text: str) -> dict[str, str]:
     """'person=worker,car=vehicle' -> {'person': 'worker', 'car': 'vehicle'}."""
     out: dict[str, str] = {}
@@ -145,8 +157,11 @@ class Detector:
         return out
 
     def postprocess(self, det: Detections) -> Detections:
-        """Apply conf, classes, max_det and the label map to raw detections."""
+        """Apply class-agnostic NMS (`one_box_per_object`), conf, classes, max_det and the label map to raw
+        detections."""
         opts = self.options
+        if opts.one_box_per_object and len(det) > 1:
+            det = det[one_box_per_object(det.xyxy, det.confidence, iou=opts.iou)]
         if opts.class_conf:
             keep = det.confidence >= np.array([opts.class_conf.get(lab, opts.conf) for lab in det.labels])
         else:
@@ -173,7 +188,8 @@ class Detector:
     def provenance(self) -> dict[str, Any]:
         """Model name and thresholds, written into every Labelme file."""
         o = self.options
-        prov: dict[str, Any] = {"model": self.name, "conf": o.conf, "iou": o.iou, "max_det": o.max_det}
+        prov: dict[str, Any] = {"model": self.name, "conf": o.conf, "iou": o.iou, "max_det": o.max_det,
+                                "nms": "one box per object" if o.one_box_per_object else "per class"}
         if o.imgsz:
             prov["imgsz"] = o.imgsz
         if o.label_map:

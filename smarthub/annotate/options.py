@@ -62,6 +62,9 @@ class DetectOptions:
                          help="minimum detection confidence for every class (default: a run folder's tuned "
                               "per-class thresholds, else 0.25)")
     iou: float = option(0.7, ui=(0.1, 0.95, 0.05), label="NMS IoU", help="NMS IoU threshold")
+    one_box_per_object: bool = option(True, flag="--nms-per-class", label="one box per object",
+                                      help="keep boxes of different classes that overlap at IoU >= --iou (default: "
+                                           "of such boxes only the best-scored stays, whatever its label)")
     imgsz: int | None = option(None, range=(16, None), help="detector input size in pixels")
     max_det: int = option(300, range=(1, None), help="at most this many boxes per image")
     classes: list[str] | None = field(default=None)  # keep only these model class names (before the label map)

@@ -22,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, metavar="DIR", help="write JSON into a mirrored tree under DIR")
     p.add_argument("--conf", type=float, help="minimum detection confidence for every class (default: a run "
                                               "folder's tuned per-class thresholds, else 0.25)")
-    add_arguments(p, DetectOptions, only={"iou", "imgsz", "max_det"})
+    add_arguments(p, DetectOptions, only={"iou", "one_box_per_object", "imgsz", "max_det"})
     p.add_argument("--classes", help="keep only these model classes, comma-separated")
     p.add_argument("--label-map", default="", metavar="A=B,...", help="rename model classes, e.g. person=worker")
     add_arguments(p, DetectOptions, only={"batch", "device"})

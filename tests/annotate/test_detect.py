@@ -109,6 +109,18 @@ def test_postprocess_filters_and_label_map() -> None:
     assert det.postprocess(raw).labels == ["blue"]
 
 
+def test_one_box_per_object_whatever_its_label() -> None:
+    """A fish boxed twice, as fish 0.4 and as fruit 0.6 (IoU 0.9): one box stays, the better; a worker and the
+    hardhat inside it (IoU 0.25) both stay; --nms-per-class keeps all three."""
+    raw = Detections(np.array([[0, 0, 10, 10], [0, 0, 10, 9], [20, 0, 40, 20], [25, 0, 35, 10]], float),
+                     np.array([0.4, 0.6, 0.8, 0.7]), np.array([0, 1, 2, 3]), ["fish", "fruit", "worker", "hardhat"])
+    out = SquareDetector(DetectorOptions(conf=0.1)).postprocess(raw)
+    assert out.labels == ["worker", "hardhat", "fruit"]
+    out = SquareDetector(DetectorOptions(conf=0.1, one_box_per_object=False)).postprocess(raw)
+    assert out.labels == ["worker", "hardhat", "fruit", "fish"]
+    assert SquareDetector(DetectorOptions()).provenance()["nms"] == "one box per object"
+
+
 @pytest.mark.parametrize("text,expected", [("person=worker, car=vehicle", {"person": "worker", "car": "vehicle"}),
                                            ("", {}), ("a=b,", {"a": "b"}), ("oops", None), ("=x", None)],
                          ids=["two", "empty", "trailing-comma", "no-equals", "no-name"])

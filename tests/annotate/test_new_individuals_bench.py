@@ -44,14 +44,15 @@ def test_misses_say_why_a_box_is_left_to_draw(bench):
                    "fruit: right box below threshold: <0.05": 1}
 
 
-def test_the_pooled_agnostic_rule_keeps_a_box_that_only_names_the_wrong_class(bench):
+def test_the_default_shared_rule_keeps_a_box_that_only_names_the_wrong_class(bench):
     # validation: every fish is found only as 'fruit' at 0.3; true fruit boxes at 0.8; no false box.
     val = [([("fruit", (11.0, 10.0, 50.0, 41.0), 0.3), ("fruit", (100.0, 60.0, 140.0, 100.0), 0.8)],
             [FISH, FRUIT]) for _ in range(4)]
     rules = bench.rules(val)
-    per_class, _ = rules["time"]
+    per_class, _ = rules["time-per-class"]
     assert per_class["fruit"] == pytest.approx(0.8)  # per class, the 0.3 boxes are false fruit
-    pooled, nms = rules["one time threshold, agnostic (NMS 0.7)"]
+    assert rules["time"] == (pytest.approx(0.3), None)  # `--tune time`, train_detector's default
+    pooled, nms = rules["time, agnostic NMS"]
     assert pooled == pytest.approx(0.3) and nms == 0.7
     e_class = bench.price(val, per_class, None)
     e_pooled = bench.price(val, pooled, nms)

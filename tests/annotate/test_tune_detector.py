@@ -93,7 +93,7 @@ def test_cli_tune_that_is_neither_a_count_nor_an_objective_is_refused(tmp_path: 
     with pytest.raises(SystemExit) as info:
         main(["train-detector", str(tmp_path), "--tune", "many"])
     assert info.value.code == 2
-    assert "--tune takes time, f1 or a number of trials (got 'many')" in capsys.readouterr().err
+    assert "--tune takes time, time-per-class, f1 or a number of trials (got 'many')" in capsys.readouterr().err
 
 
 def test_trials_are_recorded_a_failing_one_too_and_the_final_detector_uses_the_best(tmp_path: Path,
