@@ -104,11 +104,43 @@ def test_decisions_latest_wins_and_moves_end_trust(tmp_path):
     assert trusted_shas(entries_of(ws), decisions(ws)) == {kept_sha}
 
 
-def test_keep_of_a_moved_image_is_one_clear_line(tmp_path):
+def test_journaled_keeps_and_relabels_are_ordered_by_the_journal_not_the_clock(tmp_path):
     ws = tiny_ws(tmp_path)
-    (ws.data_dir / "cat/cat1.png").unlink()
-    with pytest.raises(FileOpError, match="cannot read .*cat1.png.*moved meanwhile"):
-        review.keep(ws, ws.data_dir / "cat/cat1.png")
+    [sha] = review.keep(ws, ws.data_dir / "cat/cat0.png")
+    fileops.relabel(ws, [ws.data_dir / "cat/cat0.png"], "dog")  # within the same second as the keep, usually
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label) == ("relabel", "dog")
+    review.keep(ws, ws.data_dir / "dog/cat0.png")  # kept under its new class: the later keep wins
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label, decisions(ws)[sha].tied) == ("keep", "dog", "")
+    assert trusted_shas(entries_of(ws), decisions(ws)) == {sha}
+    fileops.undo(ws)  # that keep undone: the first keep's record is back, and the relabel after it wins again
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label) == ("relabel", "dog")
+    fileops.undo(ws)  # the relabel undone: the first keep (as cat) decides, and cat is its label again
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label) == ("keep", "cat")
+    assert trusted_shas(entries_of(ws), decisions(ws)) == {sha}
+    fileops.undo(ws)  # the keep undone: no decision left
+    assert sha not in decisions(ws) and trusted_shas(entries_of(ws), decisions(ws)) == set()
+
+
+@pytest.mark.parametrize("how, message", [
+    ("relabelled", r"^cat/cat1.png no longer exists: relabel \S+ moved it to dog/cat1.png$"),
+    ("deleted by hand", r"^cat/cat1.png does not exist in the data folder "),
+], ids=["moved-by-a-relabel", "deleted-by-hand"])
+def test_keep_of_a_moved_image_is_one_clear_line_and_changes_nothing(tmp_path, capsys, how, message):
+    from smarthub.cli import main
+
+    ws = tiny_ws(tmp_path)
+    if how == "relabelled":
+        fileops.relabel(ws, [ws.data_dir / "cat/cat1.png"], "dog")
+    else:
+        (ws.data_dir / "cat/cat1.png").unlink()
+    journal = ws.journal_path.read_bytes() if ws.journal_path.exists() else b""
+    with pytest.raises(FileOpError, match=message):
+        review.keep(ws, [ws.data_dir / "cat/cat0.png", ws.data_dir / "cat/cat1.png"])  # one good, one gone
+    assert main(["keep", "--data", str(ws.data_dir), str(ws.data_dir / "cat/cat1.png")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("error: cat/cat1.png ")
+    assert review.kept(ws) == set() and not ws.keep_path.exists()  # nothing changed: not even the good one
+    assert (ws.journal_path.read_bytes() if ws.journal_path.exists() else b"") == journal
 
 
 @pytest.fixture
