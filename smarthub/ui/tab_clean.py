@@ -463,7 +463,7 @@ def build(ws: Workspace) -> None:
                                         "the trained model's arch, else mobilenet_v2)")
             with gr.Column(min_width=160):
                 run = gr.Button("Run review", variant="primary", elem_id="sh-run-review")
-                run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=48)  # the progress, by the button
+                run_progress = gr.Markdown(elem_id="sh-run-progress", min_height=96)  # the progress, by the button
         with gr.Row():
             get_choices, get_value = download_menu()
             get = gr.Dropdown(get_choices, value=get_value, label="a stronger embedder (download, online)",
