@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.set_defaults(func=run_delete)
 
-    p = sub.add_parser("undo", help="undo the last operation (relabel, delete, keep, class rename …), or the one named")
+    p = sub.add_parser("undo", help="undo the last operation (relabel, delete, keep, class rename …), or the one "
+                                    "named")
     add_workspace_args(p, models=False)
     p.add_argument("op_id", nargs="?", metavar="OP_ID")
     p.set_defaults(func=run_undo)

@@ -162,7 +162,8 @@ def run_keep(args: argparse.Namespace) -> int:
         if op is None:
             print("0 keep marks removed: none of these images is kept")
         else:
-            print(f"{len(op.marks)} keep marks removed (operation {op.op_id}; `smarthub undo {op.op_id}` restores them)")
+            print(f"{len(op.marks)} keep marks removed (operation {op.op_id}; `smarthub undo {op.op_id}` restores "
+                  f"them)")
     elif not args.paths:
         raise SmartHubError("name the images to keep: `smarthub keep PATH...` (or `smarthub keep --undo` to undo the "
                             "latest keep)")

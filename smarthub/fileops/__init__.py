@@ -18,7 +18,8 @@ operation whose owner is still running.
 
 Modules: `lock` (the writer lock, owners), `journal` (records, `history`), `moves` (one operation run whole,
 the no-clobber verified move), `marks` (keep.json changed as a journaled operation), `recover` (crash repair),
-`images` (relabel, trash, keep, unkeep, undo), `classes` (class folders, rename, merge). Folders smarthub writes itself (runs, exports) are swapped by `smarthub.staging`.
+`images` (relabel, trash, keep, unkeep, undo), `classes` (class folders, rename, merge). Folders smarthub writes
+itself (runs, exports) are swapped by `smarthub.staging`.
 """
 from __future__ import annotations
 

@@ -66,14 +66,14 @@ def keep(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
         recovered = recover(ws)
         op_id, kept_map = new_op_id(), read_marks(ws)
         at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        marks = []
+        marks: dict[str, Mark] = {}  # one mark per content: byte-identical copies share their sha256
         for src in _as_list(paths):
             src = _checked_source(ws, src)
             _, label = _class_root(ws, src)
             sha = _sha(ws, src)
-            marks.append(Mark(sha, rel_path(ws, src), before=kept_map.get(sha),
-                              after={"path": rel_path(ws, src), "at": at, "label": label, "op": op_id}))
-        return run_marks(ws, "keep", marks, op_id=op_id, recovered=recovered)
+            marks[sha] = Mark(sha, rel_path(ws, src), before=kept_map.get(sha),
+                              after={"path": rel_path(ws, src), "at": at, "label": label, "op": op_id})
+        return run_marks(ws, "keep", list(marks.values()), op_id=op_id, recovered=recovered)
 
 
 def unkeep(ws: Workspace, paths: Path | Sequence[Path]) -> Operation | None:
@@ -82,13 +82,13 @@ def unkeep(ws: Workspace, paths: Path | Sequence[Path]) -> Operation | None:
     with workspace_lock(ws):
         recovered = recover(ws)
         kept_map = read_marks(ws)
-        marks = []
+        marks: dict[str, Mark] = {}
         for src in _as_list(paths):
             src = _checked_source(ws, src)
             sha = _sha(ws, src)
             if sha in kept_map:
-                marks.append(Mark(sha, rel_path(ws, src), before=kept_map[sha], after=None))
-        return run_marks(ws, "unkeep", marks, recovered=recovered) if marks else None
+                marks[sha] = Mark(sha, rel_path(ws, src), before=kept_map[sha], after=None)
+        return run_marks(ws, "unkeep", list(marks.values()), recovered=recovered) if marks else None
 
 
 def undo(ws: Workspace, op_id: str | None = None) -> Operation:

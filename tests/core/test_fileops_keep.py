@@ -66,7 +66,8 @@ def test_cli_keep_is_listed_and_undone_like_any_operation(tmp_path: Path, capsys
     assert rows[1][-1] == "committed"  # the keep stands again (its undo was undone)
 
 
-def test_keep_undo_forgets_marks_and_alone_undoes_the_latest_keep(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_keep_undo_forgets_marks_and_alone_undoes_the_latest_keep(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
     ws = _workspace(tmp_path)
     d = str(ws.data_dir)
     assert main(["keep", "--data", d, *(f"{d}/{p}" for p in KEPT)]) == 0
@@ -95,6 +96,17 @@ def test_undo_of_a_keep_whose_mark_changed_since_is_refused(tmp_path: Path) -> N
     assert ws.keep_path.read_bytes() == before
     fileops.undo(ws)  # the later keep: the first one's record comes back
     assert fileops.read_marks(ws)[first.marks[0].sha256]["op"] == first.op_id
+
+
+def test_a_keep_of_byte_identical_copies_is_one_mark_and_undoes(tmp_path: Path) -> None:
+    ws = _workspace(tmp_path)
+    copy = ws.data_dir / "cat" / "copy.png"
+    copy.write_bytes((ws.data_dir / KEPT[0]).read_bytes())
+    op = fileops.keep(ws, [ws.data_dir / KEPT[0], copy])
+    assert [m.path for m in op.marks] == ["cat/copy.png"]  # one mark: the last name given
+    assert fileops.read_marks(ws)[op.marks[0].sha256]["label"] == "cat"
+    fileops.undo(ws)
+    assert _kept(ws) == set()
 
 
 def test_a_failed_keep_list_write_aborts_the_operation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
