@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -251,3 +252,41 @@ def test_cli_review_uses_decisions_and_prints_health(planted_copy, capsys):
     assert "health (fast review ranked by mobilenet_v2 at 64 px):" in printed
     assert "most confused (given → likely): " in printed and "highest losses (-log p(given)): " in printed
     assert any(line.startswith("#") and "suggested" in line for line in printed.splitlines())
+
+
+def _ranking(r: review.ReviewResult) -> list[tuple]:
+    return [(s.path, s.given, s.kind, round(s.score, 12), s.suggested) for s in r.suspects]
+
+
+def test_the_quick_rescan_ranks_exactly_as_the_full_one(planted_copy, monkeypatch):
+    """relearn re-lists only the class folders a page of decisions changed: same entries, same ranking."""
+    ws, moved = planted_copy
+    first = review.review(ws, fast_options(show_all=True))
+    errors = [s for s in first.suspects if s.path in moved][:3]
+    right = [s for s in first.suspects if s.path not in moved][:3]
+    for s in errors:  # relabels between existing classes, a delete and keeps: one page of decisions
+        fileops.relabel(ws, [s.path], true_class(s.path))
+    fileops.trash(ws, [right[0].path])
+    review.keep(ws, [s.path for s in right[1:]])
+    full = review.relearn(ws, replace(first, folders={}))  # no folder stamps: every file read again
+    with monkeypatch.context() as m:  # the quick way reads no file and hashes nothing
+        m.setattr(review, "hash_scanned", lambda *a, **k: pytest.fail("relearn read every file"))
+        quick = review.relearn(ws, first)
+    assert quick.entries == full.entries and quick.n_images == full.n_images == first.n_images - 1
+    assert _ranking(quick) == _ranking(full) and len(quick.suspects) == first.n_images - 1 - 5
+    assert (quick.estimated_issues, quick.n_fixed, quick.n_kept, quick.trusted) == \
+        (full.estimated_issues, full.n_fixed, full.n_kept, full.trusted)
+    assert all(np.array_equal(quick.probs_by_sha[e.sha256], full.probs_by_sha[e.sha256]) for e in full.entries)
+    assert quick.folders == full.folders  # the next page starts from the same stamps
+    # changes by hand: a copy added to a class folder (new content) is found and scored; a file removed is gone
+    newcomer = ws.data_dir / right[1].given / "copy-by-hand.png"
+    with Image.open(right[1].path) as im:  # one pixel changed: new content
+        copy = im.copy()
+    copy.putpixel((0, 0), 255 if copy.mode == "L" else (255,) * len(copy.getbands()))
+    copy.save(newcomer)
+    (ws.data_dir / right[2].given / right[2].path.name).unlink()
+    after = review.relearn(ws, quick)
+    assert any(e.path == newcomer for e in after.entries) and right[2].path not in {e.path for e in after.entries}
+    assert after.n_images == quick.n_images
+    again = review.relearn(ws, after)  # nothing changed since: the quick way, the same ranking
+    assert _ranking(again) == _ranking(after) and again.entries == after.entries
