@@ -96,10 +96,39 @@ def _unfocus(page) -> None:
     page.locator("#sh-page-text").click()
 
 
+# Every animation frame while a review runs: the boxes of gradio's progress texts (the stage, the step counter)
+# and its bar under 'Run review' when visible, and the pairs of them that intersect.
+PROGRESS_SAMPLER = """() => {
+  window.__shProgress = [];
+  const seen = (el) => el.getBoundingClientRect().width > 0 && el.closest(".hide") === null
+                       && getComputedStyle(el).visibility !== "hidden";
+  const tick = () => {
+    const root = document.querySelector("#sh-run-progress");
+    const parts = root ? [...root.querySelectorAll(".progress-bar-wrap, .progress-text, .progress-level-inner")]
+                         .filter((el) => seen(el) && (el.matches(".progress-bar-wrap") || el.innerText.trim())) : [];
+    if (parts.some((el) => el.matches(".progress-bar-wrap")) && parts.length > 1) {
+      const boxes = parts.map((el) => el.getBoundingClientRect());
+      const overlaps = [];
+      for (let i = 0; i < parts.length; i++) for (let j = i + 1; j < parts.length; j++) {
+        const [a, b] = [boxes[i], boxes[j]];
+        if (a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom)
+          overlaps.push([parts[i].className.split(" ")[0] + " " + (parts[i].innerText || ""),
+                         parts[j].className.split(" ")[0] + " " + (parts[j].innerText || "")]);
+      }
+      window.__shProgress.push({texts: parts.map((el) => el.innerText || "bar"), overlaps});
+    }
+    if (window.__shProgress.length < 5000) requestAnimationFrame(tick);
+  };
+  requestAnimationFrame(tick);
+}"""
+
+
 def test_clean_tab_review_progress_shows_by_its_button(served, page) -> None:
     """The first review of the module (embeddings, image quality: seconds): its progress appears right under
-    'Run review', inside the first screen; the embedder download says offline, with the fix, in its own line."""
+    'Run review', inside the first screen, its texts clear of its bar in every frame; the embedder download says
+    offline, with the fix, in its own line."""
     page.get_by_role("tab", name="Clean").click()
+    page.evaluate(PROGRESS_SAMPLER)
     page.locator("#sh-run-review").click()
     shown = page.locator("#sh-run-progress .progress-text, #sh-run-progress .eta-bar")  # gradio's status tracker
     shown.first.wait_for(state="visible")
@@ -107,8 +136,12 @@ def test_clean_tab_review_progress_shows_by_its_button(served, page) -> None:
     assert progress is not None and button is not None
     assert 0 <= progress["y"] - (button["y"] + button["height"]) < 120  # directly below the button
     assert abs(progress["x"] - button["x"]) < 200 and progress["y"] + progress["height"] < 1100  # above the fold
+    page.locator("#sh-run-progress .progress-bar-wrap").first.wait_for(state="visible")  # a stage with steps
     page.screenshot(path=str(ARTIFACTS / "clean_review_progress.png"))
     _wait_status(page, "label errors among")
+    frames = page.evaluate("window.__shProgress")
+    assert any(any("steps" in t for t in f["texts"]) for f in frames)  # the step counter was shown beside the bar
+    assert [f["overlaps"] for f in frames if f["overlaps"]][:1] == []  # in no frame did text and bar overlap
     page.locator("#sh-download-embedder").click()
     note = page.locator("#sh-embedder-note")
     note.get_by_text("cannot download").wait_for()

@@ -29,7 +29,7 @@ def test_relabel_delete_undo_history(small_ws, capsys) -> None:
     code, out, _ = run(capsys, "undo", "--data", data)
     assert code == 0 and (small_ws.data_dir / "cat" / "cat0.jpg").exists()
     code, _, err = run(capsys, "undo", "--data", data)
-    assert code == 2 and err.strip() == "error: nothing to undo: no relabel or delete in the journal is left to undo"
+    assert code == 2 and err.strip() == "error: nothing to undo: no relabel, delete or keep in the journal is left to undo"
 
 
 @pytest.mark.parametrize(

@@ -91,17 +91,18 @@ def test_apply_and_undo_move_files_through_fileops(cleaner, noisy_ws):
     assert not deleted.exists() and list(ws.trash_dir.rglob(deleted.name))
     assert review.kept(ws) == {kept_sha}
     ops = [r for r in read_jsonl(ws.journal_path) if r["event"] == "begin"]
-    assert [(o["kind"], o.get("label")) for o in ops] == [("relabel", relabel_to), ("trash", None)]
+    assert [(o["kind"], o.get("label")) for o in ops] == [("relabel", relabel_to), ("trash", None), ("keep", None)]
+    assert [m["sha256"] for m in ops[2]["marks"]] == [kept_sha]  # the keep is journaled like the moves
     assert cleaner.marks == {}
     shown = {s.path for s in cleaner.result.suspects}
     assert kept_path not in shown and deleted not in shown  # the ranking updated without a new review
 
     cleaner.undo_button.click()
-    assert "undone: 2 operations" in cleaner.status.value
+    assert "undone: 3 operations" in cleaner.status.value
     assert relabelled.exists() and deleted.exists() and not (ws.data_dir / relabel_to / relabelled.name).exists()
     assert review.kept(ws) == set()
     kinds = [r["kind"] for r in read_jsonl(ws.journal_path) if r["event"] == "begin"]
-    assert kinds == ["relabel", "trash", "undo", "undo"]
+    assert kinds == ["relabel", "trash", "keep", "undo", "undo", "undo"]
     assert {s.path for s in cleaner.result.suspects} >= {relabelled, deleted, kept_path}
 
 

@@ -173,12 +173,26 @@ def test_filters(session, kind, label, split, expected) -> None:
         assert kind in ("all", s.kind) and label in ("all", s.given) and split in ("all", s.split)
 
 
-def test_keep_is_remembered_and_undone(session) -> None:
+def test_keep_is_journaled_and_undone_through_the_journal(session, capsys) -> None:
     ws, view = session
     view = tab_clean.keep(ws, view.state, "cat/cat0.jpg")
     assert len(kept(ws)) == 1 and view.state.counts["kept"] == 1 and (ws.data_dir / "cat/cat0.jpg").is_file()
-    view = tab_clean.undo(ws, view.state)
+    assert journal_ops(ws) == [("keep", "committed")]
+    view = tab_clean.undo(ws, view.state)  # the app's Undo is the journal's undo of that keep
     assert kept(ws) == set() and view.selected == "cat/cat0.jpg"
+    [keep_op, undo_op] = fileops.history(ws)
+    assert (undo_op.kind, undo_op.undoes, keep_op.undone_by) == ("undo", keep_op.op_id, undo_op.op_id)
+    # kept in the app, undone in a terminal: the app's Undo then has nothing left to revert twice
+    view = tab_clean.keep(ws, view.state, "cat/cat0.jpg")
+    assert main(["undo", "--data", str(ws.data_dir)]) == 0 and kept(ws) == set()
+    assert "no longer kept: cat/cat0.jpg" in capsys.readouterr().out
+    view = tab_clean.undo(ws, view.state)
+    assert view.status.startswith("**Done:**") and view.selected == "cat/cat0.jpg"
+    assert [k for k, _ in journal_ops(ws)] == ["keep", "undo", "keep", "undo"]
+    # the journal's Undo button reverts a keep made elsewhere (here: the CLI)
+    assert main(["keep", "--data", str(ws.data_dir), str(ws.data_dir / "dog/dog0.jpg")]) == 0
+    view = tab_clean.undo_journal(ws, view.state)
+    assert "keep marks of 1 images reverted" in view.status and kept(ws) == set()
 
 
 def test_number_keys_relabel_to_the_numbered_class(session) -> None:

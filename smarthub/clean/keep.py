@@ -1,88 +1,36 @@
-"""Keep-state and a person's decisions: images marked as correctly labelled (keep.json, with the label kept) and
-images relabelled through `fileops` (its journal). Both are *trusted labels*: never suspects again while the
-image's content and label are the ones decided, and full weight in the ranking (active label cleaning:
-Bernhardt et al. 2022, Nature Communications 13:1161; cleanlab's ActiveLab, Goh & Mueller 2023).
+"""Keep-state and a person's decisions: images marked as correctly labelled (keep.json, with the label kept, changed
+only by journaled `fileops.keep` / `unkeep` operations) and images relabelled through `fileops` (its journal).
+Both are *trusted labels*: never suspects again while the image's content and label are the ones decided, and full
+weight in the ranking (active label cleaning: Bernhardt et al. 2022, Nature Communications 13:1161; cleanlab's
+ActiveLab, Goh & Mueller 2023).
 """
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from smarthub import fileops
-from smarthub.atomicio import atomic_write_json, read_json
 from smarthub.clean.records import Entry
-from smarthub.dataset import SPLIT_NAMES, has_split_layout, sha256_file
-from smarthub.errors import FileOpError, SmartHubError
 from smarthub.workspace import Workspace
-
-_KEEP_LOCK = threading.Lock()
-
-
-def _read_keep(ws: Workspace) -> dict[str, dict]:
-    if not ws.keep_path.exists():
-        return {}
-    data = read_json(ws.keep_path, what="keep list")
-    kept_map = data.get("kept") if isinstance(data, dict) else None
-    if not isinstance(kept_map, dict):
-        raise SmartHubError(f"keep list {ws.keep_path} is malformed (no 'kept' object): fix or delete it")
-    return kept_map
-
-
-def _image_sha(ws: Workspace, path: Path) -> tuple[Path, str]:
-    path = Path(path)
-    if not path.is_absolute():
-        path = path.absolute() if path.exists() else ws.data_dir / path
-    if not ws.contains(path):
-        raise FileOpError(f"{path} is not inside the data folder {ws.data_dir}")
-    try:
-        return path, sha256_file(path)
-    except OSError as e:
-        raise FileOpError(f"cannot read {path}: {e.strerror or e} (deleted or moved meanwhile? refresh)") from e
-
-
-def _label_of(ws: Workspace, path: Path) -> str:
-    """The class an image inside the data folder is filed under (its class folder, below a split folder)."""
-    parts = path.relative_to(ws.data_dir).parts if path.is_relative_to(ws.data_dir) else ()
-    if len(parts) > 2 and parts[0] in SPLIT_NAMES and has_split_layout(ws.data_dir):
-        return parts[1]
-    return parts[0] if len(parts) > 1 else ""
 
 
 def keep(ws: Workspace, paths: Path | Sequence[Path]) -> list[str]:
-    """Mark images as correct as labelled: trusted labels, hidden from suspects until their content or label
-    changes. Returns sha256s."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    resolved = [_image_sha(ws, p) for p in paths]
-    with _KEEP_LOCK:
-        kept_map = _read_keep(ws)
-        now = datetime.now(timezone.utc).isoformat(timespec="microseconds")
-        for path, sha in resolved:
-            rel = path.relative_to(ws.data_dir).as_posix() if path.is_relative_to(ws.data_dir) else str(path)
-            kept_map[sha] = {"path": rel, "at": now, "label": _label_of(ws, path)}
-        atomic_write_json(ws.keep_path, {"version": 1, "kept": kept_map})
-    return [sha for _, sha in resolved]
+    """Mark images as correct as labelled (one journaled operation: `smarthub undo` reverts it): trusted labels,
+    hidden from suspects until their content or label changes. Returns sha256s."""
+    return [m.sha256 for m in fileops.keep(ws, paths).marks]
 
 
 def unkeep(ws: Workspace, paths: Path | Sequence[Path]) -> list[str]:
-    """Forget 'keep' marks of images (by their current content). Returns the sha256s removed."""
-    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    resolved = [_image_sha(ws, p) for p in paths]
-    with _KEEP_LOCK:
-        kept_map = _read_keep(ws)
-        removed = [sha for _, sha in resolved if kept_map.pop(sha, None) is not None]
-        if removed:
-            atomic_write_json(ws.keep_path, {"version": 1, "kept": kept_map})
-    return removed
+    """Forget 'keep' marks of images (by their current content; journaled). Returns the sha256s removed."""
+    op = fileops.unkeep(ws, paths)
+    return [m.sha256 for m in op.marks] if op is not None else []
 
 
 def kept(ws: Workspace) -> set[str]:
     """sha256s of the images marked 'keep'."""
-    return set(_read_keep(ws))
-
-
+    return set(fileops.read_marks(ws))
 
 
 @dataclass(frozen=True)
@@ -106,23 +54,33 @@ def _when(at: str) -> datetime:
 
 def decisions(ws: Workspace) -> dict[str, Decision]:
     """sha256 → the latest decision: keep marks, and relabels of the fileops journal that were not undone
-    (a later relabel wins over an earlier keep, and a keep made after a relabel wins over it)."""
+    (a later relabel wins over an earlier keep, and a keep made after a relabel wins over it: journal order, or
+    the times of a keep mark written before keeps were journaled)."""
+    marks = fileops.read_marks(ws)
     out = {sha: Decision(sha, str(rec.get("label", "")) if isinstance(rec, dict) else "", "keep",
                          str(rec.get("at", "")) if isinstance(rec, dict) else "")
-           for sha, rec in _read_keep(ws).items()}
+           for sha, rec in marks.items()}
     if not ws.journal_path.exists():
         return out
-    for op in fileops.history(ws):
+    ops = fileops.history(ws)
+    position = {op.op_id: i for i, op in enumerate(ops)}
+    keep_at = {sha: position.get(rec.get("op")) for sha, rec in marks.items() if isinstance(rec, dict)}
+    for i, op in enumerate(ops):
         if op.kind != "relabel" or op.state != "committed" or op.undone_by is not None or not op.label:
             continue
         for m in op.moves:
             earlier = out.get(m.sha256)
             if not m.sha256:
                 continue
-            if earlier is None or earlier.how == "relabel" or _when(earlier.at) < _when(op.at):  # journal order
+            journaled = keep_at.get(m.sha256) if earlier is not None and earlier.how == "keep" else None
+            if journaled is not None:
+                if journaled < i:
+                    out[m.sha256] = Decision(m.sha256, op.label, "relabel", op.at)
+            elif earlier is None or earlier.how == "relabel" or _when(earlier.at) < _when(op.at):
                 out[m.sha256] = Decision(m.sha256, op.label, "relabel", op.at)
             elif earlier.how == "keep" and _when(earlier.at).replace(microsecond=0) == _when(op.at):
-                # the same second: the order is not recorded, so the label the image has now decides
+                # a mark from before keeps were journaled, in the same second: the order is not recorded, so
+                # the label the image has now decides
                 out[m.sha256] = Decision(m.sha256, op.label, "relabel", op.at, tied=earlier.label)
     return out
 

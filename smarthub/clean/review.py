@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from smarthub.atomicio import read_json
-from smarthub.clean import caches, scorers, signals
+from smarthub.clean import caches, folders, scorers, signals
 from smarthub.clean.health import health
 from smarthub.clean.keep import decisions, fixed_count, keep, kept, trusted_shas, unkeep
 from smarthub.clean.neighbours import query
@@ -120,6 +120,7 @@ class ReviewResult:
     neighbour_shas: list[str] = field(default_factory=list)
     head_by_sha: dict[str, np.ndarray] = field(default_factory=dict)  # the fast method's heads (relearn's input)
     pruned: set[str] = field(default_factory=set)  # images its prune round took out of the neighbour votes
+    folders: dict[str, int] = field(default_factory=dict)  # folder → mtime at the last scan (`folders`; {}: unknown)
 
     def by_kind(self) -> dict[str, int]:
         counts = {k: 0 for k in signals.kinds()}
@@ -207,24 +208,22 @@ def queue(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: 
     masks = signals.tag_masks(signals.Evidence(labels=labels, probs=probs, issues=issues, threshold=threshold,
                                                duplicate=duplicate, outlier=outlier, quality=quality_of))
     names = list(masks)
-    flagged = np.stack([masks[n] for n in names], axis=1).tolist() if names else [[] for _ in scored]
-    by_sha_path = {e.sha256: e.path for e in entries}
-    counts = {name: 0 for name in names}
-    n_issues = 0
+    flagged = np.stack([masks[n] for n in names], axis=1) if names else np.zeros((len(scored), 0), dtype=bool)
+    open_ = np.fromiter((e.sha256 not in kept for e in scored), dtype=bool, count=len(scored))
+    counts = {name: int((flagged[:, j] & open_).sum()) for j, name in enumerate(names)}
+    n_issues = int((issues & open_).sum())
+    wanted = [j for j, name in enumerate(names) if name in include]
+    listed = open_ & (issues | show_all | (flagged[:, wanted].any(axis=1) if wanted else False))
+    order = np.argsort(quality, kind="stable")
+    order = order[listed[order]][:limit].tolist()
+    # the tags of a row: one tuple per distinct pattern of flags (a few), not one per image
+    codes = (flagged.astype(np.int64) << np.arange(len(names), dtype=np.int64)).sum(axis=1) * 2 + issues
+    tags_of = {c: (("issue",) if c & 1 else ()) + tuple(n for j, n in enumerate(names) if (c >> 1) >> j & 1)
+               for c in set(codes[order].tolist())}
+    by_sha_path = {e.sha256: e.path for e in entries} if any(t is not None for t in dup_target) else {}
     suspects = []
-    for i in np.argsort(quality, kind="stable").tolist():
+    for i in order:
         e = scored[i]
-        if e.sha256 in kept:
-            continue
-        tags = (("issue",) if issues[i] else ()) + tuple(n for n, f in zip(names, flagged[i]) if f)
-        n_issues += int(issues[i])
-        for t in tags[1 if issues[i] else 0:]:
-            counts[t] += 1
-        if not (issues[i] or show_all or include.intersection(tags)):
-            continue
-        if limit is not None and len(suspects) >= limit:
-            continue
-        k = str(kind[i]) or "ok"
         target = dup_target[i]
         dup_path = None
         if target is not None:
@@ -232,9 +231,10 @@ def queue(entries: Sequence[Entry], probs_by_sha: dict[str, np.ndarray], vocab: 
                 (x.path for x in entries if x.sha256 == target and x.path != e.path), None)
         suspects.append(Suspect(
             path=e.path, given=e.label, predicted=vocab[int(pred_all[i])], p_given=float(p_given_all[i]),
-            p_predicted=float(p_pred_all[i]), score=float(quality[i]), kind=k,
-            split=split_by_sha.get(e.sha256, "valid"), sha256=e.sha256, duplicate_of=dup_path, tags=tags,
-            suggested=vocab[int(suggested_all[i])], p_suggested=float(p_suggested_all[i]),
+            p_predicted=float(p_pred_all[i]), score=float(quality[i]), kind=str(kind[i]) or "ok",
+            split=split_by_sha.get(e.sha256, "valid"), sha256=e.sha256, duplicate_of=dup_path,
+            tags=tags_of[int(codes[i])], suggested=vocab[int(suggested_all[i])],
+            p_suggested=float(p_suggested_all[i]),
         ))
     return Queue(suspects, notes, n_issues, counts)
 
@@ -306,6 +306,7 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
     train = options.train
     assert train is not None
     start = time.perf_counter()
+    stamps = folders.stamp_folders(ws.data_dir)
     entries, skipped, notes = _scan(ws, progress)
     vocab = _check_reviewable(entries, ws, options.folds)
     learner = scorers.load_model(ws, vocab) if options.method == "model" else None
@@ -363,7 +364,7 @@ def review(ws: Workspace, options: ReviewOptions | None = None, *,
         unreadable=unreadable, quality_by_sha=quality, ranked_with=frozenset(trusted),
         neighbours=nb if options.method == "fast" else None,
         neighbour_shas=[e.sha256 for e in uniq] if options.method == "fast" and nb is not None else [],
-        head_by_sha=head_by_sha, pruned=pruned,
+        head_by_sha=head_by_sha, pruned=pruned, folders=stamps,
     ), start)
     if cached is None or cached.vocab != vocab:
         caches.save_probs_cache(cache_path, ws, fingerprint=fp, stamp=stamp, result=result)
@@ -414,6 +415,7 @@ def _rescanned(ws: Workspace, result: ReviewResult, progress: Progress | None) -
         else _resolved(ws, result.options or ReviewOptions())
     train = options.train
     assert train is not None
+    stamps = folders.stamp_folders(ws.data_dir)
     entries, skipped, notes = _scan(ws, progress, result.entries)
     probs_by_sha = dict(result.probs_by_sha)
     split_by_sha = dict(result.split_by_sha)
@@ -449,8 +451,23 @@ def _rescanned(ws: Workspace, result: ReviewResult, progress: Progress | None) -
     return replace(
         result, n_images=len(entries), probs_by_sha=probs_by_sha, split_by_sha=split_by_sha, entries=entries,
         duplicate_of=duplicate_of, outliers=outliers, skipped=skipped, notes=notes, head=head,
-        unreadable=unreadable, options=options, quality_by_sha=quality,
+        unreadable=unreadable, options=options, quality_by_sha=quality, folders=stamps,
     )
+
+
+def _quick_rescanned(ws: Workspace, result: ReviewResult) -> ReviewResult | None:
+    """`_rescanned(ws, result)` re-listing only the class folders that changed (`folders.rescan_changed`), or
+    None when that cannot tell: new content, links leading outside the data folder, a changed folder layout."""
+    if not result.folders or result.options is None or result.options.train is None or result.skipped \
+            or any("links leading outside" in n for n in result.notes):
+        return None
+    got = folders.rescan_changed(ws, result.entries, result.folders)
+    if got is None:
+        return None
+    entries, stamps = got
+    if any(e.sha256 not in result.probs_by_sha for e in entries):
+        return None  # new or changed content, or a class the review did not score: score it
+    return replace(result, n_images=len(entries), entries=entries, notes=[], folders=stamps)
 
 
 def _unreadable(entries: Sequence[Entry], failed: Sequence[tuple[Path, str]]) -> dict[str, str]:
@@ -491,13 +508,14 @@ def requeue(ws: Workspace, result: ReviewResult, *, include: Iterable[str] = (),
 
 
 def relearn(ws: Workspace, result: ReviewResult, *, progress: Progress | None = None) -> ReviewResult:
-    """`refresh()`, then, for the fast method, the queue ranked again with the person's decisions as trusted labels
+    """`refresh()` (re-reading only the class folders whose mtime changed since the last scan: `folders`), then, for
+    the fast method, the queue ranked again with the person's decisions as trusted labels
     (active label cleaning): the neighbour votes are counted again under the current labels with trusted labels
     weighing `ranking.TRUSTED_WEIGHT` times, over the last full fit's heads (`scorers.rerank_fast`, milliseconds;
     `review()` refits the heads with them too). No inference. The other methods only hide trusted images.
     """
     start = time.perf_counter()
-    fresh = _rescanned(ws, result, progress)
+    fresh = _quick_rescanned(ws, result) or _rescanned(ws, result, progress)
     options = fresh.options
     decided = decisions(ws)
     trusted = frozenset(trusted_shas(fresh.entries, decided))

@@ -1,9 +1,10 @@
 """One clean session, shared by the Clean tab and the notebook: suspects, filters, paging, actions, undo.
 
 Pure of any screen: front-ends hold a `CleanSession`, call the actions (keep / relabel / accept the
-prediction / delete / apply a batch / undo) and show the `Outcome` message their own way. Files move
-only through `smarthub.fileops`; keep marks through `review.keep`. Every action pushes a `Step` on this
-session's own undo stack, so Undo reverts what *this* session did, never another window's operation.
+prediction / delete / apply a batch / undo) and show the `Outcome` message their own way. Files move and keep
+marks are written only through `smarthub.fileops`, each a journaled operation. Every action pushes a `Step` on this
+session's own undo stack, so Undo reverts what *this* session did, never another window's operation, and reverts it
+through `fileops.undo`, the rule `smarthub undo` follows.
 
 Active label cleaning (Bernhardt et al. 2022, Nature Communications 13:1161): every keep and relabel is a label a
 person checked; after each page of such decisions (`page_size` of them) `after_decisions` re-ranks the queue with
@@ -42,11 +43,11 @@ def closest_class(label: str, classes: Iterable[str]) -> str | None:
 
 @dataclass
 class Step:
-    """One undoable action of this session: its file operations, keep marks, and the suspects it took off."""
+    """One undoable action of this session: its journaled operations (moves, keep marks) and the suspects it took
+    off."""
 
     kind: str  # relabel | delete | keep | apply
     op_ids: list[str]
-    kept: list[Path]
     removed: list[tuple[int, review.Suspect]]  # (index in the suspect list, Suspect), in list order
     what: str  # e.g. "cat/cat0.jpg", for the undo message
 
@@ -232,7 +233,7 @@ def relabel(ws: Workspace, sess: CleanSession, image: str | Path, label: str, *,
     except SmartHubError as e:
         return _refused(ws, sess, image, e)
     shown = _rel(ws, suspect_path(ws, sess.suspects[index]))
-    _push(sess, Step("relabel", [op.op_id], [], [(index, sess.suspects.pop(index))], shown), "relabelled")
+    _push(sess, Step("relabel", [op.op_id], [(index, sess.suspects.pop(index))], shown), "relabelled")
     if op.label not in sess.vocab:
         sess.vocab.append(op.label)
     dst = op.moves[0].dst if op.moves else label
@@ -283,22 +284,20 @@ def delete(ws: Workspace, sess: CleanSession, image: str | Path) -> Outcome:
     except SmartHubError as e:
         return _refused(ws, sess, image, e)
     shown = _rel(ws, suspect_path(ws, sess.suspects[index]))
-    _push(sess, Step("delete", [op.op_id], [], [(index, sess.suspects.pop(index))], shown), "deleted")
+    _push(sess, Step("delete", [op.op_id], [(index, sess.suspects.pop(index))], shown), "deleted")
     return Outcome(f"moved {shown} to the trash", ops=[op])
 
 
 def keep(ws: Workspace, sess: CleanSession, image: str | Path) -> Outcome:
-    """Mark the image as correct: the review hides it until its content changes."""
+    """Mark the image as correct (a journaled operation): the review hides it until its content changes."""
     try:
         index = _find(ws, sess, image)
         path = suspect_path(ws, sess.suspects[index])
-        if not path.exists():
-            raise MissingFileError(f"{_rel(ws, path)} does not exist", _rel(ws, path))
-        review.keep(ws, path)
+        op = fileops.keep(ws, [path])
     except SmartHubError as e:
         return _refused(ws, sess, image, e)
-    _push(sess, Step("keep", [], [path], [(index, sess.suspects.pop(index))], _rel(ws, path)), "kept")
-    return Outcome(f"kept {_rel(ws, path)} as labelled")
+    _push(sess, Step("keep", [op.op_id], [(index, sess.suspects.pop(index))], _rel(ws, path)), "kept")
+    return Outcome(f"kept {_rel(ws, path)} as labelled", ops=[op])
 
 
 # ---------------------------------------------------------------- a batch of decisions (the notebook's Apply)
@@ -330,7 +329,7 @@ def apply(ws: Workspace, sess: CleanSession, decisions: Mapping[Path, str]) -> O
         if to_trash:
             ops.append(fileops.trash(ws, to_trash))
         if to_keep:
-            review.keep(ws, to_keep)
+            ops.append(fileops.keep(ws, to_keep))
             kept = to_keep
     except SmartHubError as e:
         error = e
@@ -339,7 +338,7 @@ def apply(ws: Workspace, sess: CleanSession, decisions: Mapping[Path, str]) -> O
     for i, _ in reversed(removed):
         sess.suspects.pop(i)
     if ops or kept:
-        sess.undo_stack.append(Step("apply", [op.op_id for op in ops], kept, removed, f"{len(moved)} images"))
+        sess.undo_stack.append(Step("apply", [op.op_id for op in ops], removed, f"{len(moved)} images"))
         sess.since_rank += len(moved)
         n_relabel = sum(len(op.moves) for op in ops if op.kind == "relabel")
         sess.counts["relabelled"] += n_relabel
@@ -372,8 +371,6 @@ def undo(ws: Workspace, sess: CleanSession) -> Outcome:
             if op is not None and op.undone_by is not None:
                 continue  # undone elsewhere (another window, the CLI): its files are back already
             undone.append(fileops.undo(ws, op_id))
-        if step.kept:
-            review.unkeep(ws, [p for p in step.kept if p.exists()])
     except SmartHubError as e:
         retry = f"; the journal's undo of {step.op_ids[-1]} retries it" if step.op_ids else ""
         return Outcome(f"{e}{retry}", ok=False, ops=undone)
@@ -390,14 +387,15 @@ def undo(ws: Workspace, sess: CleanSession) -> Outcome:
 
 
 def undo_journal(ws: Workspace, sess: CleanSession) -> Outcome:
-    """Undo the journal's newest file operation, whoever made it (another window, the CLI)."""
+    """Undo the journal's newest operation (moves or keep marks), whoever made it (another window, the CLI)."""
     try:
         op = fileops.undo(ws)
     except FileOpError as e:
         return Outcome(str(e), ok=False)
     sess.counts["undone"] += 1
-    return Outcome(f"undid operation {op.undoes} from the journal ({len(op.moves)} files restored; "
-                   f"run the review again to rank them)", ops=[op])
+    what = f"{len(op.moves)} files restored" if op.moves else f"keep marks of {len(op.marks)} images reverted"
+    return Outcome(f"undid operation {op.undoes} from the journal ({what}; run the review again to rank them)",
+                   ops=[op])
 
 
 # ---------------------------------------------------------------- re-ranking with the person's decisions

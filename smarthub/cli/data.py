@@ -31,12 +31,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     p.set_defaults(func=run_delete)
 
-    p = sub.add_parser("undo", help="undo the last file operation, or the one named")
+    p = sub.add_parser("undo", help="undo the last operation (relabel, delete, keep, class rename …), or the one "
+                                    "named")
     add_workspace_args(p, models=False)
     p.add_argument("op_id", nargs="?", metavar="OP_ID")
     p.set_defaults(func=run_undo)
 
-    p = sub.add_parser("history", help="list journaled file operations")
+    p = sub.add_parser("history", help="list journaled operations (file moves and keep marks)")
     add_workspace_args(p, models=False)
     p.add_argument("--limit", type=int, default=20, help="show the last N operations (default 20)")
     p.set_defaults(func=run_history)
@@ -86,6 +87,8 @@ def run_undo(args: argparse.Namespace) -> int:
     op = fileops.undo(ws, args.op_id)
     for m in op.moves:
         print(f"restored {m.dst} (from {m.src})")
+    for k in op.marks:
+        print(f"{'kept again' if k.after else 'no longer kept'}: {k.path}")
     print(f"undid operation {op.undoes} (as operation {op.op_id})")
     return 0
 
@@ -100,14 +103,15 @@ def run_history(args: argparse.Namespace) -> int:
     ws = workspace_from(args)
     ops = fileops.history(ws)[-args.limit:]
     if not ops:
-        print("no file operations yet")
+        print("no operations yet")
         return 0
     rows = []
     for op in ops:
         state = f"undone by {op.undone_by}" if op.undone_by else op.state
-        what = op.label or op.undoes or ""
-        rows.append((op.op_id, op.at, op.kind, what, len(op.moves), state))
-    print_table(rows, ("op id", "at", "kind", "label/undoes", "files", "state"))
+        kept_as = {str((m.after or {}).get("label", "")) for m in op.marks if op.kind == "keep"}
+        what = op.label or op.undoes or (kept_as.pop() if len(kept_as) == 1 else "")
+        rows.append((op.op_id, op.at, op.kind, what, op.n_images, state))
+    print_table(rows, ("op id", "at", "kind", "label/undoes", "images", "state"))
     return 0
 
 

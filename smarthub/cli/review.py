@@ -43,12 +43,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_review, arch=None, size_px=None)
 
     p = sub.add_parser("keep", help="mark images as correctly labelled: trusted by the next review, hidden until they "
-                                    "change (`keep --undo PATH` forgets the mark)")
+                                    "change (journaled: `smarthub history` lists it, `smarthub undo` reverts it)")
     add_workspace_args(p, models=False)
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    p.add_argument("paths", nargs="*", type=Path, metavar="PATH")
     p.add_argument("--undo", action="store_true",
-                   help="forget the keep mark instead (keep marks are not file operations: `smarthub undo` does not "
-                        "revert them; the app's Undo reverts its own session's keeps)")
+                   help="with PATHs: forget their keep marks (a journaled operation too); alone: undo the latest keep "
+                        "operation, as `smarthub undo OP_ID` would")
     p.set_defaults(func=run_keep)
 
 
@@ -108,7 +108,7 @@ def run_review(args: argparse.Namespace) -> int:
         print(f"{len(result.suspects)} images written worst first to {out}")
     if result.suspects:
         print("act with `smarthub relabel PATH LABEL`, `smarthub delete PATH`, `smarthub keep PATH` (the next review "
-              "ranks with them); undo with `smarthub undo` (relabel, delete) or `smarthub keep --undo PATH`")
+              "ranks with them); `smarthub undo` reverts the last of them")
     return 0
 
 
@@ -146,16 +146,31 @@ def _filters_line(result: object, options: object) -> str:
 
 
 def run_keep(args: argparse.Namespace) -> int:
-    from smarthub.clean import review
+    from smarthub import fileops
+    from smarthub.errors import SmartHubError
 
     ws = workspace_from(args)
-    if args.undo:
-        shas = review.unkeep(ws, args.paths)
-        print(f"{len(shas)} keep marks removed")
+    if args.undo and not args.paths:
+        ops = [op for op in fileops.history(ws) if op.kind == "keep" and op.state == "committed"
+               and op.undone_by is None]
+        if not ops:
+            raise SmartHubError("no keep operation in the journal is left to undo (`smarthub history` lists them)")
+        op = fileops.undo(ws, ops[-1].op_id)
+        print(f"undid keep {op.undoes} ({len(op.marks)} images; as operation {op.op_id})")
+    elif args.undo:
+        op = fileops.unkeep(ws, args.paths)
+        if op is None:
+            print("0 keep marks removed: none of these images is kept")
+        else:
+            print(f"{len(op.marks)} keep marks removed (operation {op.op_id}; `smarthub undo {op.op_id}` restores "
+                  f"them)")
+    elif not args.paths:
+        raise SmartHubError("name the images to keep: `smarthub keep PATH...` (or `smarthub keep --undo` to undo the "
+                            "latest keep)")
     else:
-        shas = review.keep(ws, args.paths)
-        print(f"{len(shas)} images kept: trusted labels for the next review, hidden until their content or class "
-              f"changes (`smarthub keep --undo PATH` forgets the mark; `smarthub undo` reverts file operations only)")
+        op = fileops.keep(ws, args.paths)
+        print(f"{len(op.marks)} images kept: trusted labels for the next review, hidden until their content or class "
+              f"changes (operation {op.op_id}; `smarthub undo` reverts it)")
     return 0
 
 

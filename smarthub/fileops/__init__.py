@@ -1,4 +1,5 @@
-"""THE ONLY package that moves or removes a user's image files: relabel, trash, undo, class rename/merge.
+"""THE ONLY package that moves or removes a user's image files: relabel, trash, undo, class rename/merge; and the
+journal of a person's keep marks (keep, unkeep), so one undo and one history serve every action.
 
 Every operation is journaled to `data/.smarthub/journal.jsonl` before any file moves
 (a "begin" line listing the planned moves) and closed by a "commit" or "abort" line.
@@ -16,20 +17,22 @@ under `workspace_lock` (an `fcntl.flock` on `data/.smarthub/lock`, which names i
 operation whose owner is still running.
 
 Modules: `lock` (the writer lock, owners), `journal` (records, `history`), `moves` (one operation run whole,
-the no-clobber verified move), `recover` (crash repair), `images` (relabel, trash, undo), `classes` (class
-folders, rename, merge). Folders smarthub writes itself (runs, exports) are swapped by `smarthub.staging`.
+the no-clobber verified move), `marks` (keep.json changed as a journaled operation), `recover` (crash repair),
+`images` (relabel, trash, keep, unkeep, undo), `classes` (class folders, rename, merge). Folders smarthub writes
+itself (runs, exports) are swapped by `smarthub.staging`.
 """
 from __future__ import annotations
 
 from smarthub.fileops.lock import LOCK_FILENAME, LOCK_WAIT_S, workspace_lock
-from smarthub.fileops.journal import FINISHED, ROLLED_BACK, Move, Operation, Recovery, history
+from smarthub.fileops.journal import FINISHED, ROLLED_BACK, Mark, Move, Operation, Recovery, history
+from smarthub.fileops.marks import read_marks
 from smarthub.fileops.moves import remove_empty_folders
 from smarthub.fileops.recover import recover
 from smarthub.fileops.classes import class_folders, class_names, merge_classes, rename_class
-from smarthub.fileops.images import relabel, trash, undo
+from smarthub.fileops.images import keep, relabel, trash, undo, unkeep
 
 __all__ = [
-    "FINISHED", "LOCK_FILENAME", "LOCK_WAIT_S", "ROLLED_BACK", "Move", "Operation", "Recovery", "class_folders",
-    "class_names", "history", "merge_classes", "recover", "relabel", "remove_empty_folders", "rename_class",
-    "trash", "undo", "workspace_lock",
+    "FINISHED", "LOCK_FILENAME", "LOCK_WAIT_S", "ROLLED_BACK", "Mark", "Move", "Operation", "Recovery",
+    "class_folders", "class_names", "history", "keep", "merge_classes", "read_marks", "recover", "relabel",
+    "remove_empty_folders", "rename_class", "trash", "undo", "unkeep", "workspace_lock",
 ]

@@ -1,18 +1,22 @@
-"""Moves of chosen images: relabel, trash, undo (each one journaled operation, see `moves`).
+"""Actions on chosen images: relabel, trash (moves, see `moves`), keep and unkeep (marks, see `marks`), and undo of
+the latest or a named operation, each one journaled operation.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 
 from smarthub.dataset import SPLIT_NAMES, check_label_case, has_split_layout, validate_label
 from smarthub.errors import FileOpError, MissingFileError
 from smarthub.fileops.classes import class_names
-from smarthub.fileops.journal import Operation, history, new_op_id, rel_path
+from smarthub.fileops.journal import Mark, Operation, history, new_op_id, rel_path
 from smarthub.fileops.lock import workspace_lock
+from smarthub.fileops.marks import changed_since, read_marks, run_marks
 from smarthub.fileops.moves import run_operation
 from smarthub.fileops.recover import recover
+from smarthub.staging import sha256_file
 from smarthub.workspace import META_DIRNAME, Workspace
 
 
@@ -50,6 +54,43 @@ def trash(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
         return run_operation(ws, "trash", plans, op_id=op_id, recovered=recovered)
 
 
+def keep(ws: Workspace, paths: Path | Sequence[Path]) -> Operation:
+    """Mark images as correctly labelled (keep.json: content sha256 → the class it was kept under), as one
+    journaled operation that `undo` reverts.
+
+    Raises:
+        MissingFileError: an image is not there (the message names the operation that moved it, if any).
+        FileOpError: a path outside the data folder or outside a class folder; nothing is marked then.
+    """
+    with workspace_lock(ws):
+        recovered = recover(ws)
+        op_id, kept_map = new_op_id(), read_marks(ws)
+        at = datetime.now(timezone.utc).isoformat(timespec="microseconds")
+        marks: dict[str, Mark] = {}  # one mark per content: byte-identical copies share their sha256
+        for src in _as_list(paths):
+            src = _checked_source(ws, src)
+            _, label = _class_root(ws, src)
+            sha = _sha(ws, src)
+            marks[sha] = Mark(sha, rel_path(ws, src), before=kept_map.get(sha),
+                              after={"path": rel_path(ws, src), "at": at, "label": label, "op": op_id})
+        return run_marks(ws, "keep", list(marks.values()), op_id=op_id, recovered=recovered)
+
+
+def unkeep(ws: Workspace, paths: Path | Sequence[Path]) -> Operation | None:
+    """Forget the keep marks of images (by their current content) as one journaled operation; None when none of
+    them is kept (nothing is journaled then)."""
+    with workspace_lock(ws):
+        recovered = recover(ws)
+        kept_map = read_marks(ws)
+        marks: dict[str, Mark] = {}
+        for src in _as_list(paths):
+            src = _checked_source(ws, src)
+            sha = _sha(ws, src)
+            if sha in kept_map:
+                marks[sha] = Mark(sha, rel_path(ws, src), before=kept_map[sha], after=None)
+        return run_marks(ws, "unkeep", list(marks.values()), recovered=recovered) if marks else None
+
+
 def undo(ws: Workspace, op_id: str | None = None) -> Operation:
     """Undo operation `op_id`, or the latest committed operation not yet undone.
 
@@ -64,7 +105,7 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
         if op_id is None:
             candidates = [op for op in ops if op.state == "committed" and op.undone_by is None and op.kind != "undo"]
             if not candidates:
-                raise FileOpError("nothing to undo: no relabel or delete in the journal is left to undo")
+                raise FileOpError("nothing to undo: no relabel, delete or keep in the journal is left to undo")
             target = candidates[-1]
         else:
             matches = [op for op in ops if op.op_id == op_id]
@@ -75,6 +116,13 @@ def undo(ws: Workspace, op_id: str | None = None) -> Operation:
                 raise FileOpError(f"operation {op_id} was {target.state}, there is nothing to undo")
             if target.undone_by is not None:
                 raise FileOpError(f"operation {op_id} was already undone by {target.undone_by}")
+        if target.marks:
+            changed = changed_since(ws, target)
+            if changed:
+                raise FileOpError(f"cannot undo {target.op_id}: the keep mark of {', '.join(changed[:3])} changed "
+                                  f"since; undo the later operations first")
+            return run_marks(ws, "undo", [m.inverse() for m in reversed(target.marks)], undoes=target.op_id,
+                             recovered=recovered)
         missing = [m.dst for m in target.moves if not (ws.data_dir / m.dst).exists()]
         if missing:
             raise FileOpError(
@@ -102,6 +150,13 @@ def _checked_source(ws: Workspace, path: Path) -> Path:
     if not resolved.exists():
         raise _missing(ws, rel.as_posix())
     return ws.data_dir / rel
+
+
+def _sha(ws: Workspace, path: Path) -> str:
+    try:
+        return sha256_file(path)
+    except OSError as e:
+        raise FileOpError(f"cannot read {rel_path(ws, path)}: {e.strerror or e}") from e
 
 
 def _missing(ws: Workspace, rel: str) -> MissingFileError:

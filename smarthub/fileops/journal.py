@@ -1,5 +1,9 @@
-"""The journal of file operations (`data/.smarthub/journal.jsonl`): its records (`Move`, `Operation`, `Recovery`),
-reading it back (`history`) and closing an operation (`end_operation`).
+"""The journal of file operations (`data/.smarthub/journal.jsonl`): its records (`Move`, `Mark`, `Operation`,
+`Recovery`), reading it back (`history`) and closing an operation (`end_operation`).
+
+Keep marks (`keep`, `unkeep`, and their undo) are journaled operations too: they move no file, they change the
+records of `data/.smarthub/keep.json`, and each `Mark` holds the record before and after, so one undo rule serves
+moves and marks alike.
 """
 from __future__ import annotations
 
@@ -29,6 +33,20 @@ class Move:
 
 
 @dataclass(frozen=True)
+class Mark:
+    """One change of a keep mark: the record of image content `sha256` in keep.json before and after it (None:
+    no mark). `path` is the image's path relative to the data folder when it was marked."""
+
+    sha256: str
+    path: str
+    before: dict | None = None
+    after: dict | None = None
+
+    def inverse(self) -> Mark:
+        return Mark(self.sha256, self.path, before=self.after, after=self.before)
+
+
+@dataclass(frozen=True)
 class Recovery:
     """What `recover()` did with one operation a crash left open: finished it, or rolled all of it back."""
 
@@ -54,7 +72,8 @@ class Recovery:
 
 @dataclass
 class Operation:
-    """A journaled file operation: relabel, trash or undo (of another operation)."""
+    """A journaled operation: file moves (relabel, trash, rename, merge), keep marks (keep, unkeep), or the undo of
+    another operation (moves or marks)."""
 
     op_id: str
     kind: str
@@ -68,6 +87,12 @@ class Operation:
     created: list[str] = field(default_factory=list)  # folders this operation made (undo removes them when empty)
     owner: dict | None = None  # {"pid", "start", "boot"} of the process that began it
     recovered: list[Recovery] = field(default_factory=list)  # what the recovery run before it repaired
+    marks: list[Mark] = field(default_factory=list)  # keep-mark changes (an operation has moves or marks)
+
+    @property
+    def n_images(self) -> int:
+        """How many images it touched (moved, or marked)."""
+        return len(self.moves) + len(self.marks)
 
     def to_record(self) -> dict:
         return {
@@ -81,6 +106,8 @@ class Operation:
             "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256, **({"ino": m.ino} if m.ino else {})}
                       for m in self.moves],
             **({"created": self.created} if self.created else {}),
+            **({"marks": [{"sha256": m.sha256, "path": m.path, "before": m.before, "after": m.after}
+                          for m in self.marks]} if self.marks else {}),
         }
 
 
@@ -103,6 +130,10 @@ def history(ws: Workspace) -> list[Operation]:
                 op_id=op_id, kind=str(rec.get("kind")), moves=moves, at=str(rec.get("at")),
                 label=rec.get("label"), undoes=rec.get("undoes"), owner=rec.get("owner"),
                 created=[str(d) for d in rec.get("created") or [] if isinstance(d, str)],
+                marks=[Mark(str(m["sha256"]), str(m.get("path", "")),
+                            before=m.get("before") if isinstance(m.get("before"), dict) else None,
+                            after=m.get("after") if isinstance(m.get("after"), dict) else None)
+                       for m in rec.get("marks") or [] if isinstance(m, dict) and m.get("sha256")],
             )
         elif op_id in ops and event in ("commit", "abort"):
             op = ops[op_id]
@@ -130,8 +161,8 @@ def history(ws: Workspace) -> list[Operation]:
 def end_operation(
     ws: Workspace, op: Operation, done: list[Move], *, reason: str | None = None, abort: bool = False
 ) -> None:
-    """Close `op` in the journal: commit the moves that happened, or abort when none did."""
-    rec: dict = {"event": "abort" if abort or (reason is not None and not done) else "commit",
+    """Close `op` in the journal: commit the moves that happened (or its marks), or abort when none did."""
+    rec: dict = {"event": "abort" if abort or (reason is not None and not done and not op.marks) else "commit",
                  "op_id": op.op_id, "at": now(),
                  "moves": [{"from": m.src, "to": m.dst, "sha256": m.sha256} for m in done]}
     if reason:

@@ -13,6 +13,7 @@ from smarthub.fileops import journal
 from smarthub.fileops.journal import (FINISHED, ROLLED_BACK, Move, Operation, Recovery, describe_error, history,
                                       rel_path)
 from smarthub.fileops.lock import check_journal, owner_alive, workspace_lock
+from smarthub.fileops.marks import apply_marks
 from smarthub.fileops.moves import move_no_clobber, remove_empty_folders, same_file, verify_move
 from smarthub.staging import sha256_file
 from smarthub.workspace import Workspace
@@ -25,7 +26,8 @@ def recover(ws: Workspace) -> list[Recovery]:
     its source with the same sha256 (moved now, no clobber, verified); otherwise every file it moved goes
     back (rolled back). A hard link left with both names is settled by inode. An undo is repaired like any
     operation: finished, its original counts as undone; rolled back, the original stays committed and
-    undoable. Operations whose owner process is still running are left alone; when there is nothing to
+    undoable. A keep-mark operation (keep, unkeep, or their undo) is finished by writing its records to
+    keep.json again. Operations whose owner process is still running are left alone; when there is nothing to
     repair no lock is taken (read-only commands never wait). Returns one record per repaired operation.
     """
     check_journal(ws)
@@ -54,6 +56,11 @@ class _Found:
 
 def _repair(ws: Workspace, op: Operation, ops: list[Operation]) -> Recovery:
     """Finish `op` when every unmoved file is intact, else roll it back; close its journal entry."""
+    if op.marks:  # keep marks: keep.json is written whole or not at all, so writing its records again finishes it
+        apply_marks(ws, op.marks)
+        journal.end_operation(ws, op, [], reason="recovered after an interrupted operation: finished it")
+        op.state = "committed"
+        return Recovery(op.op_id, op.kind, len(op.marks), FINISHED, undoes=op.undoes)
     claimed: set[Path] = set()
     found = [_find_move(ws, m, claimed) for m in op.moves]
     broken = [f for f in found if f.state in ("changed", "gone")]

@@ -14,7 +14,7 @@ import io
 import os
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,11 +61,11 @@ def review_cache_dir(ws: Workspace) -> Path:
 # ---------------------------------------------------------------- sha256 index (I/O)
 
 def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None,
-              outside: list[Path] | None = None) -> list[tuple[ImageItem, str]]:
+              outside: list[Path] | None = None, only: Collection[str] | None = None) -> list[tuple[ImageItem, str]]:
     """`dataset.scan_dataset` semantics (same items, same order, links leading outside the data folder skipped
     and listed in `outside`) in one os.scandir pass, with each file's (device, inode, size, mtime) key, so a
     refresh of 20,000 images stays interactive. `known` maps path strings to Path objects of a previous scan,
-    which are reused (building 20,000 Paths is the slow part)."""
+    which are reused (building 20,000 Paths is the slow part). `only`: list just these class folders (names)."""
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise DatasetError(f"data folder {data_dir} does not exist; create it with one sub-folder per class")
@@ -76,6 +76,8 @@ def scan_stat(data_dir: Path, *, known: dict[str, Path] | None = None,
         with os.scandir(root) as it:
             class_dirs = sorted((d for d in it if not d.name.startswith(".") and d.is_dir()), key=lambda d: d.name)
         for class_dir in class_dirs:
+            if only is not None and class_dir.name not in only:
+                continue
             try:
                 label = validate_label(class_dir.name)
             except LabelError:

@@ -16,6 +16,9 @@ CSS = """
                              line-height: 1.1; }
 #sh-counts, #sh-status { min-height: 1.5em; }
 #sh-status, #sh-boot-status, #sh-train-status, #sh-predict-status, #sh-ann-status { font-size: 1rem; }
+/* the review's progress in the narrow column under 'Run review': gradio places its step counter absolutely, on top
+   of the bar; here it flows below the bar instead (the column is tall enough for three lines) */
+#sh-run-progress .progress-text.meta-text-center { position: static; transform: none; }
 """
 
 

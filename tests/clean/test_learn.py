@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -104,11 +105,43 @@ def test_decisions_latest_wins_and_moves_end_trust(tmp_path):
     assert trusted_shas(entries_of(ws), decisions(ws)) == {kept_sha}
 
 
-def test_keep_of_a_moved_image_is_one_clear_line(tmp_path):
+def test_journaled_keeps_and_relabels_are_ordered_by_the_journal_not_the_clock(tmp_path):
     ws = tiny_ws(tmp_path)
-    (ws.data_dir / "cat/cat1.png").unlink()
-    with pytest.raises(FileOpError, match="cannot read .*cat1.png.*moved meanwhile"):
-        review.keep(ws, ws.data_dir / "cat/cat1.png")
+    [sha] = review.keep(ws, ws.data_dir / "cat/cat0.png")
+    fileops.relabel(ws, [ws.data_dir / "cat/cat0.png"], "dog")  # within the same second as the keep, usually
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label) == ("relabel", "dog")
+    review.keep(ws, ws.data_dir / "dog/cat0.png")  # kept under its new class: the later keep wins
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label, decisions(ws)[sha].tied) == ("keep", "dog", "")
+    assert trusted_shas(entries_of(ws), decisions(ws)) == {sha}
+    fileops.undo(ws)  # that keep undone: the first keep's record is back, and the relabel after it wins again
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label) == ("relabel", "dog")
+    fileops.undo(ws)  # the relabel undone: the first keep (as cat) decides, and cat is its label again
+    assert (decisions(ws)[sha].how, decisions(ws)[sha].label) == ("keep", "cat")
+    assert trusted_shas(entries_of(ws), decisions(ws)) == {sha}
+    fileops.undo(ws)  # the keep undone: no decision left
+    assert sha not in decisions(ws) and trusted_shas(entries_of(ws), decisions(ws)) == set()
+
+
+@pytest.mark.parametrize("how, message", [
+    ("relabelled", r"^cat/cat1.png no longer exists: relabel \S+ moved it to dog/cat1.png$"),
+    ("deleted by hand", r"^cat/cat1.png does not exist in the data folder "),
+], ids=["moved-by-a-relabel", "deleted-by-hand"])
+def test_keep_of_a_moved_image_is_one_clear_line_and_changes_nothing(tmp_path, capsys, how, message):
+    from smarthub.cli import main
+
+    ws = tiny_ws(tmp_path)
+    if how == "relabelled":
+        fileops.relabel(ws, [ws.data_dir / "cat/cat1.png"], "dog")
+    else:
+        (ws.data_dir / "cat/cat1.png").unlink()
+    journal = ws.journal_path.read_bytes() if ws.journal_path.exists() else b""
+    with pytest.raises(FileOpError, match=message):
+        review.keep(ws, [ws.data_dir / "cat/cat0.png", ws.data_dir / "cat/cat1.png"])  # one good, one gone
+    assert main(["keep", "--data", str(ws.data_dir), str(ws.data_dir / "cat/cat1.png")]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1 and err.startswith("error: cat/cat1.png ")
+    assert review.kept(ws) == set() and not ws.keep_path.exists()  # nothing changed: not even the good one
+    assert (ws.journal_path.read_bytes() if ws.journal_path.exists() else b"") == journal
 
 
 @pytest.fixture
@@ -219,3 +252,41 @@ def test_cli_review_uses_decisions_and_prints_health(planted_copy, capsys):
     assert "health (fast review ranked by mobilenet_v2 at 64 px):" in printed
     assert "most confused (given → likely): " in printed and "highest losses (-log p(given)): " in printed
     assert any(line.startswith("#") and "suggested" in line for line in printed.splitlines())
+
+
+def _ranking(r: review.ReviewResult) -> list[tuple]:
+    return [(s.path, s.given, s.kind, round(s.score, 12), s.suggested) for s in r.suspects]
+
+
+def test_the_quick_rescan_ranks_exactly_as_the_full_one(planted_copy, monkeypatch):
+    """relearn re-lists only the class folders a page of decisions changed: same entries, same ranking."""
+    ws, moved = planted_copy
+    first = review.review(ws, fast_options(show_all=True))
+    errors = [s for s in first.suspects if s.path in moved][:3]
+    right = [s for s in first.suspects if s.path not in moved][:3]
+    for s in errors:  # relabels between existing classes, a delete and keeps: one page of decisions
+        fileops.relabel(ws, [s.path], true_class(s.path))
+    fileops.trash(ws, [right[0].path])
+    review.keep(ws, [s.path for s in right[1:]])
+    full = review.relearn(ws, replace(first, folders={}))  # no folder stamps: every file read again
+    with monkeypatch.context() as m:  # the quick way reads no file and hashes nothing
+        m.setattr(review, "hash_scanned", lambda *a, **k: pytest.fail("relearn read every file"))
+        quick = review.relearn(ws, first)
+    assert quick.entries == full.entries and quick.n_images == full.n_images == first.n_images - 1
+    assert _ranking(quick) == _ranking(full) and len(quick.suspects) == first.n_images - 1 - 5
+    assert (quick.estimated_issues, quick.n_fixed, quick.n_kept, quick.trusted) == \
+        (full.estimated_issues, full.n_fixed, full.n_kept, full.trusted)
+    assert all(np.array_equal(quick.probs_by_sha[e.sha256], full.probs_by_sha[e.sha256]) for e in full.entries)
+    assert quick.folders == full.folders  # the next page starts from the same stamps
+    # changes by hand: a copy added to a class folder (new content) is found and scored; a file removed is gone
+    newcomer = ws.data_dir / right[1].given / "copy-by-hand.png"
+    with Image.open(right[1].path) as im:  # one pixel changed: new content
+        copy = im.copy()
+    copy.putpixel((0, 0), 255 if copy.mode == "L" else (255,) * len(copy.getbands()))
+    copy.save(newcomer)
+    (ws.data_dir / right[2].given / right[2].path.name).unlink()
+    after = review.relearn(ws, quick)
+    assert any(e.path == newcomer for e in after.entries) and right[2].path not in {e.path for e in after.entries}
+    assert after.n_images == quick.n_images
+    again = review.relearn(ws, after)  # nothing changed since: the quick way, the same ranking
+    assert _ranking(again) == _ranking(after) and again.entries == after.entries

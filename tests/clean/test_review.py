@@ -127,7 +127,7 @@ def test_keep_rejects_paths_outside_or_missing(small_ws, tmp_path):
     outside = make_image(tmp_path / "elsewhere.jpg")
     with pytest.raises(SmartHubError, match="not inside the data folder"):
         review.keep(small_ws, outside)
-    with pytest.raises(SmartHubError, match="cannot read"):
+    with pytest.raises(SmartHubError, match=r"^cat/gone.jpg does not exist in the data folder"):
         review.keep(small_ws, small_ws.data_dir / "cat" / "gone.jpg")
 
 
@@ -268,8 +268,25 @@ def test_cli_review_and_keep(planted, tmp_path, capsys):
     assert "label errors among 300 images" in printed and f"7 images written worst first to {out}" in printed
     assert len(out.read_text().splitlines()) == 8
     first = out.read_text().splitlines()[1].split(",")[0]
+    review_argv = ["review", "--data", str(ws.data_dir), "--models", str(ws.models_dir), "--arch", "mobilenet_v2",
+                   "--size", str(IMAGE_PX), "--out", str(out), "--limit", "7"]
+
+    def listed() -> list[str]:
+        assert main(review_argv) == 0
+        return [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+
     assert main(["keep", "--data", str(ws.data_dir), str(ws.data_dir / first)]) == 0
     assert "1 images kept" in capsys.readouterr().out
+    assert first not in listed()  # a trusted label: not a suspect
+    assert "1 kept" in capsys.readouterr().out
+    assert main(["history", "--data", str(ws.data_dir)]) == 0
+    keep_row = capsys.readouterr().out.splitlines()[-1].split()
+    assert (keep_row[2], keep_row[4], keep_row[5]) == ("keep", "1", "committed")
+    assert main(["undo", "--data", str(ws.data_dir)]) == 0  # the last action was the keep: undone
+    assert f"undid operation {keep_row[0]}" in capsys.readouterr().out
+    assert review.kept(ws) == set() and listed()[0] == first  # not kept again: the worst suspect again
+    assert "0 kept" in capsys.readouterr().out
+    assert main(["keep", "--data", str(ws.data_dir), str(ws.data_dir / first)]) == 0
     assert main(["keep", "--undo", "--data", str(ws.data_dir), str(ws.data_dir / first)]) == 0
     assert review.kept(ws) == set()
 

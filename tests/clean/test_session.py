@@ -104,7 +104,8 @@ def test_apply_is_one_step_for_undo(small_ws, sess) -> None:
     assert outcome.ok and outcome.message.startswith("applied: 1 relabelled, 1 deleted, 1 kept")
     assert len(sess.undo_stack) == 1 and len(sess.suspects) == 15
     outcome = session.undo(ws, sess)
-    assert outcome.ok and len(outcome.ops) == 2 and len(sess.suspects) == 18
+    assert outcome.ok and len(outcome.ops) == 3 and len(sess.suspects) == 18  # relabel, delete, keep: 3 operations
+    assert sorted(fileops.history(ws)[i].kind for i in range(3)) == ["keep", "relabel", "trash"]
     assert (d / "cat/cat0.jpg").is_file() and (d / "cat/cat1.jpg").is_file() and review.kept(ws) == set()
     assert names(sess) == names(_fresh(ws))
 
