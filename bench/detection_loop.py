@@ -3,7 +3,7 @@ batches, and price what a person does to each box (verify, adjust, relabel, dele
 every box by hand. One process, the same scenes and seed for every arm (the start of training).
 
     .venv/bin/python bench/detection_loop.py [--arms mobilenet_v2,yolov8n.yaml] [--n 60] [--test 30]
-        [--imgsz 160] [--epochs 30 | --budget 8m] [--round2 0] [--figure bench/figures/detection_loop.png]
+        [--imgsz 320] [--scene-px 160] [--epochs 30 | --budget 8m] [--round2 0] [--figure bench/figures/detection_loop.png]
 
 Scenes: public-domain openclipart drawings (Debian `openclipart-png`) of two classes, `fish` and `fruit`, 1-3 per
 scene, pasted at random sizes and places onto crops of real photos (scikit-image's sample photos). Every 4th
@@ -119,12 +119,18 @@ def main() -> None:
                     help="epoch cap, the same for every arm whatever the load (0: --budget instead)")
     ap.add_argument("--budget", default="8m", help="time budget per training when --epochs 0 (default 8m)")
     ap.add_argument("--patience", type=int, default=10)
-    ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--imgsz", type=int, default=None,
+                    help="training size in px (default: train-detector's, DetectorTrainOptions.imgsz)")
+    ap.add_argument("--scene-px", type=int, default=160, help="scene height in px (width 5/4 of it)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--figure", type=Path, help="write the effort figure (PNG) here")
     ap.add_argument("--json", type=Path, help="write every figure as JSON here")
     args = ap.parse_args()
+    if args.imgsz is None:
+        from smarthub.annotate.options import DetectorTrainOptions
+
+        args.imgsz = DetectorTrainOptions().imgsz
     os.environ.setdefault("YOLO_OFFLINE", "1")
 
     from smarthub.annotate.detect import DetectorOptions, load_detector
@@ -143,7 +149,7 @@ def main() -> None:
     except SmartHubError as e:
         print(f"(no COCO arm: {e})")
     started = time.perf_counter()
-    size = (args.imgsz * 5 // 4, args.imgsz)
+    size = (args.scene_px * 5 // 4, args.scene_px)
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="smarthub-loop-") as tmp:
         root = Path(tmp)

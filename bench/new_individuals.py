@@ -1,7 +1,7 @@
 """Why correcting pre-annotations of *new individuals* costs more than half of drawing them, and what changes it.
 
     .venv/bin/python bench/new_individuals.py [--arms default,...] [--seeds 0] [--n 60] [--test 30]
-        [--epochs 30] [--imgsz 160] [--json out.json] [--from-json out.json]
+        [--epochs 30] [--imgsz 320] [--scene-px 160] [--json out.json] [--from-json out.json]
 
 Scenes and split exactly as bench/detection_loop.py (openclipart fish / fruit on photo crops; every 4th drawing
 of a class held out for the "new individuals" batch; 60 corrected scenes, 30 per test batch). For each recipe
@@ -234,12 +234,18 @@ def main() -> None:
     ap.add_argument("--test", type=int, default=30)
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--patience", type=int, default=10)
-    ap.add_argument("--imgsz", type=int, default=160)
+    ap.add_argument("--imgsz", type=int, default=None,
+                    help="training size in px (default: train-detector's, DetectorTrainOptions.imgsz)")
+    ap.add_argument("--scene-px", type=int, default=160, help="scene height in px (width 5/4 of it)")
     ap.add_argument("--more-tests", type=int, default=0,
                     help="K more batch pairs of --test scenes (scene seeds 1000 + 17k) priced with each arm's detector")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--from-json", type=Path)
     args = ap.parse_args()
+    if args.imgsz is None:
+        from smarthub.annotate.options import DetectorTrainOptions
+
+        args.imgsz = DetectorTrainOptions().imgsz
     os.environ.setdefault("YOLO_OFFLINE", "1")
     if args.from_json:
         saved = json.loads(args.from_json.read_text(encoding="utf-8"))
@@ -269,7 +275,7 @@ def main() -> None:
             seen = {k: [d for i, d in enumerate(v) if i % 4] for k, v in drawings.items()}
             new = {k: [d for i, d in enumerate(v) if not i % 4] for k, v in drawings.items()}
             bgs = photos()
-            size = (args.imgsz * 5 // 4, args.imgsz)  # scenes as the detection loop's (independent of arm imgsz)
+            size = (args.scene_px * 5 // 4, args.scene_px)  # scenes as the detection loop's (independent of arm imgsz)
             sets = {"corrected": (args.n, seen), "seen": (args.test, seen), "new individuals": (args.test, new)}
             for i, (name, (n, ds)) in enumerate(sets.items()):
                 compose_scenes(root / name, n, ds, bgs, size=size, seed=seed + 101 * i,
