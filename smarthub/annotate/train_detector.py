@@ -569,8 +569,9 @@ def check_start_weights(path: Path) -> None:
 
 def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOptions | None = None, *,
                    progress: Callable[[TrainProgress], None] | None = None,
-                   should_stop: Callable[[], bool] | None = None) -> DetectorRun:
-    """Build the dataset from `labelme_dir`, train, measure and tune on validation; write a run folder.
+                   should_stop: Callable[[], bool] | None = None, promote: bool = True) -> DetectorRun:
+    """Build the dataset from `labelme_dir`, train, measure and tune on validation; write a run folder (and make
+    it the one in use, latest.json, unless `promote` is False: tune_detector decides then).
 
     Raises DatasetError (bad input, one line), ModelError (backend), TrainingStopped (should_stop()
     turned true: nothing written, earlier runs untouched).
@@ -664,7 +665,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             "thresholds": {m.label: m.threshold.to_json() for m in metrics},
             "threshold_rule": run.threshold_rule,
             "min_precision": options.min_precision})
-    atomic_write_json(runs / LATEST_FILE, {"run": name})
+    if promote:
+        atomic_write_json(runs / LATEST_FILE, {"run": name})
     run.seconds = time.monotonic() - started
     say(TrainProgress("done", length.epochs, length.epochs))
     return run

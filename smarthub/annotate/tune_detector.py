@@ -7,8 +7,14 @@ trial is a real training run (a subprocess of Ultralytics' own CLI) scored by it
 mAP50-95. A trial that fails is recorded as failed (fitness 0) and the search goes on. smarthub adds: a space
 checked before anything runs, image sizes kept to multiples of the stride, the time budget shared between the
 trials and the final run, and the record: `tune-trials.csv` (every trial: state, fitness, mAP, settings,
-seconds, note) and `tune-trials.png` in the final run's folder, with Ultralytics' own output in `tune.log`.
-The previous detector stays in use when no trial completes (nothing is written then).
+seconds, note) and `tune-trials.png` in the promoted run's folder, with Ultralytics' own output in `tune.log`.
+
+No trial time is thrown away: the best trial's weights (Ultralytics' trial `weights/best.pt`, kept as smarthub's
+file before the tuner cleans the trial up) are where the final run starts, for the rest of the budget, and they
+are a candidate themselves: both are measured on the validation split the way train_detector measures a run, and
+the better one is put in use (run.json's "tuning" says which and why; a tie keeps the trial's). Trial 1 is the
+default recipe, so a tuned detector is never worse on validation than a default run of a trial's length.
+The previous detector stays in use when no trial completes or anything fails before the decision.
 """
 from __future__ import annotations
 
@@ -17,35 +23,47 @@ import json
 import math
 import os
 import secrets
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from smarthub import staging
-from smarthub.annotate.detect import RUN_FILE, import_ultralytics
+from smarthub import staging, trust
+from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, import_ultralytics, load_detector
 from smarthub.annotate.detset import check_not_nested, scan_labelme_dir
 from smarthub.annotate.export import dataset_split
 from smarthub.annotate.options import DetectorTrainOptions
 from smarthub.annotate.split import SPLITS
-from smarthub.annotate.starts import backbone_yaml, choose_start
+from smarthub.annotate.starts import DetectorStart, backbone_yaml, choose_start
 from smarthub.annotate.train_detector import (
+    EPOCHS_FILE,
+    EVAL_CONF,
+    LATEST_FILE,
     MAX_EPOCHS,
+    ClassMetrics,
     DetectorRun,
+    TrainingStopped,
+    TrainLength,
     TrainProgress,
     _ultralytics_device,
     _ultralytics_output_to,
     check_trainable,
     detectors_dir,
     fold_imagenet_normalisation,
+    predict_items,
+    save_pr_curves,
     train_detector,
+    validation_metrics,
     write_yolo_tree,
 )
 from smarthub.atomicio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from smarthub.errors import DatasetError, OptionError, SmartHubError
 from smarthub.model.devices import resolve_device
+from smarthub.outputs import staged_output
 from smarthub.trials import best_trial, csv_text
 from smarthub.trials import trials_png as plot_trials
 
@@ -55,6 +73,7 @@ AUGMENTATION_LIMITS = {"scale": (0.0, 0.95), "translate": (0.0, 0.9), "mosaic": 
 AUGMENTATION_DEFAULTS = {"scale": 0.5, "translate": 0.1, "mosaic": 1.0}  # = Ultralytics' defaults (trial 1)
 TRIAL_COLUMNS = ("trial", "state", "fitness", "map50", "map50_95", "lr0", "imgsz", *AUGMENTATIONS, "seconds", "note")
 TRIALS_CSV, TRIALS_PNG, TUNE_LOG = "tune-trials.csv", "tune-trials.png", "tune.log"
+MIN_FINAL_SHARE = 0.5  # a final run shorter than half a trial's share of the budget is not started
 
 
 @dataclass(frozen=True)
@@ -117,12 +136,16 @@ class DetectorTrial:
 
 @dataclass
 class DetectorTuneResult:
-    """The trials, the best settings found, and the final run trained with them."""
+    """The trials, the best settings found, and the run now in use: the final run (trained on from the best
+    trial's weights) or the best trial's own model, whichever is better on validation (`promoted`: 'final' or
+    'trial'); `final_run` is the final run's folder (None when it did not run or failed)."""
 
     trials: list[DetectorTrial]
     best: dict[str, float]
     run: DetectorRun
     files: list[str] = field(default_factory=list)
+    promoted: str = "final"
+    final_run: Path | None = None
 
 
 def check_trials(trials: int) -> int:
@@ -142,12 +165,16 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
                   space: DetectorTuneSpace | None = None,
                   progress: Callable[[TrainProgress], None] | None = None) -> DetectorTuneResult:
     """Run `trials` trials of Ultralytics' genetic search over `space` (default: `default_space(options)`) on the
-    split `train_detector` uses, then train the final detector with the best settings and write the trials into
-    its run folder. With a time budget (no `options.epochs`) each trial and the final run get an equal share.
+    split `train_detector` uses, then train the final detector on from the best trial's weights with its settings,
+    and put in use the better on validation of the two (the best trial's model also when the final run fails or the
+    budget left is too short for one), with the trials in its run folder. With a time budget (no `options.epochs`)
+    each trial gets a share of 1/(N+1) and the final run what the trials left.
 
     Raises SmartHubError for N < 1, a space with no valid point, the torchvision backend, and when no trial
-    completes (nothing written, the previous detector stays); DatasetError/ModelError as train_detector does.
+    completes (nothing written, the previous detector stays); DatasetError/ModelError as train_detector does. On any
+    error the detector in use (latest.json) is unchanged.
     """
+    started = time.monotonic()
     check_trials(trials)
     space = space or default_space(options)
     if options.backend != "ultralytics":
@@ -200,7 +227,7 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
                     **{k: initial[k] for k in space.bounds()}, "mode": "train", "space": space.bounds()}
             tuner = _recording_tuner()(args=args, model=model.model, _callbacks=model.callbacks)
             trials_end = None if share_s is None else time.monotonic() + share_s * trials
-            tuner.setup_record(records, report, log_path, trials, deadline=trials_end)
+            tuner.setup_record(records, report, log_path, trials, deadline=trials_end, keep_dir=scratch / "kept")
             try:
                 tuner(iterations=trials)
             except RuntimeError as e:  # Ultralytics' mutation found no new point: the space is used up
@@ -209,14 +236,38 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
         top = best_trial(records, score=lambda t: t.fitness if t.state == "complete" else None,
                          seconds=lambda t: t.seconds, kept="nothing was written, the previous detector stays")
         best = dict(top.settings)
-        say(TrainProgress("start", text=f"best: trial {top.number}, validation mAP50-95 {top.fitness:.3f} "
-                                        f"({_settings_words(best)}); training the final detector"))
-        final_options = replace(options, imgsz=int(best["imgsz"]),
-                                budget=options.budget if share_s is None else share_s,
+        kept = tuner.kept_weights(top.number)
+        final_options = replace(options, model=str(kept), imgsz=int(best["imgsz"]),
                                 ultralytics_args={**options.ultralytics_args, **recipe,
                                                   **{k: v for k, v in best.items() if k != "imgsz"}})
-        run = train_detector(labelme_dir, models_dir, final_options, progress=progress)
-        files = write_tune_record(run.run_dir, records, best=best, log=log_path)
+        trial_eval = evaluate_weights(kept, splits["val"], names, final_options,
+                                      config_dir=runs / ".cache" / "ultralytics")
+        left_s = None if share_s is None else options.budget_s - (time.monotonic() - started)
+        final, why_not = None, ""
+        if left_s is not None and left_s < MIN_FINAL_SHARE * share_s:
+            why_not = f"the budget left ({left_s:.0f} s) is too short for a final run"
+        else:
+            say(TrainProgress("start", text=f"best: trial {top.number}, validation mAP50-95 {top.fitness:.3f} "
+                                            f"({_settings_words(best)}); training the final detector on from its "
+                                            f"weights" + ("" if left_s is None else f" for {left_s:.0f} s")))
+            try:
+                final = train_detector(labelme_dir, models_dir, replace(final_options, budget=left_s or options.budget),
+                                       progress=progress, promote=False)
+            except TrainingStopped:
+                raise
+            except SmartHubError as e:  # the trial's model is a finished detector: it is kept (said below)
+                why_not = f"the final run failed ({str(e).splitlines()[0][:300]})"
+        choice = choose_promoted(trial_eval.map50_95, None if final is None else final.map50_95, why_not=why_not)
+        say(TrainProgress("start", text=choice.line))
+        if choice.promoted == "final":
+            run = final
+        else:
+            run = write_trial_run(labelme_dir, models_dir, replace(final_options, model=options.model), weights=kept,
+                                  names=names, trial=top, evaluation=trial_eval, splits=splits, record=record, start=start, epochs_csv=tuner.kept_epochs(top.number))
+        files = write_tune_record(run.run_dir, records, best=best, log=log_path,
+                                  promoted=choice.to_json(trial=top.number,
+                                                          final_run=None if final is None else final.run_dir.name))
+        atomic_write_json(runs / LATEST_FILE, {"run": run.run_dir.name})  # the decision's commit point
     finally:
         if scratch.exists():
             staging.discard(scratch)
@@ -224,7 +275,107 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
     run.notes.append(f"tuned: {completed} of {len(records)} trials completed, best trial {top.number} "
                      f"({_settings_words(best)}); trials in {run.run_dir / TRIALS_CSV}"
                      + (f"; {stopped}" if stopped else ""))
-    return DetectorTuneResult(trials=records, best=best, run=run, files=files)
+    run.notes.append(choice.line)
+    return DetectorTuneResult(trials=records, best=best, run=run, files=files, promoted=choice.promoted,
+                              final_run=None if final is None else final.run_dir)
+
+
+@dataclass(frozen=True)
+class WeightsEvaluation:
+    """A detector's figures on the validation split, measured as train_detector measures its run."""
+
+    metrics: list[ClassMetrics]
+    map50: float | None
+    map50_95: float | None
+    pairs: dict[str, list[tuple[float, bool]]]
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """Which model the tuned run promotes ('final' or 'trial'), both validation mAP50-95s, and the line that says
+    why."""
+
+    promoted: str
+    trial_map50_95: float | None
+    final_map50_95: float | None
+    line: str
+
+    def to_json(self, *, trial: int, final_run: str | None) -> dict[str, Any]:
+        return {"promoted": self.promoted, "best_trial": trial, "trial_map50_95": self.trial_map50_95,
+                "final_run": final_run, "final_map50_95": self.final_map50_95, "why": self.line}
+
+
+def choose_promoted(trial_map: float | None, final_map: float | None, *, why_not: str = "") -> Promoted:
+    """The better on validation of the best trial's model and the final run (pure): the final run only when its
+    mAP50-95 is higher (it trained on from the trial's weights; a tie keeps the trial's model)."""
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    if final_map is not None and (trial_map is None or final_map > trial_map):
+        return Promoted("final", trial_map, final_map, f"promoted the final run: validation mAP50-95 {f(final_map)} "
+                                                       f"against the best trial's {f(trial_map)}")
+    if final_map is None and not why_not:
+        why_not = "the final run has no validation mAP"
+    reason = why_not or f"the final run reached {f(final_map)}, not better"
+    return Promoted("trial", trial_map, final_map, f"kept the best trial's model (validation mAP50-95 {f(trial_map)}): "
+                                                   f"{reason}")
+
+
+def evaluate_weights(weights: Path, val_items: list[Any], names: list[str], options: DetectorTrainOptions, *,
+                     config_dir: Path) -> WeightsEvaluation:
+    """Validation figures and tuned thresholds of Ultralytics `weights` (train_detector's own measure)."""
+    detector = load_detector(weights, DetectorOptions(conf=EVAL_CONF, max_det=100, imgsz=options.imgsz,
+                                                      device=resolve_device(options.device), config_dir=config_dir))
+    metrics, map50, map50_95, pairs = validation_metrics(val_items, predict_items(detector, val_items), names,
+                                                         min_precision=options.min_precision,
+                                                         objective=options.threshold_objective)
+    return WeightsEvaluation(metrics, map50, map50_95, pairs)
+
+
+def write_trial_run(labelme_dir: Path, models_dir: Path, options: DetectorTrainOptions, *, weights: Path,
+                    names: list[str], trial: DetectorTrial, evaluation: WeightsEvaluation, splits: dict[str, list[Any]], record: Any,
+                    start: DetectorStart, epochs_csv: Path | None) -> DetectorRun:
+    """A run folder holding the best trial's weights, laid out as train_detector's (weights.pt, run.json, split.json,
+    pr_curves.png, epochs.csv), not yet the one in use. Raises SmartHubError when it cannot be written."""
+    runs = detectors_dir(models_dir)
+    name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
+    length = TrainLength(epochs=_count_rows(epochs_csv), best_epoch=None,
+                         reason=f"trial {trial.number} of the search ({trial.seconds:.0f} s)")
+    run = DetectorRun(run_dir=runs / name, backend="ultralytics", names=names,
+                      counts={s: len(v) for s, v in splits.items()},
+                      backgrounds={s: sum(not it.boxes for it in v) for s, v in splits.items()}, silver=0,
+                      metrics=evaluation.metrics, map50=evaluation.map50, map50_95=evaluation.map50_95,
+                      start=start, length=length)
+    with staged_output(run.run_dir, kind=None, notes=run.notes) as staged:
+        trust.save_model(staged / "weights.pt", lambda tmp: shutil.copyfile(weights, tmp))
+        if epochs_csv is not None and epochs_csv.is_file():
+            atomic_write_bytes(staged / EPOCHS_FILE, epochs_csv.read_bytes())
+        save_pr_curves(staged / "pr_curves.png", evaluation.pairs, evaluation.metrics)
+        atomic_write_json(staged / "split.json", record.to_json())
+        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+        atomic_write_json(staged / RUN_FILE, {
+            "format": RUN_FORMAT, "version": 1, "weights": "weights.pt", "backend": "ultralytics",
+            "model": options.model, "pretrained": _PRETRAINED.get(start.kind), "start": start.to_json(),
+            "training": length.to_json(), "names": names, "imgsz": options.imgsz,
+            "device": resolve_device(options.device), "labelme_dir": str(Path(labelme_dir).resolve()),
+            "options": opts, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "split": {"counts": run.counts, "backgrounds": run.backgrounds, "silver": 0},
+            "validation": {"map50": run.map50, "map50_95": run.map50_95,
+                           "classes": {m.label: {"truth": m.truth, "ap50": m.ap50, "ap50_95": m.ap50_95,
+                                                 "precision": m.threshold.precision, "recall": m.threshold.recall}
+                                       for m in run.metrics}},
+            "thresholds": {m.label: m.threshold.to_json() for m in run.metrics},
+            "min_precision": options.min_precision})
+    return run
+
+
+_PRETRAINED = {"coco": "COCO", "backbone": "ImageNet (torchvision backbone)", "weights": "given weights"}
+
+
+def _count_rows(csv_path: Path | None) -> int:
+    if csv_path is None or not csv_path.is_file():
+        return 0
+    return max(0, len(csv_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()) - 1)
 
 
 @dataclass
@@ -241,9 +392,38 @@ def _recording_tuner() -> type:
 
     class RecordingTuner(Tuner):
         def setup_record(self, records: list[DetectorTrial], report: Callable[[TrainProgress], None],
-                         log_path: Path, total: int, *, deadline: float | None) -> None:
+                         log_path: Path, total: int, *, deadline: float | None, keep_dir: Path) -> None:
             self.records, self.report, self.log_path, self.total = records, report, log_path, total
             self.trial_started, self.log_offset, self.deadline = time.monotonic(), 0, deadline
+            self.keep_dir, self.kept = keep_dir, None
+
+        def kept_weights(self, number: int) -> Path:
+            """The weights of trial `number` (the best one), kept as smarthub's file before Ultralytics cleans up."""
+            if self.kept != number:
+                raise SmartHubError(f"the weights of trial {number} were not kept (see {TUNE_LOG}); nothing was "
+                                    f"written, the previous detector stays")
+            return self.keep_dir / "weights.pt"
+
+        def kept_epochs(self, number: int) -> Path | None:
+            path = self.keep_dir / EPOCHS_FILE
+            return path if self.kept == number and path.is_file() else None
+
+        def _keep(self, trial: DetectorTrial, result: dict) -> None:
+            """Copy the trial's best.pt (else last.pt) and results.csv when it is the best trial so far: the final
+            run trains on from them, and they are a candidate themselves."""
+            done = [t for t in self.records if t.state == "complete"]
+            if trial.state != "complete" or best_trial(done, score=lambda t: t.fitness, seconds=lambda t: t.seconds,
+                                                       kept="") is not trial:
+                return
+            save_dir = Path(next(iter(result.get("save_dirs", {}).values()), ""))
+            found = [save_dir / "weights" / n for n in ("best.pt", "last.pt") if (save_dir / "weights" / n).is_file()]
+            if not found:
+                return
+            self.keep_dir.mkdir(parents=True, exist_ok=True)
+            trust.save_model(self.keep_dir / "weights.pt", lambda tmp: shutil.copyfile(found[0], tmp))
+            if (save_dir / "results.csv").is_file():
+                atomic_write_bytes(self.keep_dir / EPOCHS_FILE, (save_dir / "results.csv").read_bytes())
+            self.kept = trial.number
 
         def _constrain(self, hyp: dict[str, float]) -> dict[str, float]:
             hyp = super()._constrain(hyp)
@@ -267,6 +447,7 @@ def _recording_tuner() -> type:
             trial = trial_from_result(result, seconds=time.monotonic() - self.trial_started,
                                       log_tail=_read_from(self.log_path, self.log_offset))
             self.records.append(trial)
+            self._keep(trial, result)
             self.report(TrainProgress("trial", text=trial_line(trial, self.total)))
 
     return RecordingTuner
@@ -322,9 +503,10 @@ def trials_png(trials: Sequence[DetectorTrial]) -> bytes:
 
 
 def write_tune_record(run_dir: Path, trials: Sequence[DetectorTrial], *, best: dict[str, float],
-                      log: Path | None = None) -> list[str]:
-    """tune-trials.csv, tune-trials.png, tune.log (Ultralytics' output) and a "tuning" entry in run.json, each
-    written atomically into the final run's folder; the paths written."""
+                      log: Path | None = None, promoted: dict[str, Any] | None = None) -> list[str]:
+    """tune-trials.csv, tune-trials.png, tune.log (Ultralytics' output) and a "tuning" entry in run.json (with
+    `promoted`: which model won and why, `Promoted.to_json`), each written atomically into the run's folder; the
+    paths written."""
     atomic_write_text(run_dir / TRIALS_CSV, trials_csv(trials))
     atomic_write_bytes(run_dir / TRIALS_PNG, trials_png(trials))
     written = [run_dir / TRIALS_CSV, run_dir / TRIALS_PNG]
@@ -333,7 +515,7 @@ def write_tune_record(run_dir: Path, trials: Sequence[DetectorTrial], *, best: d
         written.append(run_dir / TUNE_LOG)
     run = json.loads((run_dir / RUN_FILE).read_text(encoding="utf-8"))
     run["tuning"] = {"searcher": "ultralytics.engine.tuner.Tuner", "trials": len(trials),
-                     "completed": sum(t.state == "complete" for t in trials), "best": best}
+                     "completed": sum(t.state == "complete" for t in trials), "best": best, **(promoted or {})}
     atomic_write_json(run_dir / RUN_FILE, run)
     return [str(p) for p in written]
 

@@ -15,8 +15,8 @@ import pytest
 from test_export import scenes
 
 from smarthub.annotate.train_detector import DetectorTrainOptions, latest_run
-from smarthub.annotate.tune_detector import (TRIAL_COLUMNS, DetectorTuneSpace, check_trials, trial_from_result,
-                                             tune_detector)
+from smarthub.annotate.tune_detector import (TRIAL_COLUMNS, DetectorTuneSpace, check_trials, choose_promoted,
+                                             trial_from_result, tune_detector)
 from smarthub.cli import main
 from smarthub.errors import SmartHubError
 
@@ -125,14 +125,101 @@ def test_trials_are_recorded_a_failing_one_too_and_the_final_detector_uses_the_b
     assert run["imgsz"] == second.settings["imgsz"]
     assert run["options"]["ultralytics_args"]["lr0"] == pytest.approx(second.settings["lr0"])
     assert run["options"]["ultralytics_args"]["optimizer"] == "AdamW"
-    assert run["tuning"] == {"searcher": "ultralytics.engine.tuner.Tuner", "trials": 2, "completed": 1,
-                             "best": second.settings}
+    tuning = run["tuning"]
+    assert {k: tuning[k] for k in ("searcher", "trials", "completed", "best")} == {
+        "searcher": "ultralytics.engine.tuner.Tuner", "trials": 2, "completed": 1, "best": second.settings}
+    _check_the_better_is_promoted(models, result, tuning)
     rows = list(csv.DictReader(io.StringIO((run_dir / "tune-trials.csv").read_text())))
     assert tuple(rows[0]) == TRIAL_COLUMNS and [r["state"] for r in rows] == ["failed", "complete"]
     assert (run_dir / "tune-trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Tuner" in (run_dir / "tune.log").read_text()
     assert latest_run(models) == run_dir
     assert not [p for p in (models / "detectors" / ".cache").iterdir() if p.name.startswith("tune-")]
+
+
+def _check_the_better_is_promoted(models: Path, result, tuning: dict) -> None:
+    """The run in use is the better on validation of the best trial's model and the final run (trained on from the
+    trial's weights); the other one's folder, when the final run lost, is kept but not in use."""
+    trial_map, final_map = tuning["trial_map50_95"], tuning["final_map50_95"]
+    assert trial_map is not None and final_map is not None
+    winner = "final" if final_map > trial_map else "trial"
+    assert (tuning["promoted"], result.promoted) == (winner, winner), tuning
+    run = json.loads((result.run.run_dir / "run.json").read_text())
+    assert run["validation"]["map50_95"] == pytest.approx(max(trial_map, final_map))
+    assert latest_run(models) == result.run.run_dir
+    assert result.final_run is not None and result.final_run.name == tuning["final_run"]
+    final = json.loads((result.final_run / "run.json").read_text())
+    assert final["start"]["kind"] == "weights" and final["validation"]["map50_95"] == pytest.approx(final_map)
+    assert (result.final_run == result.run.run_dir) == (winner == "final")
+    assert tuning["why"].startswith("promoted the final run" if winner == "final" else "kept the best trial's model")
+
+
+@pytest.mark.parametrize(("trial", "final", "why_not", "promoted", "line"), [
+    (0.30, 0.40, "", "final", r"^promoted the final run: validation mAP50-95 0\.400 against the best trial's 0\.300$"),
+    (0.40, 0.30, "", "trial", r"^kept the best trial's model \(validation mAP50-95 0\.400\): the final run reached "
+                              r"0\.300, not better$"),
+    (0.40, 0.40, "", "trial", r"the final run reached 0\.400, not better$"),
+    (0.40, None, "the final run failed (boom)", "trial", r"0\.400\): the final run failed \(boom\)$"),
+    (0.40, None, "the budget left (3 s) is too short for a final run", "trial", r"too short for a final run$"),
+    (None, 0.10, "", "final", r"^promoted the final run: validation mAP50-95 0\.100 against the best trial's -$"),
+], ids=["final-better", "trial-better", "tie-keeps-trial", "final-failed", "no-time-left", "trial-unmeasured"])
+def test_the_promoted_model_is_the_better_on_validation(trial, final, why_not, promoted, line) -> None:
+    choice = choose_promoted(trial, final, why_not=why_not)
+    assert choice.promoted == promoted and re.search(line, choice.line), choice.line
+    assert choice.to_json(trial=2, final_run=None)["promoted"] == promoted
+
+
+def test_a_failed_final_run_keeps_the_best_trials_model(tmp_path: Path, torch_home: Path) -> None:
+    """The images vanish once the trials are done: the final run fails, and the best trial's model (measured on
+    validation before) is written as a run and put in use, with the reason in run.json and the summary."""
+    _ultralytics()
+    lm, away = scenes(tmp_path / "lm", 12), tmp_path / "away"
+    models = tmp_path / "models"
+    old = _previous_detector(models)
+
+    def progress(p) -> None:
+        if p.stage == "start" and p.text.startswith("best: trial"):
+            lm.rename(away)
+
+    result = tune_detector(lm, models, DetectorTrainOptions(**TINY), trials=1, space=SPACE, progress=progress)
+    assert result.promoted == "trial" and result.final_run is None
+    run_dir = result.run.run_dir
+    assert latest_run(models) == run_dir != old
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["tuning"]["promoted"] == "trial" and run["tuning"]["final_run"] is None
+    assert re.match(r"^kept the best trial's model \(validation mAP50-95 [0-9.]+\): the final run failed "
+                    r"\(Labelme folder not found", run["tuning"]["why"]), run["tuning"]["why"]
+    assert run["validation"]["map50_95"] == pytest.approx(run["tuning"]["trial_map50_95"])
+    assert run["imgsz"] == result.best["imgsz"] and run["training"]["reason"].startswith("trial 1 of the search")
+    assert run["tuning"]["why"] in result.run.summary()
+    # the kept weights are a working detector, recorded as written by smarthub
+    from smarthub.annotate.detect import DetectorOptions, load_detector
+    from smarthub.trust import written_by_smarthub
+
+    assert written_by_smarthub(run_dir / "weights.pt") is not None
+    load_detector(run_dir / "weights.pt", DetectorOptions(imgsz=run["imgsz"], device="cpu"))
+    assert (run_dir / "pr_curves.png").is_file() and (run_dir / "split.json").is_file()
+    assert not [p for p in (models / "detectors" / ".cache").iterdir() if p.name.startswith("tune-")]
+
+
+def test_an_error_before_the_decision_leaves_the_previous_detector_in_use(tmp_path: Path, torch_home: Path,
+                                                                          monkeypatch) -> None:
+    """Writing latest.json fails (os.replace refused): one SmartHubError, and the detector in use is the old one."""
+    _ultralytics()
+    lm, models = scenes(tmp_path / "lm", 12), tmp_path / "models"
+    old = _previous_detector(models)
+    real_replace = os.replace
+
+    def refuse_latest(src, dst, *args, **kwargs):
+        if Path(dst).name == "latest.json":
+            raise PermissionError(13, "Permission denied")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse_latest)
+    with pytest.raises(SmartHubError, match=r"^cannot write .*latest\.json: Permission denied$"):
+        tune_detector(lm, models, DetectorTrainOptions(**TINY), trials=1, space=SPACE)
+    assert latest_run(models) == old
+    assert json.loads((models / "detectors" / "latest.json").read_text()) == {"run": "old"}
 
 
 def test_no_trial_completes_nothing_is_written_and_the_previous_detector_stays(tmp_path: Path,
