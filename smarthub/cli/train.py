@@ -229,6 +229,7 @@ def run_tune(args: argparse.Namespace) -> int:
         result = tune(ws, base, space=space, trials=args.trials, budget_s=budget_s,
                       say=lambda text: print(text, file=sys.stderr, flush=True))
     code = print_train_summary(result.final)
+    print(result.why)
     print(f"trials: {', '.join(result.files)}")
     return code
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
 import re
 from pathlib import Path
 
@@ -12,7 +14,7 @@ import pytest
 from helpers import write_fashion_folders
 from smarthub.cli import main
 from smarthub.errors import SmartHubError
-from smarthub.model.tune import TuneSpace, parse_space
+from smarthub.model.tune import TuneSpace, choose_promoted, parse_space
 from smarthub.workspace import Workspace
 
 
@@ -79,3 +81,108 @@ def test_tune_records_every_trial_and_trains_the_final_model(tmp_path: Path, tor
     assert (run_dir / "tune-trials.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not (ws.cache_dir / "tune").exists()  # the trials' scratch folders are gone
     assert ws.export_path.is_file()  # the final model was promoted (there was none before)
+    # no budget: the best trial's model is the one kept (training its settings again would give the same model)
+    assert result.promoted == "trial" and report["tuning"]["promoted"] == "trial"
+    assert report["valid_accuracy"] == pytest.approx(best.valid_accuracy)
+    assert report["tuning"]["why"] == result.why and "no time budget" in result.why
+    assert report["options"]["promote"] == "if-better" and report["promotion"]["promoted"] is True
+    assert [p.name for p in ws.runs_dir.iterdir() if p.is_dir() and not p.name.startswith(".")] == [report["run_id"]]
+
+
+SPACE = TuneSpace(lr=(1e-3, 4e-3), freeze_strides=(8,), aug_strengths=(0.0,), sizes_px=(32,))
+
+
+@pytest.mark.parametrize(("trial", "final", "why_not", "promoted", "line"), [
+    (0.50, 0.75, "", "final", r"^the final run is better: validation accuracy 0\.750 against the best trial's 0\.500$"),
+    (0.75, 0.50, "", "trial", r"^kept the best trial's model \(validation accuracy 0\.750\): the final run reached "
+                              r"0\.500, not better$"),
+    (0.75, 0.75, "", "trial", r"the final run reached 0\.750, not better$"),
+    (0.75, None, "the final run failed (boom)", "trial", r"0\.750\): the final run failed \(boom\)$"),
+], ids=["final-better", "trial-better", "tie-keeps-trial", "final-failed"])
+def test_the_promoted_model_is_the_better_on_validation(trial, final, why_not, promoted, line) -> None:
+    choice = choose_promoted(trial, final, why_not=why_not)
+    assert choice.promoted == promoted and re.search(line, choice.line), choice.line
+    assert choice.to_json()["promoted"] == promoted
+
+
+def _tiny(tmp_path: Path) -> Workspace:
+    ws = Workspace(tmp_path / "data", tmp_path / "models")
+    write_fashion_folders(ws.data_dir, per_class=8, classes=("trouser", "bag", "coat"), size_px=28)
+    return ws
+
+
+def test_with_budget_left_a_final_run_fills_it_and_the_better_is_promoted(tmp_path: Path, torch_home: Path) -> None:
+    """One real trial, a budget far above its time: the final run with its settings runs, and the run recorded and
+    promoted is the better of the two on validation (its report holds both figures)."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.tune import tune
+
+    ws = _tiny(tmp_path)
+    lines: list[str] = []
+    result = tune(ws, TrainOptions(size_px=32, batch_size=8, epochs=1), space=SPACE, trials=1, budget_s=3600,
+                  say=lines.append)
+    tuning = result.final.report["tuning"]
+    assert [ln for ln in lines if re.match(r"best: trial 0, .*a final run with these settings for the \d+ s left", ln)]
+    trial_acc, final_acc = tuning["trial_valid_accuracy"], tuning["final_valid_accuracy"]
+    assert trial_acc == pytest.approx(result.trials[0].valid_accuracy) and final_acc is not None
+    winner = "final" if final_acc > trial_acc else "trial"
+    assert result.promoted == tuning["promoted"] == winner and lines[-1] == result.why
+    assert result.final.report["valid_accuracy"] == pytest.approx(max(trial_acc, final_acc))
+    assert result.final.report["epochs"] == (2 if winner == "final" else 1)  # the final run may train (N+1)x longer
+    promoted = json.loads(ws.report_path.read_text())
+    assert promoted["run_id"] == result.final.report["run_id"] and promoted["tuning"]["promoted"] == winner
+    assert not (ws.cache_dir / "tune").exists()
+
+
+def test_a_failed_final_run_keeps_the_best_trials_model(tmp_path: Path, torch_home: Path) -> None:
+    """An unreadable image appears once the trial is done: the final run fails on it, and the best trial's model
+    is recorded and promoted, the reason in its report."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.tune import tune
+
+    ws = _tiny(tmp_path)
+    broken = ws.data_dir / "coat" / "zz-broken.png"
+
+    def say(text: str) -> None:
+        if text.startswith("best: trial"):
+            broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+
+    result = tune(ws, TrainOptions(size_px=32, batch_size=8, epochs=1), space=SPACE, trials=1, budget_s=3600, say=say)
+    report = result.final.report
+    assert result.promoted == "trial" and report["tuning"]["final_valid_accuracy"] is None
+    assert re.match(r"^kept the best trial's model \(validation accuracy [0-9.]+\): the final run failed \(.*"
+                    r"zz-broken\.png", result.why), result.why
+    assert report["valid_accuracy"] == pytest.approx(result.trials[0].valid_accuracy)
+    assert json.loads(ws.report_path.read_text())["run_id"] == report["run_id"]
+    from smarthub.model.predict import predict
+
+    assert predict(ws.export_path, [ws.data_dir / "bag" / sorted(p.name for p in (ws.data_dir / "bag").iterdir())[0]],
+                   top_k=1, device="cpu")[0].label in ("trouser", "bag", "coat")
+
+
+def test_an_error_while_recording_leaves_the_promoted_model_unchanged(tmp_path: Path, torch_home: Path,
+                                                                     monkeypatch) -> None:
+    """A model is promoted; tuning then cannot write into the models folder (os.replace refused there): one
+    SmartHubError, the promoted files and pointer byte for byte as before, no scratch left."""
+    from smarthub.model.options import TrainOptions
+    from smarthub.model.train import train
+    from smarthub.model.tune import tune
+
+    ws = _tiny(tmp_path)
+    options = TrainOptions(size_px=32, batch_size=8, epochs=1)
+    train(ws, options)
+    before = {p.name: p.read_bytes() for p in ws.models_dir.iterdir() if p.is_file()}
+    real_replace = os.replace
+    models = ws.models_dir.resolve()
+
+    def refuse_models(src, dst, *args, **kwargs):
+        if models in Path(dst).resolve().parents:
+            raise PermissionError(13, "Permission denied")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", refuse_models)
+    with pytest.raises(SmartHubError, match=r"^cannot write .*Permission denied"):
+        tune(ws, options, space=SPACE, trials=1)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in ws.models_dir.iterdir() if p.is_file()} == before
+    assert not (ws.cache_dir / "tune").exists()
