@@ -7,15 +7,16 @@
     .venv/bin/python bench/tuning.py --quick                 # smoke run
 
 Classifier: openclipart drawings (bench/time_to_accuracy.py's eight subject folders, `--per-class` each, 64 px),
-train()'s seeded split. Tuned: `tune(trials=N)`, every trial `--epochs` fine-tuning epochs, then the final run with
-the best settings; its wall time T (trials and final run). Default at equal time: `train()` with its defaults and
+train()'s seeded split. Tuned: `tune(trials=N)`, every trial `--epochs` fine-tuning epochs; with no budget the best
+trial's model is the tuned model (a final run with its settings would train it again); its wall time T. Default at equal time: `train()` with its defaults and
 `budget_s=T` (the planner fills T with as many of up to 6·(N+1) epochs as fit); the default with its own epochs is
 printed too. Scored on the validation split (what tuning and keep-best select on: the tuned figure carries a
 selection bias) and on held-out drawings (the next `--per-class` of each folder, which neither run saw).
 
 Detector: `--scenes` scenes of the shipped drawings on generated backgrounds (compose_scenes, 160×128), the split
-train_detector makes. Tuned: `tune_detector(trials=N)` with `--detector-budget` B shared between the trials and the
-final run; default: `train_detector` with the same B. Scored on validation (run.json's mAP50-95; the tuned side
+train_detector makes. Tuned: `tune_detector(trials=N)` with `--detector-budget` B: trials of B/(N+1) each, then the
+final run trains on from the best trial's weights for what is left, and the better of the two on validation is
+kept (both printed); default: `train_detector` with the same B. Scored on validation (run.json's mAP50-95; the tuned side
 selects on it) and on `--scenes` held-out scenes (mAP50-95 of the run's detections, through smarthub's own
 evaluation). Both wall times are printed: a trial is a subprocess of Ultralytics' CLI, whose start-up counts.
 Writes bench/out/tuning.json.
@@ -75,7 +76,8 @@ def classifier(root: Path, *, per_class: int, size_px: int, epochs: int, trials:
                      "held_out": held_out_accuracy(ws.models_dir / "export.pkl", held),
                      "best": {"lr": tuned.best.lr, "freeze_stride": tuned.best.freeze_stride,
                               "aug_strength": tuned.best.aug_strength, "size_px": tuned.best.size_px},
-                     "trials": [t.valid_accuracy for t in tuned.trials]}}
+                     "trials": [t.valid_accuracy for t in tuned.trials],
+                     "promoted": tuned.promoted, "why": tuned.why}}
     for name, options in (("default_equal_time", TrainOptions(size_px=size_px, batch_size=32,
                                                               epochs=6 * (trials + 1), budget_s=tuned_s)),
                           ("default", TrainOptions(size_px=size_px, batch_size=32))):
@@ -124,9 +126,13 @@ def detector(root: Path, *, scenes: int, budget: str, trials: int, imgsz: int) -
     t0 = time.monotonic()
     tuned = tune_detector(lm, root / "models-tuned", options, trials=trials,
                           progress=lambda p: p.stage == "trial" and print("  " + p.line(), flush=True))
+    tuning = json.loads((tuned.run.run_dir / "run.json").read_text())["tuning"]
     out["tuned"] = {"seconds": time.monotonic() - t0, "valid": tuned.run.map50_95, "best": tuned.best,
-                    "trials": [t.fitness for t in tuned.trials],
-                    "held_out": held_out_map(tuned.run.run_dir, held)}
+                    "trials": [t.fitness for t in tuned.trials], "trial_seconds": [t.seconds for t in tuned.trials],
+                    "held_out": held_out_map(tuned.run.run_dir, held), "promoted": tuned.promoted,
+                    "why": tuning.get("why"), "trial_map50_95": tuning.get("trial_map50_95"),
+                    "final_map50_95": tuning.get("final_map50_95"),
+                    "final_held_out": None if tuned.final_run is None else held_out_map(tuned.final_run, held)}
     t0 = time.monotonic()
     run = train_detector(lm, root / "models-default", options)
     out["default"] = {"seconds": time.monotonic() - t0, "valid": run.map50_95,
@@ -168,7 +174,8 @@ def main() -> int:
             for name in ("tuned", "default_equal_time", "default"):
                 x = r[name]
                 print(f"  {name}: validation {x['valid']:.3f}, held-out {x['held_out']:.3f} in {x['seconds']:.0f}s"
-                      + (f" ({x['epochs_run']} epochs)" if "epochs_run" in x else f"; best {x['best']}"), flush=True)
+                      + (f" ({x['epochs_run']} epochs)" if "epochs_run" in x
+                         else f"; best {x['best']}; {x['why']}"), flush=True)
         if args.only in (None, "detector"):
             print(f"detector: {args.scenes} scenes (+ {args.scenes} held out), {args.trials} trials, budget "
                   f"{args.detector_budget}", flush=True)
@@ -179,7 +186,7 @@ def main() -> int:
                 v = "-" if x["valid"] is None else f"{x['valid']:.3f}"
                 h = "-" if x["held_out"] is None else f"{x['held_out']:.3f}"
                 print(f"  {name}: validation mAP50-95 {v}, held-out {h} in {x['seconds']:.0f}s"
-                      + (f"; best {x['best']}" if "best" in x else ""), flush=True)
+                      + (f"; best {x['best']}; {x['why']}" if "best" in x else ""), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "tuning.json").write_text(json.dumps(results, indent=2, default=str))
     print(f"wrote {args.out / 'tuning.json'}")
