@@ -130,8 +130,8 @@ def detector(root: Path, *, scenes: int, budget: str, trials: int, imgsz: int) -
     out["tuned"] = {"seconds": time.monotonic() - t0, "valid": tuned.run.map50_95, "best": tuned.best,
                     "trials": [t.fitness for t in tuned.trials], "trial_seconds": [t.seconds for t in tuned.trials],
                     "held_out": held_out_map(tuned.run.run_dir, held), "promoted": tuned.promoted,
-                    "why": tuning.get("why"), "trial_map50_95": tuning.get("trial_map50_95"),
-                    "final_map50_95": tuning.get("final_map50_95"),
+                    "why": tuning.get("why"), "trial_map50_95": tuning.get("trial_score"),
+                    "final_map50_95": tuning.get("final_score"),
                     "final_held_out": None if tuned.final_run is None else held_out_map(tuned.final_run, held)}
     t0 = time.monotonic()
     run = train_detector(lm, root / "models-default", options)

@@ -1,6 +1,7 @@
-"""What a hyper-parameter search leaves in its run folder, shared by both searches (`model/tune.py`, Optuna, and
-`annotate/tune_detector.py`, Ultralytics' tuner): the trials as CSV text, and a PNG of each trial's score with
-the best so far (trials without a score marked at the bottom: failed in red, pruned in grey).
+"""What both searches share (`model/tune.py`, Optuna, and `annotate/tune_detector.py`, Ultralytics' tuner): the
+best trial, the choice between the best trial's model and the final run (`choose_promoted`), and what a search
+leaves in its run folder: the trials as CSV text, and a PNG of each trial's score with the best so far (trials
+without a score marked at the bottom: failed in red, pruned in grey).
 
 matplotlib is imported inside `trials_png` only.
 """
@@ -10,6 +11,7 @@ import csv
 import io
 import math
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from smarthub.errors import SmartHubError
@@ -29,6 +31,39 @@ def best_trial(trials: Sequence[T], *, score: Callable[[T], float | None], secon
         reasons = "; ".join(f"trial {getattr(t, 'number')}: {getattr(t, 'note')}" for t in trials[:3])
         raise SmartHubError(f"no tuning trial completed ({len(trials)} tried: {reasons}); {kept}")
     return max(done, key=lambda t: (score(t), -seconds(t)))
+
+
+@dataclass(frozen=True)
+class Promoted:
+    """Which model a tuned run keeps ('final': the final run; 'trial': the best trial's own model), both validation
+    scores, and the one line that says why."""
+
+    promoted: str
+    metric: str
+    trial_score: float | None
+    final_score: float | None
+    line: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"promoted": self.promoted, "metric": self.metric, "trial_score": self.trial_score,
+                "final_score": self.final_score, "why": self.line}
+
+
+def choose_promoted(trial_score: float | None, final_score: float | None, *, metric: str,
+                    why_not: str = "") -> Promoted:
+    """The better on validation of the best trial's model and the final run (pure). The final run must be higher:
+    a tie keeps the trial's model. `why_not`: why there is no final score (no final run, or it failed)."""
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:.3f}"
+
+    if final_score is not None and (trial_score is None or final_score > trial_score):
+        return Promoted("final", metric, trial_score, final_score, f"the final run is better: validation {metric} "
+                                                                   f"{f(final_score)} against the best trial's "
+                                                                   f"{f(trial_score)}")
+    reason = why_not or ("the final run has no validation score" if final_score is None
+                         else f"the final run reached {f(final_score)}, not better")
+    return Promoted("trial", metric, trial_score, final_score,
+                    f"kept the best trial's model (validation {metric} {f(trial_score)}): {reason}")
 
 
 def csv_text(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

@@ -64,7 +64,7 @@ from smarthub.atomicio import atomic_write_bytes, atomic_write_json, atomic_writ
 from smarthub.errors import DatasetError, OptionError, SmartHubError
 from smarthub.model.devices import resolve_device
 from smarthub.outputs import staged_output
-from smarthub.trials import best_trial, csv_text
+from smarthub.trials import best_trial, choose_promoted, csv_text
 from smarthub.trials import trials_png as plot_trials
 
 STRIDE_PX = 32  # Ultralytics rounds image sizes up to a multiple of the detector's largest stride
@@ -251,13 +251,17 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
                                             f"({_settings_words(best)}); training the final detector on from its "
                                             f"weights" + ("" if left_s is None else f" for {left_s:.0f} s")))
             try:
-                final = train_detector(labelme_dir, models_dir, replace(final_options, budget=left_s or options.budget),
-                                       progress=progress, promote=False)
+                # the weights are trained already: no second warm-up from a zero learning rate
+                final = train_detector(labelme_dir, models_dir, replace(
+                    final_options, budget=left_s or options.budget,
+                    ultralytics_args={**final_options.ultralytics_args, "warmup_epochs": 0}), progress=progress,
+                    promote=False)
             except TrainingStopped:
                 raise
             except SmartHubError as e:  # the trial's model is a finished detector: it is kept (said below)
                 why_not = f"the final run failed ({str(e).splitlines()[0][:300]})"
-        choice = choose_promoted(trial_eval.map50_95, None if final is None else final.map50_95, why_not=why_not)
+        choice = choose_promoted(trial_eval.map50_95, None if final is None else final.map50_95, metric="mAP50-95",
+                                 why_not=why_not)
         say(TrainProgress("start", text=choice.line))
         if choice.promoted == "final":
             run = final
@@ -265,8 +269,8 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
             run = write_trial_run(labelme_dir, models_dir, replace(final_options, model=options.model), weights=kept,
                                   names=names, trial=top, evaluation=trial_eval, splits=splits, record=record, start=start, epochs_csv=tuner.kept_epochs(top.number))
         files = write_tune_record(run.run_dir, records, best=best, log=log_path,
-                                  promoted=choice.to_json(trial=top.number,
-                                                          final_run=None if final is None else final.run_dir.name))
+                                  promoted={**choice.to_json(), "best_trial": top.number,
+                                            "final_run": None if final is None else final.run_dir.name})
         atomic_write_json(runs / LATEST_FILE, {"run": run.run_dir.name})  # the decision's commit point
     finally:
         if scratch.exists():
@@ -288,37 +292,6 @@ class WeightsEvaluation:
     map50: float | None
     map50_95: float | None
     pairs: dict[str, list[tuple[float, bool]]]
-
-
-@dataclass(frozen=True)
-class Promoted:
-    """Which model the tuned run promotes ('final' or 'trial'), both validation mAP50-95s, and the line that says
-    why."""
-
-    promoted: str
-    trial_map50_95: float | None
-    final_map50_95: float | None
-    line: str
-
-    def to_json(self, *, trial: int, final_run: str | None) -> dict[str, Any]:
-        return {"promoted": self.promoted, "best_trial": trial, "trial_map50_95": self.trial_map50_95,
-                "final_run": final_run, "final_map50_95": self.final_map50_95, "why": self.line}
-
-
-def choose_promoted(trial_map: float | None, final_map: float | None, *, why_not: str = "") -> Promoted:
-    """The better on validation of the best trial's model and the final run (pure): the final run only when its
-    mAP50-95 is higher (it trained on from the trial's weights; a tie keeps the trial's model)."""
-    def f(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    if final_map is not None and (trial_map is None or final_map > trial_map):
-        return Promoted("final", trial_map, final_map, f"promoted the final run: validation mAP50-95 {f(final_map)} "
-                                                       f"against the best trial's {f(trial_map)}")
-    if final_map is None and not why_not:
-        why_not = "the final run has no validation mAP"
-    reason = why_not or f"the final run reached {f(final_map)}, not better"
-    return Promoted("trial", trial_map, final_map, f"kept the best trial's model (validation mAP50-95 {f(trial_map)}): "
-                                                   f"{reason}")
 
 
 def evaluate_weights(weights: Path, val_items: list[Any], names: list[str], options: DetectorTrainOptions, *,
@@ -505,7 +478,7 @@ def trials_png(trials: Sequence[DetectorTrial]) -> bytes:
 def write_tune_record(run_dir: Path, trials: Sequence[DetectorTrial], *, best: dict[str, float],
                       log: Path | None = None, promoted: dict[str, Any] | None = None) -> list[str]:
     """tune-trials.csv, tune-trials.png, tune.log (Ultralytics' output) and a "tuning" entry in run.json (with
-    `promoted`: which model won and why, `Promoted.to_json`), each written atomically into the run's folder; the
+    `promoted`: which model won and why, trials.Promoted.to_json), each written atomically into the run's folder; the
     paths written."""
     atomic_write_text(run_dir / TRIALS_CSV, trials_csv(trials))
     atomic_write_bytes(run_dir / TRIALS_PNG, trials_png(trials))

@@ -33,7 +33,7 @@ from smarthub.model import runs
 from smarthub.model.options import AUG_STRENGTH_MAX, FREEZE_STRIDES, TrainOptions
 from smarthub.model.progress import TrainingStopped
 from smarthub.staging import discard
-from smarthub.trials import best_trial, csv_text
+from smarthub.trials import best_trial, choose_promoted, csv_text
 from smarthub.trials import trials_png as plot_trials
 
 TRIAL_COLUMNS = ("trial", "state", "valid_accuracy", "lr", "freeze_stride", "aug_strength", "size_px", "epochs_run",
@@ -203,7 +203,7 @@ def tune(ws: Any, base: TrainOptions, *, space: TuneSpace, trials: int, budget_s
             except SmartHubError as e:  # the best trial's model is a finished model: it is kept (said below)
                 why_not = f"the final run failed ({str(e).splitlines()[0][:300]})"
         choice = choose_promoted(top.valid_accuracy, None if final is None else final.report["valid_accuracy"],
-                                 why_not=why_not)
+                                 metric="accuracy", why_not=why_not)
         say(choice.line)
         won_ws, won = (final_ws, final) if choice.promoted == "final" else (trial_ws, trial_result)
         table = trials_csv(records)
@@ -232,34 +232,6 @@ def _keep_best(records: Sequence[Trial], kept: dict[int, tuple[Any, Any]], scrat
         kept[last.number] = (scratch, result)
     else:
         discard(scratch.models_dir)  # a scratch run: never promoted, never kept
-
-
-@dataclass(frozen=True)
-class Promoted:
-    """Which run the tuned run records ('final' or 'trial'), both validation accuracies, and the line saying why."""
-
-    promoted: str
-    trial_accuracy: float | None
-    final_accuracy: float | None
-    line: str
-
-    def to_json(self) -> dict[str, Any]:
-        return {"promoted": self.promoted, "trial_valid_accuracy": self.trial_accuracy,
-                "final_valid_accuracy": self.final_accuracy, "why": self.line}
-
-
-def choose_promoted(trial_acc: float | None, final_acc: float | None, *, why_not: str = "") -> Promoted:
-    """The better on validation of the best trial's model and the final run (pure); a tie keeps the trial's."""
-    def f(v: float | None) -> str:
-        return "-" if v is None else f"{v:.3f}"
-
-    if final_acc is not None and (trial_acc is None or final_acc > trial_acc):
-        return Promoted("final", trial_acc, final_acc, f"the final run is better: validation accuracy {f(final_acc)} "
-                                                       f"against the best trial's {f(trial_acc)}")
-    reason = why_not or ("the final run has no validation accuracy" if final_acc is None
-                         else f"the final run reached {f(final_acc)}, not better")
-    return Promoted("trial", trial_acc, final_acc, f"kept the best trial's model (validation accuracy "
-                                                   f"{f(trial_acc)}): {reason}")
 
 
 def record_winner(ws: Any, scratch: Any, report: dict, *, promote: str, tuning: dict[str, Any]) -> dict:
