@@ -15,6 +15,10 @@ are a candidate themselves: both are measured on the validation split the way tr
 the better one is put in use (run.json's "tuning" says which and why; a tie keeps the trial's). Trial 1 is the
 default recipe, so a tuned detector is never worse on validation than a default run of a trial's length.
 The previous detector stays in use when no trial completes or anything fails before the decision.
+
+Over 400 lines on purpose: one job, the search around Ultralytics' Tuner (its space, the budget, the subclass that
+records each trial and keeps the best one's weights, the descriptor-level output redirection its subprocess
+trials need) and its record; the run folder written from the trial's weights is annotate/weights_run.py.
 """
 from __future__ import annotations
 
@@ -27,43 +31,36 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime, timezone
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from smarthub import staging, trust
-from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, import_ultralytics, load_detector
+from smarthub.annotate.detect import RUN_FILE, import_ultralytics
 from smarthub.annotate.detset import check_not_nested, scan_labelme_dir
 from smarthub.annotate.export import dataset_split
 from smarthub.annotate.options import DetectorTrainOptions
 from smarthub.annotate.split import SPLITS
-from smarthub.annotate.starts import DetectorStart, backbone_yaml, choose_start
+from smarthub.annotate.starts import backbone_yaml, choose_start
 from smarthub.annotate.train_detector import (
     EPOCHS_FILE,
-    EVAL_CONF,
     LATEST_FILE,
     MAX_EPOCHS,
-    ClassMetrics,
     DetectorRun,
     TrainingStopped,
-    TrainLength,
     TrainProgress,
     _ultralytics_device,
     _ultralytics_output_to,
     check_trainable,
     detectors_dir,
     fold_imagenet_normalisation,
-    predict_items,
-    save_pr_curves,
     train_detector,
-    validation_metrics,
     write_yolo_tree,
 )
 from smarthub.atomicio import atomic_write_bytes, atomic_write_json, atomic_write_text
 from smarthub.errors import DatasetError, OptionError, SmartHubError
 from smarthub.model.devices import resolve_device
-from smarthub.outputs import staged_output
+from smarthub.annotate.weights_run import evaluate_weights, write_weights_run
 from smarthub.trials import best_trial, choose_promoted, csv_text
 from smarthub.trials import trials_png as plot_trials
 
@@ -266,8 +263,10 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
         if choice.promoted == "final":
             run = final
         else:
-            run = write_trial_run(labelme_dir, models_dir, replace(final_options, model=options.model), weights=kept,
-                                  names=names, trial=top, evaluation=trial_eval, splits=splits, record=record, start=start, epochs_csv=tuner.kept_epochs(top.number))
+            run = write_weights_run(labelme_dir, models_dir, replace(final_options, model=options.model),
+                                    weights=kept, names=names, evaluation=trial_eval, splits=splits,
+                                    reason=f"trial {top.number} of the search ({top.seconds:.0f} s)", record=record,
+                                    start=start, epochs_csv=tuner.kept_epochs(top.number))
         files = write_tune_record(run.run_dir, records, best=best, log=log_path,
                                   promoted={**choice.to_json(), "best_trial": top.number,
                                             "final_run": None if final is None else final.run_dir.name})
@@ -282,73 +281,6 @@ def tune_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOpt
     run.notes.append(choice.line)
     return DetectorTuneResult(trials=records, best=best, run=run, files=files, promoted=choice.promoted,
                               final_run=None if final is None else final.run_dir)
-
-
-@dataclass(frozen=True)
-class WeightsEvaluation:
-    """A detector's figures on the validation split, measured as train_detector measures its run."""
-
-    metrics: list[ClassMetrics]
-    map50: float | None
-    map50_95: float | None
-    pairs: dict[str, list[tuple[float, bool]]]
-
-
-def evaluate_weights(weights: Path, val_items: list[Any], names: list[str], options: DetectorTrainOptions, *,
-                     config_dir: Path) -> WeightsEvaluation:
-    """Validation figures and tuned thresholds of Ultralytics `weights` (train_detector's own measure)."""
-    detector = load_detector(weights, DetectorOptions(conf=EVAL_CONF, max_det=100, imgsz=options.imgsz,
-                                                      device=resolve_device(options.device), config_dir=config_dir))
-    metrics, map50, map50_95, pairs = validation_metrics(val_items, predict_items(detector, val_items), names,
-                                                         min_precision=options.min_precision,
-                                                         objective=options.threshold_objective)
-    return WeightsEvaluation(metrics, map50, map50_95, pairs)
-
-
-def write_trial_run(labelme_dir: Path, models_dir: Path, options: DetectorTrainOptions, *, weights: Path,
-                    names: list[str], trial: DetectorTrial, evaluation: WeightsEvaluation, splits: dict[str, list[Any]], record: Any,
-                    start: DetectorStart, epochs_csv: Path | None) -> DetectorRun:
-    """A run folder holding the best trial's weights, laid out as train_detector's (weights.pt, run.json, split.json,
-    pr_curves.png, epochs.csv), not yet the one in use. Raises SmartHubError when it cannot be written."""
-    runs = detectors_dir(models_dir)
-    name = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(3)
-    length = TrainLength(epochs=_count_rows(epochs_csv), best_epoch=None,
-                         reason=f"trial {trial.number} of the search ({trial.seconds:.0f} s)")
-    run = DetectorRun(run_dir=runs / name, backend="ultralytics", names=names,
-                      counts={s: len(v) for s, v in splits.items()},
-                      backgrounds={s: sum(not it.boxes for it in v) for s, v in splits.items()}, silver=0,
-                      metrics=evaluation.metrics, map50=evaluation.map50, map50_95=evaluation.map50_95,
-                      start=start, length=length)
-    with staged_output(run.run_dir, kind=None, notes=run.notes) as staged:
-        trust.save_model(staged / "weights.pt", lambda tmp: shutil.copyfile(weights, tmp))
-        if epochs_csv is not None and epochs_csv.is_file():
-            atomic_write_bytes(staged / EPOCHS_FILE, epochs_csv.read_bytes())
-        save_pr_curves(staged / "pr_curves.png", evaluation.pairs, evaluation.metrics)
-        atomic_write_json(staged / "split.json", record.to_json())
-        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-        atomic_write_json(staged / RUN_FILE, {
-            "format": RUN_FORMAT, "version": 1, "weights": "weights.pt", "backend": "ultralytics",
-            "model": options.model, "pretrained": _PRETRAINED.get(start.kind), "start": start.to_json(),
-            "training": length.to_json(), "names": names, "imgsz": options.imgsz,
-            "device": resolve_device(options.device), "labelme_dir": str(Path(labelme_dir).resolve()),
-            "options": opts, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "split": {"counts": run.counts, "backgrounds": run.backgrounds, "silver": 0},
-            "validation": {"map50": run.map50, "map50_95": run.map50_95,
-                           "classes": {m.label: {"truth": m.truth, "ap50": m.ap50, "ap50_95": m.ap50_95,
-                                                 "precision": m.threshold.precision, "recall": m.threshold.recall}
-                                       for m in run.metrics}},
-            "thresholds": {m.label: m.threshold.to_json() for m in run.metrics},
-            "min_precision": options.min_precision})
-    return run
-
-
-_PRETRAINED = {"coco": "COCO", "backbone": "ImageNet (torchvision backbone)", "weights": "given weights"}
-
-
-def _count_rows(csv_path: Path | None) -> int:
-    if csv_path is None or not csv_path.is_file():
-        return 0
-    return max(0, len(csv_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()) - 1)
 
 
 @dataclass
