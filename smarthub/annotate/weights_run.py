@@ -15,6 +15,7 @@ from smarthub import trust
 from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, load_detector
 from smarthub.annotate.options import DetectorTrainOptions
 from smarthub.annotate.starts import DetectorStart
+from smarthub.annotate.thresholds import threshold_rule
 from smarthub.annotate.train_detector import (
     EPOCHS_FILE,
     EVAL_CONF,
@@ -65,7 +66,8 @@ def write_weights_run(labelme_dir: Path, models_dir: Path, options: DetectorTrai
                       counts={s: len(v) for s, v in splits.items()},
                       backgrounds={s: sum(not it.boxes for it in v) for s, v in splits.items()}, silver=0,
                       metrics=evaluation.metrics, map50=evaluation.map50, map50_95=evaluation.map50_95,
-                      start=start, length=length)
+                      start=start, length=length,
+                      threshold_rule=threshold_rule(options.threshold_objective, options.min_precision))
     with staged_output(run.run_dir, kind=None, notes=run.notes) as staged:
         trust.save_model(staged / "weights.pt", lambda tmp: shutil.copyfile(weights, tmp))
         if epochs_csv is not None and epochs_csv.is_file():
@@ -85,6 +87,7 @@ def write_weights_run(labelme_dir: Path, models_dir: Path, options: DetectorTrai
                                                  "precision": m.threshold.precision, "recall": m.threshold.recall}
                                        for m in run.metrics}},
             "thresholds": {m.label: m.threshold.to_json() for m in run.metrics},
+            "threshold_rule": run.threshold_rule,
             "min_precision": options.min_precision})
     return run
 

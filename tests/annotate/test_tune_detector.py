@@ -153,6 +153,7 @@ def _check_the_better_is_promoted(models: Path, result, tuning: dict) -> None:
     assert final["start"]["kind"] == "weights" and final["validation"]["map50_95"] == pytest.approx(final_map)
     assert final["options"]["ultralytics_args"]["warmup_epochs"] == 0  # trained on from the trial: no second warm-up
     assert (result.final_run == result.run.run_dir) == (winner == "final")
+    assert set(run) - {"tuning"} == set(final) - {"tuning"}  # the trial's run is laid out as train_detector's
     assert tuning["why"].startswith("the final run is better" if winner == "final" else "kept the best trial's model")
 
 
