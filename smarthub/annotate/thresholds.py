@@ -37,26 +37,34 @@ class ThresholdChoice:
                 "tuned": self.tuned, "reached_min_precision": self.reached}
 
 
-def match_scores(pred_xyxy: np.ndarray, pred_scores: np.ndarray, truth_xyxy: np.ndarray, *,
-                 iou: float = 0.5) -> list[tuple[float, bool]]:
-    """(score, true positive) for each prediction of one class in one image: by descending score, each
-    prediction takes the free truth box it overlaps most if IoU >= `iou`."""
+def greedy_matches(pred_xyxy: np.ndarray, pred_scores: np.ndarray, truth_xyxy: np.ndarray, *,
+                   iou: float = 0.5) -> list[tuple[int, int]]:
+    """(prediction index, truth index or -1) by descending score: each prediction takes the free truth box it
+    overlaps most if IoU >= `iou` (COCO's greedy rule)."""
     scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")
     truth = np.asarray(truth_xyxy, dtype=np.float64).reshape(-1, 4)
     if not len(truth):
-        return [(float(scores[i]), False) for i in order]
+        return [(int(i), -1) for i in order]
     m = iou_matrix(np.asarray(pred_xyxy, dtype=np.float64).reshape(-1, 4)[order], truth)
     free = np.ones(len(truth), dtype=bool)
     out = []
     for row, i in zip(m, order):
         cand = np.where(free, row, -1.0)
         j = int(cand.argmax())
-        hit = bool(cand[j] >= iou)
-        if hit:
+        if cand[j] >= iou:
             free[j] = False
-        out.append((float(scores[i]), hit))
+            out.append((int(i), j))
+        else:
+            out.append((int(i), -1))
     return out
+
+
+def match_scores(pred_xyxy: np.ndarray, pred_scores: np.ndarray, truth_xyxy: np.ndarray, *,
+                 iou: float = 0.5) -> list[tuple[float, bool]]:
+    """(score, true positive) for each prediction of one class in one image (`greedy_matches`), by score."""
+    scores = np.asarray(pred_scores, dtype=np.float64).reshape(-1)
+    return [(float(scores[i]), j >= 0) for i, j in greedy_matches(pred_xyxy, scores, truth_xyxy, iou=iou)]
 
 
 def pr_points(pairs: list[tuple[float, bool]], n_truth: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -128,24 +136,11 @@ class ScoredImage:
 
 
 def agnostic_matches(image: ScoredImage, *, iou: float = 0.5) -> list[tuple[float, bool, bool]]:
-    """(score, on an object, with its label) for each box of one image: `match_scores` over every box and every
+    """(score, on an object, with its label) for each box of one image: `greedy_matches` over every box and every
     truth box whatever their labels (a box on a fish called fruit is on an object, under the wrong label)."""
     scores = np.asarray(image.pred_scores, dtype=np.float64).reshape(-1)
-    order = np.argsort(-scores, kind="stable")
-    truth = np.asarray(image.truth_xyxy, dtype=np.float64).reshape(-1, 4)
-    if not len(truth):
-        return [(float(scores[i]), False, False) for i in order]
-    m = iou_matrix(np.asarray(image.pred_xyxy, dtype=np.float64).reshape(-1, 4)[order], truth)
-    free = np.ones(len(truth), dtype=bool)
-    out = []
-    for row, i in zip(m, order):
-        cand = np.where(free, row, -1.0)
-        j = int(cand.argmax())
-        hit = bool(cand[j] >= iou)
-        if hit:
-            free[j] = False
-        out.append((float(scores[i]), hit, hit and image.pred_labels[i] == image.truth_labels[j]))
-    return out
+    return [(float(scores[i]), j >= 0, j >= 0 and image.pred_labels[i] == image.truth_labels[j])
+            for i, j in greedy_matches(image.pred_xyxy, scores, image.truth_xyxy, iou=iou)]
 
 
 def choose_shared_threshold(images: list[ScoredImage], *, default: float = DEFAULT_CONF) -> ThresholdChoice:
