@@ -171,11 +171,15 @@ def shown(ws: Workspace, st: CleanState, outcome: session.Outcome, *, undo_hint:
     return render(ws, st, ok(outcome.message + hint))
 
 
-def settle() -> None:
+def settle(*, collect: bool = False) -> None:
     """Move what exists now (the new ranking's per-image state, torch's and gradio's objects) out of the garbage
     collector's view: it lives as long as the page, and a full collection walking it during a later action paused
     that action by 0.3–0.5 s at 5,000 images (bench/clean_latency.py --rerank). Freed objects still go by reference
-    counting."""
+    counting. With `collect` (a new review's result, seconds of work already), what earlier pages froze is thawed
+    and collected first, so cyclic garbage of old rankings does not outlive the next review."""
+    if collect:
+        gc.unfreeze()
+        gc.collect()
     gc.freeze()
 
 
@@ -186,7 +190,7 @@ def load_result(ws: Workspace, result: ReviewResult, st: CleanState | None = Non
     new = CleanState()
     new.load(ws, result)
     new.result = result
-    settle()
+    settle(collect=True)
     if st is not None:
         new.counts = dict(st.counts)
     msg = ok(queue_summary(result))
