@@ -64,7 +64,7 @@ def run_relabel(args: argparse.Namespace) -> int:
     op = fileops.relabel(ws, args.paths, args.label)
     for m in op.moves:
         print(f"moved {m.src} → {m.dst}")
-    print(f"operation {op.op_id} ({len(op.moves)} files); undo with `smarthub undo {op.op_id}`")
+    print(f"operation {op.op_id} ({len(op.moves)} file{'s' if len(op.moves) != 1 else ''}); undo with `smarthub undo {op.op_id}`")
     return 0
 
 
@@ -75,7 +75,7 @@ def run_delete(args: argparse.Namespace) -> int:
     op = fileops.trash(ws, args.paths)
     for m in op.moves:
         print(f"trashed {m.src}")
-    print(f"operation {op.op_id} ({len(op.moves)} files in {ws.trash_dir / op.op_id}); "
+    print(f"operation {op.op_id} ({len(op.moves)} file{'s' if len(op.moves) != 1 else ''} in {ws.trash_dir / op.op_id}); "
           f"undo with `smarthub undo {op.op_id}`")
     return 0
 

@@ -169,7 +169,7 @@ def run_keep(args: argparse.Namespace) -> int:
                             "latest keep)")
     else:
         op = fileops.keep(ws, args.paths)
-        print(f"{len(op.marks)} images kept: trusted labels for the next review, hidden until their content or class "
+        print(f"{len(op.marks)} image{'s' if len(op.marks) != 1 else ''} kept: trusted labels for the next review, hidden until their content or class "
               f"changes (operation {op.op_id}; `smarthub undo` reverts it)")
     return 0
 

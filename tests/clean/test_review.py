@@ -276,7 +276,7 @@ def test_cli_review_and_keep(planted, tmp_path, capsys):
         return [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
 
     assert main(["keep", "--data", str(ws.data_dir), str(ws.data_dir / first)]) == 0
-    assert "1 images kept" in capsys.readouterr().out
+    assert "1 image kept" in capsys.readouterr().out
     assert first not in listed()  # a trusted label: not a suspect
     assert "1 kept" in capsys.readouterr().out
     assert main(["history", "--data", str(ws.data_dir)]) == 0
