@@ -567,6 +567,33 @@ def check_start_weights(path: Path) -> None:
     trust.announce(_check_ultralytics_pickle(path))
 
 
+def pretrained_words(start: DetectorStart) -> str | None:
+    """run.json's `pretrained`: what the detector's weights started from (None: from scratch)."""
+    return {"coco": "COCO", "backbone": f"ImageNet ({start.backbone} backbone)",
+            "weights": "given weights"}.get(start.kind)
+
+
+def run_record(run: DetectorRun, options: DetectorTrainOptions, *, weights_name: str, pretrained: str | None,
+               device: str, labelme_dir: Path) -> dict[str, Any]:
+    """The run.json of a detector run folder (train_detector's runs and a search's kept trial alike)."""
+    opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
+    return {
+        "format": RUN_FORMAT, "version": 1, "weights": weights_name, "backend": run.backend,
+        "model": options.model, "pretrained": pretrained,
+        "start": run.start.to_json() if run.start is not None else None,
+        "training": run.length.to_json() if run.length is not None else None, "names": run.names,
+        "imgsz": options.imgsz, "device": device, "labelme_dir": str(Path(labelme_dir).resolve()), "options": opts,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "split": {"counts": run.counts, "backgrounds": run.backgrounds, "silver": run.silver},
+        "validation": {"map50": run.map50, "map50_95": run.map50_95,
+                       "classes": {m.label: {"truth": m.truth, "ap50": m.ap50, "ap50_95": m.ap50_95,
+                                             "precision": m.threshold.precision, "recall": m.threshold.recall}
+                                   for m in run.metrics}},
+        "thresholds": {m.label: m.threshold.to_json() for m in run.metrics},
+        "threshold_rule": run.threshold_rule,
+        "min_precision": options.min_precision}
+
+
 def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOptions | None = None, *,
                    progress: Callable[[TrainProgress], None] | None = None,
                    should_stop: Callable[[], bool] | None = None, promote: bool = True) -> DetectorRun:
@@ -626,8 +653,7 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
             if results.is_file():
                 shutil.copyfile(results, staged / EPOCHS_FILE)
             weights_name = "weights.pt"
-            pretrained = {"coco": "COCO", "backbone": f"ImageNet ({start.backbone} backbone)",
-                          "weights": "given weights"}.get(start.kind)
+            pretrained = pretrained_words(start)
         else:
             _, pretrained = train_torchvision(train_items, names, staged / "detector.pt", options, device, report)
             weights_name = "detector.pt"
@@ -650,21 +676,8 @@ def train_detector(labelme_dir: Path, models_dir: Path, options: DetectorTrainOp
                           silver=len(silver), metrics=metrics, map50=map50, map50_95=map50_95, notes=notes,
                           start=start, length=length,
                           threshold_rule=threshold_rule(options.threshold_objective, options.min_precision))
-        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-        atomic_write_json(staged / RUN_FILE, {
-            "format": RUN_FORMAT, "version": 1, "weights": weights_name, "backend": options.backend,
-            "model": options.model, "pretrained": pretrained, "start": start.to_json(),
-            "training": length.to_json(), "names": names, "imgsz": options.imgsz,
-            "device": device, "labelme_dir": str(labelme_dir.resolve()), "options": opts,
-            "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "split": {"counts": run.counts, "backgrounds": run.backgrounds, "silver": len(silver)},
-            "validation": {"map50": map50, "map50_95": map50_95,
-                           "classes": {m.label: {"truth": m.truth, "ap50": m.ap50, "ap50_95": m.ap50_95,
-                                                 "precision": m.threshold.precision, "recall": m.threshold.recall}
-                                       for m in metrics}},
-            "thresholds": {m.label: m.threshold.to_json() for m in metrics},
-            "threshold_rule": run.threshold_rule,
-            "min_precision": options.min_precision})
+        atomic_write_json(staged / RUN_FILE, run_record(run, options, weights_name=weights_name, pretrained=pretrained,
+                                                        device=device, labelme_dir=labelme_dir))
     if promote:
         atomic_write_json(runs / LATEST_FILE, {"run": name})
     run.seconds = time.monotonic() - started

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import secrets
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from smarthub import trust
-from smarthub.annotate.detect import RUN_FILE, RUN_FORMAT, DetectorOptions, load_detector
+from smarthub.annotate.detect import RUN_FILE, DetectorOptions, load_detector
 from smarthub.annotate.options import DetectorTrainOptions
 from smarthub.annotate.starts import DetectorStart
 from smarthub.annotate.thresholds import threshold_rule
@@ -24,6 +24,8 @@ from smarthub.annotate.train_detector import (
     TrainLength,
     detectors_dir,
     predict_items,
+    pretrained_words,
+    run_record,
     save_pr_curves,
     validation_metrics,
 )
@@ -74,25 +76,10 @@ def write_weights_run(labelme_dir: Path, models_dir: Path, options: DetectorTrai
             atomic_write_bytes(staged / EPOCHS_FILE, epochs_csv.read_bytes())
         save_pr_curves(staged / "pr_curves.png", evaluation.pairs, evaluation.metrics)
         atomic_write_json(staged / "split.json", record.to_json())
-        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
-        atomic_write_json(staged / RUN_FILE, {
-            "format": RUN_FORMAT, "version": 1, "weights": "weights.pt", "backend": "ultralytics",
-            "model": options.model, "pretrained": _PRETRAINED.get(start.kind), "start": start.to_json(),
-            "training": length.to_json(), "names": names, "imgsz": options.imgsz,
-            "device": resolve_device(options.device), "labelme_dir": str(Path(labelme_dir).resolve()),
-            "options": opts, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "split": {"counts": run.counts, "backgrounds": run.backgrounds, "silver": 0},
-            "validation": {"map50": run.map50, "map50_95": run.map50_95,
-                           "classes": {m.label: {"truth": m.truth, "ap50": m.ap50, "ap50_95": m.ap50_95,
-                                                 "precision": m.threshold.precision, "recall": m.threshold.recall}
-                                       for m in run.metrics}},
-            "thresholds": {m.label: m.threshold.to_json() for m in run.metrics},
-            "threshold_rule": run.threshold_rule,
-            "min_precision": options.min_precision})
+        atomic_write_json(staged / RUN_FILE, run_record(run, options, weights_name="weights.pt",
+                                                        pretrained=pretrained_words(start),
+                                                        device=resolve_device(options.device), labelme_dir=labelme_dir))
     return run
-
-
-_PRETRAINED = {"coco": "COCO", "backbone": "ImageNet (torchvision backbone)", "weights": "given weights"}
 
 
 def _count_rows(csv_path: Path | None) -> int:
